@@ -1,0 +1,202 @@
+"""The muscle vocabulary: canonical names, groups, sides and label-name matching.
+
+Everything anatomical is read from ``configs/anatomy.yaml``; the published label schemes of other
+segmentation tools are in ``configs/label_schemes/``.
+
+Examples
+--------
+>>> match_label_name("Adductor Brevis (L)").muscle
+'adductor_brevis'
+>>> match_label_name("RST").side
+'right'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+
+from .config import config_dir, load_config_file
+
+SIDES = ("left", "right")
+_SIDE_TOKENS = {
+    "left": "left",
+    "l": "left",
+    "lt": "left",
+    "links": "left",
+    "right": "right",
+    "r": "right",
+    "rt": "right",
+    "rechts": "right",
+}
+# Kinds of label.
+MUSCLE, GROUP, REFERENCE, UNKNOWN = "muscle", "group", "reference", "unknown"
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    """What one label value means.
+
+    Attributes
+    ----------
+    value : int
+        The integer in the label map.
+    name : str
+        The name as given in the label table (or the scheme).
+    kind : str
+        ``"muscle"``, ``"group"`` (a compartment label such as TotalSegmentator's),
+        ``"reference"`` (bone, marrow, fat) or ``"unknown"``.
+    muscle : str
+        Canonical name: a vocabulary muscle, a group name for compartments, a reference tissue
+        name, or the normalised unknown name.
+    side : str
+        ``"left"``, ``"right"`` or ``""`` when the name carries no side.
+    group : str
+        The muscle's group (``""`` when none).
+    """
+
+    value: int
+    name: str
+    kind: str
+    muscle: str
+    side: str
+    group: str
+
+
+def normalise(name: str) -> str:
+    """Lower case, with every run of non-alphanumeric characters turned into one ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+
+
+@cache
+def _anatomy() -> dict:
+    return load_config_file("anatomy.yaml")
+
+
+@cache
+def vocabulary() -> frozenset[str]:
+    """Canonical muscle names."""
+    return frozenset(_anatomy()["muscles"])
+
+
+@cache
+def groups() -> dict[str, tuple[str, ...]]:
+    """Group name -> member muscles (gracilis in adductors per ``gracilis_in_adductors``)."""
+    config = _anatomy()
+    out = {}
+    for group, members in config["groups"].items():
+        if group == "adductors" and not config.get("gracilis_in_adductors", True):
+            members = [m for m in members if m != "gracilis"]
+        out[group] = tuple(members)
+    return out
+
+
+@cache
+def group_of(muscle: str) -> str:
+    """The group a canonical muscle belongs to, or ``""``."""
+    for group, members in groups().items():
+        if muscle in members:
+            return group
+    return ""
+
+
+def _split_side(tokens: list[str]) -> tuple[list[str], str]:
+    if len(tokens) > 1 and tokens[0] in _SIDE_TOKENS:
+        return tokens[1:], _SIDE_TOKENS[tokens[0]]
+    if len(tokens) > 1 and tokens[-1] in _SIDE_TOKENS:
+        return tokens[:-1], _SIDE_TOKENS[tokens[-1]]
+    return tokens, ""
+
+
+def _resolve(stem: str) -> tuple[str, str] | None:
+    """Map a side-less normalised name to (kind, canonical) or None."""
+    config = _anatomy()
+    stem = config["aliases"].get(stem, stem)
+    if stem in vocabulary():
+        return MUSCLE, stem
+    if stem in config["compartments"]:
+        return GROUP, config["compartments"][stem]
+    if stem in config["reference_tissues"]:
+        return REFERENCE, stem
+    return None
+
+
+def match_label_name(name: str, value: int = 0) -> LabelInfo:
+    """Resolve a label-table name to a canonical muscle, side and group.
+
+    Parameters
+    ----------
+    name : str
+        Any of the naming styles of DESIGN §2.3: ``adductor_brevis_left``, ``Adductor Brevis (L)``,
+        ``L adductor brevis``, abbreviations such as ``LAB`` or ``AB_L``.
+    value : int
+        The label value, carried into the result.
+
+    Returns
+    -------
+    LabelInfo
+        ``kind == "unknown"`` when the vocabulary does not know the name.
+    """
+    tokens = normalise(name).split("_") if normalise(name) else []
+    stem_tokens, side = _split_side(tokens)
+    resolved = _resolve("_".join(stem_tokens))
+    if resolved is None and not side and len(tokens) == 1 and len(tokens[0]) in (2, 3, 4):
+        # Glued side + abbreviation, e.g. Musclesense's "RST", "LAM", "LBF".
+        token = tokens[0]
+        if token[0] in ("l", "r") and _resolve(token[1:]) is not None:
+            resolved, side = _resolve(token[1:]), _SIDE_TOKENS[token[0]]
+    if resolved is None:
+        return LabelInfo(value, name, UNKNOWN, "_".join(stem_tokens) or normalise(name), side, "")
+    kind, canonical = resolved
+    group = group_of(canonical) if kind == MUSCLE else (canonical if kind == GROUP else "")
+    return LabelInfo(value, name, kind, canonical, side, group)
+
+
+@dataclass(frozen=True)
+class LabelScheme:
+    """A published label scheme: name and its value -> name table."""
+
+    name: str
+    names: dict[int, str]
+
+
+SCHEME_FILES = {
+    "musclemap": "musclemap_wholebody.tsv",
+    "musclesense": "musclesense_thigh.tsv",
+    "totalsegmentator": "totalsegmentator_thigh_shoulder_muscles_mr.tsv",
+}
+
+
+@cache
+def label_scheme(name: str) -> LabelScheme:
+    """Load one of the published schemes of ``configs/label_schemes/`` by its short name."""
+    path = config_dir() / "label_schemes" / SCHEME_FILES[name]
+    names: dict[int, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+        if line.strip():
+            index, label_name = line.split("\t")[:2]
+            names[int(index)] = label_name
+    return LabelScheme(name, names)
+
+
+def identify_scheme(values: set[int]) -> LabelScheme | None:
+    """Pick the published scheme whose code set contains all ``values`` (0 excluded).
+
+    MuscleMap's four-digit codes are unambiguous. Musclesense (1-11, 21-31) and TotalSegmentator
+    (1-18) overlap on 1-11: values above 18 mean Musclesense; values 12-18 mean TotalSegmentator;
+    otherwise, a set of 1-8 only is TotalSegmentator's thigh compartments and anything reaching
+    9-11 is Musclesense. Returns None when no scheme contains every value.
+    """
+    values = {v for v in values if v != 0}
+    if not values:
+        return None
+    candidates = [label_scheme(n) for n in SCHEME_FILES if values <= set(label_scheme(n).names)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        return None
+    by_name = {c.name: c for c in candidates}
+    if max(values) <= 8 and "totalsegmentator" in by_name:
+        return by_name["totalsegmentator"]
+    return by_name.get("musclesense", candidates[0])

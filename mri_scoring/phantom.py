@@ -1,0 +1,671 @@
+"""Synthetic bilateral thigh phantoms with known ground truth.
+
+The phantom is a stack of axial slices from the hip (proximal) to above the knee (distal), both
+thighs side by side, left thigh at negative world x (RAS+). Each thigh has skin, subcutaneous fat,
+a femur (cortex and fatty marrow) and the muscles of the vocabulary at their anatomical place and
+level (``configs/phantom.yaml``): obturator externus and pectineus only proximally, adductor brevis
+in the upper half, biceps femoris short head in the distal half, thin intermuscular fat septa.
+
+Per muscle and side the truth holds a fat fraction (with lognormal intramuscular texture), a patchy
+edema fraction, fascial edema (fluid in the band just outside the muscle) and atrophy (the muscle
+shrinks and fat takes its place). Images are made from the truth as a scanner would give them:
+Dixon water/fat magnitudes with Rician noise and a smooth coil bias, a fat-fraction map, a STIR
+image with its own bias, a water-T2 map (ms) and a T1-weighted image, all with partial-volume blur.
+
+Examples
+--------
+>>> from mri_scoring import phantom
+>>> study = phantom.make_study("imnm", seed=0, shape=(96, 96, 16))
+>>> study.truth["muscles"]["adductor_magnus_left"]["ff_median"] > 0.3
+True
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from .anatomy import groups, match_label_name, vocabulary
+from .config import load_config_file
+from .quantify import core_from_distance, shell_reach_mm
+from .study import IMAGE_ROLES, Study
+
+PATTERNS = ("normal", "imnm", "dm")
+# Tissue codes of the phantom's tissue map.
+AIR, SKIN, SUBCUT_FAT, SEPTUM_FAT, CORTEX, MARROW, MUSCLE, FASCIAL_FLUID = range(8)
+_TISSUE_FF = {SKIN: 0.3, SUBCUT_FAT: 0.95, SEPTUM_FAT: 0.9, CORTEX: 0.0, MARROW: 0.9}
+_TISSUE_PD = {AIR: 0.0, SKIN: 0.8, SUBCUT_FAT: 1.0, SEPTUM_FAT: 1.0, CORTEX: 0.05, MARROW: 0.9}
+DEFAULT_FOV_MM = (420.0, 420.0, 400.0)
+
+
+@dataclass
+class MuscleSpec:
+    """Truth to impose on one muscle of one side."""
+
+    ff: float
+    edema: float
+    fascial: bool
+    atrophy: float
+
+
+@dataclass
+class PhantomStudy(Study):
+    """A :class:`~mri_scoring.study.Study` made by :func:`make_study`, with its ground truth."""
+
+    truth: dict[str, Any] = field(default_factory=dict)
+
+
+def _config() -> dict:
+    return load_config_file("phantom.yaml")
+
+
+def phantom_muscles() -> list[str]:
+    """Muscles the phantom draws, in label order."""
+    return list(_config()["anatomy"]["muscles"])
+
+
+def label_table() -> dict[int, str]:
+    """The phantom's label table: value -> ``<muscle>_<side>`` (and femur marrow references)."""
+    table: dict[int, str] = {}
+    for i, muscle in enumerate(phantom_muscles()):
+        table[2 * i + 1] = f"{muscle}_left"
+        table[2 * i + 2] = f"{muscle}_right"
+    table[91] = "femur_marrow_left"
+    table[92] = "femur_marrow_right"
+    return table
+
+
+def _apply_fragment(specs: dict[str, dict], fragment: dict[str, dict]) -> None:
+    """Apply a pattern fragment (group keys first, then muscle keys) to side-less specs."""
+    group_map = groups()
+    ordered = sorted(fragment.items(), key=lambda item: item[0] not in group_map)
+    for key, values in ordered:
+        members = group_map.get(key, (key,))
+        for muscle in members:
+            if muscle in specs:
+                specs[muscle].update(values)
+
+
+def pattern_specs(
+    pattern: str = "normal",
+    overrides: dict[str, dict] | None = None,
+    features: dict[str, bool] | None = None,
+) -> dict[str, dict]:
+    """Side-less truth per muscle for a named pattern, drawn features and explicit overrides.
+
+    Parameters
+    ----------
+    pattern : {"normal", "imnm", "dm"}
+        Base pattern from ``configs/phantom.yaml`` (literature.md §1, §5).
+    overrides : dict, optional
+        Muscle or group -> fields (``ff``, ``edema``, ``fascial``, ``atrophy``), applied last.
+    features : dict of str -> bool, optional
+        Template feature states to realise (``feature_realisation`` in the phantom config),
+        applied on top of ``pattern``.
+    """
+    config = _config()
+    if pattern not in config["patterns"]:
+        raise ValueError(f"unknown phantom pattern {pattern!r}; expected one of {PATTERNS}")
+    specs = {m: dict(config["defaults"]) for m in phantom_muscles()}
+    _apply_fragment(specs, config["patterns"][pattern] or {})
+    if features:
+        realise = config["feature_realisation"]
+        unknown = set(features) - set(realise)
+        if unknown:
+            raise ValueError(f"phantom cannot realise features {sorted(unknown)}")
+        for feature_id, present in features.items():
+            if present and "present" in realise[feature_id]:
+                _apply_fragment(specs, realise[feature_id]["present"])
+        if features.get("quadriceps_spared") and not features.get("hamstrings_am_fat"):
+            _apply_fragment(specs, realise["quadriceps_spared"]["present_without_hamstrings_fat"])
+        if "quadriceps_spared" in features and not features["quadriceps_spared"]:
+            posterior_ff = max(specs[m]["ff"] for m in ("semitendinosus", "adductor_magnus"))
+            _apply_fragment(specs, {"quadriceps": {"ff": posterior_ff}})
+    if overrides:
+        unknown = {k for k in overrides if k not in specs and k not in groups()}
+        if unknown:
+            raise ValueError(f"unknown muscles or groups in overrides: {sorted(unknown)}")
+        _apply_fragment(specs, overrides)
+    return specs
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple, sigma_vox: tuple) -> np.ndarray:
+    """Standardised Gaussian random field (float32, mean 0, sd 1)."""
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    smooth = ndimage.gaussian_filter(noise, sigma=sigma_vox, mode="wrap")
+    return ((smooth - smooth.mean()) / (smooth.std() + 1e-12)).astype(np.float32)
+
+
+def _bias_field(rng: np.random.Generator, shape: tuple, amplitude: float) -> np.ndarray:
+    """Smooth multiplicative field 1 + amplitude * g, g in [-1, 1] (low-order polynomial)."""
+    axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape]
+    x, y, z = np.meshgrid(*axes, indexing="ij", sparse=True)
+    terms = [x, y, z, x * y, x * x - 0.33, y * y - 0.33, x * z, y * z]
+    coefficients = rng.uniform(-1.0, 1.0, len(terms))
+    g = sum(c * t for c, t in zip(coefficients, terms, strict=True))
+    g = np.broadcast_to(g, shape).astype(np.float32)
+    g /= max(float(np.abs(g).max()), 1e-6)
+    return 1.0 + amplitude * g
+
+
+def _rician(rng: np.random.Generator, signal: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma <= 0:
+        return signal.astype(np.float32)
+    real = signal + rng.normal(0.0, sigma, signal.shape).astype(np.float32)
+    imag = rng.normal(0.0, sigma, signal.shape).astype(np.float32)
+    return np.hypot(real, imag).astype(np.float32)
+
+
+def _level_profile(t: float, t0: float, t1: float) -> float:
+    """Radius scale of a muscle at level t (0 outside [t0, t1]); muscles cut by the field of view
+    at t0 = 0 continue above it and stay wide there."""
+    if t < t0 or t > t1:
+        return 0.0
+    start = t0 if t0 > 0.01 else t0 - 0.4 * (t1 - t0)
+    return 0.45 + 0.55 * float(np.sin(np.pi * (t - start) / (t1 - start)))
+
+
+def _build_anatomy(shape: tuple, voxel: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Label map, tissue map and normalised radius of each muscle voxel (for atrophy ranking)."""
+    anatomy = _config()["anatomy"]
+    muscles = anatomy["muscles"]
+    nx, ny, nz = shape
+    dx, dy, _dz = voxel
+    x_mm = (np.arange(nx) - (nx - 1) / 2.0) * dx
+    y_mm = (np.arange(ny) - (ny - 1) / 2.0) * dy
+    xx, yy = np.meshgrid(x_mm, y_mm, indexing="ij")
+    labels = np.zeros(shape, np.int16)
+    tissue = np.zeros(shape, np.uint8)
+    radius = np.zeros(shape, np.float32)
+    septum = max(anatomy["septum_mm"], 0.75 * min(dx, dy))
+    names = list(muscles)
+    for k in range(nz):
+        t = 1.0 - k / max(nz - 1, 1)  # k = nz-1 is the most proximal (superior) slice
+        skin_prox, skin_dist = anatomy["skin_radius_mm"]
+        skin_r = skin_prox + (skin_dist - skin_prox) * t
+        muscle_r = skin_r - anatomy["subcutaneous_fat_mm"]
+        for side_index, (sign, centre) in enumerate(
+            ((-1.0, -anatomy["thigh_centre_x_mm"]), (1.0, anatomy["thigh_centre_x_mm"]))
+        ):
+            u = sign * (xx - centre)
+            v = yy
+            rho = np.hypot(u, v)
+            body = rho < skin_r
+            sl_tissue = np.where(body, SUBCUT_FAT, AIR).astype(np.uint8)
+            sl_tissue[(rho >= skin_r - anatomy["skin_mm"]) & body] = SKIN
+            compartment = rho < muscle_r
+            sl_tissue[compartment] = SEPTUM_FAT
+            distances, radii, values = [], [], []
+            for i, name in enumerate(names):
+                u0, v0, u1, v1, a, b, t0, t1 = muscles[name]
+                scale = _level_profile(t, t0, t1)
+                if scale <= 0:
+                    continue
+                f = (t - t0) / max(t1 - t0, 1e-6)
+                cu, cv = u0 + (u1 - u0) * f, v0 + (v1 - v0) * f
+                r = np.hypot((u - cu) / (a * scale), (v - cv) / (b * scale))
+                distances.append((r - 1.0) * np.sqrt(a * b) * scale)
+                radii.append(r)
+                values.append(2 * i + 1 + side_index)
+            d = np.stack(distances)
+            order = np.argsort(d, axis=0)
+            d1 = np.take_along_axis(d, order[:1], 0)[0]
+            d2 = np.take_along_axis(d, order[1:2], 0)[0] if len(d) > 1 else d1 + 1e6
+            r1 = np.take_along_axis(np.stack(radii), order[:1], 0)[0]
+            owner = np.asarray(values)[order[0]]
+            is_muscle = compartment & (d1 < anatomy["gap_fill_mm"]) & (d2 - d1 >= septum)
+            is_muscle &= rho >= anatomy["femur_radius_mm"]
+            sl_tissue[is_muscle] = MUSCLE
+            sl_tissue[rho < anatomy["femur_radius_mm"]] = CORTEX
+            sl_tissue[rho < anatomy["marrow_radius_mm"]] = MARROW
+            in_side = body
+            tissue[..., k][in_side] = sl_tissue[in_side]
+            labels[..., k][in_side & is_muscle] = owner[in_side & is_muscle]
+            labels[..., k][in_side & (rho < anatomy["marrow_radius_mm"])] = 91 + side_index
+            radius[..., k][in_side & is_muscle] = r1[in_side & is_muscle]
+    return labels, tissue, radius
+
+
+def _apply_atrophy(labels, tissue, radius, value: int, factor: float) -> None:
+    """Keep the share ``factor`` of the muscle nearest its centre per slice; fat fills the rest."""
+    for k in range(labels.shape[2]):
+        where = np.nonzero(labels[..., k] == value)
+        n = where[0].size
+        if n == 0:
+            continue
+        keep = round(factor * n)
+        order = np.argsort(radius[..., k][where], kind="stable")
+        drop = order[keep:]
+        labels[where[0][drop], where[1][drop], k] = 0
+        tissue[where[0][drop], where[1][drop], k] = SEPTUM_FAT
+
+
+def _core_mask(mask: np.ndarray, voxel: tuple, core_mm: float) -> np.ndarray:
+    """Voxels at least ``core_mm`` inside the mask boundary (same rule as quantification)."""
+    distance = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=voxel)[1:-1, 1:-1, 1:-1]
+    return core_from_distance(distance, voxel, core_mm)
+
+
+def make_study(
+    pattern: str = "normal",
+    seed: int = 0,
+    *,
+    shape: tuple[int, int, int] = (128, 128, 24),
+    voxel_size_mm: tuple[float, float, float] | None = None,
+    noise: float = 0.02,
+    bias: float = 0.15,
+    stir_bias: float = 0.15,
+    blur_voxels: float = 0.5,
+    overrides: dict[str, dict] | None = None,
+    features: dict[str, bool] | None = None,
+    roles: tuple[str, ...] = IMAGE_ROLES,
+    reference_labels: bool = True,
+    study_id: str | None = None,
+) -> PhantomStudy:
+    """Make an in-memory phantom study with its ground truth.
+
+    Parameters
+    ----------
+    pattern : {"normal", "imnm", "dm"}
+        Disease pattern (``configs/phantom.yaml``, after ``../shared/literature.md``).
+    seed : int
+        Seed of every random draw: the same seed gives identical arrays.
+    shape : tuple of int
+        Grid (x, y, z); z runs from distal (0) to proximal.
+    voxel_size_mm : tuple of float, optional
+        Default: a 420 x 420 mm field of view over a 400 mm thigh length.
+    noise : float
+        Rician noise sigma relative to normal muscle water signal (0.02: SNR 50). 0 for none.
+    bias, stir_bias : float
+        Amplitude of the smooth multiplicative coil bias on Dixon/T1w and on STIR (0.3 = +-30 %).
+    blur_voxels : float
+        Gaussian partial-volume blur sigma in voxels (in plane; half of it through plane).
+    overrides : dict, optional
+        Per muscle or group truth overrides, e.g. ``{"semitendinosus": {"fascial": True}}``.
+    features : dict, optional
+        Template feature states to realise (see :func:`pattern_specs`).
+    roles : tuple of str
+        Image roles to produce (any of ``fat, water, ff, stir, t2map, t1w``).
+    reference_labels : bool
+        Label the femoral marrow (values 91/92) as a reference tissue.
+    study_id : str, optional
+        Default ``phantom-<pattern>-<seed>``.
+
+    Returns
+    -------
+    PhantomStudy
+        Arrays on a RAS+ grid, the label table, and ``truth`` (per ``<muscle>_<side>``:
+        ``label``, ``voxels``, ``volume_ml``, ``ff_mean``, ``ff_median``, ``ff_median_core``,
+        ``edema_fraction``, ``fascial_edema``, ``atrophy_factor``, ``z_range``, ``centroid_x_mm``).
+    """
+    config = _config()
+    signal = config["signal"]
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in shape)
+    if voxel_size_mm is None:
+        voxel = tuple(f / n for f, n in zip(DEFAULT_FOV_MM, shape, strict=True))
+    else:
+        voxel = tuple(float(v) for v in voxel_size_mm)
+    specs = pattern_specs(pattern, overrides, features)
+    jitter = config["side_jitter"]
+
+    labels, tissue, radius = _build_anatomy(shape, voxel)
+    table = label_table()
+    side_specs: dict[int, MuscleSpec] = {}
+    for value, name in table.items():
+        if value >= 91:
+            continue
+        muscle = name.rsplit("_", 1)[0]
+        base = specs[muscle]
+        ff = float(base["ff"]) * (1.0 + rng.uniform(-1, 1) * jitter["ff_relative"])
+        edema = float(base["edema"])
+        if edema > 0:
+            edema = float(np.clip(edema + rng.uniform(-1, 1) * jitter["edema"], 0.0, 1.0))
+        side_specs[value] = MuscleSpec(ff, edema, bool(base["fascial"]), float(base["atrophy"]))
+    for value, spec in side_specs.items():
+        if spec.atrophy < 1.0:
+            _apply_atrophy(labels, tissue, radius, value, spec.atrophy)
+    if not reference_labels:
+        labels[labels >= 91] = 0
+
+    texture_sigma = tuple(signal["texture_mm"] / v for v in voxel)
+    edema_sigma = tuple(signal["edema_patch_mm"] / v for v in voxel)
+    texture = _smooth_field(rng, shape, texture_sigma)
+    patches = _smooth_field(rng, shape, edema_sigma)
+
+    # Per-voxel fat fraction and proton density.
+    ff_target = np.zeros(256, np.float32)
+    for value, spec in side_specs.items():
+        ff_target[value] = spec.ff
+    log_sd = signal["heterogeneity_log_sd"]
+    muscle_mask = tissue == MUSCLE
+    ff = np.zeros(shape, np.float32)
+    pd = np.zeros(shape, np.float32)
+    for code, value in _TISSUE_FF.items():
+        ff[tissue == code] = value
+    for code, value in _TISSUE_PD.items():
+        pd[tissue == code] = value
+    lab_muscle = labels[muscle_mask].astype(np.intp)
+    ff[muscle_mask] = np.clip(
+        ff_target[lab_muscle] * np.exp(log_sd * texture[muscle_mask] - log_sd**2 / 2), 0.0, 0.98
+    )
+    pd[muscle_mask] = 1.0
+
+    # Patchy edema: threshold the patch field at each muscle's own quantile.
+    edema = np.zeros(shape, bool)
+    boxes = ndimage.find_objects(labels)
+    for value, spec in side_specs.items():
+        if spec.edema <= 0 or value > len(boxes) or boxes[value - 1] is None:
+            continue
+        box = boxes[value - 1]
+        inside = labels[box] == value
+        cut = np.quantile(patches[box][inside], 1.0 - spec.edema)
+        edema[box] |= inside & (patches[box] > cut)
+
+    # Fascial edema: fluid in the band just outside the muscle, owned by the nearest muscle.
+    fascial_values = [v for v, s in side_specs.items() if s.fascial]
+    fascial = np.zeros(shape, bool)
+    if fascial_values:
+        muscle_labels = np.where(labels < 91, labels, 0)
+        distance, indices = ndimage.distance_transform_edt(
+            muscle_labels == 0, sampling=voxel, return_indices=True
+        )
+        nearest = muscle_labels[tuple(indices)]
+        del indices
+        coverage_field = _smooth_field(rng, shape, edema_sigma)
+        cover_cut = np.quantile(coverage_field, 1.0 - signal["fascial_coverage"])
+        fascial = (
+            (muscle_labels == 0)
+            & np.isin(nearest, fascial_values)
+            & (distance <= shell_reach_mm(voxel, signal["fascial_band_mm"]))
+            & np.isin(tissue, (SEPTUM_FAT, SUBCUT_FAT))
+            & (coverage_field > cover_cut)
+        )
+        tissue[fascial] = FASCIAL_FLUID
+        ff[fascial] = 0.1
+        pd[fascial] = 1.0
+
+    water = pd * (1.0 - ff)
+    fat = pd * ff
+    blur = (blur_voxels, blur_voxels, blur_voxels / 2.0)
+    images: dict[str, np.ndarray] = {}
+    dixon_bias = _bias_field(rng, shape, bias)
+    if blur_voxels > 0:
+        water_b = ndimage.gaussian_filter(water, blur)
+        fat_b = ndimage.gaussian_filter(fat, blur)
+    else:
+        water_b, fat_b = water, fat
+    water_img = _rician(rng, water_b * dixon_bias, noise)
+    fat_img = _rician(rng, fat_b * dixon_bias, noise)
+    if "water" in roles or "fat" in roles:
+        images["water"], images["fat"] = water_img, fat_img
+    if "ff" in roles:
+        total = water_img + fat_img
+        floor = max(5.0 * noise, 0.05)
+        images["ff"] = np.where(total > floor, fat_img / np.maximum(total, 1e-6), 0.0).astype(
+            np.float32
+        )
+    stir_bias_field = _bias_field(rng, shape, stir_bias)
+    if "stir" in roles:
+        stir = (
+            water * (1.0 + signal["stir_edema_gain"] * edema)
+            + signal["fat_suppression_residual"] * fat
+        )
+        stir[fascial] = signal["stir_fascial"]
+        if blur_voxels > 0:
+            stir = ndimage.gaussian_filter(stir, blur)
+        images["stir"] = _rician(rng, stir * stir_bias_field, noise)
+    if "t2map" in roles:
+        t2 = np.zeros(shape, np.float32)
+        t2_texture = _smooth_field(rng, shape, texture_sigma)
+        t2[muscle_mask] = (
+            signal["t2_muscle_ms"]
+            + signal["t2_texture_ms"] * t2_texture[muscle_mask]
+            + (signal["t2_edema_ms"] - signal["t2_muscle_ms"]) * edema[muscle_mask]
+            + signal["t2_fat_bias_ms"] * ff[muscle_mask]
+        )
+        t2[tissue == SKIN] = 40.0
+        t2[fascial] = signal["t2_fascial_ms"]
+        measured = t2 > 0
+        t2[measured] += rng.normal(0.0, 1.0, int(measured.sum())).astype(np.float32)
+        images["t2map"] = np.clip(t2, 0.0, None)
+    if "t1w" in roles:
+        t1 = signal["t1_muscle"] * water + signal["t1_fat"] * fat
+        if blur_voxels > 0:
+            t1 = ndimage.gaussian_filter(t1, blur)
+        images["t1w"] = _rician(rng, t1 * _bias_field(rng, shape, bias), noise)
+    images = {role: images[role] for role in IMAGE_ROLES if role in images}
+
+    affine = np.diag([*voxel, 1.0])
+    affine[:3, 3] = [-(n - 1) / 2.0 * v for n, v in zip(shape, voxel, strict=True)]
+    present = {int(v) for v in np.unique(labels) if v}
+    label_info = {v: match_label_name(table[v], v) for v in present}
+    truth = _truth(labels, ff, edema, fascial, side_specs, table, voxel, affine)
+    truth.update(
+        pattern=pattern,
+        seed=seed,
+        shape=list(shape),
+        voxel_size_mm=list(voxel),
+        noise=noise,
+        bias=bias,
+        stir_bias=stir_bias,
+        blur_voxels=blur_voxels,
+        overrides=copy.deepcopy(overrides) or {},
+        features=dict(features or {}),
+    )
+    return PhantomStudy(
+        study_id=study_id or f"phantom-{pattern}-{seed}",
+        labels=labels.astype(np.int32),
+        affine=affine,
+        images=images,
+        label_info=label_info,
+        metadata={"study_id": study_id or f"phantom-{pattern}-{seed}", "phantom": True},
+        truth=truth,
+    )
+
+
+def _truth(labels, ff, edema, fascial, side_specs, table, voxel, affine) -> dict[str, Any]:
+    core_mm = load_config_file("settings.yaml")["quantify"]["core_erosion_mm"]
+    voxel_ml = float(np.prod(voxel)) / 1000.0
+    boxes = ndimage.find_objects(labels)
+    muscles: dict[str, dict] = {}
+    for value, spec in sorted(side_specs.items()):
+        name = table[value]
+        box = boxes[value - 1] if value <= len(boxes) else None
+        entry: dict[str, Any] = {
+            "label": value,
+            "muscle": name.rsplit("_", 1)[0],
+            "side": name.rsplit("_", 1)[1],
+            "target_ff": spec.ff,
+            "fascial_edema": spec.fascial,
+            "atrophy_factor": spec.atrophy,
+        }
+        if box is None:
+            entry.update(voxels=0, volume_ml=0.0)
+            muscles[name] = entry
+            continue
+        inside = labels[box] == value
+        values = ff[box][inside]
+        core = _core_mask(inside, voxel, core_mm)
+        ks = np.nonzero(inside.any(axis=(0, 1)))[0] + box[2].start
+        xs = np.nonzero(inside)[0] + box[0].start
+        entry.update(
+            voxels=int(inside.sum()),
+            volume_ml=float(inside.sum() * voxel_ml),
+            ff_mean=float(values.mean()),
+            ff_median=float(np.median(values)),
+            ff_median_core=float(np.median(ff[box][core])) if core.any() else None,
+            edema_fraction=float(edema[box][inside].mean()),
+            z_range=[int(ks.min()), int(ks.max())],
+            centroid_x_mm=float(affine[0, 0] * xs.mean() + affine[0, 3]),
+        )
+        muscles[name] = entry
+    return {"muscles": muscles, "fascial_voxels": int(fascial.sum())}
+
+
+def normal_volume_shares(shape: tuple[int, int, int] = (256, 256, 40)) -> dict[str, float]:
+    """Share of each muscle in the summed muscle volume of one normal phantom thigh.
+
+    The normative shares in ``configs/normative.yaml`` are [elicited] and the phantom is checked
+    against them, so that a normal phantom reads an atrophy index near 1.
+    """
+    voxel = tuple(f / n for f, n in zip(DEFAULT_FOV_MM, shape, strict=True))
+    labels, _, _ = _build_anatomy(shape, voxel)
+    counts = np.bincount(labels.ravel(), minlength=100)
+    per_muscle = {
+        m: float(counts[2 * i + 1] + counts[2 * i + 2]) for i, m in enumerate(phantom_muscles())
+    }
+    total = sum(per_muscle.values())
+    return {m: v / total for m, v in per_muscle.items()}
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path, kind: str) -> None:
+    if kind == "labels":
+        img = nib.Nifti1Image(array.astype(np.int16), affine)
+    elif kind == "magnitude":
+        scaled = np.clip(np.round(array * 1000.0), 0, 32767).astype(np.int16)
+        img = nib.Nifti1Image(scaled, affine)
+    else:
+        img = nib.Nifti1Image(array.astype(np.float32), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    # Fixed header fields so the same study gives byte-identical files.
+    img.header["descrip"] = b"mri_scoring phantom"
+    tmp = path.with_name(
+        f".{path.name}.tmp.nii.gz" if path.name.endswith(".gz") else f".{path.name}.tmp.nii"
+    )
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def write_study(
+    study: Study,
+    folder: str | Path,
+    layout: str = "simple",
+    *,
+    ff_scale: str = "fraction",
+    label_names: dict[int, str] | None = None,
+    write_table: bool = True,
+    subject: str | None = None,
+    session: str | None = "01",
+) -> Path:
+    """Write a study in the simple layout (DESIGN §2.1) or BIDS (§2.2), plus ``truth.json``.
+
+    Parameters
+    ----------
+    study : Study
+        Usually a :class:`PhantomStudy`.
+    folder : path
+        Simple layout: the study folder. BIDS: the dataset root.
+    layout : {"simple", "bids"}
+    ff_scale : {"fraction", "percent"}
+        How the FF map is stored (percent is declared in ``study.json`` / the sidecar too).
+    label_names : dict, optional
+        Names to write into the label table (default: the study's own names).
+    write_table : bool
+        Write the label table (``labels.tsv`` / ``*_dseg.tsv``).
+    subject, session : str, optional
+        BIDS entities (default subject: the study id without separators).
+
+    Returns
+    -------
+    Path
+        The folder holding the label map.
+    """
+    folder = Path(folder)
+    if layout not in ("simple", "bids"):
+        raise ValueError(f"layout must be 'simple' or 'bids', got {layout!r}")
+    names = label_names or {v: info.name for v, info in study.label_info.items()}
+    metadata = {k: v for k, v in study.metadata.items() if k != "phantom"}
+    if "ff" in study.images:
+        metadata["fat_fraction_scale"] = ff_scale
+    kinds = {
+        "fat": "magnitude",
+        "water": "magnitude",
+        "stir": "magnitude",
+        "t1w": "magnitude",
+        "ff": "float",
+        "t2map": "float",
+    }
+    if layout == "simple":
+        anat = folder
+        anat.mkdir(parents=True, exist_ok=True)
+        files = {role: anat / f"{role}.nii.gz" for role in study.images}
+        label_path, table_path = anat / "labels.nii.gz", anat / "labels.tsv"
+        meta_path = anat / "study.json"
+    else:
+        sub = subject or "".join(ch for ch in study.study_id if ch.isalnum())
+        ses_dir = f"ses-{session}" if session else ""
+        prefix = f"sub-{sub}" + (f"_ses-{session}" if session else "")
+        anat = folder / f"sub-{sub}" / ses_dir / "anat"
+        seg_dir = folder / "derivatives" / "segmentation" / f"sub-{sub}" / ses_dir / "anat"
+        anat.mkdir(parents=True, exist_ok=True)
+        seg_dir.mkdir(parents=True, exist_ok=True)
+        suffix = {
+            "fat": "fat",
+            "water": "water",
+            "ff": "fatfrac",
+            "stir": "stir",
+            "t2map": "T2map",
+            "t1w": "T1w",
+        }
+        files = {role: anat / f"{prefix}_{suffix[role]}.nii.gz" for role in study.images}
+        label_path = seg_dir / f"{prefix}_dseg.nii.gz"
+        table_path = seg_dir / f"{prefix}_dseg.tsv"
+        meta_path = anat / "study.json"
+        description = folder / "dataset_description.json"
+        if not description.exists():
+            _atomic_write_bytes(
+                description, _json_bytes({"Name": "mri_scoring phantoms", "BIDSVersion": "1.9.0"})
+            )
+    for role, path in files.items():
+        array = study.images[role]
+        if role == "ff" and ff_scale == "percent":
+            array = array * 100.0
+        _save_nifti(array, study.affine, path, kinds[role])
+    _save_nifti(study.labels, study.affine, label_path, "labels")
+    if write_table:
+        rows = ["index\tname"] + [f"{v}\t{names[v]}" for v in sorted(names)]
+        _atomic_write_bytes(table_path, ("\n".join(rows) + "\n").encode())
+    _atomic_write_bytes(meta_path, _json_bytes(metadata))
+    truth = getattr(study, "truth", None)
+    if truth:
+        _atomic_write_bytes(anat / "truth.json", _json_bytes(truth))
+    return label_path.parent
+
+
+def check_vocabulary() -> None:
+    """Every phantom muscle is a vocabulary muscle (guards configs/phantom.yaml edits)."""
+    missing = set(phantom_muscles()) - vocabulary()
+    if missing:
+        raise ValueError(f"configs/phantom.yaml names muscles outside the vocabulary: {missing}")
