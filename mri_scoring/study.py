@@ -6,13 +6,26 @@ label table, metadata and QC findings. Later stages never open files.
 
 from __future__ import annotations
 
+import fnmatch
+import gzip
+import json
+import logging
+import os
+import re
+import zlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
-from .anatomy import LabelInfo
-from .errors import QCFinding
+from .anatomy import SIDES, LabelInfo, identify_scheme, label_scheme, match_label_name
+from .config import Settings, load_config_file, load_settings
+from .errors import QCFinding, StudyError
+
+log = logging.getLogger(__name__)
 
 IMAGE_ROLES = ("fat", "water", "ff", "stir", "t2map", "t1w")
 
@@ -68,3 +81,809 @@ class Study:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(n) for n in self.labels.shape)  # type: ignore[return-value]
+
+    @cached_property
+    def _compact(self) -> tuple[np.ndarray, np.ndarray]:
+        values = np.array(sorted(self.label_info), dtype=np.int64)
+        high = int(self.labels.max()) if self.labels.size else 0
+        if high < 1 << 20:
+            lut = np.zeros(high + 1, np.int32)
+            lut[values] = np.arange(1, len(values) + 1, dtype=np.int32)
+            compact = lut[self.labels]
+        else:
+            compact = (np.searchsorted(values, self.labels) + 1).astype(np.int32)
+            compact[self.labels == 0] = 0
+        return compact, values
+
+    @property
+    def compact_labels(self) -> np.ndarray:
+        """Label map renumbered 1..K in the order of :attr:`label_values` (0 stays 0)."""
+        return self._compact[0]
+
+    @property
+    def label_values(self) -> np.ndarray:
+        """Original label values, sorted; ``compact_labels == i + 1`` is ``label_values[i]``."""
+        return self._compact[1]
+
+    @cached_property
+    def label_boxes(self) -> list[tuple[slice, ...] | None]:
+        """Bounding box of each label (``ndimage.find_objects`` on the compact labels)."""
+        boxes = ndimage.find_objects(self.compact_labels, max_label=len(self.label_values))
+        return list(boxes)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+@dataclass
+class StudyFiles:
+    """The files of one study, found by role.
+
+    Attributes
+    ----------
+    folder : Path
+        Folder holding the images (BIDS: the ``anat`` folder).
+    study_id : str
+        Sanitised identifier (unique within a batch after :func:`discover_studies`).
+    roles : dict of str -> list of Path
+        Role -> matching files (more than one is an ambiguity reported at load time).
+    layout : str
+        ``"simple"`` or ``"bids"``.
+    """
+
+    folder: Path
+    study_id: str
+    roles: dict[str, list[Path]]
+    layout: str = "simple"
+
+
+def sanitise_id(text: str) -> str:
+    """Make a string safe as one folder name: letters, digits, ``.``, ``_``, ``-`` only.
+
+    Examples
+    --------
+    >>> sanitise_id("../../etc/passwd")
+    'etc_passwd'
+    """
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._-")
+    cleaned = re.sub(r"_+", "_", cleaned)[:120].strip("._-")
+    return cleaned or "study"
+
+
+def _layouts() -> dict:
+    return load_config_file("layouts.yaml")
+
+
+def _strip_nifti(name: str) -> str | None:
+    lower = name.lower()
+    for ext in (".nii.gz", ".nii"):
+        if lower.endswith(ext):
+            return name[: -len(ext)]
+    return None
+
+
+def match_roles(names: list[str], folder: Path) -> dict[str, list[Path]]:
+    """Assign file names in one folder to roles using the patterns of ``configs/layouts.yaml``.
+
+    NIfTI roles match the name without ``.nii``/``.nii.gz``; ``label_table`` and ``metadata``
+    match whole names. Per role the first pattern with a match wins. Matching ignores case.
+    """
+    roles: dict[str, list[Path]] = {}
+    nifti = {name: _strip_nifti(name) for name in names}
+    claimed: set[str] = set()
+    for role, patterns in _layouts()["roles"].items():
+        whole_name = role in ("label_table", "metadata")
+        for pattern in patterns:
+            hits = sorted(
+                name
+                for name in names
+                if name not in claimed
+                and (
+                    fnmatch.fnmatchcase(name.lower(), pattern.lower())
+                    if whole_name
+                    else nifti[name] is not None
+                    and fnmatch.fnmatchcase(nifti[name].lower(), pattern.lower())
+                )
+            )
+            if hits:
+                roles[role] = [folder / h for h in hits]
+                claimed.update(hits)
+                break
+    return roles
+
+
+def _list_files(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return [e.name for e in entries if not e.name.startswith(".") and e.is_file()]
+    except OSError:
+        return []
+
+
+def _read_study_id(metadata_files: list[Path] | None) -> str | None:
+    if not metadata_files:
+        return None
+    try:
+        data = json.loads(metadata_files[0].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # reported when the study is loaded
+    value = data.get("study_id") if isinstance(data, dict) else None
+    return sanitise_id(value) if isinstance(value, (str, int)) and str(value).strip() else None
+
+
+def _bids_entities(anat: Path, root: Path) -> tuple[str, str]:
+    parts = anat.relative_to(root).parts
+    subject = next((p for p in parts if p.startswith("sub-")), "")
+    session = next((p for p in parts if p.startswith("ses-")), "")
+    return subject, session
+
+
+def _bids_study(anat: Path, root: Path) -> StudyFiles | None:
+    names = _list_files(anat)
+    roles = match_roles(names, anat)
+    subject, session = _bids_entities(anat, root)
+    if "labels" not in roles:
+        pattern = f"derivatives/*/{subject}/" + (f"{session}/" if session else "") + "anat"
+        for seg_dir in sorted(root.glob(pattern)):
+            seg_roles = match_roles(_list_files(seg_dir), seg_dir)
+            for role in ("labels", "label_table"):
+                roles.setdefault(role, []).extend(seg_roles.get(role, []))
+        roles = {role: files for role, files in roles.items() if files}
+    if not any(role in roles for role in (*IMAGE_ROLES, "labels")):
+        return None
+    study_id = sanitise_id(subject + (f"_{session}" if session else ""))
+    return StudyFiles(anat, study_id, roles, "bids")
+
+
+def _walk(root: Path, skip: set[str]):
+    """Folders below root (root included), breadth first, never following symlinked folders."""
+    stack = [root]
+    seen: set[tuple[int, int]] = set()
+    while stack:
+        folder = stack.pop()
+        try:
+            stat = folder.stat()
+        except OSError:
+            continue
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            continue
+        seen.add(key)
+        files: list[str] = []
+        subfolders: list[Path] = []
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            if entry.name not in skip:
+                                subfolders.append(Path(entry.path))
+                        elif entry.is_file():
+                            files.append(entry.name)
+                    except OSError:
+                        continue
+        except OSError as exc:
+            log.warning("cannot list %s: %s", folder, exc.strerror or exc)
+            continue
+        yield folder, files
+        stack.extend(sorted(subfolders, reverse=True))
+
+
+def discover_studies(root: str | Path) -> list[StudyFiles]:
+    """Find every study under ``root`` (simple layout and BIDS, DESIGN §2.1-2.2).
+
+    A simple-layout study is a folder whose files match an image or label role. In a BIDS
+    dataset (a ``sub-*`` folder or ``dataset_description.json`` at the root) every
+    ``sub-*/[ses-*/]anat`` folder is a study, its segmentation beside it or under
+    ``derivatives/<pipeline>/``. Ids are unique: when two studies would share one, each takes its
+    path relative to ``root`` joined with ``_``. Symlinked folders are not followed; unreadable
+    folders are logged and skipped.
+
+    Parameters
+    ----------
+    root : path
+        A study folder or a folder of studies.
+
+    Returns
+    -------
+    list of StudyFiles
+        Sorted by path.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise StudyError("is not a folder", root)
+    studies: list[StudyFiles] = []
+    for folder, names in _walk(root, skip={"derivatives"}):
+        if folder.name == "anat" and any(p.startswith("sub-") for p in folder.parts):
+            bids_root = next(
+                (parent for parent in folder.parents if parent.name.startswith("sub-")), folder
+            ).parent
+            study = _bids_study(folder, bids_root)
+            if study is not None:
+                studies.append(study)
+            continue
+        roles = match_roles(names, folder)
+        if any(role in roles for role in (*IMAGE_ROLES, "labels")):
+            study_id = _read_study_id(roles.get("metadata")) or sanitise_id(folder.name)
+            studies.append(StudyFiles(folder, study_id, roles, "simple"))
+    counts: dict[str, int] = {}
+    for study in studies:
+        counts[study.study_id] = counts.get(study.study_id, 0) + 1
+    for study in studies:
+        if counts[study.study_id] > 1:
+            relative = study.folder.relative_to(root).parts or (root.name,)
+            study.study_id = sanitise_id("_".join(relative))
+    return sorted(studies, key=lambda s: str(s.folder))
+
+
+def study_files(path: str | Path) -> StudyFiles:
+    """The :class:`StudyFiles` of one study folder (simple layout or a BIDS ``anat`` folder)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise StudyError("is not a study folder (expected a folder holding a label map)", path)
+    if path.name == "anat" and any(p.startswith("sub-") for p in path.parts):
+        bids_root = next((p for p in path.parents if p.name.startswith("sub-")), path).parent
+        found = _bids_study(path, bids_root)
+        if found is not None:
+            return found
+    roles = match_roles(_list_files(path), path)
+    study_id = _read_study_id(roles.get("metadata")) or sanitise_id(path.resolve().name)
+    return StudyFiles(path, study_id, roles, "simple")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _describe_read_error(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and isinstance(cause, (EOFError, zlib.error, gzip.BadGzipFile)):
+        return _describe_read_error(cause)
+    if isinstance(exc, EOFError) or "end-of-stream" in str(exc) or "ended before" in str(exc):
+        return "the file ends early (truncated or incomplete gzip data)"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, (zlib.error, gzip.BadGzipFile)):
+        return f"corrupt gzip data ({exc})"
+    if isinstance(exc, nib.filebasedimages.ImageFileError):
+        return "not a NIfTI image (no valid NIfTI-1/2 header)"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"cannot read as NIfTI ({text})"
+
+
+def _raw_pixdim(path: Path, img: nib.Nifti1Image) -> tuple[float, float, float]:
+    """Voxel sizes as stored: nibabel silently replaces zeros by 1 when it reads a header."""
+    try:
+        with nib.openers.ImageOpener(path) as handle:
+            raw = type(img.header).from_fileobj(handle, check=False)
+        return tuple(float(z) for z in raw["pixdim"][1:4])  # type: ignore[return-value]
+    except Exception:  # the header was read once already; fall back to nibabel's view
+        return tuple(float(z) for z in img.header.get_zooms()[:3])  # type: ignore[return-value]
+
+
+def _diagnose_header_failure(path: Path, exc: BaseException) -> str:
+    """nibabel says only that it cannot tell the file type; look at the bytes to say why."""
+    if not isinstance(exc, nib.filebasedimages.ImageFileError):
+        return _describe_read_error(exc)
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(2)
+        if magic == b"\x1f\x8b":
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(352)
+        else:
+            with open(path, "rb") as handle:
+                head = handle.read(352)
+    except Exception as inner:  # the bytes themselves are broken: say how
+        return _describe_read_error(inner)
+    if len(head) < 348:
+        return f"the file ends early ({len(head)} bytes of header; a NIfTI header has 348)"
+    return _describe_read_error(exc)
+
+
+@dataclass
+class _Volume:
+    data: np.ndarray
+    affine: np.ndarray
+    path: Path
+
+
+def _read_nifti(path: Path, qc: list[QCFinding], integer: bool = False) -> _Volume:
+    """Read one NIfTI file into a RAS+ array; every failure is a one-line StudyError."""
+    try:
+        if path.stat().st_size == 0:
+            raise StudyError("the file is empty (0 bytes)", path)
+        img = nib.load(path)
+    except StudyError:
+        raise
+    except Exception as exc:  # nibabel raises many types; the message says what was wrong
+        raise StudyError(_diagnose_header_failure(path, exc), path) from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise StudyError(f"not a NIfTI image ({type(img).__name__})", path)
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise StudyError(f"expected a 3-D image, got shape {tuple(img.shape)}", path)
+    if min(shape) < 1:
+        raise StudyError(f"image has an empty dimension, shape {tuple(img.shape)}", path)
+    zooms = _raw_pixdim(path, img)
+    if not all(np.isfinite(z) and z > 0 for z in zooms) and int(img.header["sform_code"]) > 0:
+        qc.append(
+            QCFinding(
+                "warning",
+                "header_pixdim_invalid",
+                f"pixdim {tuple(float(z) for z in zooms)} is invalid; the sform "
+                "affine gives the voxel size",
+                str(path),
+            )
+        )
+    elif not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise StudyError(
+            f"invalid voxel size {tuple(float(z) for z in zooms)} mm in the header (pixdim): "
+            "expected three positive numbers",
+            path,
+        )
+    affine = img.affine
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise StudyError("invalid affine in the header (sform/qform): not invertible", path)
+    slope = img.header.get("scl_slope")
+    if slope is not None and np.isfinite(slope) and float(slope) == 0.0:
+        qc.append(
+            QCFinding(
+                "warning",
+                "header_scl_slope_zero",
+                "scl_slope is 0 in the header; treated as unscaled (1)",
+                str(path),
+            )
+        )
+    try:
+        if integer:
+            data = np.asanyarray(img.dataobj)
+        else:
+            data = img.get_fdata(dtype=np.float32)
+    except MemoryError:
+        raise StudyError(f"not enough memory to read an image of shape {shape}", path) from None
+    except Exception as exc:  # truncated gzip, short file, bad dtype
+        raise StudyError(_describe_read_error(exc), path) from None
+    data = data.reshape(shape)
+    ornt = nib.orientations.io_orientation(affine)
+    if not np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        data = nib.orientations.apply_orientation(data, ornt)
+        affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    return _Volume(np.ascontiguousarray(data), affine, path)
+
+
+def _grid_text(volume: _Volume) -> str:
+    sizes = np.sqrt((volume.affine[:3, :3] ** 2).sum(axis=0))
+    return (
+        f"{volume.path.name} shape {tuple(volume.data.shape)}, voxel "
+        f"{tuple(round(float(s), 3) for s in sizes)} mm"
+    )
+
+
+def _same_grid(a: _Volume, b: _Volume, tolerance_mm: float) -> bool:
+    return a.data.shape == b.data.shape and np.allclose(a.affine, b.affine, atol=tolerance_mm)
+
+
+def _resample(volume: _Volume, target: _Volume) -> _Volume:
+    from nibabel.processing import resample_from_to
+
+    img = nib.Nifti1Image(volume.data, volume.affine)
+    out = resample_from_to(img, (target.data.shape, target.affine), order=1, cval=0.0)
+    return _Volume(np.asarray(out.dataobj, dtype=np.float32), target.affine, volume.path)
+
+
+def _integer_labels(volume: _Volume, max_value: int) -> np.ndarray:
+    data = volume.data
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        if not finite.all():
+            raise StudyError(
+                f"{int((~finite).sum())} NaN or infinite label values: expected integer labels",
+                volume.path,
+            )
+        rounded = np.round(data)
+        bad = np.abs(data - rounded) > 1e-3
+        if bad.any():
+            example = float(data[bad].flat[0])
+            raise StudyError(
+                f"non-integer label values (e.g. {example:g}): expected an integer label map",
+                volume.path,
+            )
+        data = rounded
+    elif data.dtype.kind not in "iub":
+        raise StudyError(f"label map has data type {data.dtype}: expected integers", volume.path)
+    low, high = data.min(), data.max()
+    if low < 0:
+        raise StudyError(
+            f"negative label value {int(low)}: expected 0 (background) or positive integers",
+            volume.path,
+        )
+    if high > max_value:
+        raise StudyError(
+            f"label value {int(high)} exceeds the largest supported ({max_value})", volume.path
+        )
+    if high == 0:
+        raise StudyError("label map is empty: no voxel is labelled", volume.path)
+    return data.astype(np.int32, copy=False)
+
+
+def read_label_table(path: Path) -> dict[int, str]:
+    """Parse a BIDS dseg look-up table (tab-separated, columns ``index`` and ``name``).
+
+    Raises
+    ------
+    StudyError
+        Naming the file, the line and what was expected.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise StudyError("label table is not UTF-8 text", path) from None
+    except OSError as exc:
+        raise StudyError(f"cannot read the label table ({exc.strerror or exc})", path) from None
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not lines:
+        raise StudyError("label table is empty: expected a header 'index<TAB>name' and rows", path)
+    header = [h.strip().lower() for h in lines[0].split("\t")]
+    if "index" not in header or "name" not in header:
+        raise StudyError(
+            f"label table header {lines[0]!r} lacks the columns 'index' and 'name' (tab-separated)",
+            path,
+        )
+    i_index, i_name = header.index("index"), header.index("name")
+    table: dict[int, str] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        cells = line.split("\t")
+        if len(cells) <= max(i_index, i_name):
+            raise StudyError(
+                f"line {number}: expected {len(header)} tab-separated cells, got {len(cells)}", path
+            )
+        raw_index, name = cells[i_index].strip(), cells[i_name].strip()
+        try:
+            index = int(raw_index)
+        except ValueError:
+            raise StudyError(
+                f"line {number}: index {raw_index!r} is not an integer", path
+            ) from None
+        if index < 0:
+            raise StudyError(f"line {number}: index {index} is negative", path)
+        if not name:
+            raise StudyError(f"line {number}: empty name for index {index}", path)
+        if index in table:
+            raise StudyError(
+                f"line {number}: duplicate index {index} (also {table[index]!r})", path
+            )
+        table[index] = name
+    return table
+
+
+_METADATA_TYPES = {
+    "study_id": (str, int),
+    "age_years": (int, float),
+    "sex": (str,),
+    "antibody": (str,),
+    "fat_fraction_scale": (str,),
+}
+
+
+def read_metadata(path: Path) -> dict:
+    """Read ``study.json``: a JSON object; known fields are type-checked."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise StudyError("not UTF-8 text", path) from None
+    except json.JSONDecodeError as exc:
+        raise StudyError(
+            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", path
+        ) from None
+    except OSError as exc:
+        raise StudyError(f"cannot read ({exc.strerror or exc})", path) from None
+    if not isinstance(data, dict):
+        raise StudyError(f"expected a JSON object, got {type(data).__name__}", path)
+    for key, types in _METADATA_TYPES.items():
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            expected = " or ".join(t.__name__ for t in types)
+            raise StudyError(f"field '{key}' must be {expected}, got {value!r}", path)
+    scale = data.get("fat_fraction_scale")
+    if scale is not None and scale not in ("fraction", "percent"):
+        raise StudyError(
+            f"field 'fat_fraction_scale' must be 'fraction' or 'percent', got {scale!r}", path
+        )
+    return data
+
+
+def _resolve_labels(
+    values: set[int],
+    table: dict[int, str] | None,
+    scheme_option: str,
+    label_path: Path,
+    qc: list[QCFinding],
+) -> dict[int, LabelInfo]:
+    if scheme_option == "tsv" and table is None:
+        raise StudyError(
+            "--labels tsv was given but the study has no label table (labels.tsv or *_dseg.tsv)",
+            label_path,
+        )
+    if scheme_option in ("musclemap", "musclesense", "totalsegmentator"):
+        table = label_scheme(scheme_option).names
+    elif table is None:
+        scheme = identify_scheme(values)
+        if scheme is None:
+            shown = ", ".join(str(v) for v in sorted(values)[:12])
+            raise StudyError(
+                f"no label table, and the label values ({shown}) match no known "
+                "scheme (MuscleMap, Musclesense, TotalSegmentator): add labels.tsv",
+                label_path,
+            )
+        table = scheme.names
+        qc.append(
+            QCFinding(
+                "info",
+                "label_scheme_detected",
+                f"no label table; values identified as the {scheme.name} scheme",
+                str(label_path),
+            )
+        )
+    missing = sorted(values - set(table))
+    if missing:
+        shown = ", ".join(str(v) for v in missing[:12])
+        qc.append(
+            QCFinding(
+                "warning",
+                "label_not_in_table",
+                f"label values {shown} are in the map but not in the table; kept as "
+                "unknown and excluded from templates",
+                str(label_path),
+            )
+        )
+    info: dict[int, LabelInfo] = {}
+    unknown = []
+    for value in sorted(values):
+        name = table.get(value, f"label_{value}")
+        info[value] = match_label_name(name, value)
+        if info[value].kind == "unknown" and value in table:
+            unknown.append(name)
+    if unknown:
+        qc.append(
+            QCFinding(
+                "warning",
+                "label_unknown",
+                f"names the vocabulary does not know (kept, excluded from "
+                f"templates): {', '.join(unknown[:12])}",
+                str(label_path),
+            )
+        )
+    return info
+
+
+def _check_sides(study: Study) -> None:
+    wrong = []
+    for value, box in zip(study.label_values, study.label_boxes, strict=True):
+        info = study.label_info[int(value)]
+        if info.side not in SIDES or box is None:
+            continue
+        centre = [(s.start + s.stop - 1) / 2.0 for s in box]
+        x_world = float(study.affine[0, :3] @ centre + study.affine[0, 3])
+        if (info.side == "left") != (x_world < 0):
+            wrong.append(f"{info.name} (x = {x_world:+.0f} mm)")
+    if wrong:
+        study.qc.append(
+            QCFinding(
+                "warning",
+                "side_mismatch",
+                "muscles lie on the other side from their name in world coordinates (RAS+: left is "
+                f"x < 0): {', '.join(wrong[:8])}; check the label table or the image orientation",
+                str(study.files.get("labels", "")),
+            )
+        )
+
+
+def _fat_fraction_map(volume: _Volume, declared: str | None, settings: Settings) -> np.ndarray:
+    data = volume.data
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        raise StudyError("fat-fraction map has no finite value", volume.path)
+    p99 = float(np.percentile(finite, 99))
+    scale = declared or (
+        "percent" if p99 > settings["load"]["ff_map_percent_detect"] else "fraction"
+    )
+    if scale == "percent":
+        data = data / np.float32(100.0)
+        finite = finite / np.float32(100.0)
+    tolerance = settings["load"]["ff_map_tolerance"]
+    low, high = float(finite.min()), float(finite.max())
+    if low < -tolerance or high > 1.0 + tolerance:
+        unit = "percent (0-100)" if scale == "percent" else "a fraction (0-1)"
+        raise StudyError(
+            f"fat-fraction values outside the possible range for {unit}: min {low:g}, max {high:g}",
+            volume.path,
+        )
+    return np.clip(data, 0.0, 1.0, out=data)
+
+
+def _one(roles: dict[str, list[Path]], role: str) -> Path | None:
+    files = roles.get(role)
+    if not files:
+        return None
+    if len(files) > 1:
+        names = ", ".join(str(f) for f in files)
+        raise StudyError(
+            f"several files match the role '{role}': {names}; keep one or set the "
+            "role patterns in configs/layouts.yaml",
+            files[0].parent,
+        )
+    return files[0]
+
+
+def load_study(
+    path: str | Path | StudyFiles,
+    *,
+    labels: str = "auto",
+    resample: bool = False,
+    settings: Settings | None = None,
+) -> Study:
+    """Load a study: every image on the label grid, float32, RAS+, with its label table.
+
+    Parameters
+    ----------
+    path : path or StudyFiles
+        A simple-layout study folder, a BIDS ``anat`` folder, or a discovered study.
+    labels : {"auto", "tsv", "musclemap", "musclesense", "totalsegmentator"}
+        Label scheme: ``auto`` uses the table when there is one, otherwise identifies the scheme
+        from the values present.
+    resample : bool
+        Resample images that are not on the label grid (linear) instead of refusing them.
+    settings : Settings, optional
+        Default: ``configs/settings.yaml``.
+
+    Returns
+    -------
+    Study
+
+    Raises
+    ------
+    StudyError
+        A one-line message naming the file or field and what was expected.
+    """
+    settings = settings or load_settings()
+    if labels not in LABEL_OPTIONS:
+        raise StudyError(f"--labels must be one of {', '.join(LABEL_OPTIONS)}, got {labels!r}")
+    found = path if isinstance(path, StudyFiles) else study_files(path)
+    qc: list[QCFinding] = []
+    roles = found.roles
+    label_path = _one(roles, "labels")
+    if label_path is None:
+        raise StudyError("no label map (expected labels.nii.gz or *_dseg.nii.gz)", found.folder)
+    metadata_path = _one(roles, "metadata")
+    metadata = read_metadata(metadata_path) if metadata_path else {}
+    image_paths = {role: _one(roles, role) for role in IMAGE_ROLES}
+    image_paths = {role: p for role, p in image_paths.items() if p is not None}
+    for a, b in (("fat", "water"), ("water", "fat")):
+        if a in image_paths and b not in image_paths:
+            qc.append(
+                QCFinding(
+                    "warning",
+                    "dixon_incomplete",
+                    f"{a} image without {b} image: Dixon fat fraction needs both; {a} ignored",
+                    str(image_paths[a]),
+                )
+            )
+            del image_paths[a]
+    if not image_paths:
+        raise StudyError(
+            "no usable image: expected fat+water, ff, stir, t2map or t1w NIfTI "
+            "files beside the label map",
+            found.folder,
+        )
+
+    label_volume = _read_nifti(label_path, qc, integer=True)
+    label_array = _integer_labels(label_volume, settings["load"]["max_label_value"])
+    tolerance = settings["load"]["grid_tolerance_mm"]
+    images: dict[str, np.ndarray] = {}
+    for role, image_path in image_paths.items():
+        volume = _read_nifti(image_path, qc)
+        if not _same_grid(volume, label_volume, tolerance):
+            if not resample:
+                raise StudyError(
+                    f"{image_path.name} is not on the label map's grid: {_grid_text(volume)} vs "
+                    f"{_grid_text(label_volume)} (affines differ by more than {tolerance} mm); "
+                    "resample it, or use the resample option (--resample)",
+                    image_path,
+                )
+            qc.append(
+                QCFinding(
+                    "info",
+                    "resampled",
+                    f"{image_path.name} resampled onto the label grid (linear)",
+                    str(image_path),
+                )
+            )
+            volume = _resample(volume, label_volume)
+        bad = ~np.isfinite(volume.data)
+        n_bad = int(bad.sum())
+        if n_bad:
+            volume.data[bad] = np.nan
+            qc.append(
+                QCFinding(
+                    "warning",
+                    "nonfinite_voxels",
+                    f"{n_bad} NaN or infinite voxels excluded",
+                    str(image_path),
+                )
+            )
+        if role == "ff":
+            scale = metadata.get("fat_fraction_scale") or _sidecar_units(image_path)
+            volume.data = _fat_fraction_map(volume, scale, settings)
+        images[role] = volume.data
+
+    table_path = _table_for(label_path, roles)
+    table = read_label_table(table_path) if table_path and labels in ("auto", "tsv") else None
+    values = _present_values(label_array)
+    label_info = _resolve_labels(values, table, labels, label_path, qc)
+    study_id = found.study_id  # from study.json or the folder (BIDS: sub/ses), made unique
+    files = {"labels": label_path, **image_paths}
+    if table_path:
+        files["label_table"] = table_path
+    if metadata_path:
+        files["metadata"] = metadata_path
+    study = Study(
+        study_id=study_id,
+        labels=label_array,
+        affine=label_volume.affine,
+        images=images,
+        label_info=label_info,
+        metadata=metadata,
+        qc=qc,
+        files=files,
+        path=found.folder,
+    )
+    if not any(info.kind in ("muscle", "group") for info in label_info.values()):
+        qc.append(
+            QCFinding(
+                "warning",
+                "no_known_muscle",
+                "no label is a known thigh muscle or compartment",
+                str(label_path),
+            )
+        )
+    _check_sides(study)
+    return study
+
+
+LABEL_OPTIONS = ("auto", "tsv", "musclemap", "musclesense", "totalsegmentator")
+
+
+def _table_for(label_path: Path, roles: dict[str, list[Path]]) -> Path | None:
+    stem = _strip_nifti(label_path.name) or label_path.stem
+    beside = label_path.with_name(stem + ".tsv")
+    if beside.is_file():
+        return beside
+    for candidate in roles.get("label_table", []):
+        if candidate.parent == label_path.parent:
+            return candidate
+    return None
+
+
+def _sidecar_units(image_path: Path) -> str | None:
+    stem = _strip_nifti(image_path.name) or image_path.stem
+    sidecar = image_path.with_name(stem + ".json")
+    if not sidecar.is_file():
+        return None
+    try:
+        units = json.loads(sidecar.read_text(encoding="utf-8")).get("Units", "")
+    except (OSError, ValueError, AttributeError):
+        return None
+    units = str(units).strip().lower()
+    return "percent" if units in ("%", "percent") else "fraction" if units == "fraction" else None
+
+
+def _present_values(labels: np.ndarray) -> set[int]:
+    high = int(labels.max())
+    if high < 1 << 20:
+        counts = np.bincount(labels.ravel(), minlength=high + 1)
+        return {int(v) for v in np.flatnonzero(counts) if v}
+    return {int(v) for v in np.unique(labels) if v}

@@ -1,0 +1,40 @@
+"""Helpers for tests: writing phantom studies in many shapes and breaking them on purpose."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from mri_scoring import phantom
+
+TINY = (64, 64, 10)
+
+
+def write_phantom(folder: Path, pattern: str = "imnm", seed: int = 0, shape=TINY, **kwargs):
+    """Write one phantom study in the simple layout; returns (folder, in-memory study)."""
+    layout = kwargs.pop("layout", "simple")
+    write_kwargs = {
+        k: kwargs.pop(k) for k in ("ff_scale", "label_names", "write_table") if k in kwargs
+    }
+    study = phantom.make_study(pattern, seed=seed, shape=shape, **kwargs)
+    path = phantom.write_study(study, folder, layout=layout, **write_kwargs)
+    return path, study
+
+
+def reorient_folder(folder: Path, ornt: np.ndarray) -> None:
+    """Re-store every NIfTI file of a folder with another axis order / flips (same world)."""
+    for path in folder.glob("*.nii*"):
+        img = nib.load(path)
+        data = np.asanyarray(img.dataobj)
+        img2 = nib.Nifti1Image(data, img.affine, img.header).as_reoriented(ornt)
+        img2.set_qform(img2.affine, code=1)
+        img2.set_sform(img2.affine, code=1)
+        nib.save(img2, path)
+
+
+def copy_study(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
