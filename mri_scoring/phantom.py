@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from .anatomy import groups, match_label_name, vocabulary
 from .config import load_config_file
-from .quantify import core_from_distance, shell_reach_mm
+from .quantify import core_mask, shell_reach_mm
 from .study import IMAGE_ROLES, Study
 
 PATTERNS = ("normal", "imnm", "dm")
@@ -249,12 +249,6 @@ def _apply_atrophy(labels, tissue, radius, value: int, factor: float) -> None:
         tissue[where[0][drop], where[1][drop], k] = SEPTUM_FAT
 
 
-def _core_mask(mask: np.ndarray, voxel: tuple, core_mm: float) -> np.ndarray:
-    """Voxels at least ``core_mm`` inside the mask boundary (same rule as quantification)."""
-    distance = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=voxel)[1:-1, 1:-1, 1:-1]
-    return core_from_distance(distance, voxel, core_mm)
-
-
 def make_study(
     pattern: str = "normal",
     seed: int = 0,
@@ -305,7 +299,9 @@ def make_study(
     PhantomStudy
         Arrays on a RAS+ grid, the label table, and ``truth`` (per ``<muscle>_<side>``:
         ``label``, ``voxels``, ``volume_ml``, ``ff_mean``, ``ff_median``, ``ff_median_core``,
-        ``edema_fraction``, ``fascial_edema``, ``atrophy_factor``, ``z_range``, ``centroid_x_mm``).
+        ``edema_fraction``, ``edema_fraction_core`` (over the voxels the measurement can assess: the
+        eroded core, fatty voxels excluded), ``fascial_edema``, ``atrophy_factor``,
+        ``z_range``, ``centroid_x_mm``).
     """
     config = _config()
     signal = config["signal"]
@@ -474,7 +470,8 @@ def make_study(
 
 
 def _truth(labels, ff, edema, fascial, side_specs, table, voxel, affine) -> dict[str, Any]:
-    core_mm = load_config_file("settings.yaml")["quantify"]["core_erosion_mm"]
+    measure = load_config_file("settings.yaml")["quantify"]
+    core_mm, fatty_ff = measure["core_erosion_mm"], measure["fatty_voxel_ff"]
     voxel_ml = float(np.prod(voxel)) / 1000.0
     boxes = ndimage.find_objects(labels)
     muscles: dict[str, dict] = {}
@@ -495,7 +492,7 @@ def _truth(labels, ff, edema, fascial, side_specs, table, voxel, affine) -> dict
             continue
         inside = labels[box] == value
         values = ff[box][inside]
-        core = _core_mask(inside, voxel, core_mm)
+        core = core_mask(np.pad(inside, 1).astype(np.int16), voxel, core_mm)[1:-1, 1:-1, 1:-1]
         ks = np.nonzero(inside.any(axis=(0, 1)))[0] + box[2].start
         xs = np.nonzero(inside)[0] + box[0].start
         entry.update(
@@ -505,11 +502,16 @@ def _truth(labels, ff, edema, fascial, side_specs, table, voxel, affine) -> dict
             ff_median=float(np.median(values)),
             ff_median_core=float(np.median(ff[box][core])) if core.any() else None,
             edema_fraction=float(edema[box][inside].mean()),
+            edema_fraction_core=_share(edema[box][core & (ff[box] <= fatty_ff)]),
             z_range=[int(ks.min()), int(ks.max())],
             centroid_x_mm=float(affine[0, 0] * xs.mean() + affine[0, 3]),
         )
         muscles[name] = entry
     return {"muscles": muscles, "fascial_voxels": int(fascial.sum())}
+
+
+def _share(mask: np.ndarray) -> float | None:
+    return float(mask.mean()) if mask.size else None
 
 
 def normal_volume_shares(shape: tuple[int, int, int] = (256, 256, 40)) -> dict[str, float]:

@@ -1,0 +1,272 @@
+"""Quantification against phantom truth (tolerances stated per test) and its invariants."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mri_scoring import phantom
+from mri_scoring.config import load_settings
+from mri_scoring.grading import grade, pooled_tables
+from mri_scoring.quantify import label_quantiles, quantify
+from mri_scoring.study import load_study
+
+from .helpers import reorient_folder
+
+SHAPE = (128, 128, 24)
+MIN_CORE = 100  # fewer core voxels give medians too noisy to hold to 0.01 at SNR 33
+PRESENT = load_settings()["grades"]["fascial_edema_present"]
+ATROPHY = load_settings()["grades"]["atrophy_present_index"]
+
+
+def _joined(study, table):
+    """Muscle rows of the table with the phantom truth beside them."""
+    rows = table[table["kind"] == "muscle"].copy()
+    truth = study.truth["muscles"]
+    for column in (
+        "ff_median_core",
+        "edema_fraction_core",
+        "fascial_edema",
+        "atrophy_factor",
+        "volume_ml",
+    ):
+        rows["truth_" + column] = [
+            truth[f"{m}_{s}"][column] for m, s in zip(rows["muscle"], rows["side"], strict=True)
+        ]
+    return rows
+
+
+@pytest.mark.parametrize(
+    "pattern, seed, noise, ff_tolerance",
+    [
+        ("imnm", 1, 0.01, 0.01),
+        ("imnm", 2, 0.02, 0.01),
+        ("dm", 4, 0.02, 0.01),
+        ("dm", 6, 0.01, 0.01),
+        ("normal", 5, 0.02, 0.01),
+        ("imnm", 3, 0.03, 0.015),
+        ("normal", 7, 0.03, 0.015),  # SNR 33: small muscles reach 0.0125
+    ],
+)
+def test_ff_edema_volume_against_truth(pattern, seed, noise, ff_tolerance):
+    """Median FF error <= 0.01 (SNR >= 50), edema fraction within 0.08, volume within 2 %."""
+    study = phantom.make_study(pattern, seed=seed, shape=SHAPE, noise=noise)
+    rows = _joined(study, quantify(study).table)
+    big = rows[rows["core_voxels"] >= MIN_CORE]
+    assert len(big) >= 24
+    ff_error = (big["ff_median"] - big["truth_ff_median_core"]).abs()
+    assert ff_error.max() <= ff_tolerance, big.loc[ff_error.idxmax(), ["muscle", "side"]].tolist()
+    edema_error = (big["edema_fraction"] - big["truth_edema_fraction_core"]).abs()
+    assert edema_error.max() <= 0.08
+    assert ((rows["volume_ml"] / rows["truth_volume_ml"] - 1).abs() <= 0.02).all()
+
+
+def test_fascial_edema_detected_where_truth_has_it_and_not_elsewhere():
+    study = phantom.make_study(
+        "dm", seed=7, shape=SHAPE, overrides={"adductor_magnus": {"fascial": True}}
+    )
+    rows = _joined(study, quantify(study).table)
+    rows = rows[rows["shell_voxels"] >= 20]
+    with_truth = rows[rows["truth_fascial_edema"]]
+    without = rows[~rows["truth_fascial_edema"]]
+    assert len(with_truth) >= 12 and len(without) >= 12
+    assert (with_truth["fascial_edema_fraction"] >= PRESENT).all()
+    assert (without["fascial_edema_fraction"] < 0.05).all()
+
+
+def test_atrophy_detected_where_truth_has_it_and_not_elsewhere():
+    study = phantom.make_study(
+        "imnm", seed=8, shape=(160, 160, 32), overrides={"vastus_lateralis": {"atrophy": 0.5}}
+    )
+    rows = _joined(study, quantify(study).table)
+    atrophic = rows[rows["truth_atrophy_factor"] < 1]
+    assert set(atrophic["muscle"]) == {"obturator_externus", "vastus_lateralis"}
+    assert (atrophic["atrophy_index"] < ATROPHY).all()
+    others = rows[(rows["truth_atrophy_factor"] == 1) & (rows["voxels"] >= 200)]
+    assert (others["atrophy_index"] >= ATROPHY).all() and len(others) >= 30
+    assert rows["lr_volume_ratio"].between(0.98, 1.02).all()  # atrophy is symmetric here
+
+
+def test_lr_ratio_shows_one_sided_atrophy():
+    study = phantom.make_study("normal", seed=9, shape=SHAPE)
+    value = study.truth["muscles"]["vastus_lateralis_left"]["label"]
+    mask = study.labels == value
+    half = mask & (np.cumsum(mask, axis=0) % 2 == 0)
+    study.labels[half] = 0  # left VL loses half its voxels
+    table = quantify(study).table
+    row = table[(table["muscle"] == "vastus_lateralis") & (table["side"] == "left")].iloc[0]
+    assert row["lr_volume_ratio"] == pytest.approx(0.5, abs=0.03)
+
+
+def test_thirty_percent_stir_bias_does_not_change_edema():
+    flat = phantom.make_study("imnm", seed=10, shape=SHAPE, stir_bias=0.0)
+    shaded = phantom.make_study("imnm", seed=10, shape=SHAPE, stir_bias=0.3)
+    a = _joined(flat, quantify(flat).table)
+    b = _joined(shaded, quantify(shaded).table)
+    big = (a["core_voxels"] >= MIN_CORE).to_numpy()
+    difference = np.abs(a["edema_fraction"].to_numpy() - b["edema_fraction"].to_numpy())[big]
+    assert difference.max() <= 0.05
+    truth_error = (b["edema_fraction"] - b["truth_edema_fraction_core"]).abs()[big]
+    assert truth_error.max() <= 0.08
+
+
+def test_every_muscle_edematous_still_reads_edematous():
+    study = phantom.make_study(
+        "normal",
+        seed=11,
+        shape=SHAPE,
+        stir_bias=0.3,
+        overrides={
+            group: {"edema": 0.5}
+            for group in ("quadriceps", "hamstrings", "adductors", "pelvic_hip", "sartorius")
+        },
+    )
+    result = quantify(study)
+    rows = _joined(study, grade(result.table))
+    big = rows[rows["core_voxels"] >= MIN_CORE]
+    assert (big["edema_grade"] >= 2).all()
+    assert (big["edema_fraction"] - big["truth_edema_fraction_core"]).abs().max() <= 0.08
+
+
+def test_t2_map_edema_and_fatty_voxels_do_not_pass_for_edema():
+    overrides = {"hamstrings": {"ff": 0.7}}
+    with_ff = phantom.make_study(
+        "normal", seed=12, shape=SHAPE, overrides=overrides, roles=("ff", "t2map")
+    )
+    t2_only = dataclasses.replace(with_ff, images={"t2map": with_ff.images["t2map"]})
+    fatty = ["semimembranosus", "semitendinosus", "biceps_femoris_long_head"]
+
+    def fatty_edema(study):
+        table = quantify(study).table
+        return table[table["muscle"].isin(fatty)]["edema_fraction"].max()
+
+    assert fatty_edema(with_ff) < 0.05
+    assert fatty_edema(t2_only) > 0.2  # without FF the fatty voxels' high T2 would pass
+    imnm = phantom.make_study("imnm", seed=13, shape=SHAPE, roles=("ff", "t2map"))
+    rows = _joined(imnm, quantify(imnm).table)
+    big = rows[rows["core_voxels"] >= MIN_CORE]
+    assert (big["edema_fraction"] - big["truth_edema_fraction_core"]).abs().max() <= 0.08
+    assert (big["edema_source"] == "t2map").all()
+
+
+def test_ff_map_only_and_t1w_only():
+    ffmap = phantom.make_study("imnm", seed=14, shape=SHAPE, roles=("ff",))
+    rows = _joined(ffmap, quantify(ffmap).table)
+    big = rows[rows["core_voxels"] >= MIN_CORE]
+    assert (big["ff_median"] - big["truth_ff_median_core"]).abs().max() <= 0.02
+    assert set(big["ff_source"]) == {"ff_map"} and big["edema_fraction"].isna().all()
+    t1 = phantom.make_study("imnm", seed=14, shape=SHAPE, roles=("t1w",), bias=0.0)
+    result = quantify(t1)
+    rows = _joined(t1, result.table)
+    big = rows[rows["core_voxels"] >= MIN_CORE]
+    assert any(q.code == "ff_semiquantitative" for q in result.qc)
+    assert (big["qc_flags"].str.contains("ff_semiquantitative")).all()
+    assert (big["ff_median"] - big["truth_ff_median_core"]).abs().median() <= 0.1
+    fatty = big[big["truth_ff_median_core"] > 0.3]
+    lean = big[big["truth_ff_median_core"] < 0.08]
+    assert fatty["ff_median"].min() > lean["ff_median"].max()
+
+
+def test_fat_water_swap_is_flagged():
+    study = phantom.make_study("normal", seed=15, shape=(96, 96, 12))
+    swapped = dataclasses.replace(
+        study, images={**study.images, "fat": study.images["water"], "water": study.images["fat"]}
+    )
+    assert not [q for q in quantify(study).qc if q.code == "fat_water_swap_suspected"]
+    assert [q for q in quantify(swapped).qc if q.code == "fat_water_swap_suspected"]
+
+
+def test_storage_orientation_does_not_change_the_table(tmp_path):
+    study = phantom.make_study("imnm", seed=16, shape=(96, 96, 12))
+    folder = phantom.write_study(study, tmp_path / "a")
+    reference = quantify(load_study(folder)).table
+    reorient_folder(folder, np.array([[1, -1], [0, 1], [2, -1]], dtype=float))
+    flipped = quantify(load_study(folder)).table
+    assert reference.drop(columns=[]).equals(flipped)
+
+
+@pytest.fixture(scope="module")
+def base_study():
+    return phantom.make_study("imnm", seed=17, shape=(96, 96, 12))
+
+
+def _keyed(table):
+    table = table[table["kind"] == "muscle"].set_index(["muscle", "side"]).sort_index()
+    return table.drop(columns=["label", "study_id"])
+
+
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 2**16),
+    flips=st.lists(st.booleans(), min_size=3, max_size=3),
+    pad=st.integers(0, 6),
+)
+def test_relabel_flip_and_pad_do_not_change_muscle_numbers(base_study, seed, flips, pad):
+    """Relabelling values, flipping storage axes or adding unlabelled space changes nothing."""
+    reference = _keyed(quantify(base_study).table)
+    rng = np.random.default_rng(seed)
+    values = np.array(sorted(base_study.label_info))
+    new_values = rng.choice(np.arange(1, 5000), size=len(values), replace=False)
+    lut = np.zeros(int(values.max()) + 1, np.int32)
+    lut[values] = new_values
+    labels = lut[base_study.labels]
+    label_info = {
+        int(n): dataclasses.replace(base_study.label_info[int(v)], value=int(n))
+        for v, n in zip(values, new_values, strict=True)
+    }
+    images = dict(base_study.images)
+    axes = tuple(i for i, f in enumerate(flips) if f)
+    if axes:
+        labels = np.flip(labels, axes)
+        images = {k: np.flip(v, axes) for k, v in images.items()}
+    if pad:
+        width = ((pad, pad), (0, 0), (0, 0))
+        labels = np.pad(labels, width)
+        images = {k: np.pad(v, width, mode="wrap") for k, v in images.items()}
+    changed = dataclasses.replace(
+        base_study,
+        labels=np.ascontiguousarray(labels),
+        images={k: np.ascontiguousarray(v) for k, v in images.items()},
+        label_info=label_info,
+    )
+    result = _keyed(quantify(changed).table)
+    # Padding adds background to the noise estimate: FF may move by < 0.002, z by < 0.05.
+    numeric = [c for c in reference.select_dtypes("number").columns if c != "edema_z"]
+    np.testing.assert_allclose(
+        result[numeric].to_numpy(float),
+        reference[numeric].to_numpy(float),
+        atol=2e-3,
+        rtol=1e-3,
+        equal_nan=True,
+    )
+    np.testing.assert_allclose(result["edema_z"], reference["edema_z"], atol=0.05, equal_nan=True)
+
+
+def test_label_quantiles_match_numpy():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(1, 6, 50_000)
+    values = rng.beta(2, 8, 50_000)
+    q = label_quantiles(labels, values, 5, (0.5, 0.9))
+    for k in range(1, 6):
+        expected = np.quantile(values[labels == k], [0.5, 0.9])
+        np.testing.assert_allclose(q[k], expected, atol=1e-3)
+    assert np.isnan(q[0]).all()
+
+
+def test_grades_and_pooled_tables(imnm_small):
+    table = grade(quantify(imnm_small).table)
+    assert {"mercuri_grade", "edema_grade"} <= set(table.columns)
+    am = table[table["muscle"] == "adductor_magnus"]
+    assert (am["mercuri_grade"] >= 3).all()
+    per_muscle, per_group = pooled_tables(table)
+    assert set(per_group["group"]) >= {"quadriceps", "hamstrings", "adductors", "pelvic_hip"}
+    hamstrings = per_group.set_index("group").loc["hamstrings"]
+    quadriceps = per_group.set_index("group").loc["quadriceps"]
+    assert hamstrings["ff_median"] > quadriceps["ff_median"] + 0.2
+    assert per_muscle.set_index("muscle").loc["adductor_magnus", "sides"] == "left,right"
