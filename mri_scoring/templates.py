@@ -1,0 +1,273 @@
+"""Pattern templates: loading and validating the YAML files of ``configs/templates/``.
+
+A template is data, never code: it is read with ``yaml.safe_load`` and checked field by field
+before anything runs; every error names the file, the feature and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .anatomy import groups, vocabulary
+from .config import config_dir, load_yaml
+from .errors import ConfigError
+
+MEASURES = ("ff_excess", "ff_contrast", "edema_fraction", "fascial_edema_fraction", "atrophy",
+            "share_involved", "involvement")  # fmt: skip
+PER_MUSCLE_MEASURES = ("edema_fraction", "fascial_edema_fraction", "ff_median", "atrophy")
+SIDE_RULES = ("mean", "max", "min")
+DEFAULT_TEMPLATE = "imnm_vs_dm.yaml"
+
+
+@dataclass(frozen=True)
+class SoftCut:
+    """A soft threshold: ``degree = 1 / (1 + exp(-(value - threshold) / width))``."""
+
+    threshold: float
+    width: float
+
+    def degree(self, value: float) -> float:
+        z = (value - self.threshold) / self.width
+        return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One template feature (see ``configs/templates/imnm_vs_dm.yaml`` for the fields)."""
+
+    id: str
+    description: str
+    measure: str
+    muscles: tuple[str, ...]
+    reference: tuple[str, ...]
+    sides: str
+    group_fallback: bool
+    cut: SoftCut
+    p_positive: float
+    p_negative: float
+    source: str
+    per_muscle: dict[str, SoftCut] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A validated pattern template."""
+
+    name: str
+    description: str
+    positive: str
+    negative: str
+    prior: float
+    prior_alternatives: tuple[dict, ...]
+    call_positive_at_least: float
+    call_negative_at_most: float
+    min_involved_muscles: int
+    involved_if: dict[str, float]
+    features: tuple[Feature, ...]
+    path: str
+    sha256: str
+
+    def feature(self, feature_id: str) -> Feature:
+        for f in self.features:
+            if f.id == feature_id:
+                return f
+        raise KeyError(feature_id)
+
+
+class _Checker:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, where: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {where}: {message}")
+
+    def get(self, data: dict, key: str, where: str, kind: type | tuple, default: Any = ...):
+        if key not in data:
+            if default is ...:
+                raise self.fail(where, f"missing field '{key}'")
+            return default
+        value = data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(where, f"field '{key}' must be {_names(kinds)}, got {value!r}")
+        if not isinstance(value, kinds):
+            raise self.fail(where, f"field '{key}' must be {_names(kinds)}, got {value!r}")
+        return value
+
+    def number(self, data: dict, key: str, where: str, low: float, high: float,
+               default: Any = ..., open_low: bool = False) -> float:  # fmt: skip
+        value = float(self.get(data, key, where, (int, float), default))
+        if not math.isfinite(value) or value > high or value < low or (open_low and value <= low):
+            bound = f"({low}, {high}]" if open_low else f"[{low}, {high}]"
+            raise self.fail(where, f"field '{key}' must be in {bound}, got {value!r}")
+        return value
+
+
+def _names(kinds: tuple) -> str:
+    return " or ".join(
+        {
+            int: "a number",
+            float: "a number",
+            str: "text",
+            list: "a list",
+            dict: "a mapping",
+            bool: "true/false",
+        }[k]
+        for k in kinds
+    )
+
+
+def _muscle_list(check: _Checker, data: dict, key: str, where: str, required: bool) -> tuple:
+    names = check.get(data, key, where, list, ... if required else [])
+    known = vocabulary() | set(groups())
+    for name in names:
+        if not isinstance(name, str) or name not in known:
+            raise check.fail(
+                where,
+                f"'{key}' names {name!r}, which is neither a vocabulary "
+                "muscle nor a group (configs/anatomy.yaml)",
+            )
+    if required and not names:
+        raise check.fail(where, f"'{key}' is empty")
+    return tuple(names)
+
+
+def _cut(check: _Checker, data: dict, where: str) -> SoftCut:
+    threshold = check.number(data, "threshold", where, -10.0, 10.0)
+    width = check.number(data, "width", where, 0.0, 10.0, open_low=True)
+    return SoftCut(threshold, width)
+
+
+def _probability(check: _Checker, data: dict, key: str, where: str) -> float:
+    value = check.number(data, key, where, 0.0, 1.0, open_low=True)
+    if value >= 1.0:
+        raise check.fail(
+            where,
+            f"field '{key}' must be below 1 (a certain feature makes its "
+            f"absence infinitely informative), got {value!r}",
+        )
+    return value
+
+
+def _feature(check: _Checker, data: Any, index: int) -> Feature:
+    if not isinstance(data, dict):
+        raise check.fail(f"features[{index}]", "each feature must be a mapping")
+    feature_id = check.get(data, "id", f"features[{index}]", str)
+    where = f"feature '{feature_id}'"
+    measure = check.get(data, "measure", where, str)
+    if measure not in MEASURES:
+        raise check.fail(where, f"unknown measure {measure!r}; known: {', '.join(MEASURES)}")
+    sides = check.get(data, "sides", where, str, "mean")
+    if sides not in SIDE_RULES:
+        raise check.fail(
+            where, f"field 'sides' must be one of {', '.join(SIDE_RULES)}, got {sides!r}"
+        )
+    reference = _muscle_list(
+        check, data, "reference", where, required=measure in ("ff_excess", "ff_contrast")
+    )
+    per_muscle: dict[str, SoftCut] = {}
+    if measure in ("share_involved", "involvement"):
+        spec = check.get(data, "per_muscle", where, dict)
+        if measure == "share_involved":
+            inner = check.get(spec, "measure", f"{where}.per_muscle", str)
+            if inner not in PER_MUSCLE_MEASURES:
+                raise check.fail(
+                    f"{where}.per_muscle",
+                    f"unknown measure {inner!r}; known: {', '.join(PER_MUSCLE_MEASURES)}",
+                )
+            per_muscle[inner] = _cut(check, spec, f"{where}.per_muscle")
+        else:
+            for inner, cut in spec.items():
+                if inner not in PER_MUSCLE_MEASURES or not isinstance(cut, dict):
+                    raise check.fail(
+                        f"{where}.per_muscle",
+                        f"{inner!r} must be one of "
+                        f"{', '.join(PER_MUSCLE_MEASURES)} with threshold and width",
+                    )
+                per_muscle[inner] = _cut(check, cut, f"{where}.per_muscle.{inner}")
+            if not per_muscle:
+                raise check.fail(f"{where}.per_muscle", "names no measure")
+    return Feature(
+        id=feature_id,
+        description=check.get(data, "description", where, str),
+        measure=measure,
+        muscles=_muscle_list(check, data, "muscles", where, required=True),
+        reference=reference,
+        sides=sides,
+        group_fallback=bool(check.get(data, "group_fallback", where, bool, False)),
+        cut=_cut(check, data, where),
+        p_positive=_probability(check, data, "p_imnm", where),
+        p_negative=_probability(check, data, "p_dm", where),
+        source=check.get(data, "source", where, str),
+        per_muscle=per_muscle,
+    )
+
+
+def load_template(path: str | Path | None = None) -> Template:
+    """Load and validate a pattern template.
+
+    Parameters
+    ----------
+    path : path, optional
+        A template YAML file; default ``configs/templates/imnm_vs_dm.yaml``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the feature and the field, e.g.
+        ``imnm_vs_dm.yaml: feature 'adductor_brevis_edema': field 'p_imnm' must be in (0.0, 1.0]``.
+    """
+    path = Path(path) if path is not None else config_dir() / "templates" / DEFAULT_TEMPLATE
+    if not path.is_file():
+        raise ConfigError(f"{path}: template file not found")
+    data = load_yaml(path)
+    check = _Checker(path)
+    if not isinstance(data, dict):
+        raise check.fail("top level", "a template must be a mapping")
+    classes = check.get(data, "classes", "top level", dict)
+    bounds = check.get(data, "call_bounds", "top level", dict)
+    applicability = check.get(data, "applicability", "top level", dict, {})
+    involved_if = check.get(applicability, "involved_if", "applicability", dict, {})
+    for key, value in involved_if.items():
+        if key not in (
+            "mercuri_grade_at_least",
+            "edema_grade_at_least",
+            "fascial_edema_fraction_at_least",
+        ):
+            raise check.fail("applicability.involved_if", f"unknown criterion {key!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise check.fail("applicability.involved_if", f"{key} must be a number")
+    raw_features = check.get(data, "features", "top level", list)
+    if not raw_features:
+        raise check.fail("top level", "'features' is empty")
+    features = tuple(_feature(check, f, i) for i, f in enumerate(raw_features))
+    ids = [f.id for f in features]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise check.fail("features", f"duplicate feature ids: {', '.join(duplicates)}")
+    positive_at_least = check.number(bounds, "imnm_at_least", "call_bounds", 0.0, 1.0)
+    negative_at_most = check.number(bounds, "dm_at_most", "call_bounds", 0.0, 1.0)
+    if negative_at_most >= positive_at_least:
+        raise check.fail("call_bounds", "dm_at_most must be below imnm_at_least")
+    alternatives = check.get(data, "prior_alternatives", "top level", list, [])
+    return Template(
+        name=check.get(data, "name", "top level", str),
+        description=check.get(data, "description", "top level", str, ""),
+        positive=check.get(classes, "positive", "classes", str),
+        negative=check.get(classes, "negative", "classes", str),
+        prior=check.number(data, "prior_imnm", "top level", 0.0, 1.0, open_low=True),
+        prior_alternatives=tuple(a for a in alternatives if isinstance(a, dict)),
+        call_positive_at_least=positive_at_least,
+        call_negative_at_most=negative_at_most,
+        min_involved_muscles=int(
+            check.number(applicability, "min_involved_muscles", "applicability", 0, 1000, default=0)
+        ),
+        involved_if={k: float(v) for k, v in involved_if.items()},
+        features=features,
+        path=str(path),
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+    )
