@@ -82,6 +82,231 @@ def phantom(
         typer.echo(f"{study.study_id}\t{folder}")
 
 
+class LabelScheme(StrEnum):
+    auto = "auto"
+    tsv = "tsv"
+    musclemap = "musclemap"
+    musclesense = "musclesense"
+    totalsegmentator = "totalsegmentator"
+
+
+class Engine(StrEnum):
+    processes = "processes"
+    dask = "dask"
+
+
+TemplateOption = Annotated[
+    Path | None, typer.Option("--template", help="Own pattern template (YAML).", dir_okay=False)
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="Settings overrides (YAML).", dir_okay=False)
+]
+LabelsOption = Annotated[
+    LabelScheme, typer.Option("--labels", help="Label scheme of the segmentation.")
+]
+ResampleOption = Annotated[
+    bool, typer.Option("--resample", help="Resample images onto the label grid.")
+]
+ReportOption = Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")]
+PriorOption = Annotated[
+    float | None,
+    typer.Option("--prior", min=0.001, max=0.999, help="Prior p(IMNM) (default: template's)."),
+]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _knowledge(config: Path | None, template: Path | None):
+    from .config import load_settings
+    from .templates import load_template
+
+    return load_settings(config), load_template(template)
+
+
+@app.command()
+def score(
+    study: Annotated[Path, typer.Argument(help="Study folder (simple layout or BIDS anat).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    template: TemplateOption = None,
+    config: ConfigOption = None,
+    labels: LabelsOption = LabelScheme.auto,
+    resample: ResampleOption = False,
+    report: ReportOption = True,
+    prior: PriorOption = None,
+) -> None:
+    """Score one study: muscles.tsv, score.json and report.html in OUT."""
+    from .errors import MriScoringError
+    from .pipeline import score_study
+
+    try:
+        settings, pattern = _knowledge(config, template)
+        result = score_study(
+            study,
+            settings=settings,
+            template=pattern,
+            prior=prior,
+            labels=labels.value,
+            resample=resample,
+        )
+        result.save(out, report=report)
+    except MriScoringError as exc:
+        raise _fail(str(exc)) from None
+    like = result.likelihood
+    for finding in result.qc:
+        if finding.level == "warning":
+            log.warning("%s", finding)
+    typer.echo(
+        f"{result.study_id}\t{like.call}\tp(IMNM)={like.p_imnm:.3f}\t"
+        f"log10LR={like.log10_likelihood_ratio:+.2f}\t-> {out}"
+    )
+
+
+@app.command()
+def batch(
+    root: Annotated[Path, typer.Argument(help="Folder of studies (simple layout or BIDS).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Parallel workers.")] = 1,
+    engine: Annotated[Engine, typer.Option(help="Local processes or a dask cluster.")] = (
+        Engine.processes
+    ),
+    scheduler: Annotated[
+        str | None, typer.Option(help="dask scheduler address (with --engine dask).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume/--no-resume", help="Skip studies already scored.")
+    ] = True,
+    template: TemplateOption = None,
+    config: ConfigOption = None,
+    labels: LabelsOption = LabelScheme.auto,
+    resample: ResampleOption = False,
+    report: ReportOption = True,
+    prior: PriorOption = None,
+) -> None:
+    """Score every study under ROOT; failures are recorded in failures.tsv (exit 1 if any)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from .errors import MriScoringError
+    from .pipeline import score_batch
+
+    if not root.is_dir():
+        raise _fail(f"{root}: not a folder", 2)
+    columns = (
+        TextColumn("[bold]scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("done {task.fields[done]} failed {task.fields[failed]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    quiet = logging.getLogger("mri_scoring").getEffectiveLevel() > logging.WARNING
+    with Progress(*columns, disable=quiet, transient=False) as bar:
+        task = bar.add_task("scoring", total=None, done=0, failed=0)
+
+        def progress(outcome, done, failed, total):
+            bar.update(task, total=total, completed=done + failed, done=done, failed=failed)
+
+        try:
+            settings, pattern = _knowledge(config, template)
+            summary = score_batch(
+                root,
+                out,
+                workers=workers,
+                engine=engine.value,
+                scheduler=scheduler,
+                resume=resume,
+                settings=settings,
+                template=pattern,
+                prior=prior,
+                labels=labels.value,
+                resample=resample,
+                report=report,
+                progress=progress,
+            )
+        except MriScoringError as exc:
+            raise _fail(str(exc)) from None
+    failures = summary.attrs["failures"]
+    typer.echo(f"{len(summary)} scored, {len(failures)} failed -> {out}/summary.tsv")
+    for _, row in failures.iterrows():
+        typer.echo(f"failed: {row['study_id']}: {row['error']}", err=True)
+    if len(failures):
+        raise typer.Exit(1)
+
+
+@app.command()
+def templates(template: TemplateOption = None) -> None:
+    """List the template's features with their probabilities and sources."""
+    from .errors import MriScoringError
+    from .templates import load_template
+
+    try:
+        pattern = load_template(template)
+    except MriScoringError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"template {pattern.name} ({pattern.path})")
+    typer.echo(f"  {pattern.description}")
+    typer.echo(
+        f"  prior p({pattern.positive}) = {pattern.prior}; call {pattern.positive} at "
+        f"p >= {pattern.call_positive_at_least}, {pattern.negative} at p <= "
+        f"{pattern.call_negative_at_most}"
+    )
+    for alternative in pattern.prior_alternatives:
+        typer.echo(f"  prior alternative {alternative.get('value')}: {alternative.get('note')}")
+    for f in pattern.features:
+        typer.echo(f"\n- {f.id}: {f.description}")
+        typer.echo(
+            f"    measure {f.measure} of {', '.join(f.muscles)}"
+            + (f" vs {', '.join(f.reference)}" if f.reference else "")
+            + f"; sides {f.sides}; soft threshold {f.cut.threshold} (width {f.cut.width})"
+        )
+        typer.echo(
+            f"    P(present|{pattern.positive}) = {f.p_positive}   "
+            f"P(present|{pattern.negative}) = {f.p_negative}"
+        )
+        typer.echo(f"    source: {f.source}")
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: temporary).")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1)] = 1,
+) -> None:
+    """Score the bundled sample studies and print the result table."""
+    import tempfile
+
+    from .config import sample_data_dir
+    from .pipeline import iter_results, score_batch
+
+    target = out or Path(tempfile.mkdtemp(prefix="mri-scoring-demo-"))
+    summary = score_batch(sample_data_dir(), target, workers=workers, resume=False)
+    typer.echo("Research software: not for diagnostic use.\n")
+    typer.echo(f"{'study':<28}{'call':<15}{'p(IMNM)':>8}  top evidence")
+    for document in iter_results(target):
+        available = [f for f in document["features"] if f["available"]]
+        top = max(available, key=lambda f: abs(f["log10_lr_contribution"]), default=None)
+        evidence = f"{top['id']} ({top['log10_lr_contribution']:+.2f})" if top else "none"
+        typer.echo(
+            f"{document['study_id']:<28}{document['call']:<15}"
+            f"{document['p_imnm']:>8.3f}  {evidence}"
+        )
+    failures = summary.attrs["failures"]
+    typer.echo(f"\n{len(summary)} studies scored, {len(failures)} failed; outputs in {target}")
+    if len(failures):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
+import hashlib
+import io
 import json
 import logging
 import os
@@ -52,9 +54,11 @@ class Study:
     qc : list of QCFinding
         Findings raised while loading.
     files : dict of str -> Path
-        Source file of each role (for input hashes).
+        Source file of each role.
     path : Path or None
         The study folder, if loaded from disk.
+    input_sha256 : dict of str -> str
+        SHA-256 of each source file's bytes, by role (hashed as the file is read).
     """
 
     study_id: str
@@ -66,6 +70,7 @@ class Study:
     qc: list[QCFinding] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
     path: Path | None = None
+    input_sha256: dict[str, str] = field(default_factory=dict)
 
     @property
     def voxel_size_mm(self) -> tuple[float, float, float]:
@@ -352,55 +357,55 @@ def _describe_read_error(exc: BaseException) -> str:
     return f"cannot read as NIfTI ({text})"
 
 
-def _raw_pixdim(path: Path, img: nib.Nifti1Image) -> tuple[float, float, float]:
-    """Voxel sizes as stored: nibabel silently replaces zeros by 1 when it reads a header."""
-    try:
-        with nib.openers.ImageOpener(path) as handle:
-            raw = type(img.header).from_fileobj(handle, check=False)
-        return tuple(float(z) for z in raw["pixdim"][1:4])  # type: ignore[return-value]
-    except Exception:  # the header was read once already; fall back to nibabel's view
-        return tuple(float(z) for z in img.header.get_zooms()[:3])  # type: ignore[return-value]
-
-
-def _diagnose_header_failure(path: Path, exc: BaseException) -> str:
-    """nibabel says only that it cannot tell the file type; look at the bytes to say why."""
-    if not isinstance(exc, nib.filebasedimages.ImageFileError):
-        return _describe_read_error(exc)
-    try:
-        with open(path, "rb") as handle:
-            magic = handle.read(2)
-        if magic == b"\x1f\x8b":
-            with gzip.open(path, "rb") as handle:
-                head = handle.read(352)
-        else:
-            with open(path, "rb") as handle:
-                head = handle.read(352)
-    except Exception as inner:  # the bytes themselves are broken: say how
-        return _describe_read_error(inner)
-    if len(head) < 348:
-        return f"the file ends early ({len(head)} bytes of header; a NIfTI header has 348)"
-    return _describe_read_error(exc)
-
-
 @dataclass
 class _Volume:
     data: np.ndarray
     affine: np.ndarray
     path: Path
+    sha256: str = ""
+
+
+def _read_file_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+try:  # the faster gzip decoder of the optional extra "fast" (python-isal)
+    from isal.igzip import decompress as _gunzip
+except ImportError:  # pragma: no cover - depends on the environment
+    _gunzip = gzip.decompress
+
+
+def _open_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray, str]:
+    """Read a NIfTI file once: its image, its raw (unfixed) pixdim and the sha256 of its bytes."""
+    try:
+        data = _read_file_bytes(path)
+    except OSError as exc:
+        raise StudyError(_describe_read_error(exc), path) from None
+    if not data:
+        raise StudyError("the file is empty (0 bytes)", path)
+    digest = hashlib.sha256(data).hexdigest()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = _gunzip(data)
+        except Exception as exc:  # zlib, EOFError, isal's errors: say which
+            raise StudyError(_describe_read_error(exc), path) from None
+    if len(data) < 348:
+        raise StudyError(f"the file ends early ({len(data)} bytes; a NIfTI header has 348)", path)
+    sizes = {int.from_bytes(data[:4], order) for order in ("little", "big")}
+    klass = nib.Nifti1Image if 348 in sizes else nib.Nifti2Image if 540 in sizes else None
+    if klass is None:
+        raise StudyError("not a NIfTI image (no valid NIfTI-1/2 header)", path)
+    try:
+        raw_header = klass.header_class.from_fileobj(io.BytesIO(data), check=False)
+        img = klass.from_bytes(data)
+    except Exception as exc:  # inconsistent header fields
+        raise StudyError(_describe_read_error(exc), path) from None
+    return img, np.asarray(raw_header["pixdim"][1:4], dtype=float), digest
 
 
 def _read_nifti(path: Path, qc: list[QCFinding], integer: bool = False) -> _Volume:
     """Read one NIfTI file into a RAS+ array; every failure is a one-line StudyError."""
-    try:
-        if path.stat().st_size == 0:
-            raise StudyError("the file is empty (0 bytes)", path)
-        img = nib.load(path)
-    except StudyError:
-        raise
-    except Exception as exc:  # nibabel raises many types; the message says what was wrong
-        raise StudyError(_diagnose_header_failure(path, exc), path) from None
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise StudyError(f"not a NIfTI image ({type(img).__name__})", path)
+    img, zooms, digest = _open_nifti(path)
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -408,7 +413,6 @@ def _read_nifti(path: Path, qc: list[QCFinding], integer: bool = False) -> _Volu
         raise StudyError(f"expected a 3-D image, got shape {tuple(img.shape)}", path)
     if min(shape) < 1:
         raise StudyError(f"image has an empty dimension, shape {tuple(img.shape)}", path)
-    zooms = _raw_pixdim(path, img)
     if not all(np.isfinite(z) and z > 0 for z in zooms) and int(img.header["sform_code"]) > 0:
         qc.append(
             QCFinding(
@@ -452,7 +456,7 @@ def _read_nifti(path: Path, qc: list[QCFinding], integer: bool = False) -> _Volu
     if not np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
         data = nib.orientations.apply_orientation(data, ornt)
         affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
-    return _Volume(np.ascontiguousarray(data), affine, path)
+    return _Volume(np.ascontiguousarray(data), affine, path, digest)
 
 
 def _grid_text(volume: _Volume) -> str:
@@ -472,7 +476,8 @@ def _resample(volume: _Volume, target: _Volume) -> _Volume:
 
     img = nib.Nifti1Image(volume.data, volume.affine)
     out = resample_from_to(img, (target.data.shape, target.affine), order=1, cval=0.0)
-    return _Volume(np.asarray(out.dataobj, dtype=np.float32), target.affine, volume.path)
+    data = np.asarray(out.dataobj, dtype=np.float32)
+    return _Volume(data, target.affine, volume.path, volume.sha256)
 
 
 def _integer_labels(volume: _Volume, max_value: int) -> np.ndarray:
@@ -781,6 +786,7 @@ def load_study(
         )
 
     label_volume = _read_nifti(label_path, qc, integer=True)
+    hashes = {"labels": label_volume.sha256}
     label_array = _integer_labels(label_volume, settings["load"]["max_label_value"])
     tolerance = settings["load"]["grid_tolerance_mm"]
     images: dict[str, np.ndarray] = {}
@@ -819,6 +825,7 @@ def load_study(
             scale = metadata.get("fat_fraction_scale") or _sidecar_units(image_path)
             volume.data = _fat_fraction_map(volume, scale, settings)
         images[role] = volume.data
+        hashes[role] = volume.sha256
 
     table_path = _table_for(label_path, roles)
     table = read_label_table(table_path) if table_path and labels in ("auto", "tsv") else None
@@ -826,10 +833,10 @@ def load_study(
     label_info = _resolve_labels(values, table, labels, label_path, qc)
     study_id = found.study_id  # from study.json or the folder (BIDS: sub/ses), made unique
     files = {"labels": label_path, **image_paths}
-    if table_path:
-        files["label_table"] = table_path
-    if metadata_path:
-        files["metadata"] = metadata_path
+    for role, extra in (("label_table", table_path), ("metadata", metadata_path)):
+        if extra:
+            files[role] = extra
+            hashes[role] = hashlib.sha256(extra.read_bytes()).hexdigest()
     study = Study(
         study_id=study_id,
         labels=label_array,
@@ -840,6 +847,7 @@ def load_study(
         qc=qc,
         files=files,
         path=found.folder,
+        input_sha256=hashes,
     )
     if not any(info.kind in ("muscle", "group") for info in label_info.values()):
         qc.append(

@@ -79,14 +79,16 @@ def test_unreadable_truncated_or_non_nifti(study, content, expected):
 
 
 def test_permission_denied_is_reported(study, monkeypatch):
-    real_load = nib.load
+    import mri_scoring.study as study_module
 
-    def deny(path, *args, **kwargs):
+    real_read = study_module._read_file_bytes
+
+    def deny(path):  # root ignores chmod, so the denial is simulated at the read
         if str(path).endswith("t2map.nii.gz"):
             raise PermissionError(13, "Permission denied")
-        return real_load(path, *args, **kwargs)
+        return real_read(path)
 
-    monkeypatch.setattr(nib, "load", deny)
+    monkeypatch.setattr(study_module, "_read_file_bytes", deny)
     message = _error(study)
     assert "permission denied" in message and "t2map.nii.gz" in message
 

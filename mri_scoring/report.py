@@ -1,0 +1,411 @@
+"""Reports: a self-contained HTML page per study, a cohort heat map and index for a batch.
+
+Figures are drawn with matplotlib (Agg) and embedded as PNG data URIs; the HTML has inline CSS,
+no scripts and no external references, so a report opens from a USB stick. Every text that comes
+from the input (study ids, label names, file names, messages) is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.colors import ListedColormap
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pipeline import StudyResult
+    from .templates import Template
+
+HEATMAP_MEASURES = (
+    ("ff_median", "fat fraction", 0.0, 0.8),
+    ("edema_fraction", "edema", 0.0, 1.0),
+    ("fascial_edema_fraction", "fascial edema", 0.0, 1.0),
+    ("atrophy_loss", "atrophy (1 - index)", 0.0, 1.0),
+)
+MAX_CLUSTERED_STUDIES = 2000
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;
+max-width:1200px}
+h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
+.disclaimer{background:#fff6d6;border:1px solid #e6c200;padding:8px 12px;font-size:13px}
+.qc{background:#fde8e8;border:1px solid #d33;padding:8px 12px;font-size:13px}
+.call{font-size:20px;padding:10px 14px;border-radius:6px;display:inline-block;margin:8px 0}
+.IMNM{background:#d6e9ff;border:2px solid #1f6fd1}.DM{background:#ffe0cc;border:2px solid #d1621f}
+.indeterminate{background:#eee;border:2px solid #888}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f3f3f3}
+td.l,th.l{text-align:left}tr.na td{color:#999}img{max-width:100%}
+.small{font-size:12px;color:#555}
+"""
+
+
+def _png(fig: plt.Figure, dpi: int = 90) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}"
+    return html.escape(str(value))
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def evidence_figure(result: StudyResult) -> str:
+    """Bar chart of each feature's log10 LR contribution; unavailable features greyed."""
+    features = result.likelihood.features
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(features) + 1.2))
+    names = [f.id.replace("_", " ") for f in features]
+    values = [f.log10_lr_contribution for f in features]
+    colours = [
+        "#bbbbbb" if not f.available else "#1f6fd1" if v > 0 else "#d1621f"
+        for f, v in zip(features, values, strict=True)
+    ]
+    y = np.arange(len(features))[::-1]
+    ax.barh(y, values, color=colours)
+    for yi, f in zip(y, features, strict=True):
+        if not f.available:
+            ax.text(0.0, yi, "  unavailable", va="center", fontsize=8, color="#777")
+    ax.set_yticks(y, names, fontsize=9)
+    ax.axvline(0, color="#333", lw=0.8)
+    ax.set_xlabel("log10 likelihood-ratio contribution  (← DM | IMNM →)")
+    ax.set_title(f"total log10 LR = {result.likelihood.log10_likelihood_ratio:+.2f}", fontsize=10)
+    return _png(fig)
+
+
+def muscle_heatmap_figure(table: pd.DataFrame) -> str | None:
+    """Muscles x {FF, edema, fascial edema, atrophy}, left and right side by side."""
+    rows = table[table["kind"].isin(("muscle", "group"))].copy()
+    if rows.empty:
+        return None
+    rows["atrophy_loss"] = 1.0 - rows["atrophy_index"].astype(float)
+    order = list(dict.fromkeys(rows.sort_values(["group", "muscle"])["muscle"]))
+    sides = [s for s in ("left", "right", "") if (rows["side"] == s).any()]
+    columns, matrix = [], []
+    for measure, label, low, high in HEATMAP_MEASURES:
+        for side in sides:
+            part = rows[rows["side"] == side].set_index("muscle")[measure].astype(float)
+            part = part[~part.index.duplicated()]
+            matrix.append(((part.reindex(order) - low) / (high - low)).to_numpy())
+            columns.append(f"{label}\n{side or 'n/a'}")
+    data = np.array(matrix).T
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(columns), 0.28 * len(order) + 1.6))
+    cmap = plt.get_cmap("magma_r").copy()
+    cmap.set_bad("#e8e8e8")
+    image = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap=cmap, vmin=0, vmax=1)
+    ax.set_yticks(range(len(order)), [m.replace("_", " ") for m in order], fontsize=8)
+    ax.set_xticks(range(len(columns)), columns, fontsize=7, rotation=90)
+    fig.colorbar(image, ax=ax, fraction=0.04, label="scaled 0-1 (FF: 0-0.8)")
+    ax.set_title("per-muscle heat map (grey: not measured)", fontsize=10)
+    return _png(fig)
+
+
+def _outline(labels: np.ndarray) -> np.ndarray:
+    """Labelled pixels that touch a pixel of another label (or background)."""
+    differs = np.zeros(labels.shape, bool)
+    step_x = labels[1:, :] != labels[:-1, :]
+    step_y = labels[:, 1:] != labels[:, :-1]
+    differs[1:, :] |= step_x
+    differs[:-1, :] |= step_x
+    differs[:, 1:] |= step_y
+    differs[:, :-1] |= step_y
+    return differs & (labels > 0)
+
+
+def slice_figure(study, ff_image: np.ndarray | None) -> str | None:
+    """Proximal, mid and distal slices: outlines over the FF map and over STIR / T2."""
+    labelled = np.flatnonzero(study.labels.any(axis=(0, 1)))
+    if labelled.size == 0:
+        return None
+    levels = np.linspace(labelled.max(), labelled.min(), 5)[1:4].round().astype(int)
+    panels = []
+    if ff_image is not None:
+        panels.append(("fat fraction", ff_image, (0.0, 1.0)))
+    edema_role = "stir" if "stir" in study.images else "t2map" if "t2map" in study.images else None
+    if edema_role:
+        image = study.images[edema_role]
+        finite = image[study.labels > 0]
+        finite = finite[np.isfinite(finite)]
+        top = float(np.percentile(finite, 99.5)) * 1.2 if finite.size else 1.0
+        panels.append(("STIR" if edema_role == "stir" else "water T2 (ms)", image, (0.0, top)))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(len(panels), 3, figsize=(11, 3.3 * len(panels)), squeeze=False)
+    overlay = ListedColormap([(0, 0, 0, 0), (0.1, 1.0, 0.3, 0.9)])
+    for row, (title, image, (low, high)) in enumerate(panels):
+        for col, (k, name) in enumerate(zip(levels, ("proximal", "mid", "distal"), strict=True)):
+            ax = axes[row, col]
+            ax.imshow(
+                np.nan_to_num(image[:, :, k]).T,
+                origin="lower",
+                cmap="gray",
+                vmin=low,
+                vmax=high,
+                interpolation="nearest",
+            )
+            ax.imshow(
+                _outline(study.labels[:, :, k]).T.astype(float),
+                origin="lower",
+                cmap=overlay,
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
+            ax.set_title(f"{title}, {name} (slice {k})", fontsize=9)
+            ax.set_axis_off()
+    fig.text(
+        0.5,
+        0.0,
+        "image left = patient right (radiological view is mirrored here: "
+        "world x increases to the right of each panel)",
+        ha="center",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    return _png(fig, dpi=80)
+
+
+def _ff_for_figure(study) -> np.ndarray | None:
+    if "ff" in study.images:
+        return study.images["ff"]
+    if "fat" in study.images and "water" in study.images:
+        fat, water = study.images["fat"], study.images["water"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ff = fat / (fat + water)
+        return np.where(np.isfinite(ff), ff, 0.0)
+    return None
+
+
+# --------------------------------------------------------------------------- study page
+
+
+def _evidence_table(result: StudyResult) -> str:
+    head = ("<tr><th class=l>feature</th><th>value</th><th>degree</th><th>log10 LR</th>"
+            "<th>P(·|IMNM)</th><th>P(·|DM)</th><th class=l>muscles used / why unavailable</th>"
+            "<th class=l>source</th></tr>")  # fmt: skip
+    rows = []
+    for f in result.likelihood.features:
+        used = ", ".join(f.muscles_used) if f.available else f.reason
+        rows.append(
+            f"<tr class={'' if f.available else 'na'}><td class=l>{_fmt(f.description)}</td>"
+            f"<td>{_fmt(f.value)}</td><td>{_fmt(f.degree, 2)}</td>"
+            f"<td>{_fmt(f.log10_lr_contribution, 2)}</td><td>{_fmt(f.p_imnm, 2)}</td>"
+            f"<td>{_fmt(f.p_dm, 2)}</td><td class=l>{_fmt(used)}</td>"
+            f"<td class=l class=small>{_fmt(f.source)}</td></tr>"
+        )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _muscle_table(table: pd.DataFrame) -> str:
+    columns = ["muscle", "side", "group", "volume_ml", "ff_median", "ff_p90", "mercuri_grade",
+               "edema_fraction", "edema_grade", "fascial_edema_fraction", "atrophy_index",
+               "qc_flags"]  # fmt: skip
+    columns = [c for c in columns if c in table.columns]
+    head = "".join(
+        f"<th class={'l' if c in ('muscle', 'side', 'group', 'qc_flags') else ''}>"
+        f"{html.escape(c)}</th>"
+        for c in columns
+    )
+    body = []
+    for _, row in table.iterrows():
+        cells = []
+        for c in columns:
+            value = row[c]
+            text = _fmt(value, 0 if c.endswith("grade") else 3)
+            cells.append(
+                f"<td class={'l' if c in ('muscle', 'side', 'group', 'qc_flags') else ''}>"
+                f"{text}</td>"
+            )
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def study_report_html(result: StudyResult) -> str:
+    """The self-contained ``report.html`` of one study."""
+    from .pipeline import DISCLAIMER
+
+    like = result.likelihood
+    esc = html.escape
+    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+             f"<title>mri_scoring: {esc(result.study_id)}</title><style>{CSS}</style></head><body>",
+             f"<h1>Thigh MRI pattern report: {esc(result.study_id)}</h1>",
+             f"<p class=disclaimer>{esc(DISCLAIMER)}</p>"]  # fmt: skip
+    warnings = [q for q in result.qc if q.level == "warning"]
+    if warnings:
+        items = "".join(
+            f"<li>{esc(q.code)}: {esc(q.message)}"
+            f"{' (' + esc(Path(q.file).name) + ')' if q.file else ''}</li>"
+            for q in warnings
+        )
+        parts.append(f"<div class=qc><b>Quality-control warnings</b><ul>{items}</ul></div>")
+    parts.append(
+        f"<h2>Result</h2><div class='call {esc(like.call)}'>call: <b>{esc(like.call)}</b> "
+        f"&nbsp; p(IMNM) = {like.p_imnm:.3f} &nbsp; log10 LR = "
+        f"{like.log10_likelihood_ratio:+.2f}</div>"
+        f"<p class=small>prior p(IMNM) = {like.prior_imnm:.2f}; template "
+        f"{esc(result.template.name)}; call bounds: IMNM at p &ge; "
+        f"{result.template.call_positive_at_least}, DM at p &le; "
+        f"{result.template.call_negative_at_most}.</p>")  # fmt: skip
+    if like.notes:
+        parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in like.notes) + "</ul>")
+    parts.append("<h2>Evidence per feature</h2>")
+    parts.append(_img(evidence_figure(result), "log10 likelihood-ratio contribution per feature"))
+    parts.append(_evidence_table(result))
+    heatmap = muscle_heatmap_figure(result.muscles)
+    if heatmap:
+        parts.append("<h2>Per-muscle heat map</h2>" + _img(heatmap, "per-muscle heat map"))
+    if result.study is not None:
+        slices = slice_figure(result.study, _ff_for_figure(result.study))
+        if slices:
+            parts.append(
+                "<h2>Slices with the segmentation</h2>"
+                + _img(slices, "proximal, mid and distal slices with outlines")
+            )
+    parts.append("<h2>Per-muscle measures</h2>" + _muscle_table(result.muscles))
+    inputs = "".join(
+        f"<li>{esc(role)}: {esc(v['file'])} <span class=small>sha256 "
+        f"{esc(v['sha256'][:16])}…</span></li>"
+        for role, v in result.inputs.items()
+    )
+    parts.append(
+        f"<h2>Inputs</h2><ul>{inputs}</ul><p class=small>settings sha256 "
+        f"{esc(result.config_sha256[:16])}…</p></body></html>"
+    )
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- cohort
+
+
+def cohort_matrix(out: Path, study_ids: list[str], measure: str) -> pd.DataFrame:
+    """Studies x muscles (sides averaged) of one measure, read from each ``muscles.tsv``."""
+    rows = {}
+    for study_id in study_ids:
+        path = out / study_id / "muscles.tsv"
+        if not path.is_file():
+            continue
+        table = pd.read_csv(path, sep="\t", keep_default_na=True)
+        table = table[table["kind"].isin(("muscle", "group"))]
+        rows[study_id] = table.groupby("muscle")[measure].mean()
+    return pd.DataFrame(rows).T
+
+
+def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) -> plt.Figure:
+    """Cohort heat map: studies (rows, clustered) x muscles, FF and edema, call as a side bar."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    muscles = sorted(set(ff.columns) | set(edema.columns))
+    ff = ff.reindex(index=summary["study_id"], columns=muscles)
+    edema = edema.reindex(index=summary["study_id"], columns=muscles)
+    features = np.hstack(
+        [ff.fillna(ff.mean()).fillna(0).to_numpy(), edema.fillna(edema.mean()).fillna(0).to_numpy()]
+    )
+    if 2 < len(summary) <= MAX_CLUSTERED_STUDIES:
+        order = leaves_list(linkage(features, method="average", metric="euclidean"))
+        how = "hierarchical clustering (average linkage)"
+    else:
+        order = np.argsort(summary["p_imnm"].to_numpy())
+        how = "p(IMNM)" if len(summary) > 2 else "input order"
+    calls = summary["call"].to_numpy()[order]
+    colour = {"IMNM": 0, "DM": 1, "indeterminate": 2}
+    height = min(0.22 * len(summary) + 2.5, 40)
+    fig, axes = plt.subplots(
+        1,
+        3,
+        figsize=(4 + 0.5 * len(muscles), height),
+        gridspec_kw={"width_ratios": [0.6, len(muscles), len(muscles)]},
+    )
+    axes[0].imshow(
+        np.array([[colour.get(c, 2)] for c in calls]),
+        aspect="auto",
+        cmap=ListedColormap(["#1f6fd1", "#d1621f", "#aaaaaa"]),
+        vmin=0,
+        vmax=2,
+    )
+    axes[0].set_xticks([0], ["call"])
+    ids = summary["study_id"].to_numpy()[order]
+    axes[0].set_yticks(range(len(ids)), ids if len(ids) <= 80 else [""] * len(ids), fontsize=7)
+    for ax, matrix, title, top in (
+        (axes[1], ff, "fat fraction", 0.8),
+        (axes[2], edema, "edema fraction", 1.0),
+    ):
+        cmap = plt.get_cmap("magma_r").copy()
+        cmap.set_bad("#e8e8e8")
+        image = ax.imshow(
+            np.ma.masked_invalid(matrix.to_numpy(float)[order]),
+            aspect="auto",
+            cmap=cmap,
+            vmin=0,
+            vmax=top,
+        )
+        ax.set_xticks(
+            range(len(muscles)), [m.replace("_", " ") for m in muscles], rotation=90, fontsize=7
+        )
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(image, ax=ax, fraction=0.03)
+    fig.suptitle(
+        f"cohort heat map, rows ordered by {how}; blue IMNM, orange DM, grey indeterminate",
+        fontsize=10,
+    )
+    return fig
+
+
+def write_cohort_report(out: Path, summary: pd.DataFrame, template: Template) -> None:
+    """Write ``cohort_heatmap.png`` and ``index.html`` for a batch output folder."""
+    from .pipeline import DISCLAIMER, atomic_write
+
+    ids = list(summary["study_id"])
+    fig = cohort_figure(
+        summary, cohort_matrix(out, ids, "ff_median"), cohort_matrix(out, ids, "edema_fraction")
+    )
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(out / "cohort_heatmap.png", buffer.getvalue())
+    esc = html.escape
+    rows = []
+    for _, row in summary.iterrows():
+        link = f"{row['study_id']}/report.html"
+        has_report = (out / row["study_id"] / "report.html").is_file()
+        name = (
+            f"<a href='{esc(link, quote=True)}'>{esc(row['study_id'])}</a>"
+            if has_report
+            else esc(row["study_id"])
+        )
+        rows.append(
+            f"<tr><td class=l>{name}</td><td class=l>{esc(str(row['call']))}</td>"
+            f"<td>{row['p_imnm']:.3f}</td><td>{row['log10_likelihood_ratio']:+.2f}</td>"
+            "</tr>"
+        )
+    failures = out / "failures.tsv"
+    n_failed = max(len(failures.read_text().splitlines()) - 1, 0) if failures.is_file() else 0
+    page = (
+        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>mri_scoring cohort"
+        f"</title><style>{CSS}</style></head><body><h1>Cohort: {len(summary)} studies</h1>"
+        f"<p class=disclaimer>{esc(DISCLAIMER)}</p>"
+        f"<p>Template {esc(template.name)}. Failed studies: {n_failed} (failures.tsv).</p>"
+        "<h2>Cohort heat map</h2><img src='cohort_heatmap.png' alt='cohort heat map'>"
+        "<h2>Studies</h2><table><tr><th class=l>study</th><th class=l>call</th>"
+        "<th>p(IMNM)</th><th>log10 LR</th></tr>" + "".join(rows) + "</table></body></html>"
+    )
+    atomic_write(out / "index.html", page)
