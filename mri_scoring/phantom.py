@@ -23,9 +23,8 @@ True
 from __future__ import annotations
 
 import copy
+import gzip
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from scipy import ndimage
 
 from .anatomy import groups, match_label_name, vocabulary
 from .config import load_config_file
+from .files import atomic_write
 from .quantify import core_mask, shell_reach_mm
 from .study import IMAGE_ROLES, Study
 
@@ -533,17 +533,6 @@ def normal_volume_shares(shape: tuple[int, int, int] = (256, 256, 40)) -> dict[s
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path, kind: str) -> None:
     if kind == "labels":
         img = nib.Nifti1Image(array.astype(np.int16), affine)
@@ -556,14 +545,10 @@ def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path, kind: str) ->
     img.set_sform(affine, code=1)
     # Fixed header fields so the same study gives byte-identical files.
     img.header["descrip"] = b"mri_scoring phantom"
-    tmp = path.with_name(
-        f".{path.name}.tmp.nii.gz" if path.name.endswith(".gz") else f".{path.name}.tmp.nii"
-    )
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    data = img.to_bytes()
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    atomic_write(path, data)
 
 
 def _json_bytes(data: Any) -> bytes:
@@ -647,7 +632,7 @@ def write_study(
         meta_path = anat / "study.json"
         description = folder / "dataset_description.json"
         if not description.exists():
-            _atomic_write_bytes(
+            atomic_write(
                 description, _json_bytes({"Name": "mri_scoring phantoms", "BIDSVersion": "1.9.0"})
             )
     for role, path in files.items():
@@ -658,11 +643,11 @@ def write_study(
     _save_nifti(study.labels, study.affine, label_path, "labels")
     if write_table:
         rows = ["index\tname"] + [f"{v}\t{names[v]}" for v in sorted(names)]
-        _atomic_write_bytes(table_path, ("\n".join(rows) + "\n").encode())
-    _atomic_write_bytes(meta_path, _json_bytes(metadata))
+        atomic_write(table_path, ("\n".join(rows) + "\n").encode())
+    atomic_write(meta_path, _json_bytes(metadata))
     truth = getattr(study, "truth", None)
     if truth:
-        _atomic_write_bytes(anat / "truth.json", _json_bytes(truth))
+        atomic_write(anat / "truth.json", _json_bytes(truth))
     return label_path.parent
 
 

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import platform
-import tempfile
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -30,6 +29,7 @@ import pandas as pd
 from . import __version__
 from .config import Settings, load_settings
 from .errors import MriScoringError, QCFinding, StudyError
+from .files import atomic_write
 from .grading import grade
 from .likelihood import Likelihood, combine
 from .match import involved_muscles, match
@@ -47,21 +47,6 @@ SOFTWARE = ("numpy", "scipy", "nibabel", "pandas", "scikit-learn", "scikit-image
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write a file atomically: a temporary file in the same folder, then ``os.replace``."""
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def table_text(table: pd.DataFrame) -> str:

@@ -221,7 +221,7 @@ def estimate_noise_sigma(image: np.ndarray, sample: int = 400_000) -> float | No
     refined with the median of the background below four times that mode. Returns None when the
     image has no dark background (the 30 % quantile is not below a tenth of bright tissue).
     """
-    flat = image.ravel()
+    flat = image.ravel(order="K")
     step = max(flat.size // sample, 1)
     values = flat[::step]
     values = values[np.isfinite(values)]
@@ -253,6 +253,17 @@ def _rician_median_table() -> tuple[np.ndarray, np.ndarray]:
     return median.astype(np.float64), amplitude
 
 
+RICIAN_TABLE_TOP = 20.0
+
+
+@cache
+def _rician_inverse_lookup(step: float = 0.005) -> tuple[float, np.ndarray]:
+    """Inverse of A -> median(M | A) tabulated on a uniform grid of M (sigma = 1)."""
+    median, amplitude = _rician_median_table()
+    grid = np.arange(0.0, RICIAN_TABLE_TOP + 2 * step, step)
+    return step, np.interp(grid, median, amplitude).astype(np.float32)
+
+
 def rician_median_unbias(magnitude: np.ndarray, sigma: float) -> np.ndarray:
     """Amplitude whose Rician median equals each magnitude (median-unbiased per voxel).
 
@@ -262,11 +273,14 @@ def rician_median_unbias(magnitude: np.ndarray, sigma: float) -> np.ndarray:
     monotonic map commutes with the median. Magnitudes below the median of pure noise
     (1.18 sigma) map to 0; beyond A = 20 sigma, sqrt(M^2 - sigma^2) is used.
     """
-    median, amplitude = _rician_median_table()
+    step, table = _rician_inverse_lookup()
     scaled = magnitude / np.float32(sigma)
-    out = np.interp(scaled, median, amplitude).astype(np.float32)
-    high = scaled > median[-1]
-    out[high] = np.sqrt(scaled[high] ** 2 - 1.0)
+    out = np.sqrt(np.maximum(scaled * scaled - 1.0, 0.0)).astype(np.float32)
+    low = np.flatnonzero(scaled < RICIAN_TABLE_TOP)
+    position = scaled[low] / np.float32(step)
+    index = position.astype(np.int32)
+    fraction = position - index
+    out[low] = table[index] * (1 - fraction) + table[index + 1] * fraction
     return out * np.float32(sigma)
 
 
@@ -365,57 +379,68 @@ def _poly_terms(coords: np.ndarray, order: int) -> np.ndarray:
     return np.stack(terms, axis=1)
 
 
-def fit_log_bias(
-    coords: np.ndarray,
-    log_signal: np.ndarray,
-    shape: tuple[int, ...],
-    voxel_size_mm: tuple[float, ...],
-    block_mm: float,
-    quantile: float,
-    order: int,
-) -> np.ndarray:
+@dataclass(frozen=True)
+class BlockGrid:
+    """An odd number of blocks per axis, centred on the region, so that a flipped volume gets
+    the mirrored partition (no block boundary falls on the centre or on a voxel centre)."""
+
+    shape: tuple[int, ...]
+    counts: tuple[int, ...]
+    width: np.ndarray
+
+    @classmethod
+    def make(cls, shape: tuple[int, ...], voxel_size_mm: tuple[float, ...],
+             block_mm: float) -> BlockGrid:  # fmt: skip
+        block = np.maximum(block_mm / np.asarray(voxel_size_mm, dtype=float), 1.0)
+        counts = tuple(int(np.ceil(n / b)) | 1 for n, b in zip(shape, block, strict=True))
+        return cls(tuple(shape), counts, block * (1.0 + 1e-7))
+
+    def axis_index(self, axis: int) -> np.ndarray:
+        centred = np.arange(self.shape[axis]) - (self.shape[axis] - 1) / 2.0
+        index = np.floor(centred / self.width[axis] + self.counts[axis] / 2.0)
+        return np.clip(index, 0, self.counts[axis] - 1).astype(np.int32)
+
+    def ids(self) -> np.ndarray:
+        """Block id of every voxel of the region (int32 grid)."""
+        bx, by, bz = (self.axis_index(i) for i in range(3))
+        _, n1, n2 = self.counts
+        return (bx[:, None, None] * n1 + by[None, :, None]) * n2 + bz[None, None, :]
+
+    def centres(self) -> np.ndarray:
+        """Voxel coordinates (3, n_blocks) of every block centre."""
+        grid = np.array(np.unravel_index(np.arange(int(np.prod(self.counts))), self.counts),
+                        dtype=float)  # fmt: skip
+        counts = np.asarray(self.counts, dtype=float)[:, None]
+        shape = np.asarray(self.shape, dtype=float)[:, None]
+        return (grid + 0.5 - counts / 2.0) * self.width[:, None] + (shape - 1) / 2.0
+
+
+def fit_log_bias(block_ids: np.ndarray, log_signal: np.ndarray, grid: BlockGrid,
+                 quantile: float, order: int) -> np.ndarray:  # fmt: skip
     """Coefficients of a smooth log-bias polynomial fitted to block-wise low quantiles.
 
-    Each block of ``block_mm`` holds reference voxels; its ``quantile`` of log signal stands for
-    normal tissue there (patchy edema only brightens, so a low quantile is robust to it). A
-    polynomial is fitted to the block values, weighted by voxel counts, with two rounds of
-    outlier rejection (blocks off by more than 3 robust SD: e.g. diffusely edematous muscle).
+    Each block holds reference voxels; its ``quantile`` of log signal stands for normal tissue
+    there (patchy edema only brightens, so a low quantile is robust to it). A polynomial is fitted
+    to the block values, weighted by voxel counts, with two rounds of outlier rejection (blocks
+    off by more than 3 robust SD: e.g. diffusely edematous muscle).
     """
-    block = np.maximum(np.asarray(block_mm) / np.asarray(voxel_size_mm), 1.0)
-    # An odd number of blocks per axis, centred on the region, so that a flipped volume gets the
-    # mirrored partition (no block boundary falls on the centre or on a voxel centre).
-    nb = [int(np.ceil(n / b)) | 1 for n, b in zip(shape, block, strict=True)]
-    width = block * (1.0 + 1e-7)
-    index = []
-    for i in range(3):
-        centred = coords[i] - (shape[i] - 1) / 2.0
-        index.append(
-            np.clip(np.floor(centred / width[i] + nb[i] / 2.0), 0, nb[i] - 1).astype(np.int64)
-        )
-    block_id = np.ravel_multi_index(tuple(index), nb)
-    uniq, compact = np.unique(block_id, return_inverse=True)
+    n_blocks = int(np.prod(grid.counts))
     lo, hi = float(log_signal.min()), float(log_signal.max()) + 1e-6
-    q = label_quantiles(compact + 1, log_signal, len(uniq), (quantile,), (lo, hi), 512)[1:, 0]
-    counts = np.bincount(compact, minlength=len(uniq)).astype(float)
+    q = label_quantiles(block_ids + 1, log_signal, n_blocks, (quantile,), (lo, hi), 512)[1:, 0]
+    counts = np.bincount(block_ids, minlength=n_blocks).astype(float)
     keep = counts >= 20
     if keep.sum() < 12:
         order = 0 if keep.sum() < 4 else min(order, 1)
     if not keep.any():
         return np.array([float(np.median(log_signal))])
-    centres = np.array(np.unravel_index(uniq, nb), dtype=float)
-    centres = (centres + 0.5 - np.asarray(nb)[:, None] / 2.0) * width[:, None] + (
-        np.asarray(shape)[:, None] - 1
-    ) / 2.0
-    norm = _normalise_coords(centres, shape)
-    design = _poly_terms(norm, order)
+    design = _poly_terms(_normalise_coords(grid.centres(), grid.shape), order)
     weights = np.sqrt(counts)
     mask = keep.copy()
     coef = np.zeros(design.shape[1])
     for _ in range(3):
-        coef, *_ = np.linalg.lstsq(
-            design[mask] * weights[mask, None], q[mask] * weights[mask], rcond=None
-        )
-        residual = q - design @ coef
+        coef, *_ = np.linalg.lstsq(design[mask] * weights[mask, None], q[mask] * weights[mask],
+                                   rcond=None)  # fmt: skip
+        residual = np.where(keep, q - design @ coef, np.inf)
         spread = 1.4826 * np.median(np.abs(residual[mask] - np.median(residual[mask])))
         new_mask = keep & (np.abs(residual) <= max(3.0 * spread, 0.02))
         if new_mask.sum() < design.shape[1] + 2 or np.array_equal(new_mask, mask):
@@ -429,12 +454,21 @@ def _normalise_coords(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return 2.0 * coords / scale - 1.0
 
 
-def eval_log_bias(coef: np.ndarray, coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Evaluate the log-bias polynomial at voxel coordinates (3, N)."""
-    order = {1: 0, 4: 1, 10: 2}[len(coef)]
-    return (_poly_terms(_normalise_coords(coords.astype(float), shape), order) @ coef).astype(
-        np.float32
+def log_bias_grid(coef: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The log-bias polynomial on every voxel of the region (float32), built separably."""
+    padded = np.zeros(10)
+    padded[: len(coef)] = coef
+    c0, cx, cy, cz, cxx, cyy, czz, cxy, cxz, cyz = padded
+    x, y, z = (np.linspace(-1.0, 1.0, n) if n > 1 else np.full(1, -1.0) for n in shape)
+    plane = (c0 + cx * x[:, None] + cy * y[None, :] + cxx * x[:, None] ** 2
+             + cyy * y[None, :] ** 2 + cxy * x[:, None] * y[None, :])  # fmt: skip
+    slope = cz + cxz * x[:, None] + cyz * y[None, :]
+    out = (
+        plane.astype(np.float32)[:, :, None]
+        + slope.astype(np.float32)[:, :, None] * z.astype(np.float32)[None, None, :]
     )
+    out += np.float32(czz) * (z.astype(np.float32) ** 2)[None, None, :]
+    return out
 
 
 def half_sample_mode(values: np.ndarray) -> float:
@@ -457,7 +491,7 @@ def normal_mode_and_sigma(values: np.ndarray, sample: int = 200_000) -> tuple[fl
     Gaussian), which edema cannot reach.
     """
     step = max(values.size // sample, 1)
-    subset = np.sort(values)[::step] if step > 1 else np.sort(values)
+    subset = np.sort(values[::step])
     low = subset[: max(int(0.6 * subset.size), 4)]
     mode = half_sample_mode(low)
     below = subset[subset <= mode]
@@ -490,6 +524,26 @@ class MuscleTable:
     qc: list[QCFinding]
     edema_reference: EdemaReference
     noise_sigma: float | None = None
+
+
+def _region_to_full(region: tuple[slice, ...], shape: tuple[int, ...]):
+    """Map flat indices of a region (C order) to flat indices of the full volume (C or F)."""
+    rshape = tuple(sl.stop - sl.start for sl in region)
+    starts = [sl.start for sl in region]
+
+    def convert(index: np.ndarray, order: str = "C") -> np.ndarray:
+        if rshape == tuple(shape) and order == "C":
+            return index
+        i, rest = np.divmod(index, rshape[1] * rshape[2])
+        j, k = np.divmod(rest, rshape[2])
+        i += starts[0]
+        j += starts[1]
+        k += starts[2]
+        if order == "F":
+            return (k * shape[1] + j) * shape[0] + i
+        return (i * shape[1] + j) * shape[2] + k
+
+    return convert
 
 
 def _region(boxes: list, shape: tuple[int, ...], pad: tuple[int, ...]) -> tuple[slice, ...]:
@@ -540,8 +594,23 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
     shell_lab = shell.ravel()[shell_index].astype(np.int64)
     del core, shell
 
+    to_full = _region_to_full(region, study.shape)
+    full_index: dict[tuple[int, str], np.ndarray] = {}
+
     def gather(role: str, index: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(study.images[role][region]).ravel()[index]
+        """Values of an image at region-flat indices, read in place from the full volume.
+
+        Images keep the memory order they were read in (NIfTI data is Fortran-ordered), so the
+        flat index is computed in the image's own order; each index set is converted once.
+        """
+        image = study.images[role]
+        order = "F" if image.flags.f_contiguous and not image.flags.c_contiguous else "C"
+        if not image.flags.f_contiguous and not image.flags.c_contiguous:
+            image, order = np.ascontiguousarray(image), "C"
+        key = (id(index), order)
+        if key not in full_index:
+            full_index[key] = to_full(index, order)
+        return image.ravel(order=order)[full_index[key]]
 
     voxels = np.bincount(lab_flat, minlength=n + 1)
     core_count = np.bincount(lab_flat, weights=core_flat, minlength=n + 1).astype(int)
@@ -593,7 +662,7 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
         ff_cols["ff_median"], ff_cols["ff_p90"] = q[:, 0], q[:, 1]
         ff_cols["ff_mean_whole"] = _mean_by_label(lab_flat[ok], ff_flat[ok].astype(float), n)
         ff_cols["ff_median_whole"] = label_quantiles(lab_flat[ok], ff_flat[ok], n, (0.5,))[:, 0]
-        qc.extend(_swap_check(study, region, lab, ff_flat, lab_flat, kinds, noise_sigma, qset))
+        qc.extend(_swap_check(study, lab, ff_flat, lab_flat, kinds, noise_sigma, qset, gather))
 
     # ---- edema
     edema_cols: dict[str, np.ndarray] = {}
@@ -622,19 +691,19 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
     return MuscleTable(table, qc, reference, noise_sigma)
 
 
-def _swap_check(study, region, lab, ff_flat, lab_flat, kinds, sigma, qset) -> list[QCFinding]:
+def _swap_check(study, lab, ff_flat, lab_flat, kinds, sigma, qset, gather) -> list[QCFinding]:
     """Subcutaneous fat and marrow must read fatty; otherwise fat and water may be swapped."""
     findings = []
     reference = np.isin(lab_flat, np.flatnonzero(kinds == REFERENCE))
     readings = []
-    if reference.any():
-        values = ff_flat[reference]
-        readings.append(("reference tissue (marrow/bone)", float(np.nanmedian(values))))
+    values = ff_flat[reference]
+    values = values[np.isfinite(values)]
+    if values.size:
+        readings.append(("reference tissue (marrow/bone)", float(np.median(values))))
     if "fat" in study.images and "water" in study.images:
         outside = np.flatnonzero(lab.ravel() == 0)
         outside = outside[:: max(outside.size // 200_000, 1)]
-        fat = np.ascontiguousarray(study.images["fat"][region]).ravel()[outside]
-        water = np.ascontiguousarray(study.images["water"][region]).ravel()[outside]
+        fat, water = gather("fat", outside), gather("water", outside)
         total = fat + water
         floor = 10.0 * sigma if sigma else np.quantile(total, 0.5)
         body = total > floor
@@ -717,27 +786,25 @@ def _edema(study, region, rshape, labelled, lab_flat, use_core, fatty, ff_flat, 
                     )
                 ],
             )
-        coords = np.array(np.unravel_index(labelled[ok], rshape))
+        grid = BlockGrid.make(rshape, study.voxel_size_mm, eset["stir_block_mm"])
         log_signal = np.log(stir[ok]).astype(np.float32)
         coef = fit_log_bias(
-            coords,
+            grid.ids().ravel()[labelled[ok]],
             log_signal,
-            rshape,
-            study.voxel_size_mm,
-            eset["stir_block_mm"],
+            grid,
             eset["stir_block_quantile"],
             eset["stir_bias_order"],
         )
+        bias = log_bias_grid(coef, rshape).ravel()
         normalised = np.full(stir.shape, np.nan, np.float32)
-        normalised[ok] = np.exp(log_signal - eval_log_bias(coef, coords, rshape))
+        normalised[ok] = np.exp(log_signal - bias[labelled[ok]])
         mode, sigma = normal_mode_and_sigma(normalised[ok])
         threshold = max(mode + eset["stir_z_threshold"] * sigma, mode * eset["stir_min_ratio"])
         z = (normalised - mode) / sigma
         edema_like = normalised > threshold
-        shell_stir = gather("stir", shell_index)
-        shell_coords = np.array(np.unravel_index(shell_index, rshape))
-        shell_norm = shell_stir / np.exp(eval_log_bias(coef, shell_coords, rshape))
+        shell_norm = gather("stir", shell_index) / np.exp(bias[shell_index])
         shell_edema = shell_norm > threshold
+        del bias
         reference = EdemaReference("stir", mode, sigma, threshold, {
             "unit": "STIR / fitted normal-muscle level", "bias_coefficients": [
                 float(c) for c in coef]})  # fmt: skip

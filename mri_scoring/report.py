@@ -109,8 +109,7 @@ def muscle_heatmap_figure(table: pd.DataFrame) -> str | None:
             columns.append(f"{label}\n{side or 'n/a'}")
     data = np.array(matrix).T
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(columns), 0.28 * len(order) + 1.6))
-    cmap = plt.get_cmap("magma_r").copy()
-    cmap.set_bad("#e8e8e8")
+    cmap = plt.get_cmap("magma_r").with_extremes(bad="#e8e8e8")
     image = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap=cmap, vmin=0, vmax=1)
     ax.set_yticks(range(len(order)), [m.replace("_", " ") for m in order], fontsize=8)
     ax.set_xticks(range(len(columns)), columns, fontsize=7, rotation=90)
@@ -348,8 +347,7 @@ def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) 
         (axes[1], ff, "fat fraction", 0.8),
         (axes[2], edema, "edema fraction", 1.0),
     ):
-        cmap = plt.get_cmap("magma_r").copy()
-        cmap.set_bad("#e8e8e8")
+        cmap = plt.get_cmap("magma_r").with_extremes(bad="#e8e8e8")
         image = ax.imshow(
             np.ma.masked_invalid(matrix.to_numpy(float)[order]),
             aspect="auto",
@@ -372,7 +370,8 @@ def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) 
 
 def write_cohort_report(out: Path, summary: pd.DataFrame, template: Template) -> None:
     """Write ``cohort_heatmap.png`` and ``index.html`` for a batch output folder."""
-    from .pipeline import DISCLAIMER, atomic_write
+    from .files import atomic_write
+    from .pipeline import DISCLAIMER
 
     ids = list(summary["study_id"])
     fig = cohort_figure(

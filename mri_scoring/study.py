@@ -113,8 +113,12 @@ class Study:
     @cached_property
     def label_boxes(self) -> list[tuple[slice, ...] | None]:
         """Bounding box of each label (``ndimage.find_objects`` on the compact labels)."""
-        boxes = ndimage.find_objects(self.compact_labels, max_label=len(self.label_values))
-        return list(boxes)
+        compact = self.compact_labels
+        if compact.flags.f_contiguous and not compact.flags.c_contiguous:
+            # find_objects is 4x faster along memory order: use the C-ordered transposed view.
+            boxes = ndimage.find_objects(compact.T, max_label=len(self.label_values))
+            return [None if b is None else b[::-1] for b in boxes]
+        return list(ndimage.find_objects(compact, max_label=len(self.label_values)))
 
 
 # --------------------------------------------------------------------------- discovery
@@ -446,7 +450,7 @@ def _read_nifti(path: Path, qc: list[QCFinding], integer: bool = False) -> _Volu
         if integer:
             data = np.asanyarray(img.dataobj)
         else:
-            data = img.get_fdata(dtype=np.float32)
+            data = _scaled_float32(img)
     except MemoryError:
         raise StudyError(f"not enough memory to read an image of shape {shape}", path) from None
     except Exception as exc:  # truncated gzip, short file, bad dtype
@@ -456,7 +460,22 @@ def _read_nifti(path: Path, qc: list[QCFinding], integer: bool = False) -> _Volu
     if not np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
         data = nib.orientations.apply_orientation(data, ornt)
         affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
-    return _Volume(np.ascontiguousarray(data), affine, path, digest)
+    return _Volume(data, affine, path, digest)  # memory order as read (NIfTI: Fortran)
+
+
+def _scaled_float32(img: nib.Nifti1Image) -> np.ndarray:
+    """Voxel values as float32, scaled by the header's slope/intercept in float32 (one pass
+    cheaper than nibabel's float64 scaling; a slope of 0 means unscaled, as in nibabel)."""
+    proxy = img.dataobj
+    raw = np.asanyarray(proxy.get_unscaled()) if hasattr(proxy, "get_unscaled") else proxy
+    data = np.asarray(raw).astype(np.float32, order="K")
+    slope = getattr(proxy, "slope", 1.0)
+    inter = getattr(proxy, "inter", 0.0)
+    if slope is not None and np.isfinite(slope) and slope not in (0.0, 1.0):
+        data *= np.float32(slope)
+    if inter is not None and np.isfinite(inter) and inter != 0.0:
+        data += np.float32(inter)
+    return data
 
 
 def _grid_text(volume: _Volume) -> str:
@@ -890,8 +909,10 @@ def _sidecar_units(image_path: Path) -> str | None:
 
 
 def _present_values(labels: np.ndarray) -> set[int]:
+    """Label values present in the map (0 excluded), without sorting the volume."""
     high = int(labels.max())
-    if high < 1 << 20:
-        counts = np.bincount(labels.ravel(), minlength=high + 1)
-        return {int(v) for v in np.flatnonzero(counts) if v}
+    if high < 1 << 24:
+        seen = np.zeros(high + 1, bool)
+        seen[labels.ravel(order="K")] = True
+        return {int(v) for v in np.flatnonzero(seen) if v}
     return {int(v) for v in np.unique(labels) if v}
