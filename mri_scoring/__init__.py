@@ -2,6 +2,8 @@
 
 Research software. Not a medical device; not for diagnosis.
 
+Names are imported on first use, so ``import mri_scoring`` stays cheap for the command line.
+
 Examples
 --------
 >>> import mri_scoring as ms
@@ -13,28 +15,55 @@ Examples
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from . import phantom
-from .errors import ConfigError, MriScoringError, QCFinding, StudyError
-from .likelihood import PatternClassifier
-from .pipeline import StudyResult, score_batch, score_study
-from .study import Study, discover_studies, load_study
-from .templates import load_template
-
-__all__ = [
-    "ConfigError",
-    "MriScoringError",
-    "PatternClassifier",
-    "QCFinding",
-    "Study",
-    "StudyError",
-    "StudyResult",
-    "__version__",
-    "discover_studies",
-    "load_study",
-    "load_template",
+_LAZY = {
+    "ConfigError": ".errors",
+    "MriScoringError": ".errors",
+    "QCFinding": ".errors",
+    "StudyError": ".errors",
+    "PatternClassifier": ".classifier",
+    "StudyResult": ".pipeline",
+    "score_batch": ".pipeline",
+    "score_study": ".pipeline",
+    "Study": ".study",
+    "discover_studies": ".study",
+    "load_study": ".study",
+    "load_template": ".templates",
+}
+_SUBMODULES = (
     "phantom",
-    "score_batch",
-    "score_study",
-]
+    "config",
+    "anatomy",
+    "quantify",
+    "grading",
+    "match",
+    "likelihood",
+    "classifier",
+    "templates",
+    "pipeline",
+    "report",
+    "study",
+    "errors",
+    "files",
+)
+
+__all__ = [*_LAZY, "__version__", "phantom"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'mri_scoring' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -17,9 +17,10 @@ from sklearn.preprocessing import FunctionTransformer
 
 from mri_scoring import phantom
 from mri_scoring.anatomy import group_of
+from mri_scoring.classifier import PatternClassifier
 from mri_scoring.errors import ConfigError
 from mri_scoring.grading import grade
-from mri_scoring.likelihood import PatternClassifier, combine, evidence_frame, soft_log10_lr
+from mri_scoring.likelihood import combine, evidence_frame, soft_log10_lr
 from mri_scoring.match import involved_muscles, match
 from mri_scoring.quantify import quantify
 from mri_scoring.templates import load_template
