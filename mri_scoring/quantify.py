@@ -186,8 +186,12 @@ def label_quantiles(
     """
     lo, hi = value_range
     width = (hi - lo) / bins
-    index = np.clip(((values - lo) / width).astype(np.int64), 0, bins - 1)
-    hist = np.bincount(labels.astype(np.int64) * bins + index, minlength=(n_labels + 1) * bins)
+    wide = np.int32 if (n_labels + 1) * bins < 2**31 else np.int64
+    index = ((values - lo) / width).astype(wide)
+    np.clip(index, 0, bins - 1, out=index)
+    index += labels.astype(wide) * wide(bins)
+    hist = np.bincount(index, minlength=(n_labels + 1) * bins)
+    del index
     hist = hist.reshape(n_labels + 1, bins)
     cdf = np.cumsum(hist, axis=1)
     counts = cdf[:, -1]
@@ -245,12 +249,24 @@ def estimate_noise_sigma(image: np.ndarray, sample: int = 400_000) -> float | No
 
 @cache
 def _rician_median_table() -> tuple[np.ndarray, np.ndarray]:
-    """Median of a Rician magnitude (sigma = 1) as a function of the true amplitude A."""
-    from scipy.stats import rice
+    """Median of a Rician magnitude (sigma = 1) as a function of the true amplitude A.
+
+    The Rice density x exp(-(x - A)^2 / 2) i0e(x A) is integrated numerically on a fine grid
+    (scipy.special only: scipy.stats costs half a second to import).
+    """
+    from scipy.special import i0e
 
     amplitude = np.concatenate([np.linspace(0.0, 4.0, 161), np.linspace(4.1, 20.0, 160)])
-    median = rice.median(np.maximum(amplitude, 1e-9))
-    return median.astype(np.float64), amplitude
+    x = np.linspace(0.0, 30.0, 6001)
+    density = (
+        x[None, :]
+        * np.exp(-0.5 * (x[None, :] - amplitude[:, None]) ** 2)
+        * i0e(x[None, :] * amplitude[:, None])
+    )
+    cdf = np.cumsum((density[:, 1:] + density[:, :-1]) * 0.5 * (x[1] - x[0]), axis=1)
+    cdf /= cdf[:, -1:]
+    median = np.array([np.interp(0.5, row, x[1:]) for row in cdf])
+    return median, amplitude
 
 
 RICIAN_TABLE_TOP = 20.0
@@ -302,18 +318,23 @@ def dixon_fat_fraction(
     floor_sigma : float
         Voxels with F+W below ``floor_sigma * sigma`` are NaN (noise, not tissue).
     """
-    fat = fat.astype(np.float32, copy=False)
-    water = water.astype(np.float32, copy=False)
-    total = fat + water
-    if sigma:
-        fat = rician_median_unbias(fat, sigma)
-        water = rician_median_unbias(water, sigma)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ff = fat / (fat + water)
-    if sigma:
-        ff[total < floor_sigma * sigma] = np.nan
-    ff[~np.isfinite(ff)] = np.nan
-    return ff.astype(np.float32, copy=False)
+    ff = np.empty(np.shape(fat), np.float32)
+    chunk = 1 << 20  # bounded temporaries, whatever the number of voxels
+    for start in range(0, ff.size, chunk):
+        part = slice(start, start + chunk)
+        f = np.asarray(fat[part], dtype=np.float32)
+        w = np.asarray(water[part], dtype=np.float32)
+        total = f + w
+        if sigma:
+            f = rician_median_unbias(f, sigma)
+            w = rician_median_unbias(w, sigma)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = f / (f + w)
+        if sigma:
+            out[total < floor_sigma * sigma] = np.nan
+        out[~np.isfinite(out)] = np.nan
+        ff[part] = out
+    return ff
 
 
 def t1w_fat_fraction(
@@ -400,11 +421,12 @@ class BlockGrid:
         index = np.floor(centred / self.width[axis] + self.counts[axis] / 2.0)
         return np.clip(index, 0, self.counts[axis] - 1).astype(np.int32)
 
-    def ids(self) -> np.ndarray:
-        """Block id of every voxel of the region (int32 grid)."""
+    def ids_at(self, voxels: VoxelSet) -> np.ndarray:
+        """Block id of each voxel of a :class:`VoxelSet`."""
         bx, by, bz = (self.axis_index(i) for i in range(3))
+        i, j, k = voxels.ijk
         _, n1, n2 = self.counts
-        return (bx[:, None, None] * n1 + by[None, :, None]) * n2 + bz[None, None, :]
+        return (bx[i] * n1 + by[j]) * n2 + bz[k]
 
     def centres(self) -> np.ndarray:
         """Voxel coordinates (3, n_blocks) of every block centre."""
@@ -454,21 +476,28 @@ def _normalise_coords(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return 2.0 * coords / scale - 1.0
 
 
-def log_bias_grid(coef: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The log-bias polynomial on every voxel of the region (float32), built separably."""
+def log_bias_at(coef: np.ndarray, voxels: VoxelSet) -> np.ndarray:
+    """The log-bias polynomial at each voxel of a :class:`VoxelSet` (float32).
+
+    The polynomial is split into an in-plane part and a part linear and quadratic in z, so only
+    two small (x, y) tables and one z table are built, whatever the number of voxels.
+    """
     padded = np.zeros(10)
     padded[: len(coef)] = coef
     c0, cx, cy, cz, cxx, cyy, czz, cxy, cxz, cyz = padded
-    x, y, z = (np.linspace(-1.0, 1.0, n) if n > 1 else np.full(1, -1.0) for n in shape)
-    plane = (c0 + cx * x[:, None] + cy * y[None, :] + cxx * x[:, None] ** 2
-             + cyy * y[None, :] ** 2 + cxy * x[:, None] * y[None, :])  # fmt: skip
-    slope = cz + cxz * x[:, None] + cyz * y[None, :]
-    out = (
-        plane.astype(np.float32)[:, :, None]
-        + slope.astype(np.float32)[:, :, None] * z.astype(np.float32)[None, None, :]
-    )
-    out += np.float32(czz) * (z.astype(np.float32) ** 2)[None, None, :]
-    return out
+    x, y, z = (np.linspace(-1.0, 1.0, n) if n > 1 else np.full(1, -1.0) for n in voxels.shape)
+    plane = (
+        c0
+        + cx * x[:, None]
+        + cy * y[None, :]
+        + cxx * x[:, None] ** 2
+        + cyy * y[None, :] ** 2
+        + cxy * x[:, None] * y[None, :]
+    ).astype(np.float32)
+    slope = (cz + cxz * x[:, None] + cyz * y[None, :]).astype(np.float32)
+    zz = z.astype(np.float32)
+    i, j, k = voxels.ijk
+    return plane[i, j] + slope[i, j] * zz[k] + np.float32(czz) * zz[k] ** 2
 
 
 def half_sample_mode(values: np.ndarray) -> float:
@@ -526,24 +555,47 @@ class MuscleTable:
     noise_sigma: float | None = None
 
 
-def _region_to_full(region: tuple[slice, ...], shape: tuple[int, ...]):
-    """Map flat indices of a region (C order) to flat indices of the full volume (C or F)."""
-    rshape = tuple(sl.stop - sl.start for sl in region)
-    starts = [sl.start for sl in region]
+class VoxelSet:
+    """Voxels of a region, given by flat (C-order) indices into the region.
 
-    def convert(index: np.ndarray, order: str = "C") -> np.ndarray:
-        if rshape == tuple(shape) and order == "C":
-            return index
-        i, rest = np.divmod(index, rshape[1] * rshape[2])
-        j, k = np.divmod(rest, rshape[2])
-        i += starts[0]
-        j += starts[1]
-        k += starts[2]
-        if order == "F":
-            return (k * shape[1] + j) * shape[0] + i
-        return (i * shape[1] + j) * shape[2] + k
+    Region coordinates are computed once; flat indices into the full volume, in the memory order
+    of whichever image is read, are derived from them on demand and cached.
+    """
 
-    return convert
+    def __init__(self, index: np.ndarray, region: tuple[slice, ...],
+                 full_shape: tuple[int, ...]) -> None:  # fmt: skip
+        self.region = region
+        self.full_shape = tuple(full_shape)
+        self.shape = tuple(sl.stop - sl.start for sl in region)
+        small = np.int32 if int(np.prod(self.shape)) < 2**31 else np.int64
+        self.index = index.astype(small)
+        coordinate = np.int16 if max(self.shape) < 2**15 else np.int32
+        i, rest = np.divmod(self.index, self.shape[1] * self.shape[2])
+        j, k = np.divmod(rest, self.shape[2])
+        del rest
+        self.ijk = (i.astype(coordinate), j.astype(coordinate), k.astype(coordinate))
+        self._full: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return int(self.index.size)
+
+    def full_index(self, order: str) -> np.ndarray:
+        if order not in self._full:
+            nx, ny, nz = self.full_shape
+            wide = np.int32 if int(np.prod(self.full_shape)) < 2**31 else np.int64
+            i, j, k = (
+                c.astype(wide) + wide(sl.start) for c, sl in zip(self.ijk, self.region, strict=True)
+            )
+            self._full[order] = (k * ny + j) * nx + i if order == "F" else (i * ny + j) * nz + k
+        return self._full[order]
+
+    def values(self, image: np.ndarray) -> np.ndarray:
+        """The image's values at these voxels, read in place (no copy of the volume)."""
+        if image.flags.f_contiguous and not image.flags.c_contiguous:
+            return image.ravel(order="F")[self.full_index("F")]
+        if not image.flags.c_contiguous:
+            image = np.ascontiguousarray(image)
+        return image.ravel()[self.full_index("C")]
 
 
 def _region(boxes: list, shape: tuple[int, ...], pad: tuple[int, ...]) -> tuple[slice, ...]:
@@ -579,38 +631,21 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
 
     shell_half = _steps_within(shell_reach_mm(voxel, qset["fascial_shell_mm"]), voxel)
     region = _region(study.label_boxes, study.shape, shell_half)
-    dtype = np.int16 if n < np.iinfo(np.int16).max else np.int32
-    lab = np.ascontiguousarray(study.compact_labels[region]).astype(dtype, copy=False)
-    rshape = lab.shape
+    lab = np.ascontiguousarray(study.compact_labels[region])  # uint8 for up to 255 labels
 
     core = core_mask(lab, voxel, qset["core_erosion_mm"])
     shell = exclusive_shell(lab, voxel, qset["fascial_shell_mm"])
     shell[~is_muscle[shell]] = 0
 
-    labelled = np.flatnonzero(lab)
-    lab_flat = lab.ravel()[labelled].astype(np.int64)
-    core_flat = core.ravel()[labelled]
-    shell_index = np.flatnonzero(shell)
-    shell_lab = shell.ravel()[shell_index].astype(np.int64)
+    labelled = VoxelSet(np.flatnonzero(lab), region, study.shape)
+    lab_flat = lab.ravel()[labelled.index].astype(np.intp)
+    core_flat = core.ravel()[labelled.index]
+    shell_voxels = VoxelSet(np.flatnonzero(shell), region, study.shape)
+    shell_lab = shell.ravel()[shell_voxels.index].astype(np.intp)
     del core, shell
 
-    to_full = _region_to_full(region, study.shape)
-    full_index: dict[tuple[int, str], np.ndarray] = {}
-
-    def gather(role: str, index: np.ndarray) -> np.ndarray:
-        """Values of an image at region-flat indices, read in place from the full volume.
-
-        Images keep the memory order they were read in (NIfTI data is Fortran-ordered), so the
-        flat index is computed in the image's own order; each index set is converted once.
-        """
-        image = study.images[role]
-        order = "F" if image.flags.f_contiguous and not image.flags.c_contiguous else "C"
-        if not image.flags.f_contiguous and not image.flags.c_contiguous:
-            image, order = np.ascontiguousarray(image), "C"
-        key = (id(index), order)
-        if key not in full_index:
-            full_index[key] = to_full(index, order)
-        return image.ravel(order=order)[full_index[key]]
+    def gather(role: str, voxels: VoxelSet) -> np.ndarray:
+        return voxels.values(study.images[role])
 
     voxels = np.bincount(lab_flat, minlength=n + 1)
     core_count = np.bincount(lab_flat, weights=core_flat, minlength=n + 1).astype(int)
@@ -636,7 +671,8 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
     elif "t1w" in images:
         t1_lab = gather("t1w", labelled)
         other = np.flatnonzero(lab.ravel() == 0)
-        t1_other = gather("t1w", other[:: max(other.size // 200_000, 1)])
+        other = VoxelSet(other[:: max(other.size // 200_000, 1)], region, study.shape)
+        t1_other = gather("t1w", other)
         ff_flat, params = t1w_fat_fraction(t1_lab[is_muscle[lab_flat]], t1_other)
         full = np.full(lab_flat.size, np.nan, np.float32)
         full[is_muscle[lab_flat]] = ff_flat
@@ -662,7 +698,9 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
         ff_cols["ff_median"], ff_cols["ff_p90"] = q[:, 0], q[:, 1]
         ff_cols["ff_mean_whole"] = _mean_by_label(lab_flat[ok], ff_flat[ok].astype(float), n)
         ff_cols["ff_median_whole"] = label_quantiles(lab_flat[ok], ff_flat[ok], n, (0.5,))[:, 0]
-        qc.extend(_swap_check(study, lab, ff_flat, lab_flat, kinds, noise_sigma, qset, gather))
+        qc.extend(
+            _swap_check(study, lab, region, ff_flat, lab_flat, kinds, noise_sigma, qset, gather)
+        )
 
     # ---- edema
     edema_cols: dict[str, np.ndarray] = {}
@@ -670,8 +708,8 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
     fatty = (ff_flat > qset["fatty_voxel_ff"]) if ff_flat is not None else None
     if "stir" in images or "t2map" in images:
         edema_cols, reference, edema_qc = _edema(
-            study, region, rshape, labelled, lab_flat, use_core, fatty, ff_flat, shell_index,
-            shell_lab, is_muscle, n, qset, eset, gather)  # fmt: skip
+            study, labelled, lab_flat, use_core, fatty, ff_flat, shell_voxels, shell_lab,
+            is_muscle, n, qset, eset, gather)  # fmt: skip
         qc.extend(edema_qc)
 
     table = _assemble(
@@ -691,7 +729,8 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
     return MuscleTable(table, qc, reference, noise_sigma)
 
 
-def _swap_check(study, lab, ff_flat, lab_flat, kinds, sigma, qset, gather) -> list[QCFinding]:
+def _swap_check(study, lab, region, ff_flat, lab_flat, kinds, sigma, qset,
+                gather) -> list[QCFinding]:  # fmt: skip
     """Subcutaneous fat and marrow must read fatty; otherwise fat and water may be swapped."""
     findings = []
     reference = np.isin(lab_flat, np.flatnonzero(kinds == REFERENCE))
@@ -702,7 +741,7 @@ def _swap_check(study, lab, ff_flat, lab_flat, kinds, sigma, qset, gather) -> li
         readings.append(("reference tissue (marrow/bone)", float(np.median(values))))
     if "fat" in study.images and "water" in study.images:
         outside = np.flatnonzero(lab.ravel() == 0)
-        outside = outside[:: max(outside.size // 200_000, 1)]
+        outside = VoxelSet(outside[:: max(outside.size // 200_000, 1)], region, study.shape)
         fat, water = gather("fat", outside), gather("water", outside)
         total = fat + water
         floor = 10.0 * sigma if sigma else np.quantile(total, 0.5)
@@ -732,28 +771,24 @@ def _swap_check(study, lab, ff_flat, lab_flat, kinds, sigma, qset, gather) -> li
     return findings
 
 
-def _edema(study, region, rshape, labelled, lab_flat, use_core, fatty, ff_flat, shell_index,
-           shell_lab, is_muscle, n, qset, eset, gather):  # fmt: skip
+def _edema(study, labelled, lab_flat, use_core, fatty, ff_flat, shell_voxels, shell_lab,
+           is_muscle, n, qset, eset, gather):  # fmt: skip
+    """Edema fraction, robust z and fascial-edema fraction per label, from STIR or a T2 map."""
     qc: list[QCFinding] = []
     assessable = use_core & is_muscle[lab_flat]
     if fatty is not None:
         assessable &= ~fatty
+    t2_median = None
     if "t2map" in study.images and "stir" not in study.images:
         source = "t2map"
         t2 = gather("t2map", labelled)
         ok = assessable & np.isfinite(t2) & (t2 > 0)
-        edema_like = t2 > eset["t2_edema_ms"]
-        z = (t2 - eset["t2_normal_ms"]) / eset["t2_normal_sd_ms"]
-        shell_value = gather("t2map", shell_index)
-        shell_edema = shell_value > eset["t2_edema_ms"]
-        reference = EdemaReference(
-            "t2map",
-            eset["t2_normal_ms"],
-            eset["t2_normal_sd_ms"],
-            eset["t2_edema_ms"],
-            {"unit": "ms"},
-        )
-        t2_median = label_quantiles(lab_flat[ok], t2[ok], n, (0.5,), (0.0, 200.0), 4000)[:, 0]
+        values, lab_ok = t2[ok], lab_flat[ok]
+        del t2
+        mode, sigma, threshold = eset["t2_normal_ms"], eset["t2_normal_sd_ms"], eset["t2_edema_ms"]
+        shell_edema = gather("t2map", shell_voxels) > threshold
+        reference = EdemaReference("t2map", mode, sigma, threshold, {"unit": "ms"})
+        t2_median = label_quantiles(lab_ok, values, n, (0.5,), (0.0, 200.0), 4000)[:, 0]
         if fatty is None:
             qc.append(
                 QCFinding(
@@ -768,76 +803,50 @@ def _edema(study, region, rshape, labelled, lab_flat, use_core, fatty, ff_flat, 
         source = "stir"
         stir = gather("stir", labelled)
         if ff_flat is not None:
-            water_fraction = np.maximum(
-                1.0 - np.nan_to_num(ff_flat, nan=0.0), qset["water_fraction_floor"]
+            stir /= np.maximum(
+                1.0 - np.nan_to_num(ff_flat, nan=0.0), np.float32(qset["water_fraction_floor"])
             )
-            stir = stir / water_fraction
         ok = assessable & np.isfinite(stir) & (stir > 0)
         if ok.sum() < 50:
-            return (
-                {},
-                EdemaReference("stir"),
-                [
-                    QCFinding(
-                        "warning",
-                        "edema_reference_missing",
-                        "too few non-fatty muscle voxels to set a normal-muscle STIR reference",
-                        str(study.files.get("stir", "")),
-                    )
-                ],
-            )
-        grid = BlockGrid.make(rshape, study.voxel_size_mm, eset["stir_block_mm"])
-        log_signal = np.log(stir[ok]).astype(np.float32)
-        coef = fit_log_bias(
-            grid.ids().ravel()[labelled[ok]],
-            log_signal,
-            grid,
-            eset["stir_block_quantile"],
-            eset["stir_bias_order"],
-        )
-        bias = log_bias_grid(coef, rshape).ravel()
-        normalised = np.full(stir.shape, np.nan, np.float32)
-        normalised[ok] = np.exp(log_signal - bias[labelled[ok]])
-        mode, sigma = normal_mode_and_sigma(normalised[ok])
+            return {}, EdemaReference("stir"), [QCFinding(
+                "warning", "edema_reference_missing",
+                "too few non-fatty muscle voxels to set a normal-muscle STIR reference",
+                str(study.files.get("stir", "")))]  # fmt: skip
+        grid = BlockGrid.make(labelled.shape, study.voxel_size_mm, eset["stir_block_mm"])
+        values = np.log(stir[ok]).astype(np.float32)
+        del stir
+        coef = fit_log_bias(grid.ids_at(labelled)[ok], values, grid,
+                            eset["stir_block_quantile"], eset["stir_bias_order"])  # fmt: skip
+        values -= log_bias_at(coef, labelled)[ok]
+        np.exp(values, out=values)
+        lab_ok = lab_flat[ok]
+        mode, sigma = normal_mode_and_sigma(values)
         threshold = max(mode + eset["stir_z_threshold"] * sigma, mode * eset["stir_min_ratio"])
-        z = (normalised - mode) / sigma
-        edema_like = normalised > threshold
-        shell_norm = gather("stir", shell_index) / np.exp(bias[shell_index])
+        shell_norm = gather("stir", shell_voxels) / np.exp(log_bias_at(coef, shell_voxels))
         shell_edema = shell_norm > threshold
-        del bias
         reference = EdemaReference("stir", mode, sigma, threshold, {
-            "unit": "STIR / fitted normal-muscle level", "bias_coefficients": [
-                float(c) for c in coef]})  # fmt: skip
-        t2_median = None
-        normal_share = float(np.mean(normalised[ok] <= threshold))
+            "unit": "STIR / fitted normal-muscle level",
+            "bias_coefficients": [float(c) for c in coef]})  # fmt: skip
+        normal_share = float(np.mean(values <= threshold))
         if normal_share < 0.3:
-            qc.append(
-                QCFinding(
-                    "warning",
-                    "edema_reference_uncertain",
-                    f"only {normal_share:.0%} of muscle reads normal on STIR: the "
-                    "normal-muscle reference may itself be edematous",
-                    str(study.files.get("stir", "")),
-                )
-            )
-    sel = ok
-    counts = np.bincount(lab_flat[sel], minlength=n + 1).astype(float)
-    hits = np.bincount(lab_flat[sel], weights=edema_like[sel], minlength=n + 1)
+            qc.append(QCFinding("warning", "edema_reference_uncertain",
+                                f"only {normal_share:.0%} of muscle reads normal on STIR: the "
+                                "normal-muscle reference may itself be edematous",
+                                str(study.files.get("stir", ""))))  # fmt: skip
+    counts = np.bincount(lab_ok, minlength=n + 1).astype(float)
+    hits = np.bincount(lab_ok, weights=values > threshold, minlength=n + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = np.where(counts > 0, hits / counts, np.nan)
-    z_median = label_quantiles(
-        lab_flat[sel], np.clip(z[sel], *Z_RANGE), n, (0.5,), Z_RANGE, Z_BINS
-    )[:, 0]
+    values -= np.float32(mode)
+    values /= np.float32(sigma)
+    np.clip(values, *Z_RANGE, out=values)
+    z_median = label_quantiles(lab_ok, values, n, (0.5,), Z_RANGE, Z_BINS)[:, 0]
     shell_counts = np.bincount(shell_lab, minlength=n + 1).astype(float)
     shell_hits = np.bincount(shell_lab, weights=shell_edema, minlength=n + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         fascial = np.where(shell_counts > 0, shell_hits / shell_counts, np.nan)
-    cols = {
-        "edema_fraction": fraction,
-        "edema_z": z_median,
-        "fascial_edema_fraction": fascial,
-        "edema_source": source,
-    }
+    cols = {"edema_fraction": fraction, "edema_z": z_median, "fascial_edema_fraction": fascial,
+            "edema_source": source}  # fmt: skip
     if t2_median is not None:
         cols["t2_median_ms"] = t2_median
     return cols, reference, qc

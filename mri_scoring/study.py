@@ -40,8 +40,8 @@ class Study:
     ----------
     study_id : str
         Sanitised identifier (safe as a folder name).
-    labels : ndarray of int32, shape (X, Y, Z)
-        Label map, 0 = background.
+    labels : ndarray of unsigned (or int32) integers, shape (X, Y, Z)
+        Label map, 0 = background, in the smallest dtype that holds its values.
     affine : ndarray, shape (4, 4)
         Voxel -> world (RAS+, mm) transform of every array.
     images : dict of str -> ndarray of float32
@@ -91,12 +91,13 @@ class Study:
     def _compact(self) -> tuple[np.ndarray, np.ndarray]:
         values = np.array(sorted(self.label_info), dtype=np.int64)
         high = int(self.labels.max()) if self.labels.size else 0
+        dtype = _smallest_label_dtype(len(values))
         if high < 1 << 20:
-            lut = np.zeros(high + 1, np.int32)
-            lut[values] = np.arange(1, len(values) + 1, dtype=np.int32)
+            lut = np.zeros(high + 1, dtype)
+            lut[values] = np.arange(1, len(values) + 1)
             compact = lut[self.labels]
         else:
-            compact = (np.searchsorted(values, self.labels) + 1).astype(np.int32)
+            compact = (np.searchsorted(values, self.labels) + 1).astype(dtype)
             compact[self.labels == 0] = 0
         return compact, values
 
@@ -379,8 +380,21 @@ except ImportError:  # pragma: no cover - depends on the environment
     _gunzip = gzip.decompress
 
 
-def _open_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray, str]:
-    """Read a NIfTI file once: its image, its raw (unfixed) pixdim and the sha256 of its bytes."""
+@dataclass
+class _Nifti:
+    """A NIfTI file read once: header as stored (not "fixed"), a zero-copy view of its voxels."""
+
+    header: nib.Nifti1Header
+    voxels: np.ndarray
+    sha256: str
+
+
+def _open_nifti(path: Path) -> _Nifti:
+    """Read, hash and decompress a NIfTI file once; the voxel array views the decompressed bytes.
+
+    nibabel's own reader would copy the data twice more (BytesIO, then its array) and silently
+    replace a zero voxel size by 1; here the header is read as stored so the checks see it.
+    """
     try:
         data = _read_file_bytes(path)
     except OSError as exc:
@@ -396,48 +410,53 @@ def _open_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray, str]:
     if len(data) < 348:
         raise StudyError(f"the file ends early ({len(data)} bytes; a NIfTI header has 348)", path)
     sizes = {int.from_bytes(data[:4], order) for order in ("little", "big")}
-    klass = nib.Nifti1Image if 348 in sizes else nib.Nifti2Image if 540 in sizes else None
+    klass = nib.Nifti1Header if 348 in sizes else nib.Nifti2Header if 540 in sizes else None
     if klass is None:
         raise StudyError("not a NIfTI image (no valid NIfTI-1/2 header)", path)
     try:
-        raw_header = klass.header_class.from_fileobj(io.BytesIO(data), check=False)
-        img = klass.from_bytes(data)
-    except Exception as exc:  # inconsistent header fields
+        header = klass.from_fileobj(io.BytesIO(data[:544]), check=False)
+        dtype = header.get_data_dtype()
+        shape = header.get_data_shape()
+        offset = int(header["vox_offset"])
+    except Exception as exc:  # unknown data type code, inconsistent dimensions
         raise StudyError(_describe_read_error(exc), path) from None
-    return img, np.asarray(raw_header["pixdim"][1:4], dtype=float), digest
+    count = int(np.prod(shape, dtype=np.int64))
+    needed = offset + count * dtype.itemsize
+    if len(data) < needed:
+        raise StudyError(f"the file ends early ({len(data)} bytes of data; the header "
+                         f"describes {needed})", path)  # fmt: skip
+    voxels = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape, order="F")
+    return _Nifti(header, voxels, digest)
 
 
 def _read_nifti(path: Path, qc: list[QCFinding], integer: bool = False) -> _Volume:
     """Read one NIfTI file into a RAS+ array; every failure is a one-line StudyError."""
-    img, zooms, digest = _open_nifti(path)
-    shape = img.shape
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
+    nifti = _open_nifti(path)
+    header = nifti.header
+    full_shape = tuple(int(n) for n in header.get_data_shape())
+    shape = full_shape[:3] if len(full_shape) == 4 and full_shape[3] == 1 else full_shape
     if len(shape) != 3:
-        raise StudyError(f"expected a 3-D image, got shape {tuple(img.shape)}", path)
+        raise StudyError(f"expected a 3-D image, got shape {full_shape}", path)
     if min(shape) < 1:
-        raise StudyError(f"image has an empty dimension, shape {tuple(img.shape)}", path)
-    if not all(np.isfinite(z) and z > 0 for z in zooms) and int(img.header["sform_code"]) > 0:
-        qc.append(
-            QCFinding(
-                "warning",
-                "header_pixdim_invalid",
-                f"pixdim {tuple(float(z) for z in zooms)} is invalid; the sform "
-                "affine gives the voxel size",
-                str(path),
-            )
-        )
-    elif not all(np.isfinite(z) and z > 0 for z in zooms):
-        raise StudyError(
-            f"invalid voxel size {tuple(float(z) for z in zooms)} mm in the header (pixdim): "
-            "expected three positive numbers",
-            path,
-        )
-    affine = img.affine
+        raise StudyError(f"image has an empty dimension, shape {full_shape}", path)
+    zooms = np.asarray(header["pixdim"][1:4], dtype=float)
+    valid_zooms = bool(np.all(np.isfinite(zooms)) and np.all(zooms > 0))
+    if not valid_zooms and int(header["sform_code"]) > 0:
+        qc.append(QCFinding("warning", "header_pixdim_invalid",
+                            f"pixdim {tuple(float(z) for z in zooms)} is invalid; the sform "
+                            "affine gives the voxel size", str(path)))  # fmt: skip
+    elif not valid_zooms:
+        raise StudyError(f"invalid voxel size {tuple(float(z) for z in zooms)} mm in the header "
+                         "(pixdim): expected three positive numbers", path)  # fmt: skip
+    try:
+        affine = header.get_best_affine()
+    except Exception:  # a quaternion nibabel cannot use
+        affine = np.full((4, 4), np.nan)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise StudyError("invalid affine in the header (sform/qform): not invertible", path)
-    slope = img.header.get("scl_slope")
-    if slope is not None and np.isfinite(slope) and float(slope) == 0.0:
+    slope, inter = header.get_slope_inter()
+    raw_slope = header["scl_slope"]
+    if np.isfinite(raw_slope) and float(raw_slope) == 0.0 and integer is False:
         qc.append(
             QCFinding(
                 "warning",
@@ -446,36 +465,23 @@ def _read_nifti(path: Path, qc: list[QCFinding], integer: bool = False) -> _Volu
                 str(path),
             )
         )
+    voxels = nifti.voxels.reshape(shape, order="F")
     try:
         if integer:
-            data = np.asanyarray(img.dataobj)
+            data = voxels
         else:
-            data = _scaled_float32(img)
+            data = voxels.astype(np.float32, order="K")
+            if slope is not None and slope != 1.0:
+                data *= np.float32(slope)
+            if inter is not None and inter != 0.0:
+                data += np.float32(inter)
     except MemoryError:
         raise StudyError(f"not enough memory to read an image of shape {shape}", path) from None
-    except Exception as exc:  # truncated gzip, short file, bad dtype
-        raise StudyError(_describe_read_error(exc), path) from None
-    data = data.reshape(shape)
     ornt = nib.orientations.io_orientation(affine)
     if not np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
         data = nib.orientations.apply_orientation(data, ornt)
         affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
-    return _Volume(data, affine, path, digest)  # memory order as read (NIfTI: Fortran)
-
-
-def _scaled_float32(img: nib.Nifti1Image) -> np.ndarray:
-    """Voxel values as float32, scaled by the header's slope/intercept in float32 (one pass
-    cheaper than nibabel's float64 scaling; a slope of 0 means unscaled, as in nibabel)."""
-    proxy = img.dataobj
-    raw = np.asanyarray(proxy.get_unscaled()) if hasattr(proxy, "get_unscaled") else proxy
-    data = np.asarray(raw).astype(np.float32, order="K")
-    slope = getattr(proxy, "slope", 1.0)
-    inter = getattr(proxy, "inter", 0.0)
-    if slope is not None and np.isfinite(slope) and slope not in (0.0, 1.0):
-        data *= np.float32(slope)
-    if inter is not None and np.isfinite(inter) and inter != 0.0:
-        data += np.float32(inter)
-    return data
+    return _Volume(data, affine, path, nifti.sha256)  # memory order as read (NIfTI: Fortran)
 
 
 def _grid_text(volume: _Volume) -> str:
@@ -531,7 +537,12 @@ def _integer_labels(volume: _Volume, max_value: int) -> np.ndarray:
         )
     if high == 0:
         raise StudyError("label map is empty: no voxel is labelled", volume.path)
-    return data.astype(np.int32, copy=False)
+    return data.astype(_smallest_label_dtype(int(high)))  # a writeable copy, not the file bytes
+
+
+def _smallest_label_dtype(high: int) -> type:
+    """uint8, uint16 or int32: labels take no more memory than their largest value needs."""
+    return np.uint8 if high < 256 else np.uint16 if high < 65536 else np.int32
 
 
 def read_label_table(path: Path) -> dict[int, str]:

@@ -1,0 +1,260 @@
+"""Speed and memory of mri_scoring against the cost of just reading the data.
+
+    python benchmarks/make_data.py            # once: writes benchmarks/data/
+    python benchmarks/bench.py [--runs 5] [--study benchmarks/data/bench-512x512x80]
+                               [--throughput 20] [--skip-pyradiomics]
+
+Prints medians of --runs runs with min-max:
+  1. load time of the study's files alone: nibabel (its own gzip), and mri_scoring's reader
+     (one read per file, hashed as read) with the standard gzip and with isal if installed;
+  2. each stage (load, quantify, grade, match + likelihood, report) and the whole
+     `mri-scoring score` process, as ratios to (1) and to a process that only loads the files;
+  3. per-label statistics of a naive boolean mask per label, and pyradiomics first-order features
+     if it is installed, per channel, against quantification;
+  4. peak memory (ru_maxrss) of the score process against the decompressed study;
+  5. batch throughput with 1 and 2 workers (studies of 256x256x40).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def timed(fn, runs: int) -> tuple[float, float, float, object]:
+    """Median, min and max seconds of ``runs`` calls (after one warm-up), and the last result."""
+    result = fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times), max(times), result
+
+
+def fmt(stats, reference: float | None = None) -> str:
+    median, low, high = stats[:3]
+    text = f"{median:7.3f} s  ({low:.3f}-{high:.3f})"
+    if reference:
+        text += f"   x{median / reference:5.2f}"
+    return text
+
+
+def run_process(command: list[str], runs: int) -> tuple[float, float, float, int]:
+    """Wall time of a child process (median/min/max) and its peak RSS in bytes."""
+    times, peaks = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+        peaks.append(max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before))
+    return statistics.median(times), min(times), max(times), max(peaks) * 1024
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, Python "
+        f"{platform.python_version()}, numpy {np.__version__}, nibabel {nib.__version__}"
+    )
+
+
+def load_files_nibabel(folder: Path) -> list[np.ndarray]:
+    return [nib.load(p).get_fdata(dtype=np.float32) for p in sorted(folder.glob("*.nii*"))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", type=Path, default=HERE / "data" / "bench-512x512x80")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--throughput", type=int, default=20, help="studies (0: skip)")
+    parser.add_argument("--skip-pyradiomics", action="store_true")
+    args = parser.parse_args()
+
+    import mri_scoring.study as study_module
+    from mri_scoring.grading import grade
+    from mri_scoring.likelihood import combine
+    from mri_scoring.match import involved_muscles, match
+    from mri_scoring.pipeline import score_study
+    from mri_scoring.quantify import quantify
+    from mri_scoring.report import study_report_html
+    from mri_scoring.study import load_study
+    from mri_scoring.templates import load_template
+
+    if not args.study.is_dir():
+        from make_data import make
+
+        make((512, 512, 80), args.study.parent)
+    folder = args.study
+    files = sorted(folder.glob("*.nii*"))
+    print(f"machine: {machine()}")
+    shapes = {p.name: nib.load(p).shape for p in files}
+    decompressed = sum(nib.load(p).dataobj.dtype.itemsize * int(np.prod(nib.load(p).shape))
+                       for p in files)  # fmt: skip
+    print(
+        f"study: {folder.name}: {len(files)} files {shapes}, "
+        f"{sum(p.stat().st_size for p in files) / 2**20:.1f} MiB on disk, "
+        f"{decompressed / 2**20:.1f} MiB decompressed\n"
+    )
+
+    print("1. load the files alone")
+    nib_stats = timed(lambda: load_files_nibabel(folder), args.runs)
+    print(f"   nibabel nib.load().get_fdata(float32)      {fmt(nib_stats)}")
+    fast = study_module._gunzip
+    study_module._gunzip = __import__("gzip").decompress
+    gzip_stats = timed(lambda: load_study(folder), args.runs)
+    study_module._gunzip = fast
+    print(f"   mri_scoring load_study, standard gzip      {fmt(gzip_stats, nib_stats[0])}")
+    load_stats = timed(lambda: load_study(folder), args.runs)
+    decoder = "isal" if fast is not __import__("gzip").decompress else "gzip (isal absent)"
+    print(f"   mri_scoring load_study, {decoder:<19}{fmt(load_stats, nib_stats[0])}")
+    reference = nib_stats[0]
+
+    print("\n2. stages (ratio to nibabel load time)")
+    study = load_stats[3]
+    template = load_template()
+    q_stats = timed(lambda: quantify(study), args.runs)
+    table = q_stats[3].table
+    g_stats = timed(lambda: grade(table), args.runs)
+    graded = g_stats[3]
+    l_stats = timed(
+        lambda: combine(match(graded, template), template, involved_muscles(graded, template)),
+        args.runs,
+    )
+    result = score_study(study)
+    r_stats = timed(lambda: study_report_html(result), args.runs)
+    for name, stats in (
+        ("load (ours)", load_stats),
+        ("quantify", q_stats),
+        ("grade", g_stats),
+        ("match + likelihood", l_stats),
+        ("report", r_stats),
+    ):
+        print(f"   {name:<22}{fmt(stats, reference)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        loader = [
+            sys.executable,
+            "-c",
+            "import sys, numpy, nibabel as nib; "
+            "[nib.load(p).get_fdata(dtype=numpy.float32) for p in sys.argv[1:]]",
+            *map(str, files),
+        ]
+        load_proc = run_process(loader, args.runs)
+        score_cmd = [
+            sys.executable,
+            "-m",
+            "mri_scoring.cli",
+            "--quiet",
+            "score",
+            str(folder),
+            "--out",
+            tmp,
+        ]
+        score_proc = run_process(score_cmd, args.runs)
+        nr_proc = run_process([*score_cmd, "--no-report"], args.runs)
+    print(f"   process: load files only         {fmt(load_proc)}")
+    print(f"   process: mri-scoring score       {fmt(score_proc, load_proc[0])}  (vs load-only)")
+    print(f"   process: score --no-report       {fmt(nr_proc, load_proc[0])}  (vs load-only)")
+
+    print("\n3. per-label statistics, per channel")
+    labels = study.labels
+    values = [int(v) for v in study.label_values]
+    channel = study.images["water"]
+
+    def naive():
+        for v in values:
+            voxels = channel[labels == v]
+            voxels.mean(), np.median(voxels), np.percentile(voxels, 90)
+
+    naive_stats = timed(naive, max(args.runs // 2, 2))
+    channels = sum(1 for r in ("fat", "water", "stir") if r in study.images) - 1  # FF + STIR
+    per_channel = q_stats[0] / max(channels, 1)
+    print(f"   naive boolean mask per label ({len(values)} labels) {fmt(naive_stats)}")
+    print(
+        f"   mri_scoring quantify, per channel ({channels} channels: FF, STIR+shell) "
+        f"{per_channel:.3f} s -> naive is x{naive_stats[0] / per_channel:.1f} slower"
+    )
+    if not args.skip_pyradiomics:
+        try:
+            import SimpleITK as sitk
+            from radiomics import featureextractor
+
+            extractor = featureextractor.RadiomicsFeatureExtractor()
+            extractor.disableAllFeatures()
+            extractor.enableFeatureClassByName("firstorder")
+            image = sitk.GetImageFromArray(channel.T.astype(np.float32))
+
+            def pyrad():
+                mask = sitk.GetImageFromArray(labels.T.astype(np.int32))
+                for v in values:
+                    extractor.execute(image, mask, label=v)
+
+            py_stats = timed(pyrad, 1)
+            print(
+                f"   pyradiomics first-order, all labels {fmt(py_stats)} -> x"
+                f"{py_stats[0] / per_channel:.1f} the per-channel time of quantify"
+            )
+        except ImportError:
+            print("   pyradiomics not installed: skipped (pip install pyradiomics)")
+
+    print("\n4. peak memory")
+    print(
+        f"   mri-scoring score: {score_proc[3] / 2**20:.0f} MiB peak RSS = "
+        f"x{score_proc[3] / decompressed:.2f} the decompressed study "
+        f"({decompressed / 2**20:.0f} MiB); load-only process: "
+        f"{load_proc[3] / 2**20:.0f} MiB"
+    )
+
+    if args.throughput:
+        print(f"\n5. batch throughput, {args.throughput} studies of 256x256x40")
+        from mri_scoring import phantom
+        from mri_scoring.pipeline import score_batch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / "root"
+            for i in range(args.throughput):
+                made = phantom.make_study(
+                    ("imnm", "dm", "normal")[i % 3],
+                    seed=i,
+                    shape=(256, 256, 40),
+                    roles=("fat", "water", "stir"),
+                )
+                phantom.write_study(made, root / f"s{i:03d}")
+            rates = {}
+            for workers in (1, 2):
+                start = time.perf_counter()
+                score_batch(root, Path(tmp) / f"out{workers}", workers=workers, resume=False)
+                elapsed = time.perf_counter() - start
+                rates[workers] = args.throughput / elapsed * 60
+                print(
+                    f"   {workers} worker(s): {elapsed:6.1f} s, {rates[workers]:.1f} "
+                    "studies/min (with reports)"
+                )
+            print(f"   speed-up with 2 workers: x{rates[2] / rates[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
