@@ -328,8 +328,22 @@ def completed_summary(folder: Path, options: BatchOptions) -> dict[str, Any] | N
         return None
 
 
-def _run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, workers: int,
-                   report: Callable[[Outcome], None]) -> None:  # fmt: skip
+def _worker_context():
+    """Worker processes fork from a server that has already imported the pipeline (fast start,
+    no inherited threads); where fork is unavailable, spawn."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = get_context("forkserver")
+        context.set_forkserver_preload(["mri_scoring.pipeline", "mri_scoring.report"])
+        return context
+    return get_context("spawn")
+
+
+def run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, workers: int,
+                  report: Callable[[Outcome], None],
+                  task: Callable[[StudyFiles, Path, BatchOptions], Outcome] = score_one,
+                  ) -> None:  # fmt: skip
     """Process pool with a bounded window of submitted studies.
 
     A worker that dies (e.g. killed for memory) breaks the pool: the studies in flight are then
@@ -337,7 +351,7 @@ def _run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, wor
     worker fails; the rest of the queue continues in a new pool.
     """
     queue = deque(todo)
-    context = get_context("spawn")
+    context = _worker_context()
     while queue:
         suspects: list[StudyFiles] = []
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -345,7 +359,7 @@ def _run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, wor
             while queue or in_flight:
                 while queue and len(in_flight) < 2 * workers:
                     files = queue.popleft()
-                    in_flight[pool.submit(score_one, files, out, options)] = files
+                    in_flight[pool.submit(task, files, out, options)] = files
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 broken = False
                 for future in finished:
@@ -361,7 +375,7 @@ def _run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, wor
         for files in suspects:
             with ProcessPoolExecutor(max_workers=1, mp_context=context) as single:
                 try:
-                    report(single.submit(score_one, files, out, options).result())
+                    report(single.submit(task, files, out, options).result())
                 except BrokenProcessPool:
                     report(
                         Outcome(
@@ -504,7 +518,7 @@ def score_batch(
             for files in todo:
                 record(score_one(files, out, options))
         else:
-            _run_processes(todo, out, options, workers, record)
+            run_processes(todo, out, options, workers, record)
     summary = _summary_table(rows, options.template)
     failure_table = pd.DataFrame([[f.study_id, f.path, f.error] for f in
                                   sorted(failures.values(), key=lambda f: f.study_id)],

@@ -38,3 +38,15 @@ def reorient_folder(folder: Path, ornt: np.ndarray) -> None:
 def copy_study(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def crash_on_marked_study(files, out, options):
+    """A batch task that kills its worker process for a study whose id contains 'crash'
+    (stands in for an out-of-memory kill); other studies are scored normally."""
+    import os
+
+    from mri_scoring.pipeline import score_one
+
+    if "crash" in files.study_id:
+        os._exit(137)
+    return score_one(files, out, options)
