@@ -147,6 +147,9 @@ def slice_figure(study, ff_image: np.ndarray | None) -> str | None:
         finite = finite[np.isfinite(finite)]
         top = float(np.percentile(finite, 99.5)) * 1.2 if finite.size else 1.0
         panels.append(("STIR" if edema_role == "stir" else "water T2 (ms)", image, (0.0, top)))
+    if not panels and "t1w" in study.images:
+        image = study.images["t1w"]
+        panels.append(("T1-weighted", image, (0.0, float(np.nanpercentile(image, 99.5)))))
     if not panels:
         return None
     fig, axes = plt.subplots(len(panels), 3, figsize=(11, 3.3 * len(panels)), squeeze=False)
