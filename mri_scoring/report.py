@@ -194,8 +194,11 @@ def _ff_for_figure(study) -> np.ndarray | None:
         return study.images["ff"]
     if "fat" in study.images and "water" in study.images:
         fat, water = study.images["fat"], study.images["water"]
+        total = fat + water
+        # Air is pure noise whose ratio is meaningless: show it black, not as random FF.
+        floor = 0.1 * float(np.nanpercentile(total[::4, ::4, ::2], 99))
         with np.errstate(invalid="ignore", divide="ignore"):
-            ff = fat / (fat + water)
+            ff = np.where(total > floor, fat / total, 0.0)
         return np.where(np.isfinite(ff), ff, 0.0)
     return None
 
