@@ -180,8 +180,8 @@ def slice_figure(study, ff_image: np.ndarray | None) -> str | None:
     fig.text(
         0.5,
         0.0,
-        "image left = patient right (radiological view is mirrored here: "
-        "world x increases to the right of each panel)",
+        "neurological view: world x (RAS+) increases to the right, so the patient's right "
+        "thigh is on the right of each panel",
         ha="center",
         fontsize=8,
     )
