@@ -30,7 +30,7 @@ from . import __version__
 from .config import Settings, load_settings
 from .errors import MriScoringError, QCFinding, StudyError
 from .files import atomic_write
-from .grading import grade
+from .grading import grade, pooled_tables
 from .likelihood import Likelihood, combine
 from .match import involved_muscles, match
 from .quantify import MUSCLE_COLUMNS, quantify
@@ -175,7 +175,8 @@ class StudyResult:
         return row
 
     def save(self, out: str | Path, report: bool = True) -> Path:
-        """Write ``muscles.tsv``, ``report.html`` (optional) and, last, ``score.json`` into ``out``.
+        """Write ``muscles.tsv`` (per muscle and side), ``muscles_pooled.tsv`` (sides pooled),
+        ``groups.tsv`` (per group), ``report.html`` (optional) and, last, ``score.json``.
 
         Returns
         -------
@@ -185,6 +186,9 @@ class StudyResult:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "muscles.tsv", table_text(self.muscles))
+        per_muscle, per_group = pooled_tables(self.muscles)
+        atomic_write(out / "muscles_pooled.tsv", table_text(per_muscle))
+        atomic_write(out / "groups.tsv", table_text(per_group))
         if report:
             from .report import study_report_html
 

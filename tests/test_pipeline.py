@@ -96,6 +96,10 @@ def test_score_study_outputs_follow_the_contract(tmp_path):
     assert len(document["inputs"]["fat"]["sha256"]) == 64
     assert document["call"] in ("IMNM", "DM", "indeterminate")
     assert (out / "report.html").is_file()
+    groups = pd.read_csv(out / "groups.tsv", sep="\t").set_index("group")
+    assert groups.loc["hamstrings", "ff_median"] > groups.loc["quadriceps", "ff_median"]
+    pooled = pd.read_csv(out / "muscles_pooled.tsv", sep="\t")
+    assert pooled["sides"].eq("left,right").sum() >= 20
     # Missing measures are empty cells, not zeros.
     text = (out / "muscles.tsv").read_text().splitlines()
     marrow = next(line for line in text if "femur_marrow" in line).split("\t")
