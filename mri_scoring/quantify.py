@@ -258,14 +258,11 @@ def _rician_median_table() -> tuple[np.ndarray, np.ndarray]:
 
     amplitude = np.concatenate([np.linspace(0.0, 4.0, 161), np.linspace(4.1, 20.0, 160)])
     x = np.linspace(0.0, 30.0, 6001)
-    density = (
-        x[None, :]
-        * np.exp(-0.5 * (x[None, :] - amplitude[:, None]) ** 2)
-        * i0e(x[None, :] * amplitude[:, None])
-    )
-    cdf = np.cumsum((density[:, 1:] + density[:, :-1]) * 0.5 * (x[1] - x[0]), axis=1)
-    cdf /= cdf[:, -1:]
-    median = np.array([np.interp(0.5, row, x[1:]) for row in cdf])
+    median = np.empty_like(amplitude)
+    for n, a in enumerate(amplitude):  # row by row: no 321 x 6001 temporaries
+        density = x * np.exp(-0.5 * (x - a) ** 2) * i0e(x * a)
+        cdf = np.cumsum((density[1:] + density[:-1]) * 0.5 * (x[1] - x[0]))
+        median[n] = np.interp(0.5 * cdf[-1], cdf, x[1:])
     return median, amplitude
 
 
@@ -311,15 +308,16 @@ def dixon_fat_fraction(
 
     Parameters
     ----------
-    fat, water : ndarray
-        Dixon magnitude images (same units).
+    fat, water : array-like, 1-D
+        Dixon magnitudes (same units): arrays, or :meth:`VoxelSet.lazy` views read chunk by
+        chunk so that whole copies never exist.
     sigma : float or None
         Noise sigma (None: no correction, no floor).
     floor_sigma : float
         Voxels with F+W below ``floor_sigma * sigma`` are NaN (noise, not tissue).
     """
     ff = np.empty(np.shape(fat), np.float32)
-    chunk = 1 << 20  # bounded temporaries, whatever the number of voxels
+    chunk = 1 << 18  # bounded temporaries, whatever the number of voxels
     for start in range(0, ff.size, chunk):
         part = slice(start, start + chunk)
         f = np.asarray(fat[part], dtype=np.float32)
@@ -589,13 +587,26 @@ class VoxelSet:
             self._full[order] = (k * ny + j) * nx + i if order == "F" else (i * ny + j) * nz + k
         return self._full[order]
 
-    def values(self, image: np.ndarray) -> np.ndarray:
-        """The image's values at these voxels, read in place (no copy of the volume)."""
+    def values(self, image: np.ndarray, part: slice = slice(None)) -> np.ndarray:
+        """The image's values at these voxels (or a slice of them), read in place."""
         if image.flags.f_contiguous and not image.flags.c_contiguous:
-            return image.ravel(order="F")[self.full_index("F")]
+            return image.ravel(order="F")[self.full_index("F")[part]]
         if not image.flags.c_contiguous:
             image = np.ascontiguousarray(image)
-        return image.ravel()[self.full_index("C")]
+        return image.ravel()[self.full_index("C")[part]]
+
+    def lazy(self, image: np.ndarray) -> _LazyValues:
+        """A view of the image's values at these voxels that reads only the slices asked for."""
+        return _LazyValues(self, image)
+
+
+class _LazyValues:
+    def __init__(self, voxels: VoxelSet, image: np.ndarray) -> None:
+        self.voxels, self.image = voxels, image
+        self.shape = (len(voxels),)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        return self.voxels.values(self.image, part)
 
 
 def _region(boxes: list, shape: tuple[int, ...], pad: tuple[int, ...]) -> tuple[slice, ...]:
@@ -631,7 +642,7 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
 
     shell_half = _steps_within(shell_reach_mm(voxel, qset["fascial_shell_mm"]), voxel)
     region = _region(study.label_boxes, study.shape, shell_half)
-    lab = np.ascontiguousarray(study.compact_labels[region])  # uint8 for up to 255 labels
+    lab = np.ascontiguousarray(study.compact_labels(region))  # uint8 for up to 255 labels
 
     core = core_mask(lab, voxel, qset["core_erosion_mm"])
     shell = exclusive_shell(lab, voxel, qset["fascial_shell_mm"])
@@ -659,8 +670,8 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
     if "fat" in images and "water" in images:
         noise_sigma = estimate_noise_sigma(images["water"])
         ff_flat = dixon_fat_fraction(
-            gather("fat", labelled),
-            gather("water", labelled),
+            labelled.lazy(images["fat"]),
+            labelled.lazy(images["water"]),
             noise_sigma,
             qset["dixon_noise_floor_sigma"],
         )

@@ -88,33 +88,31 @@ class Study:
         return tuple(int(n) for n in self.labels.shape)  # type: ignore[return-value]
 
     @cached_property
-    def _compact(self) -> tuple[np.ndarray, np.ndarray]:
-        values = np.array(sorted(self.label_info), dtype=np.int64)
-        high = int(self.labels.max()) if self.labels.size else 0
+    def label_values(self) -> np.ndarray:
+        """Original label values, sorted; compact label ``i + 1`` is ``label_values[i]``."""
+        return np.array(sorted(self.label_info), dtype=np.int64)
+
+    def compact_labels(self, region: tuple[slice, ...] | None = None) -> np.ndarray:
+        """Label map (or a region of it) renumbered 1..K in the order of :attr:`label_values`.
+
+        Computed on demand and not kept: the renumbered map would cost another volume of memory.
+        """
+        labels = self.labels if region is None else self.labels[region]
+        values = self.label_values
         dtype = _smallest_label_dtype(len(values))
+        high = int(values.max()) if values.size else 0
         if high < 1 << 20:
             lut = np.zeros(high + 1, dtype)
             lut[values] = np.arange(1, len(values) + 1)
-            compact = lut[self.labels]
-        else:
-            compact = (np.searchsorted(values, self.labels) + 1).astype(dtype)
-            compact[self.labels == 0] = 0
-        return compact, values
-
-    @property
-    def compact_labels(self) -> np.ndarray:
-        """Label map renumbered 1..K in the order of :attr:`label_values` (0 stays 0)."""
-        return self._compact[0]
-
-    @property
-    def label_values(self) -> np.ndarray:
-        """Original label values, sorted; ``compact_labels == i + 1`` is ``label_values[i]``."""
-        return self._compact[1]
+            return lut[labels]
+        compact = (np.searchsorted(values, labels) + 1).astype(dtype)
+        compact[labels == 0] = 0
+        return compact
 
     @cached_property
     def label_boxes(self) -> list[tuple[slice, ...] | None]:
         """Bounding box of each label (``ndimage.find_objects`` on the compact labels)."""
-        compact = self.compact_labels
+        compact = self.compact_labels()
         if compact.flags.f_contiguous and not compact.flags.c_contiguous:
             # find_objects is 4x faster along memory order: use the C-ordered transposed view.
             boxes = ndimage.find_objects(compact.T, max_label=len(self.label_values))
@@ -368,6 +366,7 @@ class _Volume:
     affine: np.ndarray
     path: Path
     sha256: str = ""
+    float_storage: bool = True  # voxels stored as floats (integers cannot hold NaN or inf)
 
 
 def _read_file_bytes(path: Path) -> bytes:
@@ -375,9 +374,34 @@ def _read_file_bytes(path: Path) -> bytes:
 
 
 try:  # the faster gzip decoder of the optional extra "fast" (python-isal)
-    from isal.igzip import decompress as _gunzip
+    from isal.igzip import IGzipFile as _GzipFile
 except ImportError:  # pragma: no cover - depends on the environment
-    _gunzip = gzip.decompress
+    _GzipFile = gzip.GzipFile
+
+
+def _gunzip(data: bytes) -> bytes | bytearray:
+    """Decompress gzip data into a buffer sized from the gzip trailer (no growing copies).
+
+    The trailer holds the uncompressed size modulo 2**32; if the stream does not end exactly
+    there (multi-member files, sizes over 4 GiB), the stream is decompressed in full instead.
+    """
+    size = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0
+    with _GzipFile(fileobj=io.BytesIO(data)) as stream:
+        if size:
+            out = bytearray(size)
+            view = memoryview(out)
+            filled = 0
+            while filled < size:
+                n = stream.readinto(view[filled:])
+                if not n:
+                    break
+                filled += n
+            if filled == size and not stream.read(1):
+                return out
+            if filled < size:
+                raise EOFError("compressed file ended before the end of the data")
+            stream.seek(0)
+        return stream.read()
 
 
 @dataclass
@@ -481,7 +505,8 @@ def _read_nifti(path: Path, qc: list[QCFinding], integer: bool = False) -> _Volu
     if not np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
         data = nib.orientations.apply_orientation(data, ornt)
         affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
-    return _Volume(data, affine, path, nifti.sha256)  # memory order as read (NIfTI: Fortran)
+    float_storage = nifti.voxels.dtype.kind in "fc"
+    return _Volume(data, affine, path, nifti.sha256, float_storage)  # memory order as read
 
 
 def _grid_text(volume: _Volume) -> str:
@@ -502,7 +527,7 @@ def _resample(volume: _Volume, target: _Volume) -> _Volume:
     img = nib.Nifti1Image(volume.data, volume.affine)
     out = resample_from_to(img, (target.data.shape, target.affine), order=1, cval=0.0)
     data = np.asarray(out.dataobj, dtype=np.float32)
-    return _Volume(data, target.affine, volume.path, volume.sha256)
+    return _Volume(data, target.affine, volume.path, volume.sha256, True)
 
 
 def _integer_labels(volume: _Volume, max_value: int) -> np.ndarray:
@@ -839,8 +864,9 @@ def load_study(
                 )
             )
             volume = _resample(volume, label_volume)
-        bad = ~np.isfinite(volume.data)
-        n_bad = int(bad.sum())
+        # Integer voxels cannot be NaN: only float images are checked (saves a volume of bools).
+        bad = ~np.isfinite(volume.data) if volume.float_storage else None
+        n_bad = int(bad.sum()) if bad is not None else 0
         if n_bad:
             volume.data[bad] = np.nan
             qc.append(
