@@ -131,76 +131,73 @@ def _outline(labels: np.ndarray) -> np.ndarray:
     return differs & (labels > 0)
 
 
-def slice_figure(study, ff_image: np.ndarray | None) -> str | None:
-    """Proximal, mid and distal slices: outlines over the FF map and over STIR / T2."""
+def _ff_slice(study, step: int):
+    """A function k -> FF slice (strided), or None: only the slices shown are ever computed."""
+    if "ff" in study.images:
+        return lambda k: study.images["ff"][::step, ::step, k]
+    if "fat" not in study.images or "water" not in study.images:
+        return None
+    fat, water = study.images["fat"], study.images["water"]
+    # Air is pure noise whose ratio is meaningless: below a tenth of bright tissue, show black.
+    floor = 0.1 * float(np.nanpercentile(fat[::4, ::4, ::2] + water[::4, ::4, ::2], 99))
+
+    def ff(k: int) -> np.ndarray:
+        f, w = fat[::step, ::step, k], water[::step, ::step, k]
+        total = f + w
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > floor, f / total, 0.0)
+
+    return ff
+
+
+def _display_range(study, image: np.ndarray) -> tuple[float, float]:
+    sample = image[::2, ::2, ::2][study.labels[::2, ::2, ::2] > 0]
+    sample = sample[np.isfinite(sample)]
+    return 0.0, (float(np.percentile(sample, 99.5)) * 1.2 if sample.size else 1.0)
+
+
+def slice_figure(study) -> str | None:
+    """Proximal, mid and distal slices: outlines over the FF map and over STIR / T2 (or T1w)."""
     labelled = np.flatnonzero(study.labels.any(axis=(0, 1)))
     if labelled.size == 0:
         return None
     levels = np.linspace(labelled.max(), labelled.min(), 5)[1:4].round().astype(int)
+    # A panel is ~300 pixels wide: drawing more voxels than that only costs time.
+    step = max(int(np.ceil(max(study.shape[:2]) / PANEL_PIXELS)), 1)
     panels = []
-    if ff_image is not None:
-        panels.append(("fat fraction", ff_image, (0.0, 1.0)))
-    edema_role = "stir" if "stir" in study.images else "t2map" if "t2map" in study.images else None
-    if edema_role:
-        image = study.images[edema_role]
-        finite = image[study.labels > 0]
-        finite = finite[np.isfinite(finite)]
-        top = float(np.percentile(finite, 99.5)) * 1.2 if finite.size else 1.0
-        panels.append(("STIR" if edema_role == "stir" else "water T2 (ms)", image, (0.0, top)))
-    if not panels and "t1w" in study.images:
-        image = study.images["t1w"]
-        panels.append(("T1-weighted", image, (0.0, float(np.nanpercentile(image, 99.5)))))
+    ff = _ff_slice(study, step)
+    if ff is not None:
+        panels.append(("fat fraction", ff, (0.0, 1.0)))
+    for role, title in (("stir", "STIR"), ("t2map", "water T2 (ms)"), ("t1w", "T1-weighted")):
+        if role in study.images and (role != "t1w" or not panels):
+            image = study.images[role]
+            panels.append(
+                (title, lambda k, im=image: im[::step, ::step, k], _display_range(study, image))
+            )
+            break
     if not panels:
         return None
     fig, axes = plt.subplots(len(panels), 3, figsize=(11, 3.3 * len(panels)), squeeze=False)
     overlay = ListedColormap([(0, 0, 0, 0), (0.1, 1.0, 0.3, 0.9)])
-    # A panel is ~300 pixels wide: drawing more voxels than that only costs time.
-    step = max(int(np.ceil(max(study.shape[:2]) / PANEL_PIXELS)), 1)
-    for row, (title, image, (low, high)) in enumerate(panels):
+    for row, (title, slice_of, (low, high)) in enumerate(panels):
         for col, (k, name) in enumerate(zip(levels, ("proximal", "mid", "distal"), strict=True)):
             ax = axes[row, col]
-            ax.imshow(
-                np.nan_to_num(image[::step, ::step, k]).T,
-                origin="lower",
-                cmap="gray",
-                vmin=low,
-                vmax=high,
-                interpolation="nearest",
-            )
-            ax.imshow(
-                _outline(study.labels[::step, ::step, k]).T.astype(float),
-                origin="lower",
-                cmap=overlay,
-                vmin=0,
-                vmax=1,
-                interpolation="nearest",
-            )
+            ax.imshow(np.nan_to_num(slice_of(k)).T, origin="lower", cmap="gray", vmin=low,
+                      vmax=high, interpolation="nearest")  # fmt: skip
+            ax.imshow(_outline(study.labels[::step, ::step, k]).T.astype(float), origin="lower",
+                      cmap=overlay, vmin=0, vmax=1, interpolation="nearest")  # fmt: skip
             ax.set_title(f"{title}, {name} (slice {k})", fontsize=9)
             ax.set_axis_off()
     fig.text(
         0.5,
         0.0,
-        "neurological view: world x (RAS+) increases to the right, so the patient's right "
-        "thigh is on the right of each panel",
+        "neurological view: world x (RAS+) increases to the right, so the "
+        "patient's right thigh is on the right of each panel",
         ha="center",
         fontsize=8,
     )
     fig.tight_layout()
     return _png(fig, dpi=80)
-
-
-def _ff_for_figure(study) -> np.ndarray | None:
-    if "ff" in study.images:
-        return study.images["ff"]
-    if "fat" in study.images and "water" in study.images:
-        fat, water = study.images["fat"], study.images["water"]
-        total = fat + water
-        # Air is pure noise whose ratio is meaningless: show it black, not as random FF.
-        floor = 0.1 * float(np.nanpercentile(total[::4, ::4, ::2], 99))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ff = np.where(total > floor, fat / total, 0.0)
-        return np.where(np.isfinite(ff), ff, 0.0)
-    return None
 
 
 # --------------------------------------------------------------------------- study page
@@ -282,7 +279,7 @@ def study_report_html(result: StudyResult) -> str:
     if heatmap:
         parts.append("<h2>Per-muscle heat map</h2>" + _img(heatmap, "per-muscle heat map"))
     if result.study is not None:
-        slices = slice_figure(result.study, _ff_for_figure(result.study))
+        slices = slice_figure(result.study)
         if slices:
             parts.append(
                 "<h2>Slices with the segmentation</h2>"
