@@ -73,22 +73,23 @@ def _side_values(table: pd.DataFrame, column: str, rule: str) -> pd.Series:
 
 
 def _rows(table: pd.DataFrame, names: tuple[str, ...], fallback: bool) -> pd.DataFrame:
-    """Rows for the listed muscles/groups; compartment rows stand in where allowed."""
-    wanted = _expand(names)
-    muscles = table[(table["kind"] == MUSCLE) & table["muscle"].isin(wanted)]
+    """Rows for the listed muscles and groups.
+
+    A listed group none of whose muscles is labelled is stood in for by its compartment row
+    (e.g. TotalSegmentator's posterior compartment for ``hamstrings``); with ``fallback``, so is
+    a listed muscle that is missing, by its group's compartment.
+    """
+    muscles = table[(table["kind"] == MUSCLE) & table["muscle"].isin(_expand(names))]
     present = set(muscles["muscle"])
-    missing_groups = set()
+    stand_ins = set()
     for name in names:
         members = groups().get(name)
-        if members is not None and not present.intersection(members):
-            missing_groups.add(name)
-        elif members is None and name not in present and fallback and group_of(name):
-            missing_groups.add(group_of(name))
-    compartments = table[(table["kind"] == GROUP) & table["muscle"].isin(missing_groups)]
-    if not fallback and any(n not in groups() for n in names):
-        compartments = compartments[
-            compartments["muscle"].isin([n for n in names if n in groups()])
-        ]
+        if members is not None:
+            if not present.intersection(members):
+                stand_ins.add(name)
+        elif fallback and name not in present and group_of(name):
+            stand_ins.add(group_of(name))
+    compartments = table[(table["kind"] == GROUP) & table["muscle"].isin(stand_ins)]
     return pd.concat([muscles, compartments])
 
 
