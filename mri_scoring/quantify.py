@@ -581,10 +581,27 @@ class VoxelSet:
         if order not in self._full:
             nx, ny, nz = self.full_shape
             wide = np.int32 if int(np.prod(self.full_shape)) < 2**31 else np.int64
-            i, j, k = (
-                c.astype(wide) + wide(sl.start) for c, sl in zip(self.ijk, self.region, strict=True)
-            )
-            self._full[order] = (k * ny + j) * nx + i if order == "F" else (i * ny + j) * nz + k
+            (i, j, k), (si, sj, sk) = self.ijk, (sl.start for sl in self.region)
+            # Built in place: one index array, not a tree of temporaries.
+            if order == "F":
+                index = k.astype(wide)
+                index += wide(sk)
+                index *= wide(ny)
+                index += j
+                index += wide(sj)
+                index *= wide(nx)
+                index += i
+                index += wide(si)
+            else:
+                index = i.astype(wide)
+                index += wide(si)
+                index *= wide(ny)
+                index += j
+                index += wide(sj)
+                index *= wide(nz)
+                index += k
+                index += wide(sk)
+            self._full[order] = index
         return self._full[order]
 
     def values(self, image: np.ndarray, part: slice = slice(None)) -> np.ndarray:
@@ -703,12 +720,14 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
     ff_cols: dict[str, np.ndarray] = {}
     if ff_flat is not None:
         ok = np.isfinite(ff_flat)
-        sel = ok & use_core
-        ff_cols["ff_mean"] = _mean_by_label(lab_flat[sel], ff_flat[sel].astype(float), n)
-        q = label_quantiles(lab_flat[sel], ff_flat[sel], n, (0.5, 0.9))
-        ff_cols["ff_median"], ff_cols["ff_p90"] = q[:, 0], q[:, 1]
-        ff_cols["ff_mean_whole"] = _mean_by_label(lab_flat[ok], ff_flat[ok].astype(float), n)
-        ff_cols["ff_median_whole"] = label_quantiles(lab_flat[ok], ff_flat[ok], n, (0.5,))[:, 0]
+        for mask, suffix, quantiles in ((ok & use_core, "", (0.5, 0.9)), (ok, "_whole", (0.5,))):
+            labels_in, values_in = lab_flat[mask], ff_flat[mask]
+            ff_cols["ff_mean" + suffix] = _mean_by_label(labels_in, values_in, n)
+            q = label_quantiles(labels_in, values_in, n, quantiles)
+            ff_cols["ff_median" + suffix] = q[:, 0]
+            if len(quantiles) > 1:
+                ff_cols["ff_p90"] = q[:, 1]
+            del labels_in, values_in
         qc.extend(
             _swap_check(study, lab, region, ff_flat, lab_flat, kinds, noise_sigma, qset, gather)
         )
