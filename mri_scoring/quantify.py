@@ -579,28 +579,16 @@ class VoxelSet:
 
     def full_index(self, order: str) -> np.ndarray:
         if order not in self._full:
-            nx, ny, nz = self.full_shape
             wide = np.int32 if int(np.prod(self.full_shape)) < 2**31 else np.int64
-            (i, j, k), (si, sj, sk) = self.ijk, (sl.start for sl in self.region)
-            # Built in place: one index array, not a tree of temporaries.
-            if order == "F":
-                index = k.astype(wide)
-                index += wide(sk)
-                index *= wide(ny)
-                index += j
-                index += wide(sj)
-                index *= wide(nx)
-                index += i
-                index += wide(si)
-            else:
-                index = i.astype(wide)
-                index += wide(si)
-                index *= wide(ny)
-                index += j
-                index += wide(sj)
-                index *= wide(nz)
-                index += k
-                index += wide(sk)
+            starts = [sl.start for sl in self.region]
+            axes = (2, 1, 0) if order == "F" else (0, 1, 2)
+            # Built in place, slowest axis first: one index array, no tree of temporaries.
+            index = self.ijk[axes[0]].astype(wide)
+            index += wide(starts[axes[0]])
+            for axis in axes[1:]:
+                index *= wide(self.full_shape[axis])
+                index += self.ijk[axis]
+                index += wide(starts[axis])
             self._full[order] = index
         return self._full[order]
 
