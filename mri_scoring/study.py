@@ -237,14 +237,14 @@ def _bids_study(anat: Path, root: Path) -> StudyFiles | None:
             for role in ("labels", "label_table"):
                 roles.setdefault(role, []).extend(seg_roles.get(role, []))
         roles = {role: files for role, files in roles.items() if files}
-    if not any(role in roles for role in (*IMAGE_ROLES, "labels")):
+    if not _has_role_files(roles):
         return None
     study_id = sanitise_id(subject + (f"_{session}" if session else ""))
     return StudyFiles(anat, study_id, roles, "bids")
 
 
 def _walk(root: Path, skip: set[str]):
-    """Folders below root (root included), breadth first, never following symlinked folders."""
+    """Folders below root (root included), depth first, never following symlinked folders."""
     stack = [root]
     seen: set[tuple[int, int]] = set()
     while stack:
@@ -279,6 +279,21 @@ def _walk(root: Path, skip: set[str]):
         stack.extend(sorted(subfolders, reverse=True))
 
 
+def _has_role_files(roles: dict[str, list[Path]]) -> bool:
+    return any(role in roles for role in (*IMAGE_ROLES, "labels"))
+
+
+def _study_in(folder: Path, names: list[str]) -> StudyFiles | None:
+    """The study a folder holds: a BIDS ``sub-*/[ses-*/]anat`` folder (None when it holds no
+    role file, here or under ``derivatives/``) or the simple layout (roles possibly empty)."""
+    if folder.name == "anat" and any(p.startswith("sub-") for p in folder.parts):
+        subject_dir = next((p for p in folder.parents if p.name.startswith("sub-")), folder)
+        return _bids_study(folder, subject_dir.parent)
+    roles = match_roles(names, folder)
+    study_id = _read_study_id(roles.get("metadata")) or sanitise_id(folder.resolve().name)
+    return StudyFiles(folder, study_id, roles, "simple")
+
+
 def discover_studies(root: str | Path) -> list[StudyFiles]:
     """Find every study under ``root`` (simple layout and BIDS, DESIGN §2.1-2.2).
 
@@ -304,18 +319,9 @@ def discover_studies(root: str | Path) -> list[StudyFiles]:
         raise StudyError("is not a folder", root)
     studies: list[StudyFiles] = []
     for folder, names in _walk(root, skip={"derivatives"}):
-        if folder.name == "anat" and any(p.startswith("sub-") for p in folder.parts):
-            bids_root = next(
-                (parent for parent in folder.parents if parent.name.startswith("sub-")), folder
-            ).parent
-            study = _bids_study(folder, bids_root)
-            if study is not None:
-                studies.append(study)
-            continue
-        roles = match_roles(names, folder)
-        if any(role in roles for role in (*IMAGE_ROLES, "labels")):
-            study_id = _read_study_id(roles.get("metadata")) or sanitise_id(folder.name)
-            studies.append(StudyFiles(folder, study_id, roles, "simple"))
+        study = _study_in(folder, names)
+        if study is not None and (study.layout == "bids" or _has_role_files(study.roles)):
+            studies.append(study)
     counts: dict[str, int] = {}
     for study in studies:
         counts[study.study_id] = counts.get(study.study_id, 0) + 1
@@ -331,14 +337,9 @@ def study_files(path: str | Path) -> StudyFiles:
     path = Path(path)
     if not path.is_dir():
         raise StudyError("is not a study folder (expected a folder holding a label map)", path)
-    if path.name == "anat" and any(p.startswith("sub-") for p in path.parts):
-        bids_root = next((p for p in path.parents if p.name.startswith("sub-")), path).parent
-        found = _bids_study(path, bids_root)
-        if found is not None:
-            return found
-    roles = match_roles(_list_files(path), path)
-    study_id = _read_study_id(roles.get("metadata")) or sanitise_id(path.resolve().name)
-    return StudyFiles(path, study_id, roles, "simple")
+    found = _study_in(path, _list_files(path))
+    # A folder named explicitly is a study even with no role file: loading says what is missing.
+    return found or StudyFiles(path, sanitise_id(path.resolve().name), {}, "simple")
 
 
 # --------------------------------------------------------------------------- reading
@@ -354,8 +355,6 @@ def _describe_read_error(exc: BaseException) -> str:
         return "permission denied"
     if isinstance(exc, (zlib.error, gzip.BadGzipFile)):
         return f"corrupt gzip data ({exc})"
-    if isinstance(exc, nib.filebasedimages.ImageFileError):
-        return "not a NIfTI image (no valid NIfTI-1/2 header)"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"cannot read as NIfTI ({text})"
 
