@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import metadata as importlib_metadata
 from multiprocessing import get_context
 from pathlib import Path
@@ -70,6 +71,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
+@cache
 def software_versions() -> dict[str, str]:
     """Versions of this package, Python and the numerical libraries (``score.json``)."""
     versions = {"mri_scoring": __version__, "python": platform.python_version()}
@@ -167,12 +169,7 @@ class StudyResult:
 
     def summary_row(self) -> dict[str, Any]:
         """One ``summary.tsv`` row: id, p(IMNM), log10 LR, call, then each feature's degree."""
-        row: dict[str, Any] = {"study_id": self.study_id, "p_imnm": self.likelihood.p_imnm,
-                               "log10_likelihood_ratio": self.likelihood.log10_likelihood_ratio,
-                               "call": self.likelihood.call}  # fmt: skip
-        for c in self.likelihood.features:
-            row[c.id] = c.degree if c.available else np.nan
-        return row
+        return summary_row(self.to_dict())
 
     def save(self, out: str | Path, report: bool = True) -> Path:
         """Write ``muscles.tsv`` (per muscle and side), ``muscles_pooled.tsv`` (sides pooled),
@@ -307,6 +304,14 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
         )
 
 
+def summary_row(document: dict[str, Any]) -> dict[str, Any]:
+    """The ``summary.tsv`` row of a ``score.json`` document (missing values as NaN)."""
+    row = {key: document[key] for key in SUMMARY_FIXED}
+    for feature in document["features"]:
+        row[feature["id"]] = feature["degree"] if feature["available"] else None
+    return {k: (np.nan if v is None else v) for k, v in row.items()}
+
+
 def completed_summary(folder: Path, options: BatchOptions) -> dict[str, Any] | None:
     """The summary row of a study already scored with the same settings, else None."""
     score_path, muscles_path = folder / "score.json", folder / "muscles.tsv"
@@ -322,12 +327,7 @@ def completed_summary(folder: Path, options: BatchOptions) -> dict[str, Any] | N
             or (options.prior is not None and document.get("prior_imnm") != options.prior)
         ):
             return None
-        row = {"study_id": document["study_id"], "p_imnm": document["p_imnm"],
-               "log10_likelihood_ratio": document["log10_likelihood_ratio"],
-               "call": document["call"]}  # fmt: skip
-        for feature in document["features"]:
-            row[feature["id"]] = feature["degree"] if feature["available"] else np.nan
-        return {k: (np.nan if v is None else v) for k, v in row.items()}
+        return summary_row(document)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

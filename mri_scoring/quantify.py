@@ -50,19 +50,6 @@ MUSCLE_COLUMNS = [
 # --------------------------------------------------------------------------- geometry
 
 
-def core_from_distance(
-    distance_mm: np.ndarray, voxel_size_mm: tuple[float, ...], core_mm: float
-) -> np.ndarray:
-    """Core of a mask from its inside distance map (Euclidean reference definition).
-
-    ``distance_mm`` is the distance (mm) from each voxel centre to the nearest centre outside the
-    mask; the boundary lies half a voxel closer. A voxel is in the core when its centre is at
-    least ``core_mm`` from the boundary, and never less than one in-plane voxel (partial volume
-    reaches about a voxel, whatever ``core_mm`` says).
-    """
-    return distance_mm >= core_reach_mm(voxel_size_mm, core_mm)
-
-
 def core_reach_mm(voxel_size_mm: tuple[float, ...], core_mm: float) -> float:
     """Distance from a core voxel's centre to the nearest outside voxel centre (mm)."""
     in_plane = min(voxel_size_mm[0], voxel_size_mm[1])
