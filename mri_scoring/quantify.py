@@ -173,12 +173,13 @@ def label_quantiles(
     """
     lo, hi = value_range
     width = (hi - lo) / bins
-    wide = np.int32 if (n_labels + 1) * bins < 2**31 else np.int64
-    index = ((values - lo) / width).astype(wide)
-    np.clip(index, 0, bins - 1, out=index)
-    index += labels.astype(wide) * wide(bins)
-    hist = np.bincount(index, minlength=(n_labels + 1) * bins)
-    del index
+    hist = np.zeros((n_labels + 1) * bins, np.int64)
+    for part in _chunks(values.size):  # bounded temporaries, whatever the number of voxels
+        # intp: the type bincount counts in (any other integer type would be copied to it).
+        index = ((values[part] - lo) / width).astype(np.intp)
+        np.clip(index, 0, bins - 1, out=index)
+        index += labels[part] * np.intp(bins)
+        hist += np.bincount(index, minlength=hist.size)
     hist = hist.reshape(n_labels + 1, bins)
     cdf = np.cumsum(hist, axis=1)
     counts = cdf[:, -1]
@@ -194,9 +195,16 @@ def label_quantiles(
     return out
 
 
+def _chunks(size: int, chunk: int = 1 << 20) -> list[slice]:
+    """Consecutive slices of at most ``chunk`` elements covering ``range(size)``."""
+    return [slice(start, start + chunk) for start in range(0, size, chunk)]
+
+
 def _mean_by_label(labels: np.ndarray, values: np.ndarray, n_labels: int) -> np.ndarray:
     counts = np.bincount(labels, minlength=n_labels + 1).astype(float)
-    sums = np.bincount(labels, weights=values, minlength=n_labels + 1)
+    sums = np.zeros(n_labels + 1)
+    for part in _chunks(values.size):  # bincount copies its weights to float64: chunk them
+        sums += np.bincount(labels[part], weights=values[part], minlength=n_labels + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / counts, np.nan)
 
@@ -304,9 +312,7 @@ def dixon_fat_fraction(
         Voxels with F+W below ``floor_sigma * sigma`` are NaN (noise, not tissue).
     """
     ff = np.empty(np.shape(fat), np.float32)
-    chunk = 1 << 18  # bounded temporaries, whatever the number of voxels
-    for start in range(0, ff.size, chunk):
-        part = slice(start, start + chunk)
+    for part in _chunks(ff.size, 1 << 18):  # bounded temporaries, whatever the number of voxels
         f = np.asarray(fat[part], dtype=np.float32)
         w = np.asarray(water[part], dtype=np.float32)
         total = f + w
@@ -601,6 +607,18 @@ class _LazyValues:
         return self.voxels.values(self.image, part)
 
 
+def background_sample(lab: np.ndarray, labelled: int, target: int = 200_000) -> np.ndarray:
+    """Flat (C-order) indices of about ``target`` unlabelled voxels of a region, evenly spaced.
+
+    Every k-th voxel is looked at and the unlabelled ones kept (k from the known number of
+    unlabelled voxels), so no index of the whole background is ever built.
+    """
+    flat = lab.ravel()
+    step = max((flat.size - labelled) // target, 1)
+    candidates = np.arange(0, flat.size, step, dtype=np.int64)
+    return candidates[flat[candidates] == 0]
+
+
 def _region(boxes: list, shape: tuple[int, ...], pad: tuple[int, ...]) -> tuple[slice, ...]:
     starts = [min(b[i].start for b in boxes if b is not None) for i in range(3)]
     stops = [max(b[i].stop for b in boxes if b is not None) for i in range(3)]
@@ -641,17 +659,18 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
     shell[~is_muscle[shell]] = 0
 
     labelled = VoxelSet(np.flatnonzero(lab), region, study.shape)
-    lab_flat = lab.ravel()[labelled.index].astype(np.intp)
+    lab_flat = lab.ravel()[labelled.index]  # compact dtype (uint8): 1 byte per voxel
     core_flat = core.ravel()[labelled.index]
     shell_voxels = VoxelSet(np.flatnonzero(shell), region, study.shape)
-    shell_lab = shell.ravel()[shell_voxels.index].astype(np.intp)
+    shell_lab = shell.ravel()[shell_voxels.index]
     del core, shell
 
     def gather(role: str, voxels: VoxelSet) -> np.ndarray:
-        return voxels.values(study.images[role])
+        # float32 whatever the storage: loaded images may keep their 16-bit integers.
+        return voxels.values(study.images[role]).astype(np.float32, copy=False)
 
     voxels = np.bincount(lab_flat, minlength=n + 1)
-    core_count = np.bincount(lab_flat, weights=core_flat, minlength=n + 1).astype(int)
+    core_count = np.bincount(lab_flat[core_flat], minlength=n + 1)
     small_core = (core_count < qset["min_core_voxels"]) & (voxels > 0)
     use_core = core_flat | small_core[lab_flat]
 
@@ -673,8 +692,7 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
         ff_source = "ff_map"
     elif "t1w" in images:
         t1_lab = gather("t1w", labelled)
-        other = np.flatnonzero(lab.ravel() == 0)
-        other = VoxelSet(other[:: max(other.size // 200_000, 1)], region, study.shape)
+        other = VoxelSet(background_sample(lab, len(labelled)), region, study.shape)
         t1_other = gather("t1w", other)
         ff_flat, params = t1w_fat_fraction(t1_lab[is_muscle[lab_flat]], t1_other)
         full = np.full(lab_flat.size, np.nan, np.float32)
@@ -704,7 +722,7 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
                 ff_cols["ff_p90"] = q[:, 1]
             del labels_in, values_in
         qc.extend(
-            _swap_check(study, lab, region, ff_flat, lab_flat, kinds, noise_sigma, qset, gather)
+            _swap_check(study, lab, labelled, ff_flat, lab_flat, kinds, noise_sigma, qset, gather)
         )
 
     # ---- edema
@@ -734,7 +752,7 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
     return MuscleTable(table, qc, reference, noise_sigma)
 
 
-def _swap_check(study, lab, region, ff_flat, lab_flat, kinds, sigma, qset,
+def _swap_check(study, lab, labelled, ff_flat, lab_flat, kinds, sigma, qset,
                 gather) -> list[QCFinding]:  # fmt: skip
     """Subcutaneous fat and marrow must read fatty; otherwise fat and water may be swapped."""
     findings = []
@@ -745,8 +763,7 @@ def _swap_check(study, lab, region, ff_flat, lab_flat, kinds, sigma, qset,
     if values.size:
         readings.append(("reference tissue (marrow/bone)", float(np.median(values))))
     if "fat" in study.images and "water" in study.images:
-        outside = np.flatnonzero(lab.ravel() == 0)
-        outside = VoxelSet(outside[:: max(outside.size // 200_000, 1)], region, study.shape)
+        outside = VoxelSet(background_sample(lab, len(labelled)), labelled.region, study.shape)
         fat, water = gather("fat", outside), gather("water", outside)
         total = fat + water
         floor = 10.0 * sigma if sigma else np.quantile(total, 0.5)
@@ -839,7 +856,7 @@ def _edema(study, labelled, lab_flat, use_core, fatty, ff_flat, shell_voxels, sh
                                 "normal-muscle reference may itself be edematous",
                                 str(study.files.get("stir", ""))))  # fmt: skip
     counts = np.bincount(lab_ok, minlength=n + 1).astype(float)
-    hits = np.bincount(lab_ok, weights=values > threshold, minlength=n + 1)
+    hits = np.bincount(lab_ok[values > threshold], minlength=n + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = np.where(counts > 0, hits / counts, np.nan)
     values -= np.float32(mode)
@@ -847,7 +864,7 @@ def _edema(study, labelled, lab_flat, use_core, fatty, ff_flat, shell_voxels, sh
     np.clip(values, *Z_RANGE, out=values)
     z_median = label_quantiles(lab_ok, values, n, (0.5,), Z_RANGE, Z_BINS)[:, 0]
     shell_counts = np.bincount(shell_lab, minlength=n + 1).astype(float)
-    shell_hits = np.bincount(shell_lab, weights=shell_edema, minlength=n + 1)
+    shell_hits = np.bincount(shell_lab[shell_edema], minlength=n + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         fascial = np.where(shell_counts > 0, shell_hits / shell_counts, np.nan)
     cols = {"edema_fraction": fraction, "edema_z": z_median, "fascial_edema_fraction": fascial,

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -44,9 +45,13 @@ class Study:
         Label map, 0 = background, in the smallest dtype that holds its values.
     affine : ndarray, shape (4, 4)
         Voxel -> world (RAS+, mm) transform of every array.
-    images : dict of str -> ndarray of float32
+    images : dict of str -> ndarray
         Images by role: ``fat``, ``water`` (Dixon magnitudes), ``ff`` (fat fraction 0-1),
-        ``stir`` (arbitrary units), ``t2map`` (ms), ``t1w`` (arbitrary units).
+        ``stir`` (arbitrary units), ``t2map`` (ms), ``t1w`` (arbitrary units). float32, except
+        that an image stored as 8- or 16-bit integers with no scaling in its header keeps its
+        stored integers (a view of the decompressed file: half the memory, no conversion). Cast
+        before arithmetic (``image.astype(np.float32)``): integer sums can overflow. The
+        fat-fraction map is always float32.
     label_info : dict of int -> LabelInfo
         Meaning of every label value present in the map.
     metadata : dict
@@ -378,6 +383,9 @@ except ImportError:  # pragma: no cover - depends on the environment
     _GzipFile = gzip.GzipFile
 
 
+GUNZIP_CHUNK = 1 << 20
+
+
 def _gunzip(data: bytes) -> bytes | bytearray:
     """Decompress gzip data into a buffer sized from the gzip trailer (no growing copies).
 
@@ -390,8 +398,8 @@ def _gunzip(data: bytes) -> bytes | bytearray:
             out = bytearray(size)
             view = memoryview(out)
             filled = 0
-            while filled < size:
-                n = stream.readinto(view[filled:])
+            while filled < size:  # 1 MiB at a time: a larger read is staged in a temporary
+                n = stream.readinto(view[filled : filled + GUNZIP_CHUNK])
                 if not n:
                     break
                 filled += n
@@ -400,7 +408,7 @@ def _gunzip(data: bytes) -> bytes | bytearray:
             if filled < size:
                 raise EOFError("compressed file ended before the end of the data")
             stream.seek(0)
-        return stream.read()
+        return bytearray(stream.read())
 
 
 @dataclass
@@ -430,6 +438,8 @@ def _open_nifti(path: Path) -> _Nifti:
             data = _gunzip(data)
         except Exception as exc:  # zlib, EOFError, isal's errors: say which
             raise StudyError(_describe_read_error(exc), path) from None
+    else:  # a writeable buffer, so that arrays viewing it can be modified in place
+        data = bytearray(data)
     if len(data) < 348:
         raise StudyError(f"the file ends early ({len(data)} bytes; a NIfTI header has 348)", path)
     sizes = {int.from_bytes(data[:4], order) for order in ("little", "big")}
@@ -452,9 +462,28 @@ def _open_nifti(path: Path) -> _Nifti:
     return _Nifti(header, voxels, digest)
 
 
-def _read_nifti(path: Path, qc: list[QCFinding], integer: bool = False) -> _Volume:
-    """Read one NIfTI file into a RAS+ array; every failure is a one-line StudyError."""
-    nifti = _open_nifti(path)
+def _open_all(paths: list[Path]) -> list[_Nifti]:
+    """Open several NIfTI files at once (threads: reading, hashing and gunzip release the GIL).
+
+    Results come back in the order of ``paths``; the first file (in that order) that fails
+    raises its StudyError, so the message does not depend on which thread finished first.
+    """
+    workers = min(len(paths), os.cpu_count() or 1, 4)
+    if workers <= 1:
+        return [_open_nifti(path) for path in paths]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mri_scoring-read") as pool:
+        return list(pool.map(_open_nifti, paths))
+
+
+def _read_nifti(
+    path: Path, qc: list[QCFinding], nifti: _Nifti, storage: str = "float32"
+) -> _Volume:
+    """Turn an opened NIfTI file into a RAS+ array; every failure is a one-line StudyError.
+
+    ``storage`` says what the array holds: ``"float32"`` (scaled values), ``"integer"`` (the
+    stored integers, for label maps) or ``"compact"`` (the stored integers, a view of the
+    decompressed bytes, when the header applies no scaling; float32 otherwise).
+    """
     header = nifti.header
     full_shape = tuple(int(n) for n in header.get_data_shape())
     shape = full_shape[:3] if len(full_shape) == 4 and full_shape[3] == 1 else full_shape
@@ -479,7 +508,7 @@ def _read_nifti(path: Path, qc: list[QCFinding], integer: bool = False) -> _Volu
         raise StudyError("invalid affine in the header (sform/qform): not invertible", path)
     slope, inter = header.get_slope_inter()
     raw_slope = header["scl_slope"]
-    if np.isfinite(raw_slope) and float(raw_slope) == 0.0 and integer is False:
+    if np.isfinite(raw_slope) and float(raw_slope) == 0.0 and storage != "integer":
         qc.append(
             QCFinding(
                 "warning",
@@ -489,9 +518,13 @@ def _read_nifti(path: Path, qc: list[QCFinding], integer: bool = False) -> _Volu
             )
         )
     voxels = nifti.voxels.reshape(shape, order="F")
+    unscaled = (slope is None or slope == 1.0) and (inter is None or inter == 0.0)
+    small_integers = voxels.dtype.kind in "iu" and voxels.dtype.itemsize <= 2
+    keep = storage == "integer" or (storage == "compact" and unscaled and small_integers)
     try:
-        if integer:
-            data = voxels
+        if keep:
+            native = voxels.dtype.newbyteorder("=")
+            data = voxels if voxels.dtype.isnative else voxels.astype(native)
         else:
             data = voxels.astype(np.float32, order="K")
             if slope is not None and slope != 1.0:
@@ -561,7 +594,7 @@ def _integer_labels(volume: _Volume, max_value: int) -> np.ndarray:
         )
     if high == 0:
         raise StudyError("label map is empty: no voxel is labelled", volume.path)
-    return data.astype(_smallest_label_dtype(int(high)))  # a writeable copy, not the file bytes
+    return data.astype(_smallest_label_dtype(int(high)), copy=False)
 
 
 def _smallest_label_dtype(high: int) -> type:
@@ -785,7 +818,10 @@ def load_study(
     resample: bool = False,
     settings: Settings | None = None,
 ) -> Study:
-    """Load a study: every image on the label grid, float32, RAS+, with its label table.
+    """Load a study: every image on the label grid, RAS+, with its label table.
+
+    The files are read, hashed and decompressed concurrently (one thread per file, up to the
+    number of cores); see :class:`Study` for the array types.
 
     Parameters
     ----------
@@ -839,13 +875,18 @@ def load_study(
             found.folder,
         )
 
-    label_volume = _read_nifti(label_path, qc, integer=True)
+    opened = _open_all([label_path, *image_paths.values()])
+    opened.reverse()  # popped in reading order; each buffer is released once converted
+    label_volume = _read_nifti(label_path, qc, opened.pop(), storage="integer")
     hashes = {"labels": label_volume.sha256}
     label_array = _integer_labels(label_volume, settings["load"]["max_label_value"])
     tolerance = settings["load"]["grid_tolerance_mm"]
     images: dict[str, np.ndarray] = {}
     for role, image_path in image_paths.items():
-        volume = _read_nifti(image_path, qc)
+        # Integer images without scaling stay as stored (half the memory of float32); the
+        # fat-fraction map is divided and range-checked, so it is always float32.
+        storage = "float32" if role == "ff" else "compact"
+        volume = _read_nifti(image_path, qc, opened.pop(), storage=storage)
         if not _same_grid(volume, label_volume, tolerance):
             if not resample:
                 raise StudyError(

@@ -237,3 +237,33 @@ def test_duplicate_ids_use_relative_paths(tmp_path):
         write_phantom(tmp_path / group / "p1", "normal", seed=0, shape=(48, 48, 6))
     ids = [s.study_id for s in discover_studies(tmp_path)]
     assert ids == ["siteA_p1", "siteB_p1"]
+
+
+def test_unscaled_integer_images_stay_integer_and_measure_like_float(tmp_path):
+    """16-bit images without header scaling are kept as stored (half the memory of float32):
+    every measure must equal that of the same study converted to float32, and sums of two
+    16-bit images must not overflow anywhere (quantify, report)."""
+    import dataclasses
+
+    from mri_scoring.pipeline import score_study
+
+    folder, _ = write_phantom(tmp_path / "s", "imnm", seed=14, roles=("fat", "water", "stir"))
+    study = load_study(folder)
+    assert {study.images[r].dtype for r in ("fat", "water", "stir")} == {np.dtype(np.int16)}
+    as_float = dataclasses.replace(
+        study, images={r: a.astype(np.float32) for r, a in study.images.items()}
+    )
+    columns = ["ff_median", "ff_p90", "edema_fraction", "fascial_edema_fraction", "volume_ml"]
+    got = score_study(study).muscles[columns].to_numpy(float)
+    expected = score_study(as_float).muscles[columns].to_numpy(float)
+    np.testing.assert_array_equal(got, expected)
+
+    # Fat and water of 20000 each: 40000 does not fit in int16. Flat images have no dark
+    # background, so no noise correction applies and every muscle must read FF 0.5 exactly.
+    high = np.full(study.shape, 20000, np.int16)
+    flat = dataclasses.replace(study, images={"fat": high, "water": high.copy()})
+    result = score_study(flat)
+    muscles = result.muscles[result.muscles["kind"] == "muscle"]
+    np.testing.assert_allclose(muscles["ff_median"], 0.5, atol=1e-3)
+    page = result.save(tmp_path / "out") / "report.html"
+    assert page.is_file()
