@@ -1,7 +1,8 @@
 """Reports: a self-contained HTML page per study, a cohort heat map and index for a batch.
 
-Figures are drawn with matplotlib (Agg) and embedded as PNG data URIs; the HTML has inline CSS,
-no scripts and no external references, so a report opens from a USB stick. Every text that comes
+A study's figures are drawn directly (render.py): charts as inline SVG, image slices as PNG data
+URIs; matplotlib draws only the cohort heat map of a batch. The HTML has inline CSS, no scripts
+and no external references, so a report opens from a USB stick. Every text that comes
 from the input (study ids, label names, file names, messages) is HTML-escaped.
 """
 
@@ -13,15 +14,14 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.colors import ListedColormap
+
+from .render import grey_panel, hex_colour, png_bytes, ramp_rgb, svg_document, svg_text
 
 if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
     from .pipeline import StudyResult
     from .templates import Template
 
@@ -33,6 +33,8 @@ HEATMAP_MEASURES = (
 )
 MAX_CLUSTERED_STUDIES = 2000
 PANEL_PIXELS = 300
+OUTLINE_RGB = (25, 255, 77)
+BAR_COLOURS = {"IMNM": "#1f6fd1", "DM": "#d1621f", "indeterminate": "#aaaaaa"}
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;
 max-width:1200px}
@@ -45,19 +47,17 @@ h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bot
 table{border-collapse:collapse;font-size:12px;margin:8px 0}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f3f3f3}
 td.l,th.l{text-align:left}tr.na td{color:#999}img{max-width:100%}
+table.slices td{border:none;text-align:center;font-size:12px;vertical-align:top}
 .small{font-size:12px;color:#555}
 """
 
 
-def _png(fig: plt.Figure, dpi: int = 90) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def _img(uri: str, alt: str) -> str:
     return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def _png_uri(rgb: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(rgb)).decode("ascii")
 
 
 def _fmt(value: object, digits: int = 3) -> str:
@@ -72,29 +72,52 @@ def _fmt(value: object, digits: int = 3) -> str:
 
 
 def evidence_figure(result: StudyResult) -> str:
-    """Bar chart of each feature's log10 LR contribution; unavailable features greyed."""
+    """Inline SVG bar chart of each feature's log10 LR contribution; unavailable ones greyed."""
     features = result.likelihood.features
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(features) + 1.2))
-    names = [f.id.replace("_", " ") for f in features]
-    values = [f.log10_lr_contribution for f in features]
-    colours = [
-        "#bbbbbb" if not f.available else "#1f6fd1" if v > 0 else "#d1621f"
-        for f, v in zip(features, values, strict=True)
-    ]
-    y = np.arange(len(features))[::-1]
-    ax.barh(y, values, color=colours)
-    for yi, f in zip(y, features, strict=True):
-        if not f.available:
-            ax.text(0.0, yi, "  unavailable", va="center", fontsize=8, color="#777")
-    ax.set_yticks(y, names, fontsize=9)
-    ax.axvline(0, color="#333", lw=0.8)
-    ax.set_xlabel("log10 likelihood-ratio contribution  (← DM | IMNM →)")
-    ax.set_title(f"total log10 LR = {result.likelihood.log10_likelihood_ratio:+.2f}", fontsize=10)
-    return _png(fig)
+    label_width, plot_width, row, top = 250.0, 420.0, 24.0, 30.0
+    values = [f.log10_lr_contribution if f.available else 0.0 for f in features]
+    reach = max([abs(v) for v in values] + [0.5]) * 1.15
+    zero = label_width + plot_width / 2.0
+    scale = plot_width / 2.0 / reach
+    height = top + row * len(features) + 46
+    total = result.likelihood.log10_likelihood_ratio
+    body = [svg_text(zero, 16, f"total log10 LR = {total:+.2f}", 12, "middle")]
+    for i, (feature, value) in enumerate(zip(features, values, strict=True)):
+        y = top + i * row
+        body.append(svg_text(label_width - 8, y + row / 2 + 4, feature.id.replace("_", " "),
+                             11, "end"))  # fmt: skip
+        if not feature.available:
+            body.append(svg_text(zero + 6, y + row / 2 + 4, "unavailable", 10, colour="#777"))
+            continue
+        colour = BAR_COLOURS["IMNM"] if value > 0 else BAR_COLOURS["DM"]
+        x, width = (zero, value * scale) if value >= 0 else (zero + value * scale, -value * scale)
+        body.append(f'<rect x="{x:.1f}" y="{y + 4:.1f}" width="{width:.1f}" '
+                    f'height="{row - 8:.1f}" fill="{colour}"><title>'
+                    f"{html.escape(feature.id)}: {value:+.3f}</title></rect>")  # fmt: skip
+        end = x + width + 4 if value >= 0 else x - 4
+        body.append(svg_text(end, y + row / 2 + 4, f"{value:+.2f}", 10,
+                             "start" if value >= 0 else "end", "#444"))  # fmt: skip
+    bottom = top + row * len(features)
+    body.append(f'<line x1="{zero:.1f}" y1="{top - 4:.1f}" x2="{zero:.1f}" y2="{bottom:.1f}" '
+                'stroke="#333" stroke-width="1"/>')  # fmt: skip
+    magnitude = 10.0 ** np.floor(np.log10(reach / 4.0))
+    step = next(m * magnitude for m in (1.0, 2.0, 5.0, 10.0) if reach / (m * magnitude) <= 4)
+    for tick in np.arange(-np.floor(reach / step), np.floor(reach / step) + 1) * step:
+        x = zero + tick * scale
+        body.append(f'<line x1="{x:.1f}" y1="{bottom:.1f}" x2="{x:.1f}" y2="{bottom + 4:.1f}" '
+                    'stroke="#333"/>')  # fmt: skip
+        body.append(svg_text(x, bottom + 16, f"{tick:+g}" if tick else "0", 10, "middle"))
+    body.append(svg_text(zero, bottom + 34, "log10 likelihood-ratio contribution "
+                         "(\u2190 DM | IMNM \u2192)", 11, "middle"))  # fmt: skip
+    return svg_document(label_width + plot_width + 40, height, body,
+                        "log10 likelihood-ratio contribution per feature")  # fmt: skip
 
 
 def muscle_heatmap_figure(table: pd.DataFrame) -> str | None:
-    """Muscles x {FF, edema, fascial edema, atrophy}, left and right side by side."""
+    """Inline SVG heat map: muscles x {FF, edema, fascial edema, atrophy}, each side by side.
+
+    Each cell carries its value as a tooltip; grey cells were not measured.
+    """
     rows = table[table["kind"].isin(("muscle", "group"))].copy()
     if rows.empty:
         return None
@@ -105,18 +128,39 @@ def muscle_heatmap_figure(table: pd.DataFrame) -> str | None:
     for measure, label, low, high in HEATMAP_MEASURES:
         for side in sides:
             part = rows[rows["side"] == side].set_index("muscle")[measure].astype(float)
-            part = part[~part.index.duplicated()]
-            matrix.append(((part.reindex(order) - low) / (high - low)).to_numpy())
-            columns.append(f"{label}\n{side or 'n/a'}")
-    data = np.array(matrix).T
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(columns), 0.28 * len(order) + 1.6))
-    cmap = plt.get_cmap("magma_r").with_extremes(bad="#e8e8e8")
-    image = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap=cmap, vmin=0, vmax=1)
-    ax.set_yticks(range(len(order)), [m.replace("_", " ") for m in order], fontsize=8)
-    ax.set_xticks(range(len(columns)), columns, fontsize=7, rotation=90)
-    fig.colorbar(image, ax=ax, fraction=0.04, label="scaled 0-1 (FF: 0-0.8)")
-    ax.set_title("per-muscle heat map (grey: not measured)", fontsize=10)
-    return _png(fig)
+            part = part[~part.index.duplicated()].reindex(order).to_numpy()
+            matrix.append((part, (part - low) / (high - low)))
+            columns.append((label, side or "n/a"))
+    label_width, cell_w, cell_h, top = 190.0, 44.0, 17.0, 58.0
+    body = []
+    for c, (label, side) in enumerate(columns):
+        x = label_width + c * cell_w
+        if c % len(sides) == 0:
+            body.append(svg_text(x + cell_w * len(sides) / 2, 14, label, 11, "middle"))
+        body.append(svg_text(x + cell_w / 2, top - 8, side, 10, "middle", "#555"))
+    for r, muscle in enumerate(order):
+        y = top + r * cell_h
+        body.append(svg_text(label_width - 6, y + cell_h - 4, muscle.replace("_", " "), 11,
+                             "end"))  # fmt: skip
+        for c, (raw, scaled) in enumerate(matrix):
+            value = raw[r]
+            tip = f"{muscle} {columns[c][1]}, {columns[c][0]}: " + (
+                f"{value:.3f}" if np.isfinite(value) else "not measured"
+            )
+            body.append(f'<rect x="{label_width + c * cell_w:.1f}" y="{y:.1f}" '
+                        f'width="{cell_w - 1:.1f}" height="{cell_h - 1:.1f}" '
+                        f'fill="{hex_colour(ramp_rgb(scaled[r]))}"><title>{html.escape(tip)}'
+                        "</title></rect>")  # fmt: skip
+    legend_y = top + len(order) * cell_h + 14
+    steps = 40
+    for i in range(steps):
+        body.append(f'<rect x="{label_width + i * 4:.1f}" y="{legend_y:.1f}" width="4.5" '
+                    f'height="10" fill="{hex_colour(ramp_rgb(i / (steps - 1)))}"/>')  # fmt: skip
+    body.append(svg_text(label_width - 6, legend_y + 9, "0", 10, "end"))
+    body.append(svg_text(label_width + steps * 4 + 6, legend_y + 9,
+                         "1 (FF: 0.8); grey: not measured", 10))  # fmt: skip
+    width = label_width + len(columns) * cell_w + 20
+    return svg_document(width, legend_y + 24, body, "per-muscle heat map")
 
 
 def _outline(labels: np.ndarray) -> np.ndarray:
@@ -139,11 +183,12 @@ def _ff_slice(study, step: int):
         return None
     fat, water = study.images["fat"], study.images["water"]
     # Air is pure noise whose ratio is meaningless: below a tenth of bright tissue, show black.
-    floor = 0.1 * float(np.nanpercentile(fat[::4, ::4, ::2] + water[::4, ::4, ::2], 99))
+    sample = fat[::4, ::4, ::2].astype(np.float32) + water[::4, ::4, ::2]
+    floor = 0.1 * float(np.nanpercentile(sample, 99))
 
     def ff(k: int) -> np.ndarray:
-        f, w = fat[::step, ::step, k], water[::step, ::step, k]
-        total = f + w
+        f = fat[::step, ::step, k].astype(np.float32)  # stored integers may be 16-bit
+        total = f + water[::step, ::step, k]
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(total > floor, f / total, 0.0)
 
@@ -151,53 +196,69 @@ def _ff_slice(study, step: int):
 
 
 def _display_range(study, image: np.ndarray) -> tuple[float, float]:
-    sample = image[::2, ::2, ::2][study.labels[::2, ::2, ::2] > 0]
+    sample = image[::2, ::2, ::2][study.labels[::2, ::2, ::2] > 0].astype(np.float32)
     sample = sample[np.isfinite(sample)]
     return 0.0, (float(np.percentile(sample, 99.5)) * 1.2 if sample.size else 1.0)
 
 
-def slice_figure(study) -> str | None:
-    """Proximal, mid and distal slices: outlines over the FF map and over STIR / T2 (or T1w)."""
+def slice_panels(study) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
+    """Proximal, mid and distal slices with segmentation outlines, as RGB panels.
+
+    One row over the FF map and one over STIR or the T2 map (the T1w image when that is all
+    there is). Each panel is about ``PANEL_PIXELS`` wide: larger images are strided, smaller
+    ones enlarged by whole pixels.
+
+    Returns
+    -------
+    list of (row title, [(caption, RGB array), ...])
+    """
     labelled = np.flatnonzero(study.labels.any(axis=(0, 1)))
     if labelled.size == 0:
-        return None
+        return []
     levels = np.linspace(labelled.max(), labelled.min(), 5)[1:4].round().astype(int)
-    # A panel is ~300 pixels wide: drawing more voxels than that only costs time.
-    step = max(int(np.ceil(max(study.shape[:2]) / PANEL_PIXELS)), 1)
-    panels = []
+    largest = max(study.shape[:2])
+    step = max(int(np.ceil(largest / PANEL_PIXELS)), 1)
+    zoom = max(PANEL_PIXELS // largest, 1)
+    rows = []
     ff = _ff_slice(study, step)
     if ff is not None:
-        panels.append(("fat fraction", ff, (0.0, 1.0)))
+        rows.append(("fat fraction (0-1)", ff, (0.0, 1.0)))
     for role, title in (("stir", "STIR"), ("t2map", "water T2 (ms)"), ("t1w", "T1-weighted")):
-        if role in study.images and (role != "t1w" or not panels):
+        if role in study.images and (role != "t1w" or not rows):
             image = study.images[role]
-            panels.append(
+            rows.append(
                 (title, lambda k, im=image: im[::step, ::step, k], _display_range(study, image))
             )
             break
-    if not panels:
+    out = []
+    for title, slice_of, (low, high) in rows:
+        panels = []
+        for k, name in zip(levels, ("proximal", "mid", "distal"), strict=True):
+            outline = _outline(study.labels[::step, ::step, k])
+            rgb = grey_panel(slice_of(k), low, high, outline, OUTLINE_RGB, zoom)
+            panels.append((f"{name} (slice {k})", rgb))
+        out.append((title, panels))
+    return out
+
+
+def slice_figure(study) -> str | None:
+    """HTML table of the slice panels (PNG data URIs) with captions, or None."""
+    rows = slice_panels(study)
+    if not rows:
         return None
-    fig, axes = plt.subplots(len(panels), 3, figsize=(11, 3.3 * len(panels)), squeeze=False)
-    overlay = ListedColormap([(0, 0, 0, 0), (0.1, 1.0, 0.3, 0.9)])
-    for row, (title, slice_of, (low, high)) in enumerate(panels):
-        for col, (k, name) in enumerate(zip(levels, ("proximal", "mid", "distal"), strict=True)):
-            ax = axes[row, col]
-            ax.imshow(np.nan_to_num(slice_of(k)).T, origin="lower", cmap="gray", vmin=low,
-                      vmax=high, interpolation="nearest")  # fmt: skip
-            ax.imshow(_outline(study.labels[::step, ::step, k]).T.astype(float), origin="lower",
-                      cmap=overlay, vmin=0, vmax=1, interpolation="nearest")  # fmt: skip
-            ax.set_title(f"{title}, {name} (slice {k})", fontsize=9)
-            ax.set_axis_off()
-    fig.text(
-        0.5,
-        0.0,
-        "neurological view: world x (RAS+) increases to the right, so the "
-        "patient's right thigh is on the right of each panel",
-        ha="center",
-        fontsize=8,
+    cells = []
+    for title, panels in rows:
+        tds = "".join(
+            f"<td class=panel>{_img(_png_uri(rgb), f'{title}, {caption}')}"
+            f"<br>{html.escape(title)}, {html.escape(caption)}</td>"
+            for caption, rgb in panels
+        )
+        cells.append(f"<tr>{tds}</tr>")
+    return (
+        "<table class=slices>" + "".join(cells) + "</table><p class=small>Neurological view: "
+        "world x (RAS+) increases to the right, so the patient's right thigh is on the right "
+        "of each panel; anterior at the top; segmentation outlines in green.</p>"
     )
-    fig.tight_layout()
-    return _png(fig, dpi=80)
 
 
 # --------------------------------------------------------------------------- study page
@@ -273,18 +334,15 @@ def study_report_html(result: StudyResult) -> str:
     if like.notes:
         parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in like.notes) + "</ul>")
     parts.append("<h2>Evidence per feature</h2>")
-    parts.append(_img(evidence_figure(result), "log10 likelihood-ratio contribution per feature"))
+    parts.append(evidence_figure(result))
     parts.append(_evidence_table(result))
     heatmap = muscle_heatmap_figure(result.muscles)
     if heatmap:
-        parts.append("<h2>Per-muscle heat map</h2>" + _img(heatmap, "per-muscle heat map"))
+        parts.append("<h2>Per-muscle heat map</h2>" + heatmap)
     if result.study is not None:
         slices = slice_figure(result.study)
         if slices:
-            parts.append(
-                "<h2>Slices with the segmentation</h2>"
-                + _img(slices, "proximal, mid and distal slices with outlines")
-            )
+            parts.append("<h2>Slices with the segmentation</h2>" + slices)
     parts.append("<h2>Per-muscle measures</h2>" + _muscle_table(result.muscles))
     inputs = "".join(
         f"<li>{esc(role)}: {esc(v['file'])} <span class=small>sha256 "
@@ -314,9 +372,22 @@ def cohort_matrix(out: Path, study_ids: list[str], measure: str) -> pd.DataFrame
     return pd.DataFrame(rows).T
 
 
-def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) -> plt.Figure:
+def _pyplot():
+    """matplotlib's pyplot on the Agg back end (imported only for the cohort figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) -> Figure:
     """Cohort heat map: studies (rows, clustered) x muscles, FF and edema, call as a side bar."""
+    from matplotlib.colors import ListedColormap
     from scipy.cluster.hierarchy import leaves_list, linkage
+
+    plt = _pyplot()
 
     muscles = sorted(set(ff.columns) | set(edema.columns))
     ff = ff.reindex(index=summary["study_id"], columns=muscles)
@@ -342,7 +413,7 @@ def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) 
     axes[0].imshow(
         np.array([[colour.get(c, 2)] for c in calls]),
         aspect="auto",
-        cmap=ListedColormap(["#1f6fd1", "#d1621f", "#aaaaaa"]),
+        cmap=ListedColormap([BAR_COLOURS[c] for c in ("IMNM", "DM", "indeterminate")]),
         vmin=0,
         vmax=2,
     )
@@ -385,7 +456,7 @@ def write_cohort_report(out: Path, summary: pd.DataFrame, template: Template) ->
     )
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     atomic_write(out / "cohort_heatmap.png", buffer.getvalue())
     esc = html.escape
     rows = []

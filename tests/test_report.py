@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import mri_scoring as ms
 from mri_scoring import phantom
+from mri_scoring.render import MAGMA_R, grey_panel, png_bytes, ramp_rgb
+from mri_scoring.report import OUTLINE_RGB, evidence_figure, muscle_heatmap_figure
 
 SHAPE = (96, 96, 16)
 SECTIONS = [
@@ -44,8 +50,15 @@ def test_report_sections_and_embedded_figures(tmp_path, roles):
     page = _html(_report(study), tmp_path)
     for section in SECTIONS:
         assert f"<h2>{section}</h2>" in page, section
-    figures = re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{200,}"', page)
-    assert len(figures) >= 3  # evidence, heat map, slices
+    svgs = re.findall(r"<svg role=\"img\"[^>]*><title>([^<]*)</title>", page)
+    assert svgs == ["log10 likelihood-ratio contribution per feature", "per-muscle heat map"]
+    panels = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]{200,})"', page)
+    assert len(panels) == (6 if len(roles) > 1 else 3)  # FF row and STIR/T2 row, or one row
+    for panel in panels:
+        image = np.asarray(Image.open(io.BytesIO(base64.b64decode(panel))))
+        assert image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) >= 200
+        outline = np.all(image == OUTLINE_RGB, axis=2)
+        assert 0.002 < outline.mean() < 0.3  # segmentation outlines drawn, image not swamped
     assert "Research software" in page and "Not a diagnostic device" in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page)
     assert "<script" not in page.lower() and "<link" not in page.lower()
@@ -88,3 +101,69 @@ def test_no_report_option_skips_reports(tmp_path):
     )
     assert result.exit_code == 0
     assert not (tmp_path / "o" / "report.html").exists()
+
+
+def test_png_encoder_round_trips_through_an_independent_decoder():
+    rng = np.random.default_rng(5)
+    for shape in ((1, 1, 3), (7, 13, 3), (300, 280, 3)):
+        rgb = rng.integers(0, 256, shape, dtype=np.uint8)
+        decoded = np.asarray(Image.open(io.BytesIO(png_bytes(rgb))).convert("RGB"))
+        np.testing.assert_array_equal(decoded, rgb)
+    with pytest.raises(ValueError, match="expected an"):
+        png_bytes(np.zeros((4, 4), np.uint8))
+
+
+def test_panel_orientation_scaling_and_zoom():
+    """Anterior (high y) at the top, world x to the right, grey from low to high, outline on top."""
+    image = np.zeros((4, 3), np.float32)  # (x, y)
+    image[0, 2] = 10.0  # lowest x, highest y: top-left
+    image[3, 0] = 5.0  # highest x, lowest y: bottom-right, half grey
+    outline = np.zeros((4, 3), bool)
+    outline[1, 1] = True
+    rgb = grey_panel(image, 0.0, 10.0, outline, (0, 255, 0), zoom=2)
+    assert rgb.shape == (6, 8, 3)
+    assert (rgb[0:2, 0:2] == 255).all() and (rgb[4:6, 6:8] == 128).all()
+    assert (rgb[2:4, 2:4] == (0, 255, 0)).all()  # x = 1, y = 1: middle row, second column
+    assert (rgb[0:2, 2:8] == 0).all()
+
+
+def test_colour_ramp_ends_and_missing_values():
+    colours = ramp_rgb(np.array([0.0, 1.0, np.nan, -3.0, 7.0]))
+    np.testing.assert_array_equal(colours[0], MAGMA_R[0])
+    np.testing.assert_array_equal(colours[1], MAGMA_R[-1])
+    assert tuple(colours[2]) == (232, 232, 232)
+    np.testing.assert_array_equal(colours[3], colours[0])  # clipped
+    np.testing.assert_array_equal(colours[4], colours[1])
+    darkness = ramp_rgb(np.linspace(0, 1, 50)).astype(int).sum(axis=1)
+    assert (np.diff(darkness) <= 0).all()  # higher values never look lighter
+
+
+def test_evidence_bars_follow_the_contributions(tmp_path):
+    result = ms.score_study(phantom.make_study("dm", seed=88, shape=SHAPE, roles=("ff",)))
+    svg = evidence_figure(result)
+    bars = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" height="[\d.]+" '
+                      r'fill="(#\w+)"><title>([a-z_]+): ([+-][\d.]+)</title>', svg)  # fmt: skip
+    available = [f for f in result.likelihood.features if f.available]
+    assert [b[3] for b in bars] == [f.id for f in available]
+    assert svg.count(">unavailable<") == len(result.likelihood.features) - len(available) > 0
+    widths = {b[3]: float(b[1]) for b in bars}
+    contributions = {f.id: f.log10_lr_contribution for f in available}
+    longest = max(contributions, key=lambda k: abs(contributions[k]))
+    scale = widths[longest] / abs(contributions[longest])  # pixels per log10 unit
+    for feature, value in contributions.items():  # proportional, to the 0.1 px written
+        assert abs(widths[feature] - scale * abs(value)) <= 0.1
+    for _, _, colour, feature, _ in bars:
+        assert colour == ("#1f6fd1" if contributions[feature] > 0 else "#d1621f")
+
+
+def test_heatmap_cells_carry_the_measured_values():
+    result = ms.score_study(phantom.make_study("imnm", seed=89, shape=SHAPE))
+    svg = muscle_heatmap_figure(result.muscles)
+    cells = re.findall(r'fill="(#[0-9a-f]{6})"><title>([a-z_]+) (left|right), fat fraction: '
+                       r"([\d.]+)</title>", svg)  # fmt: skip
+    table = result.muscles.set_index(["muscle", "side"])
+    assert len(cells) == int((result.muscles["kind"] == "muscle").sum())
+    for colour, muscle, side, value in cells:
+        measured = float(table.loc[(muscle, side), "ff_median"])
+        assert abs(float(value) - measured) <= 5e-4 + 1e-12  # written with 3 decimals
+        assert colour == "#{:02x}{:02x}{:02x}".format(*ramp_rgb(measured / 0.8))

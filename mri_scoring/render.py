@@ -1,0 +1,113 @@
+"""Drawing for the study report without a plotting library: PNG encoding, a colour ramp, SVG.
+
+A study report needs three kinds of figure: image slices with outlines (pixels: PNG), a bar
+chart and a heat map (shapes and text: SVG, crisp at any zoom and searchable). Drawing them
+directly costs a few milliseconds; importing and running matplotlib for them cost about a second
+per study, more than measuring the study (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import html
+import struct
+import zlib
+
+import numpy as np
+
+# "magma" reversed (light = low, dark = high), sampled at 9 evenly spaced points; the colour
+# map of van der Walt & Smith (CC0), as in matplotlib, so reports and the cohort figure agree.
+MAGMA_R = np.array(
+    [(252, 253, 191), (254, 194, 135), (251, 135, 97), (229, 80, 100), (181, 54, 122),
+     (129, 37, 129), (79, 18, 123), (28, 16, 68), (0, 0, 4)],
+    dtype=float,
+)  # fmt: skip
+MISSING_RGB = (232, 232, 232)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """Encode an (H, W, 3) uint8 array as a PNG file (8-bit RGB, no filtering, zlib level 6).
+
+    Parameters
+    ----------
+    rgb : ndarray of uint8, shape (H, W, 3)
+        Rows top to bottom.
+
+    Returns
+    -------
+    bytes
+        The PNG file.
+    """
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 1:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {rgb.shape}")
+    height, width = rgb.shape[:2]
+    rows = np.zeros((height, 1 + 3 * width), np.uint8)  # filter byte 0 ("none") per row
+    rows[:, 1:] = rgb.reshape(height, 3 * width)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def ramp_rgb(values: np.ndarray) -> np.ndarray:
+    """Colours of values in [0, 1] on the reversed magma ramp; NaN gets light grey.
+
+    Returns
+    -------
+    ndarray of uint8, shape values.shape + (3,)
+    """
+    values = np.asarray(values, dtype=float)
+    missing = ~np.isfinite(values)
+    position = np.clip(np.nan_to_num(values), 0.0, 1.0) * (len(MAGMA_R) - 1)
+    low = np.minimum(position.astype(int), len(MAGMA_R) - 2)
+    weight = (position - low)[..., None]
+    rgb = MAGMA_R[low] * (1.0 - weight) + MAGMA_R[low + 1] * weight
+    rgb[missing] = MISSING_RGB
+    return np.round(rgb).astype(np.uint8)
+
+
+def hex_colour(rgb) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
+
+
+def grey_panel(image: np.ndarray, low: float, high: float, outline: np.ndarray,
+               outline_rgb: tuple[int, int, int], zoom: int) -> np.ndarray:  # fmt: skip
+    """An (x, y) slice as an RGB panel: grey levels from ``low`` to ``high``, outline pixels in
+    colour, anterior (high y) at the top, world x increasing to the right, each voxel ``zoom``
+    pixels wide.
+    """
+    scaled = (np.nan_to_num(image.astype(np.float32)) - low) / max(high - low, 1e-12)
+    grey = (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    rgb[outline] = outline_rgb
+    rgb = rgb.transpose(1, 0, 2)[::-1]  # rows: y from anterior (top) to posterior
+    if zoom > 1:
+        rgb = np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1)
+    return rgb
+
+
+def svg_text(x: float, y: float, text: str, size: int = 11, anchor: str = "start",
+             colour: str = "#222", extra: str = "") -> str:  # fmt: skip
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" '
+        f'fill="{colour}"{extra}>{html.escape(text)}</text>'
+    )
+
+
+def svg_document(width: float, height: float, body: list[str], title: str) -> str:
+    """An inline SVG element with an accessible title."""
+    return (
+        f'<svg role="img" width="{width:.0f}" '
+        f'height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
+        f'font-family="Helvetica,Arial,sans-serif"><title>{html.escape(title)}</title>'
+        + "".join(body)
+        + "</svg>"
+    )
