@@ -196,10 +196,14 @@ def batch(
     )
 
     from .errors import MriScoringError
-    from .pipeline import score_batch
+    from .workers import start_worker_server
 
     if not root.is_dir():
         raise _fail(f"{root}: not a folder", 2)
+    if engine.value == "processes" and workers > 1:
+        start_worker_server()  # the workers' imports then overlap with this process's
+    from .pipeline import score_batch
+
     columns = (
         TextColumn("[bold]scoring"),
         BarColumn(),

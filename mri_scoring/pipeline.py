@@ -20,7 +20,6 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata as importlib_metadata
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,10 @@ from .grading import grade, pooled_tables
 from .likelihood import Likelihood, combine
 from .match import involved_muscles, match
 from .quantify import MUSCLE_COLUMNS, quantify
+from .report import cohort_values, read_cohort_values, study_report_html, write_cohort_report
 from .study import Study, StudyFiles, discover_studies, load_study, sanitise_id
 from .templates import Template, load_template
+from .workers import start_worker_server, worker_context
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +188,6 @@ class StudyResult:
         atomic_write(out / "muscles_pooled.tsv", table_text(per_muscle))
         atomic_write(out / "groups.tsv", table_text(per_group))
         if report:
-            from .report import study_report_html
-
             atomic_write(out / "report.html", study_report_html(self))
         document = json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False)
         atomic_write(out / "score.json", document + "\n")
@@ -267,6 +266,7 @@ class BatchOptions:
     labels: str = "auto"
     resample: bool = False
     report: bool = True
+    read_threads: int | None = None  # files each study reads at once (None: one per core)
 
 
 @dataclass
@@ -278,6 +278,7 @@ class Outcome:
     summary: dict[str, Any] | None = None
     error: str = ""
     skipped: bool = False
+    cohort: dict[str, dict[str, float]] | None = None  # for the cohort heat map (with reports)
 
 
 def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
@@ -285,11 +286,13 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
     try:
         target = study_out_dir(out, files.study_id)
         result = score_study(load_study(files, labels=options.labels, resample=options.resample,
-                                        settings=options.settings),
+                                        settings=options.settings,
+                                        read_threads=options.read_threads),
                              settings=options.settings, template=options.template,
                              prior=options.prior)  # fmt: skip
         result.save(target, report=options.report)
-        return Outcome(files.study_id, str(files.folder), result.summary_row())
+        cohort = cohort_values(result.muscles.to_dict("records")) if options.report else None
+        return Outcome(files.study_id, str(files.folder), result.summary_row(), cohort=cohort)
     except MriScoringError as exc:
         return Outcome(files.study_id, str(files.folder), error=str(exc))
     except MemoryError:
@@ -332,18 +335,6 @@ def completed_summary(folder: Path, options: BatchOptions) -> dict[str, Any] | N
         return None
 
 
-def _worker_context():
-    """Worker processes fork from a server that has already imported the pipeline (fast start,
-    no inherited threads); where fork is unavailable, spawn."""
-    import multiprocessing
-
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = get_context("forkserver")
-        context.set_forkserver_preload(["mri_scoring.pipeline", "mri_scoring.report"])
-        return context
-    return get_context("spawn")
-
-
 def run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, workers: int,
                   report: Callable[[Outcome], None],
                   task: Callable[[StudyFiles, Path, BatchOptions], Outcome] = score_one,
@@ -355,7 +346,7 @@ def run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, work
     worker fails; the rest of the queue continues in a new pool.
     """
     queue = deque(todo)
-    context = _worker_context()
+    context = worker_context()
     while queue:
         suspects: list[StudyFiles] = []
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -476,8 +467,12 @@ def score_batch(
     root, out = Path(root), Path(out)
     if engine not in ("processes", "dask"):
         raise MriScoringError(f"--engine must be 'processes' or 'dask', got {engine!r}")
+    if engine == "processes" and workers > 1:
+        start_worker_server()  # its imports overlap with discovery and the resume checks
+    # Parallel studies use the cores: each then reads its files one at a time.
+    parallel = workers > 1 or engine == "dask"
     options = BatchOptions(settings or load_settings(), template or load_template(), prior,
-                           labels, resample, report)  # fmt: skip
+                           labels, resample, report, 1 if parallel else None)  # fmt: skip
     studies = [s for s in discover_studies(root) if not _inside(s.folder, out)]
     for study in studies:
         if _inside(out, study.folder):
@@ -488,6 +483,7 @@ def score_batch(
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
     rows: dict[str, dict[str, Any]] = {}
+    cohort: dict[str, dict[str, dict[str, float]]] = {}
     failures: dict[str, Outcome] = {}
     total = len(studies)
     counts = {"done": 0, "failed": 0}
@@ -499,6 +495,8 @@ def score_batch(
             log.warning("%s failed: %s", outcome.study_id, outcome.error)
         else:
             rows[outcome.study_id] = outcome.summary or {}
+            if outcome.cohort is not None:
+                cohort[outcome.study_id] = outcome.cohort
             counts["done"] += 1
         if progress:
             progress(outcome, counts["done"], counts["failed"], total)
@@ -512,7 +510,9 @@ def score_batch(
             except StudyError:
                 summary = None
         if summary is not None:
-            record(Outcome(files.study_id, str(files.folder), summary, skipped=True))
+            folder = study_out_dir(out, files.study_id)
+            cohort = read_cohort_values(folder / "muscles.tsv") if report else None
+            record(Outcome(files.study_id, str(files.folder), summary, skipped=True, cohort=cohort))
         else:
             todo.append(files)
     if todo:
@@ -530,9 +530,7 @@ def score_batch(
     atomic_write(out / "summary.tsv", table_text(summary))
     atomic_write(out / "failures.tsv", table_text(failure_table))
     if report and not summary.empty:
-        from .report import write_cohort_report
-
-        write_cohort_report(out, summary, options.template)
+        write_cohort_report(out, summary, options.template, cohort)
     summary.attrs["failures"] = failure_table
     return summary
 

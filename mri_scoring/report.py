@@ -1,18 +1,19 @@
 """Reports: a self-contained HTML page per study, a cohort heat map and index for a batch.
 
-A study's figures are drawn directly (render.py): charts as inline SVG, image slices as PNG data
-URIs; matplotlib draws only the cohort heat map of a batch. The HTML has inline CSS, no scripts
-and no external references, so a report opens from a USB stick. Every text that comes
+Figures are drawn directly (render.py): charts and heat maps as SVG, image slices and heat-map
+cells as PNG data URIs. The HTML has inline CSS, no scripts and no external references, so a
+report opens from a USB stick. Every text that comes
 from the input (study ids, label names, file names, messages) is HTML-escaped.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
-import io
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,8 +21,6 @@ import pandas as pd
 from .render import grey_panel, hex_colour, png_bytes, ramp_rgb, svg_document, svg_text
 
 if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.figure import Figure
-
     from .pipeline import StudyResult
     from .templates import Template
 
@@ -32,6 +31,8 @@ HEATMAP_MEASURES = (
     ("atrophy_loss", "atrophy (1 - index)", 0.0, 1.0),
 )
 MAX_CLUSTERED_STUDIES = 2000
+COHORT_MAX_ROWS = 3000  # beyond, the cohort heat map averages bands of studies per row
+CALL_ORDER = ("IMNM", "DM", "indeterminate")
 PANEL_PIXELS = 300
 OUTLINE_RGB = (25, 255, 77)
 BAR_COLOURS = {"IMNM": "#1f6fd1", "DM": "#d1621f", "indeterminate": "#aaaaaa"}
@@ -359,105 +360,181 @@ def study_report_html(result: StudyResult) -> str:
 # --------------------------------------------------------------------------- cohort
 
 
-def cohort_matrix(out: Path, study_ids: list[str], measure: str) -> pd.DataFrame:
-    """Studies x muscles (sides averaged) of one measure, read from each ``muscles.tsv``."""
-    rows = {}
-    for study_id in study_ids:
-        path = out / study_id / "muscles.tsv"
-        if not path.is_file():
+COHORT_MEASURES = ("ff_median", "edema_fraction")
+
+
+def cohort_values(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """One study's contribution to the cohort heat map: per muscle, the mean over sides of each
+    of ``COHORT_MEASURES``.
+
+    Parameters
+    ----------
+    rows : iterable of mappings
+        Rows of the study's muscle table (``StudyResult.muscles`` records, or the rows of its
+        ``muscles.tsv`` as read by ``csv.DictReader``; empty cells are missing values).
+
+    Returns
+    -------
+    dict
+        ``{measure: {muscle: mean}}``; muscles with no value are left out.
+    """
+    sums: dict[str, dict[str, list[float]]] = {m: {} for m in COHORT_MEASURES}
+    for row in rows:
+        if row["kind"] not in ("muscle", "group"):
             continue
-        table = pd.read_csv(path, sep="\t", keep_default_na=True)
-        table = table[table["kind"].isin(("muscle", "group"))]
-        rows[study_id] = table.groupby("muscle")[measure].mean()
-    return pd.DataFrame(rows).T
+        for measure in COHORT_MEASURES:
+            value = row.get(measure)
+            value = float(value) if value not in (None, "") else float("nan")
+            if np.isfinite(value):
+                total = sums[measure].setdefault(row["muscle"], [0.0, 0.0])
+                total[0] += value
+                total[1] += 1.0
+    return {m: {k: t[0] / t[1] for k, t in by.items()} for m, by in sums.items()}
 
 
-def _pyplot():
-    """matplotlib's pyplot on the Agg back end (imported only for the cohort figure)."""
-    import matplotlib
+def read_cohort_values(muscles_tsv: Path) -> dict[str, dict[str, float]] | None:
+    """:func:`cohort_values` of a saved ``muscles.tsv`` (None if it cannot be read)."""
+    try:
+        with open(muscles_tsv, encoding="utf-8", newline="") as handle:
+            return cohort_values(csv.DictReader(handle, delimiter="\t"))
+    except (OSError, KeyError, ValueError, csv.Error):
+        return None
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    return plt
+def cohort_order(summary: pd.DataFrame, features: np.ndarray) -> tuple[np.ndarray, str]:
+    """Row order of the cohort heat map and how it was made.
 
-
-def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) -> Figure:
-    """Cohort heat map: studies (rows, clustered) x muscles, FF and edema, call as a side bar."""
-    from matplotlib.colors import ListedColormap
-    from scipy.cluster.hierarchy import leaves_list, linkage
-
-    plt = _pyplot()
-
-    muscles = sorted(set(ff.columns) | set(edema.columns))
-    ff = ff.reindex(index=summary["study_id"], columns=muscles)
-    edema = edema.reindex(index=summary["study_id"], columns=muscles)
-    features = np.hstack(
-        [ff.fillna(ff.mean()).fillna(0).to_numpy(), edema.fillna(edema.mean()).fillna(0).to_numpy()]
-    )
+    Average-linkage hierarchical clustering (Euclidean) of the studies' feature rows up to
+    ``MAX_CLUSTERED_STUDIES`` studies (its cost grows with the square of their number); beyond,
+    studies are ordered by p(IMNM).
+    """
     if 2 < len(summary) <= MAX_CLUSTERED_STUDIES:
+        from scipy.cluster.hierarchy import leaves_list, linkage
+
         order = leaves_list(linkage(features, method="average", metric="euclidean"))
-        how = "hierarchical clustering (average linkage)"
-    else:
-        order = np.argsort(summary["p_imnm"].to_numpy())
-        how = "p(IMNM)" if len(summary) > 2 else "input order"
+        return order, "hierarchical clustering (average linkage)"
+    if len(summary) > 2:
+        return np.argsort(summary["p_imnm"].to_numpy(), kind="stable"), "p(IMNM)"
+    return np.arange(len(summary)), "input order"
+
+
+def _fill_with_column_means(matrix: np.ndarray) -> np.ndarray:
+    """NaNs replaced by their column's mean (0 for a column with no value)."""
+    counts = np.isfinite(matrix).sum(axis=0)
+    means = np.nansum(matrix, axis=0) / np.maximum(counts, 1)
+    return np.where(np.isfinite(matrix), matrix, means)
+
+
+def _bands(matrix: np.ndarray, band: int) -> np.ndarray:
+    """Means of consecutive groups of ``band`` rows (NaN-aware; all-NaN groups stay NaN)."""
+    if band == 1:
+        return matrix
+    rows = -(-matrix.shape[0] // band)
+    padded = np.full((rows * band, matrix.shape[1]), np.nan)
+    padded[: matrix.shape[0]] = matrix
+    grouped = padded.reshape(rows, band, matrix.shape[1])
+    counts = np.isfinite(grouped).sum(axis=1)
+    sums = np.nansum(grouped, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) -> str:
+    """Cohort heat map as an SVG document: studies (rows, clustered) x muscles, FF and edema,
+    with each study's call as a side bar.
+
+    The cells are one embedded PNG per panel (any number of studies costs one image, not one
+    shape per cell); names and legends are SVG text. Beyond ``COHORT_MAX_ROWS`` studies, rows
+    are averaged in consecutive bands of the ordering, and the side bar shows each band's most
+    frequent call.
+    """
+    muscles = sorted(set(ff.columns) | set(edema.columns))
+    ids = summary["study_id"].to_numpy()
+    ff = ff.reindex(index=ids, columns=muscles).to_numpy(float)
+    edema = edema.reindex(index=ids, columns=muscles).to_numpy(float)
+    # Clustering needs complete rows: a missing value counts as its muscle's cohort mean.
+    order, how = cohort_order(summary, np.hstack([_fill_with_column_means(m) for m in (ff, edema)]))
+    band = -(-len(order) // COHORT_MAX_ROWS)
     calls = summary["call"].to_numpy()[order]
-    colour = {"IMNM": 0, "DM": 1, "indeterminate": 2}
-    height = min(0.22 * len(summary) + 2.5, 40)
-    fig, axes = plt.subplots(
-        1,
-        3,
-        figsize=(4 + 0.5 * len(muscles), height),
-        gridspec_kw={"width_ratios": [0.6, len(muscles), len(muscles)]},
-    )
-    axes[0].imshow(
-        np.array([[colour.get(c, 2)] for c in calls]),
-        aspect="auto",
-        cmap=ListedColormap([BAR_COLOURS[c] for c in ("IMNM", "DM", "indeterminate")]),
-        vmin=0,
-        vmax=2,
-    )
-    axes[0].set_xticks([0], ["call"])
-    ids = summary["study_id"].to_numpy()[order]
-    axes[0].set_yticks(range(len(ids)), ids if len(ids) <= 80 else [""] * len(ids), fontsize=7)
-    for ax, matrix, title, top in (
-        (axes[1], ff, "fat fraction", 0.8),
-        (axes[2], edema, "edema fraction", 1.0),
-    ):
-        cmap = plt.get_cmap("magma_r").with_extremes(bad="#e8e8e8")
-        image = ax.imshow(
-            np.ma.masked_invalid(matrix.to_numpy(float)[order]),
-            aspect="auto",
-            cmap=cmap,
-            vmin=0,
-            vmax=top,
-        )
-        ax.set_xticks(
-            range(len(muscles)), [m.replace("_", " ") for m in muscles], rotation=90, fontsize=7
-        )
-        ax.set_yticks([])
-        ax.set_title(title, fontsize=10)
-        fig.colorbar(image, ax=ax, fraction=0.03)
-    fig.suptitle(
-        f"cohort heat map, rows ordered by {how}; blue IMNM, orange DM, grey indeterminate",
-        fontsize=10,
-    )
-    return fig
+    call_codes = np.array([CALL_ORDER.index(c) if c in CALL_ORDER else 2 for c in calls])
+    if band > 1:
+        padded = np.full(-(-len(calls) // band) * band, 2)
+        padded[: len(calls)] = call_codes
+        call_codes = np.array([np.bincount(g, minlength=3).argmax()
+                               for g in padded.reshape(-1, band)])  # fmt: skip
+    rows = len(call_codes)
+    row_px = int(np.clip(900 // max(rows, 1), 1, 14))
+    cell = 14
+    panels = [
+        ("call", None, 1.0),
+        ("fat fraction (0-0.8)", ff, 0.8),
+        ("edema fraction", edema, 1.0),
+    ]
+    show_ids = band == 1 and rows <= 80
+    left = 10.0 + (max(len(str(i)) for i in ids) * 6.2 if show_ids else 0.0)
+    label_height = max(len(m) for m in muscles) * 6.0 + 10 if muscles else 10.0
+    top = 40.0 + label_height
+    body, x = [], left
+    palette = np.array([[int(BAR_COLOURS[c][i : i + 2], 16) for i in (1, 3, 5)]
+                        for c in CALL_ORDER], np.uint8)  # fmt: skip
+    for title, matrix, high in panels:
+        if matrix is None:
+            rgb = palette[call_codes][:, None, :]
+            width = cell
+        else:
+            rgb = ramp_rgb(_bands(matrix[order], band) / high)
+            width = cell * len(muscles)
+            for j, muscle in enumerate(muscles):
+                cx = x + (j + 0.5) * cell + 4
+                turn = f' transform="rotate(-90 {cx:.1f} {top - 6:.1f})"'
+                body.append(svg_text(cx, top - 6, muscle.replace("_", " "), 10, extra=turn))
+        pixels = np.repeat(np.repeat(rgb, row_px, axis=0), cell, axis=1)
+        body.append(f'<image x="{x:.1f}" y="{top:.1f}" width="{width:.1f}" '
+                    f'height="{rows * row_px:.1f}" preserveAspectRatio="none" '
+                    f'href="{_png_uri(pixels)}"/>')  # fmt: skip
+        body.append(svg_text(x + width / 2, 30, title, 11, "middle"))
+        x += width + 16
+    if show_ids:
+        for r, study_id in enumerate(ids[order]):
+            body.append(svg_text(left - 4, top + (r + 0.5) * row_px + 3.5, str(study_id), 9,
+                                 "end"))  # fmt: skip
+    bottom = top + rows * row_px + 16
+    for i in range(40):
+        body.append(f'<rect x="{left + i * 4:.1f}" y="{bottom:.1f}" width="4.5" height="10" '
+                    f'fill="{hex_colour(ramp_rgb(i / 39))}"/>')  # fmt: skip
+    body.append(svg_text(left + 166, bottom + 9, "low to high (grey: not measured); call: blue "
+                         "IMNM, orange DM, grey indeterminate", 10))  # fmt: skip
+    grouping = f"; rows are bands of {band} studies" if band > 1 else ""
+    body.append(svg_text(left, 14, f"{len(ids)} studies, rows ordered by {how}{grouping}", 12))
+    return svg_document(max(x + 10, left + 560), bottom + 24, body, "cohort heat map")
 
 
-def write_cohort_report(out: Path, summary: pd.DataFrame, template: Template) -> None:
-    """Write ``cohort_heatmap.png`` and ``index.html`` for a batch output folder."""
+def write_cohort_report(
+    out: Path,
+    summary: pd.DataFrame,
+    template: Template,
+    values: Mapping[str, dict[str, dict[str, float]]],
+) -> None:
+    """Write ``cohort_heatmap.svg`` and ``index.html`` for a batch output folder.
+
+    ``values`` holds each study's :func:`cohort_values` by study id (studies without are grey).
+    """
     from .files import atomic_write
     from .pipeline import DISCLAIMER
 
     ids = list(summary["study_id"])
-    fig = cohort_figure(
-        summary, cohort_matrix(out, ids, "ff_median"), cohort_matrix(out, ids, "edema_fraction")
+    matrices = [
+        pd.DataFrame.from_dict(
+            {i: values[i][measure] for i in ids if i in values}, orient="index", dtype=float
+        )
+        for measure in COHORT_MEASURES
+    ]
+    figure = cohort_figure(summary, *matrices).replace(
+        "<svg ",
+        '<svg xmlns="http://www.w3.org/2000/svg" ',
+        1,  # a standalone SVG file needs it
     )
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    _pyplot().close(fig)
-    atomic_write(out / "cohort_heatmap.png", buffer.getvalue())
+    atomic_write(out / "cohort_heatmap.svg", '<?xml version="1.0" encoding="UTF-8"?>\n' + figure)
     esc = html.escape
     rows = []
     for _, row in summary.iterrows():
@@ -480,7 +557,7 @@ def write_cohort_report(out: Path, summary: pd.DataFrame, template: Template) ->
         f"</title><style>{CSS}</style></head><body><h1>Cohort: {len(summary)} studies</h1>"
         f"<p class=disclaimer>{esc(DISCLAIMER)}</p>"
         f"<p>Template {esc(template.name)}. Failed studies: {n_failed} (failures.tsv).</p>"
-        "<h2>Cohort heat map</h2><img src='cohort_heatmap.png' alt='cohort heat map'>"
+        "<h2>Cohort heat map</h2><img src='cohort_heatmap.svg' alt='cohort heat map'>"
         "<h2>Studies</h2><table><tr><th class=l>study</th><th class=l>call</th>"
         "<th>p(IMNM)</th><th>log10 LR</th></tr>" + "".join(rows) + "</table></body></html>"
     )

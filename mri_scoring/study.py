@@ -462,13 +462,13 @@ def _open_nifti(path: Path) -> _Nifti:
     return _Nifti(header, voxels, digest)
 
 
-def _open_all(paths: list[Path]) -> list[_Nifti]:
+def _open_all(paths: list[Path], threads: int | None = None) -> list[_Nifti]:
     """Open several NIfTI files at once (threads: reading, hashing and gunzip release the GIL).
 
     Results come back in the order of ``paths``; the first file (in that order) that fails
     raises its StudyError, so the message does not depend on which thread finished first.
     """
-    workers = min(len(paths), os.cpu_count() or 1, 4)
+    workers = min(len(paths), threads or os.cpu_count() or 1)
     if workers <= 1:
         return [_open_nifti(path) for path in paths]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mri_scoring-read") as pool:
@@ -817,6 +817,7 @@ def load_study(
     labels: str = "auto",
     resample: bool = False,
     settings: Settings | None = None,
+    read_threads: int | None = None,
 ) -> Study:
     """Load a study: every image on the label grid, RAS+, with its label table.
 
@@ -834,6 +835,9 @@ def load_study(
         Resample images that are not on the label grid (linear) instead of refusing them.
     settings : Settings, optional
         Default: ``configs/settings.yaml``.
+    read_threads : int, optional
+        Files read at once (default: one per core). A batch running one process per core
+        passes 1: threads then only compete with the other processes.
 
     Returns
     -------
@@ -875,7 +879,7 @@ def load_study(
             found.folder,
         )
 
-    opened = _open_all([label_path, *image_paths.values()])
+    opened = _open_all([label_path, *image_paths.values()], read_threads)
     opened.reverse()  # popped in reading order; each buffer is released once converted
     label_volume = _read_nifti(label_path, qc, opened.pop(), storage="integer")
     hashes = {"labels": label_volume.sha256}

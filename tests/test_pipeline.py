@@ -299,7 +299,7 @@ def test_demo_scores_the_sample_data(tmp_path):
         "sample-ffmap-t2map-dm": "DM",
         "sub-imnm02_ses-01": "IMNM",
     }
-    assert (tmp_path / "index.html").is_file() and (tmp_path / "cohort_heatmap.png").is_file()
+    assert (tmp_path / "index.html").is_file() and (tmp_path / "cohort_heatmap.svg").is_file()
 
 
 @pytest.mark.slow

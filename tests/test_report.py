@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import re
+from xml.etree import ElementTree
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -84,9 +86,50 @@ def test_cohort_index_and_heatmap(tmp_path):
         phantom.write_study(study, root / f"s{i}")
     ms.score_batch(root, tmp_path / "out")
     index = (tmp_path / "out" / "index.html").read_text()
-    assert index.count("/report.html'") == 4 and "cohort_heatmap.png" in index
-    png = (tmp_path / "out" / "cohort_heatmap.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert index.count("/report.html'") == 4 and "cohort_heatmap.svg" in index
+    svg = (tmp_path / "out" / "cohort_heatmap.svg").read_text()
+    root_element = ElementTree.fromstring(svg)  # a well-formed standalone SVG file
+    assert root_element.tag == "{http://www.w3.org/2000/svg}svg"
+    panels = _svg_panels(svg)
+    assert [p.shape[1] for p in panels] == [14, 14 * 22, 14 * 22]  # call bar, FF, edema
+    assert {p.shape[0] for p in panels} == {4 * 14}  # 4 studies, 14 px each
+    for study_id in ("phantom-imnm-83", "phantom-dm-84"):
+        assert f">{study_id}</text>" in svg
+
+
+def _svg_panels(svg: str) -> list[np.ndarray]:
+    uris = re.findall(r'href="data:image/png;base64,([A-Za-z0-9+/=]+)"', svg)
+    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(u))).convert("RGB")) for u in uris]
+
+
+def test_cohort_heatmap_rows_follow_the_order_and_large_cohorts_are_banded():
+    """Rows of the FF panel are the studies in clustering order; 7000 studies become bands of
+    3 (one pixel row each), without study names."""
+    from mri_scoring.report import cohort_figure
+
+    muscles = ["adductor_magnus", "vastus_lateralis"]
+    ids = [f"s{i}" for i in range(6)]
+    ff = pd.DataFrame([[0.05, 0.05], [0.6, 0.1], [0.06, 0.04], [0.62, 0.12], [0.04, 0.06],
+                       [0.58, np.nan]], index=ids, columns=muscles)  # fmt: skip
+    summary = pd.DataFrame({"study_id": ids, "p_imnm": np.linspace(0, 1, 6),
+                            "call": ["DM", "IMNM", "DM", "IMNM", "DM", "IMNM"]})  # fmt: skip
+    _, ff_panel, edema_panel = _svg_panels(cohort_figure(summary, ff, ff.iloc[:, :0]))
+    row_colours = ff_panel[7::14, 7]  # first muscle, middle of each 14-px row
+    fatty = row_colours.astype(int).sum(axis=1) < 500  # dark = high FF
+    assert list(fatty) in ([True] * 3 + [False] * 3, [False] * 3 + [True] * 3)  # kept together
+    assert (edema_panel == (232, 232, 232)).all()  # nothing measured: grey
+
+    many = [f"study-{i}" for i in range(7000)]
+    big = pd.DataFrame({"study_id": many, "p_imnm": np.linspace(0, 1, 7000),
+                        "call": ["IMNM"] * 7000})  # fmt: skip
+    values = pd.DataFrame({"adductor_magnus": np.linspace(0, 0.8, 7000)}, index=many)
+    svg = cohort_figure(big, values, values)
+    call, ff_panel, _ = _svg_panels(svg)
+    assert ff_panel.shape[0] == call.shape[0] == 2334  # ceil(7000 / 3) rows of one pixel
+    assert "bands of 3 studies" in svg and "study-17<" not in svg
+    band_means = np.append(values.to_numpy()[:, 0], [np.nan, np.nan]).reshape(-1, 3)
+    band_means = np.nanmean(band_means, axis=1)  # ordered by p(IMNM), here increasing FF
+    np.testing.assert_array_equal(ff_panel[:, 0], ramp_rgb(band_means / 0.8))
 
 
 def test_no_report_option_skips_reports(tmp_path):
@@ -167,3 +210,22 @@ def test_heatmap_cells_carry_the_measured_values():
         measured = float(table.loc[(muscle, side), "ff_median"])
         assert abs(float(value) - measured) <= 5e-4 + 1e-12  # written with 3 decimals
         assert colour == "#{:02x}{:02x}{:02x}".format(*ramp_rgb(measured / 0.8))
+
+
+def test_cohort_values_from_a_saved_table_equal_those_of_the_result(tmp_path):
+    """Resumed studies feed the cohort heat map from their muscles.tsv: same numbers."""
+    from mri_scoring.report import cohort_values, read_cohort_values
+
+    result = ms.score_study(phantom.make_study("dm", seed=90, shape=(64, 64, 10), roles=("ff",)))
+    folder = result.save(tmp_path / "s", report=False)
+    from_result = cohort_values(result.muscles.to_dict("records"))
+    from_file = read_cohort_values(folder / "muscles.tsv")
+    assert from_file is not None and from_file.keys() == from_result.keys()
+    assert from_result["edema_fraction"] == {}  # no STIR or T2 map: nothing to show
+    muscles = result.muscles[result.muscles["kind"] == "muscle"]
+    assert set(from_file["ff_median"]) == set(muscles["muscle"])
+    for muscle, value in from_result["ff_median"].items():
+        expected = muscles.loc[muscles["muscle"] == muscle, "ff_median"].mean()
+        assert abs(from_file["ff_median"][muscle] - value) < 1e-6
+        assert abs(value - expected) < 1e-12
+    assert read_cohort_values(tmp_path / "missing.tsv") is None
