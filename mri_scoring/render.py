@@ -1,9 +1,9 @@
-"""Drawing for the study report without a plotting library: PNG encoding, a colour ramp, SVG.
+"""Drawing for the reports without a plotting library: PNG encoding, a colour ramp, SVG.
 
-A study report needs three kinds of figure: image slices with outlines (pixels: PNG), a bar
-chart and a heat map (shapes and text: SVG, crisp at any zoom and searchable). Drawing them
-directly costs a few milliseconds; importing and running matplotlib for them cost about a second
-per study, more than measuring the study (benchmarks/README.md).
+The reports need image slices with outlines and heat-map cells (pixels: PNG), a bar chart and
+heat-map labels (shapes and text: SVG, crisp at any zoom and searchable). Drawing them directly
+costs milliseconds; importing and running matplotlib for a study report cost about a second,
+more than measuring the study (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import zlib
 
 import numpy as np
 
-# "magma" reversed (light = low, dark = high), sampled at 9 evenly spaced points; the colour
-# map of van der Walt & Smith (CC0), as in matplotlib, so reports and the cohort figure agree.
+# "magma" reversed (light = low, dark = high), sampled at 9 evenly spaced points: the
+# perceptually uniform colour map of van der Walt & Smith (CC0), as matplotlib ships it.
 MAGMA_R = np.array(
     [(252, 253, 191), (254, 194, 135), (251, 135, 97), (229, 80, 100), (181, 54, 122),
      (129, 37, 129), (79, 18, 123), (28, 16, 68), (0, 0, 4)],

@@ -2,8 +2,8 @@
 
 Figures are drawn directly (render.py): charts and heat maps as SVG, image slices and heat-map
 cells as PNG data URIs. The HTML has inline CSS, no scripts and no external references, so a
-report opens from a USB stick. Every text that comes
-from the input (study ids, label names, file names, messages) is HTML-escaped.
+report opens from a USB stick. Every text that comes from the input (study ids, label names,
+file names, messages) is HTML-escaped.
 """
 
 from __future__ import annotations
