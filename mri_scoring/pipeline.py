@@ -483,7 +483,7 @@ def score_batch(
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
     rows: dict[str, dict[str, Any]] = {}
-    cohort: dict[str, dict[str, dict[str, float]]] = {}
+    cohort_by_study: dict[str, dict[str, dict[str, float]]] = {}
     failures: dict[str, Outcome] = {}
     total = len(studies)
     counts = {"done": 0, "failed": 0}
@@ -496,7 +496,7 @@ def score_batch(
         else:
             rows[outcome.study_id] = outcome.summary or {}
             if outcome.cohort is not None:
-                cohort[outcome.study_id] = outcome.cohort
+                cohort_by_study[outcome.study_id] = outcome.cohort
             counts["done"] += 1
         if progress:
             progress(outcome, counts["done"], counts["failed"], total)
@@ -510,9 +510,9 @@ def score_batch(
             except StudyError:
                 summary = None
         if summary is not None:
-            folder = study_out_dir(out, files.study_id)
-            cohort = read_cohort_values(folder / "muscles.tsv") if report else None
-            record(Outcome(files.study_id, str(files.folder), summary, skipped=True, cohort=cohort))
+            saved = study_out_dir(out, files.study_id) / "muscles.tsv"
+            values = read_cohort_values(saved) if report else None
+            record(Outcome(files.study_id, str(files.folder), summary, skipped=True, cohort=values))
         else:
             todo.append(files)
     if todo:
@@ -530,7 +530,7 @@ def score_batch(
     atomic_write(out / "summary.tsv", table_text(summary))
     atomic_write(out / "failures.tsv", table_text(failure_table))
     if report and not summary.empty:
-        write_cohort_report(out, summary, options.template, cohort)
+        write_cohort_report(out, summary, options.template, cohort_by_study)
     summary.attrs["failures"] = failure_table
     return summary
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -199,6 +200,31 @@ def test_resume_skips_complete_studies_and_redoes_changed_settings(cohort, tmp_p
     changed = ms.config.load_settings({"quantify": {"core_erosion_mm": 3.0}})
     ms.score_batch(cohort, out, report=False, settings=changed)
     assert (out / "p0" / "score.json").stat().st_mtime_ns != stamp
+
+
+def test_resumed_batch_draws_the_same_cohort_heatmap(cohort, tmp_path):
+    """Resumed studies feed the cohort figure from their saved tables: the same picture as a
+    full run (colours within one level: the tables are written with finite precision)."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    def panels(out):
+        svg = (out / "cohort_heatmap.svg").read_text()
+        uris = re.findall(r'href="data:image/png;base64,([A-Za-z0-9+/=]+)"', svg)
+        return [np.asarray(Image.open(io.BytesIO(base64.b64decode(u))), int) for u in uris]
+
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    ms.score_batch(cohort, full)
+    shutil.copytree(full, resumed)
+    shutil.rmtree(resumed / "p1")  # scored again; the other three are read back
+    ms.score_batch(cohort, resumed)
+    expected, got = panels(full), panels(resumed)
+    assert [p.shape for p in got] == [p.shape for p in expected] and len(got) == 3
+    for a, b in zip(expected, got, strict=True):
+        assert np.abs(a - b).max() <= 1
 
 
 def test_process_pool_matches_serial(cohort, tmp_path):
