@@ -102,6 +102,16 @@ def svg_text(x: float, y: float, text: str, size: int = 11, anchor: str = "start
     )
 
 
+def svg_ramp_legend(x: float, y: float, caption: str, steps: int = 40) -> str:
+    """A horizontal colour-ramp legend (160 px wide, 10 px high) with a caption on its right."""
+    swatches = "".join(
+        f'<rect x="{x + i * 4:.1f}" y="{y:.1f}" width="4.5" height="10" '
+        f'fill="{hex_colour(ramp_rgb(i / (steps - 1)))}"/>'
+        for i in range(steps)
+    )
+    return swatches + svg_text(x + steps * 4 + 6, y + 9, caption, 10)
+
+
 def svg_document(width: float, height: float, body: list[str], title: str) -> str:
     """An inline SVG element with an accessible title."""
     return (

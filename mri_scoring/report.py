@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .render import grey_panel, hex_colour, png_bytes, ramp_rgb, svg_document, svg_text
+from .render import (
+    grey_panel,
+    hex_colour,
+    png_bytes,
+    ramp_rgb,
+    svg_document,
+    svg_ramp_legend,
+    svg_text,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import StudyResult
@@ -35,7 +43,8 @@ COHORT_MAX_ROWS = 3000  # beyond, the cohort heat map averages bands of studies 
 CALL_ORDER = ("IMNM", "DM", "indeterminate")
 PANEL_PIXELS = 300
 OUTLINE_RGB = (25, 255, 77)
-BAR_COLOURS = {"IMNM": "#1f6fd1", "DM": "#d1621f", "indeterminate": "#aaaaaa"}
+CALL_RGB = {"IMNM": (31, 111, 209), "DM": (209, 98, 31), "indeterminate": (170, 170, 170)}
+BAR_COLOURS = {call: hex_colour(rgb) for call, rgb in CALL_RGB.items()}
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;
 max-width:1200px}
@@ -153,13 +162,8 @@ def muscle_heatmap_figure(table: pd.DataFrame) -> str | None:
                         f'fill="{hex_colour(ramp_rgb(scaled[r]))}"><title>{html.escape(tip)}'
                         "</title></rect>")  # fmt: skip
     legend_y = top + len(order) * cell_h + 14
-    steps = 40
-    for i in range(steps):
-        body.append(f'<rect x="{label_width + i * 4:.1f}" y="{legend_y:.1f}" width="4.5" '
-                    f'height="10" fill="{hex_colour(ramp_rgb(i / (steps - 1)))}"/>')  # fmt: skip
     body.append(svg_text(label_width - 6, legend_y + 9, "0", 10, "end"))
-    body.append(svg_text(label_width + steps * 4 + 6, legend_y + 9,
-                         "1 (FF: 0.8); grey: not measured", 10))  # fmt: skip
+    body.append(svg_ramp_legend(label_width, legend_y, "1 (FF: 0.8); grey: not measured"))
     width = label_width + len(columns) * cell_w + 20
     return svg_document(width, legend_y + 24, body, "per-muscle heat map")
 
@@ -475,8 +479,7 @@ def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) 
     label_height = max(len(m) for m in muscles) * 6.0 + 10 if muscles else 10.0
     top = 40.0 + label_height
     body, x = [], left
-    palette = np.array([[int(BAR_COLOURS[c][i : i + 2], 16) for i in (1, 3, 5)]
-                        for c in CALL_ORDER], np.uint8)  # fmt: skip
+    palette = np.array([CALL_RGB[c] for c in CALL_ORDER], np.uint8)
     for title, matrix, high in panels:
         if matrix is None:
             rgb = palette[call_codes][:, None, :]
@@ -499,11 +502,8 @@ def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) 
             body.append(svg_text(left - 4, top + (r + 0.5) * row_px + 3.5, str(study_id), 9,
                                  "end"))  # fmt: skip
     bottom = top + rows * row_px + 16
-    for i in range(40):
-        body.append(f'<rect x="{left + i * 4:.1f}" y="{bottom:.1f}" width="4.5" height="10" '
-                    f'fill="{hex_colour(ramp_rgb(i / 39))}"/>')  # fmt: skip
-    body.append(svg_text(left + 166, bottom + 9, "low to high (grey: not measured); call: blue "
-                         "IMNM, orange DM, grey indeterminate", 10))  # fmt: skip
+    body.append(svg_ramp_legend(left, bottom, "low to high (grey: not measured); call: blue "
+                                "IMNM, orange DM, grey indeterminate"))  # fmt: skip
     grouping = f"; rows are bands of {band} studies" if band > 1 else ""
     body.append(svg_text(left, 14, f"{len(ids)} studies, rows ordered by {how}{grouping}", 12))
     return svg_document(max(x + 10, left + 560), bottom + 24, body, "cohort heat map")
