@@ -9,7 +9,7 @@ from __future__ import annotations
 import multiprocessing
 from multiprocessing.context import BaseContext
 
-PRELOAD = ["mri_scoring.pipeline"]
+PRELOAD = ["mri_scoring.pipeline", "mri_scoring._forkserver_warmup"]
 
 
 def worker_context() -> BaseContext:
