@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import struct
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -76,7 +77,8 @@ def ramp_rgb(values: np.ndarray) -> np.ndarray:
     return np.round(rgb).astype(np.uint8)
 
 
-def hex_colour(rgb) -> str:
+def hex_colour(rgb: Sequence[int] | np.ndarray) -> str:
+    """``#rrggbb`` of an RGB triple of 0-255 values."""
     return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
 
 
