@@ -481,6 +481,8 @@ def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) 
     body, x = [], left
     palette = np.array([CALL_RGB[c] for c in CALL_ORDER], np.uint8)
     for title, matrix, high in panels:
+        if matrix is not None and not muscles:
+            continue  # no study had a muscle measure: only the call bar
         if matrix is None:
             rgb = palette[call_codes][:, None, :]
             width = cell

@@ -119,6 +119,9 @@ def test_cohort_heatmap_rows_follow_the_order_and_large_cohorts_are_banded():
     assert list(fatty) in ([True] * 3 + [False] * 3, [False] * 3 + [True] * 3)  # kept together
     assert (edema_panel == (232, 232, 232)).all()  # nothing measured: grey
 
+    without_muscles = cohort_figure(summary, ff.iloc[:0, :0], ff.iloc[:0, :0])
+    assert len(_svg_panels(without_muscles)) == 1  # the call bar only, no empty panels
+
     many = [f"study-{i}" for i in range(7000)]
     big = pd.DataFrame({"study_id": many, "p_imnm": np.linspace(0, 1, 7000),
                         "call": ["IMNM"] * 7000})  # fmt: skip
