@@ -31,6 +31,7 @@ import pandas as pd
 from .anatomy import GROUP, MUSCLE, REFERENCE, groups
 from .config import Settings, load_config_file, load_settings
 from .errors import QCFinding
+from .study import dense_steps
 
 log = logging.getLogger(__name__)
 
@@ -549,8 +550,9 @@ class MuscleTable:
 class VoxelSet:
     """Voxels of a region, given by flat (C-order) indices into the region.
 
-    Region coordinates are computed once; flat indices into the full volume, in the memory order
-    of whichever image is read, are derived from them on demand and cached.
+    Region coordinates are computed once; flat indices into the full volume, for the memory
+    layout of whichever image is read (C, F or any axis order), are derived from them on demand
+    and cached.
     """
 
     def __init__(self, index: np.ndarray, region: tuple[slice, ...],
@@ -565,33 +567,34 @@ class VoxelSet:
         j, k = np.divmod(rest, self.shape[2])
         del rest
         self.ijk = (i.astype(coordinate), j.astype(coordinate), k.astype(coordinate))
-        self._full: dict[str, np.ndarray] = {}
+        self._full: dict[tuple[int, ...], np.ndarray] = {}
 
     def __len__(self) -> int:
         return int(self.index.size)
 
-    def full_index(self, order: str) -> np.ndarray:
-        if order not in self._full:
+    def full_index(self, steps: tuple[int, ...]) -> np.ndarray:
+        """Flat indices of these voxels into an image's memory, given its element steps per
+        axis (:func:`~mri_scoring.study.dense_steps`)."""
+        if steps not in self._full:
             wide = np.int32 if int(np.prod(self.full_shape)) < 2**31 else np.int64
-            starts = [sl.start for sl in self.region]
-            axes = (2, 1, 0) if order == "F" else (0, 1, 2)
-            # Built in place, slowest axis first: one index array, no tree of temporaries.
-            index = self.ijk[axes[0]].astype(wide)
-            index += wide(starts[axes[0]])
-            for axis in axes[1:]:
-                index *= wide(self.full_shape[axis])
-                index += self.ijk[axis]
-                index += wide(starts[axis])
-            self._full[order] = index
-        return self._full[order]
+            index = np.zeros(len(self), wide)
+            for axis, (start, step) in enumerate(zip((sl.start for sl in self.region), steps,
+                                                     strict=True)):  # fmt: skip
+                if step:
+                    term = self.ijk[axis].astype(wide)
+                    term += wide(start)
+                    term *= wide(step)
+                    index += term
+            self._full[steps] = index
+        return self._full[steps]
 
     def values(self, image: np.ndarray, part: slice = slice(None)) -> np.ndarray:
         """The image's values at these voxels (or a slice of them), read in place."""
-        if image.flags.f_contiguous and not image.flags.c_contiguous:
-            return image.ravel(order="F")[self.full_index("F")[part]]
-        if not image.flags.c_contiguous:
-            image = np.ascontiguousarray(image)
-        return image.ravel()[self.full_index("C")[part]]
+        steps = dense_steps(image)
+        if steps is None:  # a flipped or sliced view (never a loaded study's image): copy once
+            image = np.array(image, order="K")
+            steps = dense_steps(image)
+        return image.ravel(order="K")[self.full_index(steps)[part]]
 
     def lazy(self, image: np.ndarray) -> _LazyValues:
         """A view of the image's values at these voxels that reads only the slices asked for."""
@@ -665,9 +668,14 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
     shell_lab = shell.ravel()[shell_voxels.index]
     del core, shell
 
+    # Voxels are read by flat index in each image's own memory layout; an image that is a
+    # flipped or sliced view (never one loaded from files) is copied once into memory order.
+    images = {role: image if dense_steps(image) is not None else np.array(image, order="K")
+              for role, image in study.images.items()}  # fmt: skip
+
     def gather(role: str, voxels: VoxelSet) -> np.ndarray:
         # float32 whatever the storage: loaded images may keep their 16-bit integers.
-        return voxels.values(study.images[role]).astype(np.float32, copy=False)
+        return voxels.values(images[role]).astype(np.float32, copy=False)
 
     voxels = np.bincount(lab_flat, minlength=n + 1)
     core_count = np.bincount(lab_flat[core_flat], minlength=n + 1)
@@ -677,7 +685,6 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
     # ---- fat fraction
     ff_source, noise_sigma = "", None
     ff_flat = None
-    images = study.images
     if "fat" in images and "water" in images:
         noise_sigma = estimate_noise_sigma(images["water"])
         ff_flat = dixon_fat_fraction(

@@ -518,13 +518,21 @@ def _read_nifti(
             )
         )
     voxels = nifti.voxels.reshape(shape, order="F")
+    ornt = nib.orientations.io_orientation(affine)
+    if not np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        # A view of the stored voxels; the conversion below then writes positive strides.
+        voxels = nib.orientations.apply_orientation(voxels, ornt)
+        affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
     unscaled = (slope is None or slope == 1.0) and (inter is None or inter == 0.0)
     small_integers = voxels.dtype.kind in "iu" and voxels.dtype.itemsize <= 2
     keep = storage == "integer" or (storage == "compact" and unscaled and small_integers)
     try:
         if keep:
+            # Flipped storage (e.g. LPS) gives a view with negative strides: copied once here
+            # into memory order, so that every later read can index the voxels directly.
             native = voxels.dtype.newbyteorder("=")
-            data = voxels if voxels.dtype.isnative else voxels.astype(native)
+            as_stored = voxels.dtype.isnative and dense_steps(voxels) is not None
+            data = voxels if as_stored else np.array(voxels, dtype=native, order="K")
         else:
             data = voxels.astype(np.float32, order="K")
             if slope is not None and slope != 1.0:
@@ -533,12 +541,25 @@ def _read_nifti(
                 data += np.float32(inter)
     except MemoryError:
         raise StudyError(f"not enough memory to read an image of shape {shape}", path) from None
-    ornt = nib.orientations.io_orientation(affine)
-    if not np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
-        data = nib.orientations.apply_orientation(data, ornt)
-        affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
     float_storage = nifti.voxels.dtype.kind in "fc"
     return _Volume(data, affine, path, nifti.sha256, float_storage)  # memory order as read
+
+
+def dense_steps(array: np.ndarray) -> tuple[int, ...] | None:
+    """Element steps per axis if the array fills its memory densely with positive strides.
+
+    True of C- and F-ordered arrays and of any axis permutation of them, not of flipped or
+    sliced views. For such an array, element ``idx`` is at position ``sum(idx * steps)`` of
+    ``array.ravel(order="K")`` (a view in memory order). Returns None otherwise.
+    """
+    item = array.itemsize
+    steps = [0 if n == 1 else s // item for s, n in zip(array.strides, array.shape, strict=True)]
+    expected = 1
+    for axis in sorted((a for a, n in enumerate(array.shape) if n > 1), key=lambda a: steps[a]):
+        if array.strides[axis] != expected * item:
+            return None
+        expected *= array.shape[axis]
+    return tuple(steps)
 
 
 def _grid_text(volume: _Volume) -> str:

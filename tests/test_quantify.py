@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from mri_scoring import phantom
 from mri_scoring.config import load_settings
 from mri_scoring.grading import grade, pooled_tables
-from mri_scoring.quantify import label_quantiles, quantify
-from mri_scoring.study import load_study
+from mri_scoring.quantify import VoxelSet, label_quantiles, quantify
+from mri_scoring.study import dense_steps, load_study
 
 from .helpers import reorient_folder
 
@@ -270,3 +270,28 @@ def test_grades_and_pooled_tables(imnm_small):
     quadriceps = per_group.set_index("group").loc["quadriceps"]
     assert hamstrings["ff_median"] > quadriceps["ff_median"] + 0.2
     assert per_muscle.set_index("muscle").loc["adductor_magnus", "sides"] == "left,right"
+
+
+def test_voxel_values_in_any_memory_layout_equal_plain_indexing():
+    """Voxels are read by flat index in each image's own layout: C, F, any axis permutation;
+    flipped or sliced views are read correctly too (through one copy)."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(7, 5, 6)).astype(np.float32)
+    region = (slice(1, 6), slice(0, 4), slice(2, 6))
+    index = rng.choice(5 * 4 * 4, 30, replace=False)
+    voxels = VoxelSet(index, region, base.shape)
+    i, j, k = np.unravel_index(index, (5, 4, 4))
+    expected = base[i + 1, j, k + 2]
+    layouts = {
+        "C": base,
+        "F": np.asfortranarray(base),
+        "permuted": np.ascontiguousarray(base.transpose(2, 0, 1)).transpose(1, 2, 0),
+        "flipped": np.ascontiguousarray(base[::-1])[::-1],
+        "sliced": np.pad(base, 1)[1:-1, 1:-1, 1:-1],
+    }
+    for name, image in layouts.items():
+        np.testing.assert_array_equal(image, base)
+        dense = dense_steps(image) is not None
+        assert dense == (name in ("C", "F", "permuted")), name
+        np.testing.assert_array_equal(voxels.values(image), expected, err_msg=name)
+        np.testing.assert_array_equal(voxels.values(image, slice(3, 9)), expected[3:9])

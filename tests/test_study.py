@@ -10,7 +10,7 @@ import pytest
 
 from mri_scoring import phantom
 from mri_scoring.anatomy import identify_scheme, label_scheme, match_label_name
-from mri_scoring.study import discover_studies, load_study, sanitise_id
+from mri_scoring.study import dense_steps, discover_studies, load_study, sanitise_id
 
 from .helpers import TINY, reorient_folder, write_phantom
 
@@ -71,6 +71,10 @@ def test_random_storage_orientations_give_identical_arrays(tmp_path, reference, 
     np.testing.assert_array_equal(study.labels, loaded.labels)
     for role in loaded.images:
         np.testing.assert_array_equal(study.images[role], loaded.images[role])
+        # Flipped storage is laid out in memory order at load, never left as a view with
+        # negative strides (which every later read would have to copy: 8x slower quantify).
+        assert dense_steps(study.images[role]) is not None, role
+    assert dense_steps(study.labels) is not None
 
 
 def test_bids_with_sessions_and_derivatives(tmp_path, reference):
