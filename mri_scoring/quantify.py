@@ -577,14 +577,16 @@ class VoxelSet:
         axis (:func:`~mri_scoring.study.dense_steps`)."""
         if steps not in self._full:
             wide = np.int32 if int(np.prod(self.full_shape)) < 2**31 else np.int64
-            index = np.zeros(len(self), wide)
-            for axis, (start, step) in enumerate(zip((sl.start for sl in self.region), steps,
-                                                     strict=True)):  # fmt: skip
-                if step:
-                    term = self.ijk[axis].astype(wide)
-                    term += wide(start)
-                    term *= wide(step)
-                    index += term
+            starts = [sl.start for sl in self.region]
+            # A dense layout's steps are products of the faster axes' lengths, so the index is
+            # built in place, slowest axis first (Horner): one array, no temporaries.
+            axes = sorted(range(3), key=lambda axis: -steps[axis])
+            index = self.ijk[axes[0]].astype(wide)
+            index += wide(starts[axes[0]])
+            for axis in axes[1:]:
+                index *= wide(self.full_shape[axis])
+                index += self.ijk[axis]
+                index += wide(starts[axis])
             self._full[steps] = index
         return self._full[steps]
 
