@@ -49,9 +49,9 @@ class Study:
         Images by role: ``fat``, ``water`` (Dixon magnitudes), ``ff`` (fat fraction 0-1),
         ``stir`` (arbitrary units), ``t2map`` (ms), ``t1w`` (arbitrary units). float32, except
         that an image stored as 8- or 16-bit integers with no scaling in its header keeps its
-        stored integers (a view of the decompressed file: half the memory, no conversion). Cast
-        before arithmetic (``image.astype(np.float32)``): integer sums can overflow. The
-        fat-fraction map is always float32.
+        stored integers (a view of the decompressed file: half the memory, no conversion); use
+        :meth:`float_image` for arithmetic, as integer sums can overflow. The fat-fraction map
+        is always float32.
     label_info : dict of int -> LabelInfo
         Meaning of every label value present in the map.
     metadata : dict
@@ -91,6 +91,11 @@ class Study:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(n) for n in self.labels.shape)  # type: ignore[return-value]
+
+    def float_image(self, role: str) -> np.ndarray:
+        """The image of ``role`` as float32: the array itself, or a converted copy when it is
+        kept as stored 16-bit integers (safe for arithmetic; integer sums can overflow)."""
+        return self.images[role].astype(np.float32, copy=False)
 
     @cached_property
     def label_values(self) -> np.ndarray:

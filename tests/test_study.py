@@ -254,6 +254,8 @@ def test_unscaled_integer_images_stay_integer_and_measure_like_float(tmp_path):
     folder, _ = write_phantom(tmp_path / "s", "imnm", seed=14, roles=("fat", "water", "stir"))
     study = load_study(folder)
     assert {study.images[r].dtype for r in ("fat", "water", "stir")} == {np.dtype(np.int16)}
+    water = study.float_image("water")
+    assert water.dtype == np.float32 and np.array_equal(water, study.images["water"])
     as_float = dataclasses.replace(
         study, images={r: a.astype(np.float32) for r, a in study.images.items()}
     )
