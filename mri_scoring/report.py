@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .quantify import estimate_noise_sigma
 from .render import (
     grey_panel,
     hex_colour,
@@ -187,9 +188,11 @@ def _ff_slice(study, step: int):
     if "fat" not in study.images or "water" not in study.images:
         return None
     fat, water = study.images["fat"], study.images["water"]
-    # Air is pure noise whose ratio is meaningless: below a tenth of bright tissue, show black.
+    # Air is pure noise whose ratio is meaningless: show black below a tenth of bright tissue
+    # and below 8 noise sigmas (two Rician magnitudes rarely sum past that: no speckles).
     sample = fat[::4, ::4, ::2].astype(np.float32) + water[::4, ::4, ::2]
-    floor = 0.1 * float(np.nanpercentile(sample, 99))
+    sigma = estimate_noise_sigma(water) or 0.0
+    floor = max(0.1 * float(np.nanpercentile(sample, 99)), 8.0 * sigma)
 
     def ff(k: int) -> np.ndarray:
         f = fat[::step, ::step, k].astype(np.float32)  # stored integers may be 16-bit
