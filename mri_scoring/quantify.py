@@ -31,7 +31,7 @@ import pandas as pd
 from .anatomy import GROUP, MUSCLE, REFERENCE, groups
 from .config import Settings, load_config_file, load_settings
 from .errors import QCFinding
-from .study import dense_steps
+from .study import dense_layout, dense_steps
 
 log = logging.getLogger(__name__)
 
@@ -592,11 +592,8 @@ class VoxelSet:
 
     def values(self, image: np.ndarray, part: slice = slice(None)) -> np.ndarray:
         """The image's values at these voxels (or a slice of them), read in place."""
-        steps = dense_steps(image)
-        if steps is None:  # a flipped or sliced view (never a loaded study's image): copy once
-            image = np.array(image, order="K")
-            steps = dense_steps(image)
-        return image.ravel(order="K")[self.full_index(steps)[part]]
+        image = dense_layout(image)  # a flipped or sliced view is copied (quantify does it once)
+        return image.ravel(order="K")[self.full_index(dense_steps(image))[part]]
 
     def lazy(self, image: np.ndarray) -> _LazyValues:
         """A view of the image's values at these voxels that reads only the slices asked for."""
@@ -672,8 +669,7 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
 
     # Voxels are read by flat index in each image's own memory layout; an image that is a
     # flipped or sliced view (never one loaded from files) is copied once into memory order.
-    images = {role: image if dense_steps(image) is not None else np.array(image, order="K")
-              for role, image in study.images.items()}  # fmt: skip
+    images = {role: dense_layout(image) for role, image in study.images.items()}
 
     def gather(role: str, voxels: VoxelSet) -> np.ndarray:
         # float32 whatever the storage: loaded images may keep their 16-bit integers.

@@ -535,9 +535,7 @@ def _read_nifti(
         if keep:
             # Flipped storage (e.g. LPS) gives a view with negative strides: copied once here
             # into memory order, so that every later read can index the voxels directly.
-            native = voxels.dtype.newbyteorder("=")
-            as_stored = voxels.dtype.isnative and dense_steps(voxels) is not None
-            data = voxels if as_stored else np.array(voxels, dtype=native, order="K")
+            data = dense_layout(voxels, voxels.dtype.newbyteorder("="))
         else:
             data = voxels.astype(np.float32, order="K")
             if slope is not None and slope != 1.0:
@@ -565,6 +563,14 @@ def dense_steps(array: np.ndarray) -> tuple[int, ...] | None:
             return None
         expected *= array.shape[axis]
     return tuple(steps)
+
+
+def dense_layout(array: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+    """The array itself if :func:`dense_steps` holds (and it has ``dtype``), else one copy laid
+    out in memory order (a flipped view becomes positively strided, axis order kept)."""
+    if dense_steps(array) is not None and (dtype is None or array.dtype == dtype):
+        return array
+    return np.array(array, dtype=dtype, order="K")
 
 
 def _grid_text(volume: _Volume) -> str:
