@@ -121,6 +121,9 @@ class StudyResult:
         Hash of the effective settings.
     template : Template
     edema_reference : dict
+    noise_sigma : float or None
+        Dixon magnitude noise sigma measured from the image background (image units); None
+        without Dixon images or without a dark background. Used by the report, not serialised.
     study : Study or None
         The loaded study (kept in memory for figures; not serialised).
     """
@@ -133,6 +136,7 @@ class StudyResult:
     config_sha256: str
     template: Template
     edema_reference: dict[str, Any] = field(default_factory=dict)
+    noise_sigma: float | None = None
     study: Study | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -249,6 +253,7 @@ def score_study(
         config_sha256=settings.sha256,
         template=template,
         edema_reference=measured.edema_reference.to_dict(),
+        noise_sigma=measured.noise_sigma,
         study=study,
     )
 

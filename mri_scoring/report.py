@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .quantify import estimate_noise_sigma
 from .render import (
     grey_panel,
     hex_colour,
@@ -181,7 +180,7 @@ def _outline(labels: np.ndarray) -> np.ndarray:
     return differs & (labels > 0)
 
 
-def _ff_slice(study, step: int):
+def _ff_slice(study, step: int, noise_sigma: float | None):
     """A function k -> FF slice (strided), or None: only the slices shown are ever computed."""
     if "ff" in study.images:
         return lambda k: study.images["ff"][::step, ::step, k]
@@ -191,8 +190,7 @@ def _ff_slice(study, step: int):
     # Air is pure noise whose ratio is meaningless: show black below a tenth of bright tissue
     # and below 8 noise sigmas (two Rician magnitudes rarely sum past that: no speckles).
     sample = fat[::4, ::4, ::2].astype(np.float32) + water[::4, ::4, ::2]
-    sigma = estimate_noise_sigma(water) or 0.0
-    floor = max(0.1 * float(np.nanpercentile(sample, 99)), 8.0 * sigma)
+    floor = max(0.1 * float(np.nanpercentile(sample, 99)), 8.0 * (noise_sigma or 0.0))
 
     def ff(k: int) -> np.ndarray:
         f = fat[::step, ::step, k].astype(np.float32)  # stored integers may be 16-bit
@@ -209,12 +207,15 @@ def _display_range(study, image: np.ndarray) -> tuple[float, float]:
     return 0.0, (float(np.percentile(sample, 99.5)) * 1.2 if sample.size else 1.0)
 
 
-def slice_panels(study) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
+def slice_panels(
+    study, noise_sigma: float | None = None
+) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
     """Proximal, mid and distal slices with segmentation outlines, as RGB panels.
 
     One row over the FF map and one over STIR or the T2 map (the T1w image when that is all
     there is). Each panel is about ``PANEL_PIXELS`` wide: larger images are strided, smaller
-    ones enlarged by whole pixels.
+    ones enlarged by whole pixels. ``noise_sigma`` (Dixon, as quantify measured it) sets the
+    floor below which air shows black in the FF row.
 
     Returns
     -------
@@ -228,7 +229,7 @@ def slice_panels(study) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
     step = max(int(np.ceil(largest / PANEL_PIXELS)), 1)
     zoom = max(PANEL_PIXELS // largest, 1)
     rows = []
-    ff = _ff_slice(study, step)
+    ff = _ff_slice(study, step, noise_sigma)
     if ff is not None:
         rows.append(("fat fraction (0-1)", ff, (0.0, 1.0)))
     for role, title in (("stir", "STIR"), ("t2map", "water T2 (ms)"), ("t1w", "T1-weighted")):
@@ -249,9 +250,9 @@ def slice_panels(study) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
     return out
 
 
-def slice_figure(study) -> str | None:
+def slice_figure(study, noise_sigma: float | None = None) -> str | None:
     """HTML table of the slice panels (PNG data URIs) with captions, or None."""
-    rows = slice_panels(study)
+    rows = slice_panels(study, noise_sigma)
     if not rows:
         return None
     cells = []
@@ -348,7 +349,7 @@ def study_report_html(result: StudyResult) -> str:
     if heatmap:
         parts.append("<h2>Per-muscle heat map</h2>" + heatmap)
     if result.study is not None:
-        slices = slice_figure(result.study)
+        slices = slice_figure(result.study, result.noise_sigma)
         if slices:
             parts.append("<h2>Slices with the segmentation</h2>" + slices)
     parts.append("<h2>Per-muscle measures</h2>" + _muscle_table(result.muscles))

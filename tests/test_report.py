@@ -241,7 +241,9 @@ def test_fat_fraction_panels_show_air_black_without_speckles():
     from mri_scoring.report import slice_panels
 
     study = phantom.make_study("imnm", seed=91, shape=(160, 160, 12), roles=("fat", "water"))
-    title, panels = slice_panels(study)[0]
+    result = ms.score_study(study)
+    assert result.noise_sigma is not None  # measured once, by quantify, for the report too
+    title, panels = slice_panels(study, result.noise_sigma)[0]
     assert title.startswith("fat fraction") and len(panels) == 3
     for _, rgb in panels:
         lit = rgb.sum(axis=2) > 0
