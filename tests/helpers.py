@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -50,3 +51,9 @@ def crash_on_marked_study(files, out, options):
     if "crash" in files.study_id:
         os._exit(137)
     return score_one(files, out, options)
+
+
+def batch_command(root: Path, out: Path, *options: str) -> list[str]:
+    """The command line of a quiet ``mri-scoring batch`` run, for tests that kill it midway."""
+    cli = [sys.executable, "-m", "mri_scoring.cli", "--quiet", "batch"]
+    return [*cli, str(root), "--out", str(out), *options]

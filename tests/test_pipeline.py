@@ -6,7 +6,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from mri_scoring import phantom
 from mri_scoring.cli import app
 from mri_scoring.config import sample_data_dir
 
-from .helpers import write_phantom
+from .helpers import batch_command, write_phantom
 
 SHAPE = (96, 96, 16)
 MUSCLE_CONTRACT = [
@@ -158,17 +157,7 @@ def test_sigkill_midway_then_resume_scores_each_study_once(tmp_path):
     reference = tmp_path / "reference"
     ms.score_batch(root, reference, report=False)
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "mri_scoring.cli",
-        "--quiet",
-        "batch",
-        str(root),
-        "--out",
-        str(out),
-        "--no-report",
-    ]
+    command = batch_command(root, out, "--no-report")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("*/score.json"))) < 3:

@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from mri_scoring.errors import StudyError
 from mri_scoring.pipeline import BatchOptions, Outcome, run_processes
 from mri_scoring.study import discover_studies, load_study, read_label_table, read_metadata
 
-from .helpers import crash_on_marked_study, write_phantom
+from .helpers import batch_command, crash_on_marked_study, write_phantom
 
 SHAPE = (64, 64, 10)
 PACKAGE = Path(ms.__file__).resolve().parent
@@ -243,16 +242,7 @@ def test_sigkill_at_random_points_resumes_cleanly(tmp_path, delay):
     for i in range(6):
         write_phantom(root / f"s{i}", ("imnm", "dm", "normal")[i % 3], seed=70 + i, shape=SHAPE)
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "mri_scoring.cli",
-        "--quiet",
-        "batch",
-        str(root),
-        "--out",
-        str(out),
-    ]
+    command = batch_command(root, out)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)
     process.send_signal(signal.SIGKILL)
