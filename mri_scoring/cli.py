@@ -121,7 +121,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 def _knowledge(config: Path | None, template: Path | None):
     from .config import load_settings
-    from .templates import load_template
+    from .pattern.templates import load_template
 
     return load_settings(config), load_template(template)
 
@@ -251,7 +251,7 @@ def batch(
 def templates(template: TemplateOption = None) -> None:
     """List the template's features with their probabilities and sources."""
     from .errors import MriScoringError
-    from .templates import load_template
+    from .pattern.templates import load_template
 
     try:
         pattern = load_template(template)

@@ -29,8 +29,8 @@ from .render import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .pattern.templates import Template
     from .pipeline import StudyResult
-    from .templates import Template
 
 HEATMAP_MEASURES = (
     ("ff_median", "fat fraction", 0.0, 0.8),

@@ -17,13 +17,13 @@ from sklearn.preprocessing import FunctionTransformer
 
 from mri_scoring import phantom
 from mri_scoring.anatomy import group_of
-from mri_scoring.classifier import PatternClassifier
 from mri_scoring.errors import ConfigError
 from mri_scoring.grading import grade
-from mri_scoring.likelihood import combine, evidence_frame, soft_log10_lr
-from mri_scoring.match import involved_muscles, match
+from mri_scoring.pattern.classifier import PatternClassifier
+from mri_scoring.pattern.likelihood import combine, evidence_frame, soft_log10_lr
+from mri_scoring.pattern.match import involved_muscles, match
+from mri_scoring.pattern.templates import load_template
 from mri_scoring.quantify import quantify
-from mri_scoring.templates import load_template
 
 TEMPLATE = load_template()
 SHAPE = (128, 128, 24)

@@ -1,6 +1,6 @@
 """``PatternClassifier``: the template's soft-evidence naive Bayes as a scikit-learn estimator.
 
-Kept apart from :mod:`mri_scoring.likelihood` so that scoring a study never imports
+Kept apart from :mod:`mri_scoring.pattern.likelihood` so that scoring a study never imports
 scikit-learn (about a second of start-up per process).
 """
 
@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .templates import Template
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .match import Evidence
 from .templates import Template
 
@@ -103,10 +103,10 @@ def combine(evidence: list[Evidence], template: Template, involved: list[str],
     Parameters
     ----------
     evidence : list of Evidence
-        From :func:`mri_scoring.match.match`.
+        From :func:`mri_scoring.pattern.match.match`.
     template : Template
     involved : list of str
-        Involved muscles (:func:`mri_scoring.match.involved_muscles`).
+        Involved muscles (:func:`mri_scoring.pattern.match.involved_muscles`).
     prior : float, optional
         Prior p(IMNM); default the template's ``prior_imnm``.
     """

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from .anatomy import GROUP, MUSCLE, group_of, groups
-from .config import Settings, load_settings
+from ..anatomy import GROUP, MUSCLE, group_of, groups
+from ..config import Settings, load_settings
 from .templates import Feature, Template
 
 

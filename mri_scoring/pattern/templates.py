@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .anatomy import groups, vocabulary
-from .config import config_dir, load_yaml
-from .errors import ConfigError
+from ..anatomy import groups, vocabulary
+from ..config import config_dir, load_yaml
+from ..errors import ConfigError
 
 MEASURES = ("ff_excess", "ff_contrast", "edema_fraction", "fascial_edema_fraction", "atrophy",
             "share_involved", "involvement")  # fmt: skip
