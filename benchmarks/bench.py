@@ -115,11 +115,11 @@ def main() -> None:
 
     import mri_scoring.study as study_module
     from mri_scoring.grading import grade
+    from mri_scoring.measure.quantify import quantify
     from mri_scoring.pattern.likelihood import combine
     from mri_scoring.pattern.match import involved_muscles, match
     from mri_scoring.pattern.templates import load_template
     from mri_scoring.pipeline import score_study
-    from mri_scoring.quantify import quantify
     from mri_scoring.report import study_report_html
     from mri_scoring.study import load_study
 

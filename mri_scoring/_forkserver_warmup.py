@@ -4,8 +4,8 @@ Fills, once, the caches that every worker would otherwise fill while scoring its
 (the Rician inverse table, the software versions for score.json); forked workers inherit them.
 """
 
+from .measure.fat import rician_inverse_lookup
 from .pipeline import software_versions
-from .quantify import _rician_inverse_lookup
 
-_rician_inverse_lookup()
+rician_inverse_lookup()
 software_versions()

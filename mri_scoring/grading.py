@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .config import Settings, load_settings
-from .quantify import MUSCLE_COLUMNS
+from .schema import MUSCLE_COLUMNS
 
 
 def band_grade(values: np.ndarray | pd.Series, bands: list[float]) -> np.ndarray:

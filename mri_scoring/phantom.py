@@ -36,7 +36,7 @@ from scipy import ndimage
 from .anatomy import groups, match_label_name, vocabulary
 from .config import load_config_file
 from .files import atomic_write
-from .quantify import core_mask, shell_reach_mm
+from .measure.masks import core_mask, shell_reach_mm
 from .study import IMAGE_ROLES, Study
 
 PATTERNS = ("normal", "imnm", "dm")

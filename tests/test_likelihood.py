@@ -19,11 +19,11 @@ from mri_scoring import phantom
 from mri_scoring.anatomy import group_of
 from mri_scoring.errors import ConfigError
 from mri_scoring.grading import grade
+from mri_scoring.measure.quantify import quantify
 from mri_scoring.pattern.classifier import PatternClassifier
 from mri_scoring.pattern.likelihood import combine, evidence_frame, soft_log10_lr
 from mri_scoring.pattern.match import involved_muscles, match
 from mri_scoring.pattern.templates import load_template
-from mri_scoring.quantify import quantify
 
 TEMPLATE = load_template()
 SHAPE = (128, 128, 24)

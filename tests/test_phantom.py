@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from mri_scoring import phantom
 from mri_scoring.config import load_config_file
-from mri_scoring.quantify import core_mask
+from mri_scoring.measure.masks import core_mask
 
 SHAPE = (112, 112, 18)
 MIN_CORE = 20  # a median over fewer core voxels is not a measurement

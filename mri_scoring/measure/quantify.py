@@ -1,0 +1,160 @@
+"""Per-muscle measures of one study, assembled into one table in one pass over the labels.
+
+The work is confined to the bounding box of the labels (padded by the shell reach). The label
+map is read once into a :class:`~.arrays.LabelledRegion` (cores, shells, labelled voxels); the
+measures read through it: fat fraction (:mod:`.fat`), edema and fascial edema (:mod:`.edema`),
+atrophy (:mod:`.atrophy`). Missing inputs leave their columns NaN and say why (QC findings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import schema
+from ..anatomy import GROUP, MUSCLE
+from ..config import Settings, load_settings
+from ..errors import QCFinding
+from ..study import dense_layout
+from .arrays import LabelledRegion, VoxelSet
+from .atrophy import add_atrophy
+from .edema import EdemaMeasure, EdemaReference, measure_edema
+from .fat import FatMeasure, measure_fat
+from .masks import core_mask, exclusive_shell, padded_region, shell_reach_mm, steps_within
+
+
+@dataclass
+class MuscleTable:
+    """Result of :func:`quantify`.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per label (muscles, compartments, reference tissues, unknown names); the columns
+        of :data:`~mri_scoring.schema.MUSCLE_COLUMNS` that measuring fills. Missing measures are
+        NaN.
+    qc : list of QCFinding
+        Findings raised while measuring (fat-water swap, semi-quantitative FF, ...).
+    edema_reference : EdemaReference
+    noise_sigma : float or None
+        Estimated Dixon noise sigma (image units).
+    """
+
+    table: pd.DataFrame
+    qc: list[QCFinding]
+    edema_reference: EdemaReference
+    noise_sigma: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class _Counts:
+    """Voxel counts per compact label (index 0 = background)."""
+
+    voxels: np.ndarray
+    core: np.ndarray
+    small_core: np.ndarray
+    shell: np.ndarray
+
+
+def quantify(study, settings: Settings | None = None) -> MuscleTable:
+    """Measure every label of a study in one pass.
+
+    Parameters
+    ----------
+    study : Study
+        A loaded (or phantom) study.
+    settings : Settings, optional
+        Default ``configs/settings.yaml``.
+
+    Returns
+    -------
+    MuscleTable
+    """
+    settings = settings or load_settings()
+    qset, eset = settings["quantify"], settings["edema"]
+    region, counts = _labelled_region(study, qset)
+    fat = measure_fat(region, qset)
+    edema = measure_edema(region, fat.ff, qset, eset)
+    infos = [study.label_info[int(v)] for v in study.label_values]
+    table = _assemble(study, infos, counts, fat, edema)
+    add_atrophy(table)
+    return MuscleTable(table, [*fat.qc, *edema.qc], edema.reference, fat.noise_sigma)
+
+
+def _labelled_region(study, qset: dict[str, Any]) -> tuple[LabelledRegion, _Counts]:
+    """Cores, shells and labelled voxels of the region around all labels, read once."""
+    voxel = study.voxel_size_mm
+    n = len(study.label_values)
+    infos = [study.label_info[int(v)] for v in study.label_values]
+    kinds = np.array([""] + [i.kind for i in infos])
+    is_muscle = np.isin(kinds, (MUSCLE, GROUP))
+
+    shell_half = steps_within(shell_reach_mm(voxel, qset["fascial_shell_mm"]), voxel)
+    region = padded_region(study.label_boxes, study.shape, shell_half)
+    lab = np.ascontiguousarray(study.compact_labels(region))  # uint8 for up to 255 labels
+
+    core = core_mask(lab, voxel, qset["core_erosion_mm"])
+    shell = exclusive_shell(lab, voxel, qset["fascial_shell_mm"])
+    shell[~is_muscle[shell]] = 0
+
+    labelled = VoxelSet(np.flatnonzero(lab), region, study.shape)
+    lab_flat = lab.ravel()[labelled.index]  # compact dtype (uint8): 1 byte per voxel
+    core_flat = core.ravel()[labelled.index]
+    shell_voxels = VoxelSet(np.flatnonzero(shell), region, study.shape)
+    shell_lab = shell.ravel()[shell_voxels.index]
+    del core, shell
+
+    voxels = np.bincount(lab_flat, minlength=n + 1)
+    core_count = np.bincount(lab_flat[core_flat], minlength=n + 1)
+    small_core = (core_count < qset["min_core_voxels"]) & (voxels > 0)
+    use_core = core_flat | small_core[lab_flat]
+    # Voxels are read by flat index in each image's own memory layout; an image that is a
+    # flipped or sliced view (never one loaded from files) is copied once into memory order.
+    images = {role: dense_layout(image) for role, image in study.images.items()}
+    labelled_region = LabelledRegion(
+        study=study, labels=lab, voxels=labelled, label=lab_flat, use_core=use_core,
+        kinds=kinds, is_muscle=is_muscle, shell=shell_voxels, shell_label=shell_lab,
+        images=images, n_labels=n,
+    )  # fmt: skip
+    shell_count = np.bincount(shell_lab, minlength=n + 1)
+    return labelled_region, _Counts(voxels, core_count, small_core, shell_count)
+
+
+def _assemble(study, infos: list, counts: _Counts, fat: FatMeasure,
+              edema: EdemaMeasure) -> pd.DataFrame:  # fmt: skip
+    rows = np.arange(1, len(infos) + 1)
+    data: dict[str, Any] = {
+        "study_id": study.study_id,
+        "label": study.label_values.astype(int),
+        "muscle": [i.muscle for i in infos],
+        "side": [i.side for i in infos],
+        "group": [i.group for i in infos],
+        "kind": [i.kind for i in infos],
+        "voxels": counts.voxels[rows].astype(int),
+        "volume_ml": counts.voxels[rows] * study.voxel_volume_ml,
+        "core_voxels": counts.core[rows],
+    }
+    for column in ("ff_mean", "ff_median", "ff_p90", "ff_mean_whole", "ff_median_whole"):
+        data[column] = fat.columns[column][rows] if column in fat.columns else np.nan
+    data["ff_source"] = fat.source
+    edema_cols = edema.columns
+    for column in ("edema_fraction", "edema_z", "fascial_edema_fraction", "t2_median_ms"):
+        data[column] = edema_cols[column][rows] if column in edema_cols else np.nan
+    data["edema_source"] = edema_cols.get("edema_source", "")
+    data["shell_voxels"] = counts.shell[rows]
+    table = pd.DataFrame(data)
+    flags = []
+    for i, info in enumerate(infos):
+        row_flags = []
+        if counts.small_core[i + 1]:
+            row_flags.append(schema.SMALL_CORE_WHOLE_MASK_USED)
+        if fat.source == "t1w_gmm":
+            row_flags.append(schema.FF_SEMIQUANTITATIVE)
+        if info.kind == "unknown":
+            row_flags.append(schema.UNKNOWN_LABEL)
+        flags.append(";".join(row_flags))
+    table["qc_flags"] = flags
+    return table

@@ -1,0 +1,43 @@
+"""Names shared by every stage: the muscle-table columns and the measurement QC codes.
+
+Kept apart from the code that fills them so that a later stage (grading, output) can order or
+read the columns without importing the measurement code.
+"""
+
+from __future__ import annotations
+
+MUSCLE_COLUMNS: list[str] = [
+    "study_id", "label", "muscle", "side", "group", "kind", "voxels", "volume_ml", "core_voxels",
+    "ff_mean", "ff_median", "ff_p90", "ff_mean_whole", "ff_median_whole", "ff_source",
+    "mercuri_grade", "edema_fraction", "edema_z", "edema_source", "edema_grade",
+    "t2_median_ms", "fascial_edema_fraction", "shell_voxels", "lean_volume_ml", "volume_share",
+    "expected_share", "atrophy_index", "atrophy_index_lean", "lr_volume_ratio", "qc_flags",
+]  # fmt: skip
+"""Columns of ``muscles.tsv``, in output order (extra columns follow them)."""
+
+# QC codes raised while measuring (study-level findings in ``score.json``).
+FF_SEMIQUANTITATIVE = "ff_semiquantitative"
+FAT_WATER_SWAP_SUSPECTED = "fat_water_swap_suspected"
+T2_FAT_NOT_EXCLUDED = "t2_fat_not_excluded"
+EDEMA_REFERENCE_MISSING = "edema_reference_missing"
+EDEMA_REFERENCE_UNCERTAIN = "edema_reference_uncertain"
+# Per-row flags (the ``qc_flags`` column, ``;``-separated).
+SMALL_CORE_WHOLE_MASK_USED = "small_core_whole_mask_used"
+UNKNOWN_LABEL = "unknown_label"
+
+MEASURE_QC_CODES: dict[str, str] = {
+    FF_SEMIQUANTITATIVE: "fat fraction estimated from T1w intensities, not a Dixon/PDFF measure",
+    FAT_WATER_SWAP_SUSPECTED: "fat and reference tissue read lean: fat and water may be swapped",
+    T2_FAT_NOT_EXCLUDED: "no fat-fraction image: fatty voxels may pass for edema on the T2 map",
+    EDEMA_REFERENCE_MISSING: "too few non-fatty muscle voxels for a normal-muscle STIR reference",
+    EDEMA_REFERENCE_UNCERTAIN: "little muscle reads normal: the STIR reference may be edematous",
+    SMALL_CORE_WHOLE_MASK_USED: "the eroded core was too small: the whole mask was measured",
+    UNKNOWN_LABEL: "a label name outside the vocabulary (measured, not used by templates)",
+}
+"""Every QC code and row flag the measurement stage emits, with its meaning."""
+
+FF_SOURCES = ("dixon", "ff_map", "t1w_gmm", "")
+"""Values of the ``ff_source`` column ("" = no fat-fraction image)."""
+
+EDEMA_SOURCES = ("stir", "t2map", "")
+"""Values of the ``edema_source`` column ("" = no STIR or T2 map)."""
