@@ -1,0 +1,1 @@
+"""Reading studies from disk: file discovery, NIfTI and DICOM input."""
