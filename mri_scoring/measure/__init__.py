@@ -7,6 +7,7 @@ Modules, in the order data flows through them:
 * :mod:`.fat` -- Dixon FF with Rician bias removed, FF maps, T1w mixture, fat-water swap check;
 * :mod:`.edema` -- STIR against normal muscle after a bias fit, T2-map thresholds, fascial edema;
 * :mod:`.atrophy` -- volume shares against normative shares, left/right ratios;
+* :mod:`.t2fit` -- water T2 from multi-echo spin echo (mono-exponential, EPG water/fat);
 * :mod:`.quantify` -- :func:`~.quantify.quantify` assembles one table per study.
 
 Column names and QC codes live in :mod:`mri_scoring.schema`.
