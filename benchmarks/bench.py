@@ -113,15 +113,15 @@ def main() -> None:
         throughput(args.throughput)
         return
 
-    import mri_scoring.study as study_module
+    import mri_scoring.io.nifti as nifti_module
     from mri_scoring.grading import grade
+    from mri_scoring.io.study import load_study
     from mri_scoring.measure.quantify import quantify
     from mri_scoring.pattern.likelihood import combine
     from mri_scoring.pattern.match import involved_muscles, match
     from mri_scoring.pattern.templates import load_template
     from mri_scoring.pipeline import score_study
     from mri_scoring.report import study_report_html
-    from mri_scoring.study import load_study
 
     if not args.study.is_dir():
         from make_data import make
@@ -142,10 +142,10 @@ def main() -> None:
     print("1. load the files alone")
     nib_stats = timed(lambda: load_files_nibabel(folder), args.runs)
     print(f"   nibabel nib.load().get_fdata(float32)      {fmt(nib_stats)}")
-    fast = study_module._gunzip
-    study_module._gunzip = __import__("gzip").decompress
+    fast = nifti_module._gunzip
+    nifti_module._gunzip = __import__("gzip").decompress
     gzip_stats = timed(lambda: load_study(folder), args.runs)
-    study_module._gunzip = fast
+    nifti_module._gunzip = fast
     print(f"   mri_scoring load_study, standard gzip      {fmt(gzip_stats, nib_stats[0])}")
     load_stats = timed(lambda: load_study(folder), args.runs)
     decoder = "isal" if fast is not __import__("gzip").decompress else "gzip (isal absent)"

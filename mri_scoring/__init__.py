@@ -29,9 +29,9 @@ _LAZY = {
     "StudyResult": ".pipeline",
     "score_batch": ".pipeline",
     "score_study": ".pipeline",
-    "Study": ".study",
-    "discover_studies": ".study",
-    "load_study": ".study",
+    "Study": ".io.study",
+    "discover_studies": ".io.discover",
+    "load_study": ".io.study",
     "load_template": ".pattern.templates",
 }
 _SUBMODULES = (
@@ -44,7 +44,8 @@ _SUBMODULES = (
     "pattern",
     "pipeline",
     "report",
-    "study",
+    "io",
+    "arrays",
     "errors",
     "files",
 )

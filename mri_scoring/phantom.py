@@ -36,8 +36,9 @@ from scipy import ndimage
 from .anatomy import groups, match_label_name, vocabulary
 from .config import load_config_file
 from .files import atomic_write
+from .io.discover import IMAGE_ROLES
+from .io.study import Study
 from .measure.masks import core_mask, shell_reach_mm
-from .study import IMAGE_ROLES, Study
 
 PATTERNS = ("normal", "imnm", "dm")
 # Tissue codes of the phantom's tissue map.
@@ -59,7 +60,7 @@ class MuscleSpec:
 
 @dataclass
 class PhantomStudy(Study):
-    """A :class:`~mri_scoring.study.Study` made by :func:`make_study`, with its ground truth."""
+    """A :class:`~mri_scoring.io.study.Study` made by :func:`make_study`, with its ground truth."""
 
     truth: dict[str, Any] = field(default_factory=dict)
 

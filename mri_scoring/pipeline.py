@@ -31,13 +31,14 @@ from .config import Settings, load_settings
 from .errors import MriScoringError, QCFinding, StudyError
 from .files import atomic_write
 from .grading import grade, pooled_tables
+from .io.discover import StudyFiles, discover_studies, sanitise_id
+from .io.study import Study, load_study
 from .measure.quantify import quantify
 from .pattern.likelihood import Likelihood, combine
 from .pattern.match import involved_muscles, match
 from .pattern.templates import Template, load_template
 from .report import cohort_values, read_cohort_values, study_report_html, write_cohort_report
 from .schema import MUSCLE_COLUMNS
-from .study import Study, StudyFiles, discover_studies, load_study, sanitise_id
 from .workers import start_worker_server, worker_context
 
 log = logging.getLogger(__name__)

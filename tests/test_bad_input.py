@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from mri_scoring.errors import StudyError
-from mri_scoring.study import discover_studies, load_study
+from mri_scoring.io.discover import discover_studies
+from mri_scoring.io.study import load_study
 
 from .helpers import write_phantom
 
@@ -79,16 +80,16 @@ def test_unreadable_truncated_or_non_nifti(study, content, expected):
 
 
 def test_permission_denied_is_reported(study, monkeypatch):
-    import mri_scoring.study as study_module
+    import mri_scoring.io.nifti as nifti_module
 
-    real_read = study_module._read_file_bytes
+    real_read = nifti_module._read_file_bytes
 
     def deny(path):  # root ignores chmod, so the denial is simulated at the read
         if str(path).endswith("t2map.nii.gz"):
             raise PermissionError(13, "Permission denied")
         return real_read(path)
 
-    monkeypatch.setattr(study_module, "_read_file_bytes", deny)
+    monkeypatch.setattr(nifti_module, "_read_file_bytes", deny)
     message = _error(study)
     assert "permission denied" in message and "t2map.nii.gz" in message
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..study import dense_layout, dense_steps
+from ..arrays import dense_layout, dense_steps
 
 FF_BINS = 2000
 
@@ -132,7 +132,7 @@ class VoxelSet:
 
     def full_index(self, steps: tuple[int, ...]) -> np.ndarray:
         """Flat indices of these voxels into an image's memory, given its element steps per
-        axis (:func:`~mri_scoring.study.dense_steps`)."""
+        axis (:func:`~mri_scoring.arrays.dense_steps`)."""
         if steps not in self._full:
             wide = np.int32 if int(np.prod(self.full_shape)) < 2**31 else np.int64
             starts = [sl.start for sl in self.region]

@@ -16,9 +16,9 @@ import pandas as pd
 
 from .. import schema
 from ..anatomy import GROUP, MUSCLE
+from ..arrays import dense_layout
 from ..config import Settings, load_settings
 from ..errors import QCFinding
-from ..study import dense_layout
 from .arrays import LabelledRegion, VoxelSet
 from .atrophy import add_atrophy
 from .edema import EdemaMeasure, EdemaReference, measure_edema

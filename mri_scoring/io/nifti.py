@@ -1,0 +1,296 @@
+"""Reading NIfTI: one read per file (hashed as read), gunzip into a buffer of the final size
+(python-isal when installed, zlib otherwise), header checks, reorientation to RAS+.
+
+Every failure is a one-line :class:`~mri_scoring.errors.StudyError` naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..arrays import dense_layout, smallest_label_dtype
+from ..errors import QCFinding, StudyError
+
+
+def _describe_read_error(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and isinstance(cause, (EOFError, zlib.error, gzip.BadGzipFile)):
+        return _describe_read_error(cause)
+    if isinstance(exc, EOFError) or "end-of-stream" in str(exc) or "ended before" in str(exc):
+        return "the file ends early (truncated or incomplete gzip data)"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, (zlib.error, gzip.BadGzipFile)):
+        return f"corrupt gzip data ({exc})"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"cannot read as NIfTI ({text})"
+
+
+@dataclass
+class Volume:
+    """A 3-D image read from ``path``: voxels (RAS+, memory order as read) and affine (mm)."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    path: Path
+    sha256: str = ""
+    float_storage: bool = True  # voxels stored as floats (integers cannot hold NaN or inf)
+
+
+def _read_file_bytes(path: Path) -> bytes:
+    """The bytes of ``path`` (one place, so that tests can simulate a read that fails)."""
+    return path.read_bytes()
+
+
+try:  # the faster gzip decoder of the optional extra "fast" (python-isal)
+    from isal.igzip import IGzipFile as _GzipFile
+except ImportError:  # pragma: no cover - depends on the environment
+    _GzipFile = gzip.GzipFile
+
+
+GUNZIP_CHUNK = 1 << 20
+
+
+def _gunzip(data: bytes) -> bytes | bytearray:
+    """Decompress gzip data into a buffer sized from the gzip trailer (no growing copies).
+
+    The trailer holds the uncompressed size modulo 2**32; if the stream does not end exactly
+    there (multi-member files, sizes over 4 GiB), the stream is decompressed in full instead.
+    """
+    size = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0
+    with _GzipFile(fileobj=io.BytesIO(data)) as stream:
+        if size:
+            out = bytearray(size)
+            view = memoryview(out)
+            filled = 0
+            while filled < size:  # 1 MiB at a time: a larger read is staged in a temporary
+                n = stream.readinto(view[filled : filled + GUNZIP_CHUNK])
+                if not n:
+                    break
+                filled += n
+            if filled == size and not stream.read(1):
+                return out
+            if filled < size:
+                raise EOFError("compressed file ended before the end of the data")
+            stream.seek(0)
+        return bytearray(stream.read())
+
+
+@dataclass
+class NiftiFile:
+    """A NIfTI file read once: header as stored (not "fixed"), a zero-copy view of its voxels."""
+
+    header: nib.Nifti1Header
+    voxels: np.ndarray
+    sha256: str
+
+
+def _open_nifti(path: Path) -> NiftiFile:
+    """Read, hash and decompress a NIfTI file once; the voxel array views the decompressed bytes.
+
+    nibabel's own reader would copy the data twice more (BytesIO, then its array) and silently
+    replace a zero voxel size by 1; here the header is read as stored so the checks see it.
+    """
+    try:
+        data = _read_file_bytes(path)
+    except OSError as exc:
+        raise StudyError(_describe_read_error(exc), path) from None
+    if not data:
+        raise StudyError("the file is empty (0 bytes)", path)
+    digest = hashlib.sha256(data).hexdigest()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = _gunzip(data)
+        except Exception as exc:  # zlib, EOFError, isal's errors: say which
+            raise StudyError(_describe_read_error(exc), path) from None
+    else:  # a writeable buffer, so that arrays viewing it can be modified in place
+        data = bytearray(data)
+    if len(data) < 348:
+        raise StudyError(f"the file ends early ({len(data)} bytes; a NIfTI header has 348)", path)
+    sizes = {int.from_bytes(data[:4], order) for order in ("little", "big")}
+    klass = nib.Nifti1Header if 348 in sizes else nib.Nifti2Header if 540 in sizes else None
+    if klass is None:
+        raise StudyError("not a NIfTI image (no valid NIfTI-1/2 header)", path)
+    try:
+        header = klass.from_fileobj(io.BytesIO(data[:544]), check=False)
+        dtype = header.get_data_dtype()
+        shape = header.get_data_shape()
+        offset = int(header["vox_offset"])
+    except Exception as exc:  # unknown data type code, inconsistent dimensions
+        raise StudyError(_describe_read_error(exc), path) from None
+    count = int(np.prod(shape, dtype=np.int64))
+    needed = offset + count * dtype.itemsize
+    if len(data) < needed:
+        raise StudyError(f"the file ends early ({len(data)} bytes of data; the header "
+                         f"describes {needed})", path)  # fmt: skip
+    voxels = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape, order="F")
+    return NiftiFile(header, voxels, digest)
+
+
+def open_all(paths: list[Path], threads: int | None = None) -> list[NiftiFile]:
+    """Open several NIfTI files at once (threads: reading, hashing and gunzip release the GIL).
+
+    Results come back in the order of ``paths``; the first file (in that order) that fails
+    raises its StudyError, so the message does not depend on which thread finished first.
+    """
+    workers = min(len(paths), threads or os.cpu_count() or 1)
+    if workers <= 1:
+        return [_open_nifti(path) for path in paths]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mri_scoring-read") as pool:
+        return list(pool.map(_open_nifti, paths))
+
+
+def read_volume(
+    path: Path, qc: list[QCFinding], nifti: NiftiFile, storage: str = "float32"
+) -> Volume:
+    """Turn an opened NIfTI file into a RAS+ array; every failure is a one-line StudyError.
+
+    ``storage`` says what the array holds: ``"float32"`` (scaled values), ``"integer"`` (the
+    stored integers, for label maps) or ``"compact"`` (the stored integers, a view of the
+    decompressed bytes, when the header applies no scaling; float32 otherwise).
+    """
+    header = nifti.header
+    full_shape = tuple(int(n) for n in header.get_data_shape())
+    shape = full_shape[:3] if len(full_shape) == 4 and full_shape[3] == 1 else full_shape
+    if len(shape) != 3:
+        raise StudyError(f"expected a 3-D image, got shape {full_shape}", path)
+    if min(shape) < 1:
+        raise StudyError(f"image has an empty dimension, shape {full_shape}", path)
+    zooms = np.asarray(header["pixdim"][1:4], dtype=float)
+    valid_zooms = bool(np.all(np.isfinite(zooms)) and np.all(zooms > 0))
+    if not valid_zooms and int(header["sform_code"]) > 0:
+        qc.append(QCFinding("warning", "header_pixdim_invalid",
+                            f"pixdim {tuple(float(z) for z in zooms)} is invalid; the sform "
+                            "affine gives the voxel size", str(path)))  # fmt: skip
+    elif not valid_zooms:
+        raise StudyError(f"invalid voxel size {tuple(float(z) for z in zooms)} mm in the header "
+                         "(pixdim): expected three positive numbers", path)  # fmt: skip
+    try:
+        affine = header.get_best_affine()
+    except Exception:  # a quaternion nibabel cannot use
+        affine = np.full((4, 4), np.nan)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise StudyError("invalid affine in the header (sform/qform): not invertible", path)
+    slope, inter = header.get_slope_inter()
+    raw_slope = header["scl_slope"]
+    if np.isfinite(raw_slope) and float(raw_slope) == 0.0 and storage != "integer":
+        qc.append(
+            QCFinding(
+                "warning",
+                "header_scl_slope_zero",
+                "scl_slope is 0 in the header; treated as unscaled (1)",
+                str(path),
+            )
+        )
+    voxels = nifti.voxels.reshape(shape, order="F")
+    ornt = nib.orientations.io_orientation(affine)
+    if not np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        # A view of the stored voxels; the conversion below then writes positive strides.
+        voxels = nib.orientations.apply_orientation(voxels, ornt)
+        affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    unscaled = (slope is None or slope == 1.0) and (inter is None or inter == 0.0)
+    small_integers = voxels.dtype.kind in "iu" and voxels.dtype.itemsize <= 2
+    keep = storage == "integer" or (storage == "compact" and unscaled and small_integers)
+    try:
+        if keep:
+            # Flipped storage (e.g. LPS) gives a view with negative strides: copied once here
+            # into memory order, so that every later read can index the voxels directly.
+            data = dense_layout(voxels, voxels.dtype.newbyteorder("="))
+        else:
+            data = voxels.astype(np.float32, order="K")
+            if slope is not None and slope != 1.0:
+                data *= np.float32(slope)
+            if inter is not None and inter != 0.0:
+                data += np.float32(inter)
+    except MemoryError:
+        raise StudyError(f"not enough memory to read an image of shape {shape}", path) from None
+    float_storage = nifti.voxels.dtype.kind in "fc"
+    return Volume(data, affine, path, nifti.sha256, float_storage)  # memory order as read
+
+
+def grid_text(volume: Volume) -> str:
+    """File name, shape and voxel size of a volume, for an error message."""
+    sizes = np.sqrt((volume.affine[:3, :3] ** 2).sum(axis=0))
+    return (
+        f"{volume.path.name} shape {tuple(volume.data.shape)}, voxel "
+        f"{tuple(round(float(s), 3) for s in sizes)} mm"
+    )
+
+
+def same_grid(a: Volume, b: Volume, tolerance_mm: float) -> bool:
+    """True if both volumes have one shape and affines equal within ``tolerance_mm``."""
+    return a.data.shape == b.data.shape and np.allclose(a.affine, b.affine, atol=tolerance_mm)
+
+
+def resample_to(volume: Volume, target: Volume) -> Volume:
+    """``volume`` resampled (linear, 0 outside) onto the grid of ``target``, as float32."""
+    from nibabel.processing import resample_from_to
+
+    img = nib.Nifti1Image(volume.data, volume.affine)
+    out = resample_from_to(img, (target.data.shape, target.affine), order=1, cval=0.0)
+    data = np.asarray(out.dataobj, dtype=np.float32)
+    return Volume(data, target.affine, volume.path, volume.sha256, True)
+
+
+def integer_labels(volume: Volume, max_value: int) -> np.ndarray:
+    """The voxels of a label map as integers in the smallest dtype that holds them.
+
+    Parameters
+    ----------
+    volume : Volume
+        The label map as read.
+    max_value : int
+        Largest label value accepted (``load.max_label_value`` of the settings).
+
+    Returns
+    -------
+    ndarray
+        uint8, uint16 or int32 labels, 0 = background.
+
+    Raises
+    ------
+    StudyError
+        NaN, non-integer, negative or too large values, or no labelled voxel.
+    """
+    data = volume.data
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        if not finite.all():
+            raise StudyError(
+                f"{int((~finite).sum())} NaN or infinite label values: expected integer labels",
+                volume.path,
+            )
+        rounded = np.round(data)
+        bad = np.abs(data - rounded) > 1e-3
+        if bad.any():
+            example = float(data[bad].flat[0])
+            raise StudyError(
+                f"non-integer label values (e.g. {example:g}): expected an integer label map",
+                volume.path,
+            )
+        data = rounded
+    elif data.dtype.kind not in "iub":
+        raise StudyError(f"label map has data type {data.dtype}: expected integers", volume.path)
+    low, high = data.min(), data.max()
+    if low < 0:
+        raise StudyError(
+            f"negative label value {int(low)}: expected 0 (background) or positive integers",
+            volume.path,
+        )
+    if high > max_value:
+        raise StudyError(
+            f"label value {int(high)} exceeds the largest supported ({max_value})", volume.path
+        )
+    if high == 0:
+        raise StudyError("label map is empty: no voxel is labelled", volume.path)
+    return data.astype(smallest_label_dtype(int(high)), copy=False)

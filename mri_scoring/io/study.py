@@ -1,0 +1,355 @@
+"""The :class:`Study` container and :func:`load_study`: every image on the label grid, checked.
+
+Everything a later stage needs is on the :class:`Study`: arrays on one RAS+ grid, the resolved
+label table, metadata and QC findings. Later stages never open files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ..anatomy import SIDES, LabelInfo
+from ..arrays import smallest_label_dtype
+from ..config import Settings, load_settings
+from ..errors import QCFinding, StudyError
+from .discover import IMAGE_ROLES, StudyFiles, study_files
+from .nifti import (
+    Volume,
+    grid_text,
+    integer_labels,
+    open_all,
+    read_volume,
+    resample_to,
+    same_grid,
+)
+from .tables import (
+    LABEL_OPTIONS,
+    read_label_table,
+    read_metadata,
+    resolve_labels,
+    sidecar_units,
+    table_for,
+)
+
+
+@dataclass
+class Study:
+    """One study on the label map's grid, reoriented to RAS+.
+
+    Attributes
+    ----------
+    study_id : str
+        Sanitised identifier (safe as a folder name).
+    labels : ndarray of unsigned (or int32) integers, shape (X, Y, Z)
+        Label map, 0 = background, in the smallest dtype that holds its values.
+    affine : ndarray, shape (4, 4)
+        Voxel -> world (RAS+, mm) transform of every array.
+    images : dict of str -> ndarray
+        Images by role: ``fat``, ``water`` (Dixon magnitudes), ``ff`` (fat fraction 0-1),
+        ``stir`` (arbitrary units), ``t2map`` (ms), ``t1w`` (arbitrary units). float32, except
+        that an image stored as 8- or 16-bit integers with no scaling in its header keeps its
+        stored integers (a view of the decompressed file: half the memory, no conversion); use
+        :meth:`float_image` for arithmetic, as integer sums can overflow. The fat-fraction map
+        is always float32.
+    label_info : dict of int -> LabelInfo
+        Meaning of every label value present in the map.
+    metadata : dict
+        Contents of ``study.json`` (or BIDS sidecars), possibly empty.
+    qc : list of QCFinding
+        Findings raised while loading.
+    files : dict of str -> Path
+        Source file of each role.
+    path : Path or None
+        The study folder, if loaded from disk.
+    input_sha256 : dict of str -> str
+        SHA-256 of each source file's bytes, by role (hashed as the file is read).
+    """
+
+    study_id: str
+    labels: np.ndarray
+    affine: np.ndarray
+    images: dict[str, np.ndarray]
+    label_info: dict[int, LabelInfo]
+    metadata: dict = field(default_factory=dict)
+    qc: list[QCFinding] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+    path: Path | None = None
+    input_sha256: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def voxel_size_mm(self) -> tuple[float, float, float]:
+        """Voxel edge lengths in mm (columns of the affine)."""
+        sizes = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+        return (float(sizes[0]), float(sizes[1]), float(sizes[2]))
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in millilitres."""
+        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.labels.shape)  # type: ignore[return-value]
+
+    def float_image(self, role: str) -> np.ndarray:
+        """The image of ``role`` as float32: the array itself, or a converted copy when it is
+        kept as stored 16-bit integers (safe for arithmetic; integer sums can overflow)."""
+        return self.images[role].astype(np.float32, copy=False)
+
+    @cached_property
+    def label_values(self) -> np.ndarray:
+        """Original label values, sorted; compact label ``i + 1`` is ``label_values[i]``."""
+        return np.array(sorted(self.label_info), dtype=np.int64)
+
+    def compact_labels(self, region: tuple[slice, ...] | None = None) -> np.ndarray:
+        """Label map (or a region of it) renumbered 1..K in the order of :attr:`label_values`.
+
+        Computed on demand and not kept: the renumbered map would cost another volume of memory.
+        """
+        labels = self.labels if region is None else self.labels[region]
+        values = self.label_values
+        dtype = smallest_label_dtype(len(values))
+        high = int(values.max()) if values.size else 0
+        if high < 1 << 20:
+            lut = np.zeros(high + 1, dtype)
+            lut[values] = np.arange(1, len(values) + 1)
+            return lut[labels]
+        compact = (np.searchsorted(values, labels) + 1).astype(dtype)
+        compact[labels == 0] = 0
+        return compact
+
+    @cached_property
+    def label_boxes(self) -> list[tuple[slice, ...] | None]:
+        """Bounding box of each label (``ndimage.find_objects`` on the compact labels)."""
+        compact = self.compact_labels()
+        if compact.flags.f_contiguous and not compact.flags.c_contiguous:
+            # find_objects is 4x faster along memory order: use the C-ordered transposed view.
+            boxes = ndimage.find_objects(compact.T, max_label=len(self.label_values))
+            return [None if b is None else b[::-1] for b in boxes]
+        return list(ndimage.find_objects(compact, max_label=len(self.label_values)))
+
+
+def _check_sides(study: Study) -> None:
+    wrong = []
+    for value, box in zip(study.label_values, study.label_boxes, strict=True):
+        info = study.label_info[int(value)]
+        if info.side not in SIDES or box is None:
+            continue
+        centre = [(s.start + s.stop - 1) / 2.0 for s in box]
+        x_world = float(study.affine[0, :3] @ centre + study.affine[0, 3])
+        if (info.side == "left") != (x_world < 0):
+            wrong.append(f"{info.name} (x = {x_world:+.0f} mm)")
+    if wrong:
+        study.qc.append(
+            QCFinding(
+                "warning",
+                "side_mismatch",
+                "muscles lie on the other side from their name in world coordinates (RAS+: left is "
+                f"x < 0): {', '.join(wrong[:8])}; check the label table or the image orientation",
+                str(study.files.get("labels", "")),
+            )
+        )
+
+
+def _fat_fraction_map(volume: Volume, declared: str | None, settings: Settings) -> np.ndarray:
+    data = volume.data
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        raise StudyError("fat-fraction map has no finite value", volume.path)
+    p99 = float(np.percentile(finite, 99))
+    scale = declared or (
+        "percent" if p99 > settings["load"]["ff_map_percent_detect"] else "fraction"
+    )
+    if scale == "percent":
+        data = data / np.float32(100.0)
+        finite = finite / np.float32(100.0)
+    tolerance = settings["load"]["ff_map_tolerance"]
+    low, high = float(finite.min()), float(finite.max())
+    if low < -tolerance or high > 1.0 + tolerance:
+        unit = "percent (0-100)" if scale == "percent" else "a fraction (0-1)"
+        raise StudyError(
+            f"fat-fraction values outside the possible range for {unit}: min {low:g}, max {high:g}",
+            volume.path,
+        )
+    return np.clip(data, 0.0, 1.0, out=data)
+
+
+def _one(roles: dict[str, list[Path]], role: str) -> Path | None:
+    files = roles.get(role)
+    if not files:
+        return None
+    if len(files) > 1:
+        names = ", ".join(str(f) for f in files)
+        raise StudyError(
+            f"several files match the role '{role}': {names}; keep one or set the "
+            "role patterns in configs/layouts.yaml",
+            files[0].parent,
+        )
+    return files[0]
+
+
+def load_study(
+    path: str | Path | StudyFiles,
+    *,
+    labels: str = "auto",
+    resample: bool = False,
+    settings: Settings | None = None,
+    read_threads: int | None = None,
+) -> Study:
+    """Load a study: every image on the label grid, RAS+, with its label table.
+
+    The files are read, hashed and decompressed concurrently (one thread per file, up to the
+    number of cores); see :class:`Study` for the array types.
+
+    Parameters
+    ----------
+    path : path or StudyFiles
+        A simple-layout study folder, a BIDS ``anat`` folder, or a discovered study.
+    labels : {"auto", "tsv", "musclemap", "musclesense", "totalsegmentator"}
+        Label scheme: ``auto`` uses the table when there is one, otherwise identifies the scheme
+        from the values present.
+    resample : bool
+        Resample images that are not on the label grid (linear) instead of refusing them.
+    settings : Settings, optional
+        Default: ``configs/settings.yaml``.
+    read_threads : int, optional
+        Files read at once (default: one per core). A batch running one process per core
+        passes 1: threads then only compete with the other processes.
+
+    Returns
+    -------
+    Study
+
+    Raises
+    ------
+    StudyError
+        A one-line message naming the file or field and what was expected.
+    """
+    settings = settings or load_settings()
+    if labels not in LABEL_OPTIONS:
+        raise StudyError(f"--labels must be one of {', '.join(LABEL_OPTIONS)}, got {labels!r}")
+    found = path if isinstance(path, StudyFiles) else study_files(path)
+    qc: list[QCFinding] = []
+    roles = found.roles
+    label_path = _one(roles, "labels")
+    if label_path is None:
+        raise StudyError("no label map (expected labels.nii.gz or *_dseg.nii.gz)", found.folder)
+    metadata_path = _one(roles, "metadata")
+    metadata = read_metadata(metadata_path) if metadata_path else {}
+    image_paths = {role: _one(roles, role) for role in IMAGE_ROLES}
+    image_paths = {role: p for role, p in image_paths.items() if p is not None}
+    for a, b in (("fat", "water"), ("water", "fat")):
+        if a in image_paths and b not in image_paths:
+            qc.append(
+                QCFinding(
+                    "warning",
+                    "dixon_incomplete",
+                    f"{a} image without {b} image: Dixon fat fraction needs both; {a} ignored",
+                    str(image_paths[a]),
+                )
+            )
+            del image_paths[a]
+    if not image_paths:
+        raise StudyError(
+            "no usable image: expected fat+water, ff, stir, t2map or t1w NIfTI "
+            "files beside the label map",
+            found.folder,
+        )
+
+    opened = open_all([label_path, *image_paths.values()], read_threads)
+    opened.reverse()  # popped in reading order; each buffer is released once converted
+    label_volume = read_volume(label_path, qc, opened.pop(), storage="integer")
+    hashes = {"labels": label_volume.sha256}
+    label_array = integer_labels(label_volume, settings["load"]["max_label_value"])
+    tolerance = settings["load"]["grid_tolerance_mm"]
+    images: dict[str, np.ndarray] = {}
+    for role, image_path in image_paths.items():
+        # Integer images without scaling stay as stored (half the memory of float32); the
+        # fat-fraction map is divided and range-checked, so it is always float32.
+        storage = "float32" if role == "ff" else "compact"
+        volume = read_volume(image_path, qc, opened.pop(), storage=storage)
+        if not same_grid(volume, label_volume, tolerance):
+            if not resample:
+                raise StudyError(
+                    f"{image_path.name} is not on the label map's grid: {grid_text(volume)} vs "
+                    f"{grid_text(label_volume)} (affines differ by more than {tolerance} mm); "
+                    "resample it, or use the resample option (--resample)",
+                    image_path,
+                )
+            qc.append(
+                QCFinding(
+                    "info",
+                    "resampled",
+                    f"{image_path.name} resampled onto the label grid (linear)",
+                    str(image_path),
+                )
+            )
+            volume = resample_to(volume, label_volume)
+        # Integer voxels cannot be NaN: only float images are checked (saves a volume of bools).
+        bad = ~np.isfinite(volume.data) if volume.float_storage else None
+        n_bad = int(bad.sum()) if bad is not None else 0
+        if n_bad:
+            volume.data[bad] = np.nan
+            qc.append(
+                QCFinding(
+                    "warning",
+                    "nonfinite_voxels",
+                    f"{n_bad} NaN or infinite voxels excluded",
+                    str(image_path),
+                )
+            )
+        if role == "ff":
+            scale = metadata.get("fat_fraction_scale") or sidecar_units(image_path)
+            volume.data = _fat_fraction_map(volume, scale, settings)
+        images[role] = volume.data
+        hashes[role] = volume.sha256
+
+    table_path = table_for(label_path, roles)
+    table = read_label_table(table_path) if table_path and labels in ("auto", "tsv") else None
+    values = _present_values(label_array)
+    label_info = resolve_labels(values, table, labels, label_path, qc)
+    study_id = found.study_id  # from study.json or the folder (BIDS: sub/ses), made unique
+    files = {"labels": label_path, **image_paths}
+    for role, extra in (("label_table", table_path), ("metadata", metadata_path)):
+        if extra:
+            files[role] = extra
+            hashes[role] = hashlib.sha256(extra.read_bytes()).hexdigest()
+    study = Study(
+        study_id=study_id,
+        labels=label_array,
+        affine=label_volume.affine,
+        images=images,
+        label_info=label_info,
+        metadata=metadata,
+        qc=qc,
+        files=files,
+        path=found.folder,
+        input_sha256=hashes,
+    )
+    if not any(info.kind in ("muscle", "group") for info in label_info.values()):
+        qc.append(
+            QCFinding(
+                "warning",
+                "no_known_muscle",
+                "no label is a known thigh muscle or compartment",
+                str(label_path),
+            )
+        )
+    _check_sides(study)
+    return study
+
+
+def _present_values(labels: np.ndarray) -> set[int]:
+    """Label values present in the map (0 excluded), without sorting the volume."""
+    high = int(labels.max())
+    if high < 1 << 24:
+        seen = np.zeros(high + 1, bool)
+        seen[labels.ravel(order="K")] = True
+        return {int(v) for v in np.flatnonzero(seen) if v}
+    return {int(v) for v in np.unique(labels) if v}

@@ -1,0 +1,217 @@
+"""Label tables, label schemes and metadata: what the label values mean, what ``study.json`` says.
+
+Reads BIDS dseg look-up tables (``index``/``name``), identifies a known scheme (MuscleMap,
+Musclesense, TotalSegmentator) when there is no table, and type-checks ``study.json`` and the
+``Units`` of a fat-fraction map's JSON sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..anatomy import LabelInfo, identify_scheme, label_scheme, match_label_name
+from ..errors import QCFinding, StudyError
+from .discover import strip_nifti_suffix
+
+LABEL_OPTIONS = ("auto", "tsv", "musclemap", "musclesense", "totalsegmentator")
+
+
+def read_label_table(path: Path) -> dict[int, str]:
+    """Parse a BIDS dseg look-up table (tab-separated, columns ``index`` and ``name``).
+
+    Raises
+    ------
+    StudyError
+        Naming the file, the line and what was expected.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise StudyError("label table is not UTF-8 text", path) from None
+    except OSError as exc:
+        raise StudyError(f"cannot read the label table ({exc.strerror or exc})", path) from None
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not lines:
+        raise StudyError("label table is empty: expected a header 'index<TAB>name' and rows", path)
+    header = [h.strip().lower() for h in lines[0].split("\t")]
+    if "index" not in header or "name" not in header:
+        raise StudyError(
+            f"label table header {lines[0]!r} lacks the columns 'index' and 'name' (tab-separated)",
+            path,
+        )
+    i_index, i_name = header.index("index"), header.index("name")
+    table: dict[int, str] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        cells = line.split("\t")
+        if len(cells) <= max(i_index, i_name):
+            raise StudyError(
+                f"line {number}: expected {len(header)} tab-separated cells, got {len(cells)}", path
+            )
+        raw_index, name = cells[i_index].strip(), cells[i_name].strip()
+        try:
+            index = int(raw_index)
+        except ValueError:
+            raise StudyError(
+                f"line {number}: index {raw_index!r} is not an integer", path
+            ) from None
+        if index < 0:
+            raise StudyError(f"line {number}: index {index} is negative", path)
+        if not name:
+            raise StudyError(f"line {number}: empty name for index {index}", path)
+        if index in table:
+            raise StudyError(
+                f"line {number}: duplicate index {index} (also {table[index]!r})", path
+            )
+        table[index] = name
+    return table
+
+
+_METADATA_TYPES = {
+    "study_id": (str, int),
+    "age_years": (int, float),
+    "sex": (str,),
+    "antibody": (str,),
+    "fat_fraction_scale": (str,),
+}
+
+
+def read_metadata(path: Path) -> dict:
+    """Read ``study.json``: a JSON object; known fields are type-checked."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise StudyError("not UTF-8 text", path) from None
+    except json.JSONDecodeError as exc:
+        raise StudyError(
+            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", path
+        ) from None
+    except OSError as exc:
+        raise StudyError(f"cannot read ({exc.strerror or exc})", path) from None
+    if not isinstance(data, dict):
+        raise StudyError(f"expected a JSON object, got {type(data).__name__}", path)
+    for key, types in _METADATA_TYPES.items():
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            expected = " or ".join(t.__name__ for t in types)
+            raise StudyError(f"field '{key}' must be {expected}, got {value!r}", path)
+    scale = data.get("fat_fraction_scale")
+    if scale is not None and scale not in ("fraction", "percent"):
+        raise StudyError(
+            f"field 'fat_fraction_scale' must be 'fraction' or 'percent', got {scale!r}", path
+        )
+    return data
+
+
+def resolve_labels(
+    values: set[int],
+    table: dict[int, str] | None,
+    scheme_option: str,
+    label_path: Path,
+    qc: list[QCFinding],
+) -> dict[int, LabelInfo]:
+    """The meaning of every label value present, from the table or a named/identified scheme.
+
+    Parameters
+    ----------
+    values : set of int
+        Label values present in the map (0 excluded).
+    table : dict of int -> str or None
+        The study's label table, if it has one and ``scheme_option`` allows it.
+    scheme_option : str
+        One of :data:`LABEL_OPTIONS`.
+    label_path : Path
+        The label map, named in messages.
+    qc : list of QCFinding
+        Findings are appended here (scheme detected, values not in the table, unknown names).
+
+    Returns
+    -------
+    dict of int -> LabelInfo
+
+    Raises
+    ------
+    StudyError
+        No table where one was required, or values that match no known scheme.
+    """
+    if scheme_option == "tsv" and table is None:
+        raise StudyError(
+            "--labels tsv was given but the study has no label table (labels.tsv or *_dseg.tsv)",
+            label_path,
+        )
+    if scheme_option in ("musclemap", "musclesense", "totalsegmentator"):
+        table = label_scheme(scheme_option).names
+    elif table is None:
+        scheme = identify_scheme(values)
+        if scheme is None:
+            shown = ", ".join(str(v) for v in sorted(values)[:12])
+            raise StudyError(
+                f"no label table, and the label values ({shown}) match no known "
+                "scheme (MuscleMap, Musclesense, TotalSegmentator): add labels.tsv",
+                label_path,
+            )
+        table = scheme.names
+        qc.append(
+            QCFinding(
+                "info",
+                "label_scheme_detected",
+                f"no label table; values identified as the {scheme.name} scheme",
+                str(label_path),
+            )
+        )
+    missing = sorted(values - set(table))
+    if missing:
+        shown = ", ".join(str(v) for v in missing[:12])
+        qc.append(
+            QCFinding(
+                "warning",
+                "label_not_in_table",
+                f"label values {shown} are in the map but not in the table; kept as "
+                "unknown and excluded from templates",
+                str(label_path),
+            )
+        )
+    info: dict[int, LabelInfo] = {}
+    unknown = []
+    for value in sorted(values):
+        name = table.get(value, f"label_{value}")
+        info[value] = match_label_name(name, value)
+        if info[value].kind == "unknown" and value in table:
+            unknown.append(name)
+    if unknown:
+        qc.append(
+            QCFinding(
+                "warning",
+                "label_unknown",
+                f"names the vocabulary does not know (kept, excluded from "
+                f"templates): {', '.join(unknown[:12])}",
+                str(label_path),
+            )
+        )
+    return info
+
+
+def table_for(label_path: Path, roles: dict[str, list[Path]]) -> Path | None:
+    """The label table of a label map: ``<stem>.tsv`` beside it, else a table role file there."""
+    stem = strip_nifti_suffix(label_path.name) or label_path.stem
+    beside = label_path.with_name(stem + ".tsv")
+    if beside.is_file():
+        return beside
+    for candidate in roles.get("label_table", []):
+        if candidate.parent == label_path.parent:
+            return candidate
+    return None
+
+
+def sidecar_units(image_path: Path) -> str | None:
+    """``"percent"`` or ``"fraction"`` from the ``Units`` of the image's JSON sidecar, or None."""
+    stem = strip_nifti_suffix(image_path.name) or image_path.stem
+    sidecar = image_path.with_name(stem + ".json")
+    if not sidecar.is_file():
+        return None
+    try:
+        units = json.loads(sidecar.read_text(encoding="utf-8")).get("Units", "")
+    except (OSError, ValueError, AttributeError):
+        return None
+    units = str(units).strip().lower()
+    return "percent" if units in ("%", "percent") else "fraction" if units == "fraction" else None
