@@ -1,4 +1,4 @@
-"""Reading studies from disk (file discovery, NIfTI and DICOM input): the first room of the pipeline.
+"""Reading studies from disk (discovery, NIfTI and DICOM input): the first room of the pipeline.
 
 - :mod:`~mri_scoring.io.discover` — which files of a folder play which role (simple layout,
   BIDS with sessions, MuscleMap/Musclesense outputs): :class:`StudyFiles`.
