@@ -39,7 +39,7 @@ from .pattern.match import involved_muscles, match
 from .pattern.templates import Template, load_template
 from .report import cohort_values, read_cohort_values, study_report_html, write_cohort_report
 from .schema import MUSCLE_COLUMNS
-from .workers import start_worker_server, worker_context
+from .workers import start_worker_server, worker_context, worker_started
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +356,8 @@ def run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, work
     context = worker_context()
     while queue:
         suspects: list[StudyFiles] = []
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                 initializer=worker_started, initargs=(os.getpid(),)) as pool:
             in_flight: dict[Future, StudyFiles] = {}
             while queue or in_flight:
                 while queue and len(in_flight) < 2 * workers:
@@ -375,7 +376,8 @@ def run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, work
                     suspects.extend(in_flight.values())
                     break
         for files in suspects:
-            with ProcessPoolExecutor(max_workers=1, mp_context=context) as single:
+            with ProcessPoolExecutor(max_workers=1, mp_context=context,
+                                     initializer=worker_started, initargs=(os.getpid(),)) as single:
                 try:
                     report(single.submit(task, files, out, options).result())
                 except BrokenProcessPool:

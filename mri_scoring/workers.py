@@ -2,19 +2,93 @@
 
 Kept free of heavy imports so that the command line can start the server first, and the server
 imports the pipeline (about half a second) while this process imports it too.
+
+Every process of a batch dies with the process that started it, however that one dies (even
+SIGKILL, which runs no clean-up code): the fork server and each worker ask the kernel for a
+SIGKILL when their parent exits (``prctl(PR_SET_PDEATHSIG)`` on Linux), and where that call does
+not exist a thread polls the parent's pid. Without this, a killed batch leaves its fork server and
+workers running forever: each worker holds the other end of the pipes it would wait on.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from multiprocessing.context import BaseContext
 
 PRELOAD = ["mri_scoring.pipeline", "mri_scoring._forkserver_warmup"]
+
+#: Environment variable naming the batch process's pid, for the fork server it starts.
+PARENT_PID_VARIABLE = "MRI_SCORING_BATCH_PID"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_POLL_S = 0.5
+
+#: Set in the fork server (and so inherited by every worker it forks): the server's pid.
+server_pid: int | None = None
+
+
+def _kernel_parent_death_signal() -> bool:
+    """Ask Linux to SIGKILL this process when its parent exits; False where unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(_POLL_S)
+    os._exit(1)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process exit as soon as the process ``parent_pid`` (its parent) is gone.
+
+    Parameters
+    ----------
+    parent_pid : int
+        The pid this process's parent had when it was started. If the parent is already gone
+        (the process was re-parented), this process exits at once.
+    """
+    if not _kernel_parent_death_signal():
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
+                         name="mri_scoring-parent-watch").start()  # fmt: skip
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def server_started() -> None:
+    """Called once in the fork server: it dies with the batch process that started it."""
+    global server_pid
+    server_pid = os.getpid()
+    parent = os.environ.get(PARENT_PID_VARIABLE, "")
+    die_with_parent(int(parent) if parent.isdigit() else os.getppid())
+
+
+def worker_started(batch_pid: int) -> None:
+    """Initializer of every pool worker: it dies with its parent (fork server or batch).
+
+    Parameters
+    ----------
+    batch_pid : int
+        Pid of the batch process: the parent of workers started without a fork server.
+    """
+    die_with_parent(server_pid if server_pid is not None else batch_pid)
 
 
 def worker_context() -> BaseContext:
     """The fork-server context with the pipeline preloaded (fast worker start, no inherited
     threads); where fork is unavailable, spawn."""
+    os.environ[PARENT_PID_VARIABLE] = str(os.getpid())  # read by the fork server it starts
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
