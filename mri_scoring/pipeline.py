@@ -39,7 +39,13 @@ from .pattern.match import involved_muscles, match
 from .pattern.templates import Template, load_template
 from .report import cohort_values, read_cohort_values, study_report_html, write_cohort_report
 from .schema import MUSCLE_COLUMNS
-from .workers import start_worker_server, worker_context, worker_started
+from .workers import (
+    start_worker_server,
+    unguarded_main_script,
+    worker_context,
+    worker_started,
+    workers_can_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -356,15 +362,20 @@ def run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, work
     context = worker_context()
     while queue:
         suspects: list[StudyFiles] = []
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                 initializer=worker_started, initargs=(os.getpid(),)) as pool:
+        broken = False
+        with _pool(context, workers) as pool:
             in_flight: dict[Future, StudyFiles] = {}
-            while queue or in_flight:
-                while queue and len(in_flight) < 2 * workers:
+            while (queue or in_flight) and not broken:
+                while queue and len(in_flight) < 2 * workers and not broken:
                     files = queue.popleft()
-                    in_flight[pool.submit(task, files, out, options)] = files
+                    try:
+                        in_flight[pool.submit(task, files, out, options)] = files
+                    except (BrokenProcessPool, OSError):  # the pool broke while starting one
+                        queue.appendleft(files)
+                        broken = True
+                if not in_flight:
+                    break
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                broken = False
                 for future in finished:
                     files = in_flight.pop(future)
                     try:
@@ -374,10 +385,14 @@ def run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, work
                         broken = True
                 if broken:
                     suspects.extend(in_flight.values())
-                    break
+        if broken and not workers_can_start(context):
+            raise MriScoringError(
+                "worker processes exit while starting, before scoring any study (any error "
+                "they print is above); from a script, call score_batch under "
+                "'if __name__ == \"__main__\":', or use one worker"
+            )
         for files in suspects:
-            with ProcessPoolExecutor(max_workers=1, mp_context=context,
-                                     initializer=worker_started, initargs=(os.getpid(),)) as single:
+            with _pool(context, 1) as single:
                 try:
                     report(single.submit(task, files, out, options).result())
                 except BrokenProcessPool:
@@ -391,6 +406,12 @@ def run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, work
                             ),
                         )
                     )
+
+
+def _pool(context: Any, workers: int) -> ProcessPoolExecutor:
+    """A process pool whose workers die with this process (see :mod:`mri_scoring.workers`)."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                               initializer=worker_started, initargs=(os.getpid(),))  # fmt: skip
 
 
 def _run_dask(todo: list[StudyFiles], out: Path, options: BatchOptions, workers: int,
@@ -476,6 +497,16 @@ def score_batch(
     root, out = Path(root), Path(out)
     if engine not in ("processes", "dask"):
         raise MriScoringError(f"--engine must be 'processes' or 'dask', got {engine!r}")
+    local_processes = workers > 1 if engine == "processes" else scheduler is None
+    if local_processes and (script := unguarded_main_script()):
+        log.warning(
+            "%s calls score_batch outside 'if __name__ == \"__main__\":': worker processes "
+            "would run the script again, so the studies are scored in this process, one at a "
+            "time; put the call under that guard to use %d workers",
+            script,
+            workers,
+        )
+        engine, workers = "processes", 1
     if engine == "processes" and workers > 1:
         start_worker_server()  # its imports overlap with discovery and the resume checks
     # Parallel studies use the cores: each then reads its files one at a time.

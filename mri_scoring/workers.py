@@ -12,6 +12,7 @@ workers running forever: each worker holds the other end of the pipes it would w
 
 from __future__ import annotations
 
+import ast
 import ctypes
 import ctypes.util
 import multiprocessing
@@ -83,6 +84,82 @@ def worker_started(batch_pid: int) -> None:
         Pid of the batch process: the parent of workers started without a fork server.
     """
     die_with_parent(server_pid if server_pid is not None else batch_pid)
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    """``__name__ == "__main__"`` (either way round)."""
+    if not isinstance(test, ast.Compare) or len(test.ops) != 1:
+        return False
+    if not isinstance(test.ops[0], ast.Eq):
+        return False
+    sides = [test.left, *test.comparators]
+    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
+    texts = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
+    return len(names) == 1 and len(texts) == 1
+
+
+def unguarded_main_script() -> str | None:
+    """The script this call runs from, if it runs in the script's top-level code outside an
+    ``if __name__ == "__main__":`` block; else None.
+
+    Worker processes started by spawn or a fork server import the main script again: top-level
+    code that starts workers would then run once more in every worker (Python refuses it with
+    a "bootstrapping phase" error in each). Interactive sessions and notebooks have no script
+    and are never reported.
+
+    Returns
+    -------
+    str or None
+        Path of the unguarded script.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or not path:
+        return None
+    frame = sys._getframe(1)
+    while frame is not None and not (
+        frame.f_code.co_name == "<module>" and frame.f_globals is vars(main)
+    ):
+        frame = frame.f_back
+    if frame is None:  # not called from the script's top level (a thread, a callback)
+        return None
+    line = frame.f_lineno
+    try:
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read(), filename=path)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_main_guard(node.test):
+            if node.lineno <= line <= (node.end_lineno or node.lineno):
+                return None
+    return path
+
+
+def workers_can_start(context: BaseContext) -> bool:
+    """Whether a worker process starts and runs a trivial task (after a pool broke).
+
+    Parameters
+    ----------
+    context : multiprocessing context
+        The context the batch's pools use.
+
+    Returns
+    -------
+    bool
+        False when a fresh worker dies before it can run anything: the failure is then the
+        workers' start-up (an import, the main script run again), not one study.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=worker_started,
+                             initargs=(os.getpid(),)) as probe:  # fmt: skip
+        try:
+            probe.submit(os.getpid).result()
+        except BrokenProcessPool:
+            return False
+    return True
 
 
 def worker_context() -> BaseContext:

@@ -110,3 +110,55 @@ def test_parent_watch_fallback_ends_a_child_whose_parent_died(tmp_path):
     if alive:
         os.kill(child, signal.SIGKILL)
     assert not alive, "the child outlived its parent by 10 s with only the polling fallback"
+
+
+def _run_script(path: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_unguarded_script_with_two_workers_scores_every_study(tmp_path):
+    """Regression: a plain script (no ``if __name__ == "__main__":``) asking for 2 workers had
+    every worker re-run it (16 bootstrapping tracebacks), every study "died", exit 0."""
+    root = tmp_path / "root"
+    for i in range(3):
+        write_phantom(root / f"s{i}", "imnm", seed=40 + i, shape=SHAPE)
+    script = tmp_path / "plain.py"
+    script.write_text(textwrap.dedent(f"""
+        import mri_scoring as ms
+        summary = ms.score_batch({str(root)!r}, out={str(tmp_path / "out")!r}, workers=2,
+                                 report=False)
+        print("rows", len(summary), "failures", len(summary.attrs["failures"]))
+    """))
+    done = _run_script(script, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "rows 3 failures 0" in done.stdout
+    assert "bootstrapping" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "if __name__" in done.stderr, "the fallback to one process must say why"
+
+
+@pytest.mark.slow
+def test_workers_that_cannot_start_are_reported_as_such(tmp_path):
+    """Regression: workers dying at start-up (here the script's own top level refuses to run
+    again in them) were reported as "worker process died ... (out of memory or crash)" for
+    every study."""
+    root = tmp_path / "root"
+    write_phantom(root / "s0", "imnm", seed=44, shape=SHAPE)
+    script = tmp_path / "guarded.py"
+    script.write_text(textwrap.dedent(f"""
+        import mri_scoring as ms
+        if __name__ == "__mp_main__":  # run again in a worker process: refuse
+            raise RuntimeError("this script cannot run in a worker")
+        if __name__ == "__main__":
+            try:
+                ms.score_batch({str(root)!r}, out={str(tmp_path / "out")!r}, workers=2,
+                               report=False)
+            except ms.MriScoringError as exc:
+                print("error:", exc)
+    """))
+    done = _run_script(script, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "worker processes exit while starting" in done.stdout, done.stdout + done.stderr
+    assert "out of memory" not in done.stdout + done.stderr
