@@ -8,11 +8,28 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
 
+#: Options of the whole program that are accepted after the verb too (``batch -v ...``).
+GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
+
+class _Group(TyperGroup):
+    """The verb group; moves the global flags given after the verb in front of it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        flags = [a for a in args[:end] if a in GLOBAL_FLAGS]
+        rest = [a for a in args[:end] if a not in GLOBAL_FLAGS]
+        return super().parse_args(ctx, [*flags, *rest, *args[end:]])
+
+
 app = typer.Typer(
+    cls=_Group,
     name="mri-scoring",
     help="Per-muscle thigh MRI scores and an IMNM-vs-DM pattern likelihood. "
     "Research software: not for diagnostic use.",
@@ -119,6 +136,19 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _check_paths(source: Path, out: Path | None) -> None:
+    """Usage errors found before any work: a missing input, an output that is a file."""
+    if not source.exists():
+        raise _fail(f"{source}: does not exist", 2)
+    if out is not None:
+        _check_out(out)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out}: exists and is not a folder; name a new or existing folder", 2)
+
+
 def _knowledge(config: Path | None, template: Path | None):
     from .config import load_settings
     from .pattern.templates import load_template
@@ -141,6 +171,7 @@ def score(
     from .errors import MriScoringError
     from .pipeline import score_study
 
+    _check_paths(study, out)
     try:
         settings, pattern = _knowledge(config, template)
         result = score_study(
@@ -156,8 +187,9 @@ def score(
         raise _fail(str(exc)) from None
     like = result.likelihood
     for finding in result.qc:
-        if finding.level == "warning":
-            log.warning("%s", finding)
+        if finding.level == "warning":  # the log prefix says WARNING already
+            where = f" [{Path(finding.file).name}]" if finding.file else ""
+            log.warning("%s: %s%s", finding.code, finding.message, where)
     typer.echo(
         f"{result.study_id}\t{like.call}\tp(IMNM)={like.p_imnm:.3f}\t"
         f"log10LR={like.log10_likelihood_ratio:+.2f}\t-> {out}"
@@ -176,8 +208,16 @@ def batch(
         str | None, typer.Option(help="dask scheduler address (with --engine dask).")
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume/--no-resume", help="Skip studies already scored.")
+        bool,
+        typer.Option(
+            "--resume/--no-resume",
+            help="Reuse a study's outputs when its fingerprint (input files, options, version) "
+            "matches.",
+        ),
     ] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="Score every study again (same as --no-resume).")
+    ] = False,
     template: TemplateOption = None,
     config: ConfigOption = None,
     labels: LabelsOption = LabelScheme.auto,
@@ -198,8 +238,9 @@ def batch(
     from .errors import MriScoringError
     from .workers import start_worker_server
 
+    _check_paths(root, out)
     if not root.is_dir():
-        raise _fail(f"{root}: not a folder", 2)
+        raise _fail(f"{root}: is not a folder (expected a folder of studies)", 2)
     if engine.value == "processes" and workers > 1:
         start_worker_server()  # the workers' imports then overlap with this process's
     from .pipeline import score_batch
@@ -228,7 +269,7 @@ def batch(
                 workers=workers,
                 engine=engine.value,
                 scheduler=scheduler,
-                resume=resume,
+                resume=resume and not force,
                 settings=settings,
                 template=pattern,
                 prior=prior,
@@ -240,9 +281,14 @@ def batch(
         except MriScoringError as exc:
             raise _fail(str(exc)) from None
     failures = summary.attrs["failures"]
-    typer.echo(f"{len(summary)} scored, {len(failures)} failed -> {out}/summary.tsv")
+    if summary.empty and failures.empty:
+        raise _fail(f"no study found under {root}: a study is a folder holding a label map "
+                    "(labels.nii.gz or *_dseg.nii.gz) and its images", 1)  # fmt: skip
     for _, row in failures.iterrows():
         typer.echo(f"failed: {row['study_id']}: {row['error']}", err=True)
+    reused = len(summary.attrs.get("reused", ()))
+    typer.echo(f"{len(summary) - reused} scored, {reused} reused, {len(failures)} failed "
+               f"-> {out}/summary.tsv")  # fmt: skip
     if len(failures):
         raise typer.Exit(1)
 
@@ -283,18 +329,22 @@ def templates(template: TemplateOption = None) -> None:
 @app.command()
 def demo(
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: temporary).")
-    ] = None,
+        Path, typer.Option("--out", "-o", help="Output folder (replaced results inside).")
+    ] = Path("mri-scoring-demo"),
     workers: Annotated[int, typer.Option("--workers", "-j", min=1)] = 1,
 ) -> None:
-    """Score the bundled sample studies and print the result table."""
-    import tempfile
-
+    """Score the bundled sample studies into OUT (default ./mri-scoring-demo) and print the
+    result table."""
     from .config import sample_data_dir
+    from .errors import MriScoringError
     from .pipeline import iter_results, score_batch
 
-    target = out or Path(tempfile.mkdtemp(prefix="mri-scoring-demo-"))
-    summary = score_batch(sample_data_dir(), target, workers=workers, resume=False)
+    target = out
+    _check_out(target)
+    try:
+        summary = score_batch(sample_data_dir(), target, workers=workers, resume=False)
+    except (MriScoringError, OSError) as exc:
+        raise _fail(f"{exc}; choose another folder with --out DIR") from None
     typer.echo("Research software: not for diagnostic use.\n")
     typer.echo(f"{'study':<28}{'call':<15}{'p(IMNM)':>8}  top evidence")
     for document in iter_results(target):
@@ -306,7 +356,11 @@ def demo(
             f"{document['p_imnm']:>8.3f}  {evidence}"
         )
     failures = summary.attrs["failures"]
-    typer.echo(f"\n{len(summary)} studies scored, {len(failures)} failed; outputs in {target}")
+    typer.echo(f"\n{len(summary)} studies scored, {len(failures)} failed. Per study, in "
+               f"{target}/<study>/: report.html (the evidence, for reading), score.json (the "
+               "likelihood and every feature), muscles.tsv (per-muscle measures); summary.tsv "
+               "has one row per study.")  # fmt: skip
+    typer.echo(f"Open {target / 'index.html'} in a browser.")
     if len(failures):
         raise typer.Exit(1)
 

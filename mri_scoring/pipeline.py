@@ -492,9 +492,13 @@ def score_batch(
     Returns
     -------
     pandas.DataFrame
-        The summary table (one row per scored study); ``.attrs["failures"]`` holds the failures.
+        The summary table (one row per scored or reused study); ``.attrs["failures"]`` holds
+        the failures, ``.attrs["reused"]`` the ids of the studies whose earlier results were
+        reused.
     """
     root, out = Path(root), Path(out)
+    if out.exists() and not out.is_dir():
+        raise MriScoringError(f"--out {out}: exists and is not a folder")
     if engine not in ("processes", "dask"):
         raise MriScoringError(f"--engine must be 'processes' or 'dask', got {engine!r}")
     local_processes = workers > 1 if engine == "processes" else scheduler is None
@@ -525,6 +529,7 @@ def score_batch(
     rows: dict[str, dict[str, Any]] = {}
     cohort_by_study: dict[str, dict[str, dict[str, float]]] = {}
     failures: dict[str, Outcome] = {}
+    reused: list[str] = []
     total = len(studies)
     counts = {"done": 0, "failed": 0}
 
@@ -535,6 +540,8 @@ def score_batch(
             log.warning("%s failed: %s", outcome.study_id, outcome.error)
         else:
             rows[outcome.study_id] = outcome.summary or {}
+            if outcome.skipped:
+                reused.append(outcome.study_id)
             if outcome.cohort is not None:
                 cohort_by_study[outcome.study_id] = outcome.cohort
             counts["done"] += 1
@@ -572,6 +579,7 @@ def score_batch(
     if report and not summary.empty:
         write_cohort_report(out, summary, options.template, cohort_by_study)
     summary.attrs["failures"] = failure_table
+    summary.attrs["reused"] = sorted(reused)
     return summary
 
 

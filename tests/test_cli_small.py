@@ -1,0 +1,101 @@
+"""Small command-line behaviours a new user meets first, each with the wrong answer it guards."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from mri_scoring.cli import app
+from mri_scoring.config import sample_data_dir
+from tests.helpers import write_phantom
+
+runner = CliRunner()
+SHAPE = (64, 64, 10)
+
+
+def test_missing_study_path_says_does_not_exist(tmp_path):
+    """Regression: a path that does not exist was reported as "is not a study folder"."""
+    missing = tmp_path / "no-such-study"
+    for verb in ("score", "batch"):
+        result = runner.invoke(app, [verb, str(missing), "--out", str(tmp_path / "o")])
+        assert result.exit_code == 2, result.output
+        assert "does not exist" in result.output and "not a study folder" not in result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_that_is_a_file_fails_before_any_work(tmp_path):
+    """Regression: ``score --out FILE`` raised FileExistsError after all the computing."""
+    target = tmp_path / "taken"
+    target.write_text("not a folder")
+    study = sample_data_dir() / "sample-imnm"
+    for args in (["score", str(study)], ["batch", str(sample_data_dir())], ["demo"]):
+        result = runner.invoke(app, [*args, "--out", str(target)])
+        assert result.exit_code == 2, result.output
+        assert "exists and is not a folder" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+        assert "Traceback" not in result.output
+    assert target.read_text() == "not a folder"
+
+
+def test_verbose_flag_works_after_the_verb(tmp_path):
+    """Regression: ``batch ROOT -v`` was refused ("No such option: -v")."""
+    for verb in (["-v", "templates"], ["templates", "-v"], ["templates", "--quiet"]):
+        result = runner.invoke(app, verb)
+        assert result.exit_code == 0, (verb, result.output)
+        assert "template" in result.output
+    runner.invoke(app, ["templates", "-v"])
+    assert logging.getLogger("mri_scoring").getEffectiveLevel() == logging.DEBUG
+    runner.invoke(app, ["templates"])  # back to the default level for the other tests
+    assert logging.getLogger("mri_scoring").getEffectiveLevel() == logging.WARNING
+
+
+def test_batch_on_a_folder_without_studies_fails_with_a_hint(tmp_path):
+    """Regression: an empty (or wrong) ROOT exited 0 with an empty summary and no word."""
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["batch", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1, result.output
+    assert "no study found" in result.output and "label map" in result.output
+
+
+def test_score_warnings_are_not_prefixed_twice(tmp_path):
+    """Regression: QC warnings printed as "WARNING: warning: code: ..."."""
+    folder, _ = write_phantom(tmp_path / "s", "imnm", seed=5, shape=SHAPE)
+    (folder / "fat.nii.gz").unlink()  # water without fat: a dixon_incomplete warning
+    command = [sys.executable, "-m", "mri_scoring.cli", "score", str(folder), "--out",
+               str(tmp_path / "o"), "--no-report"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert any(line.startswith("WARNING: dixon_incomplete: ") for line in lines), lines
+    assert not any("warning: warning" in line.lower() for line in lines), lines
+
+
+def test_batch_ends_with_scored_reused_failed_counts(tmp_path):
+    """The last line counts scored, reused and failed studies; regression: reused studies were
+    counted as scored, so a resumed run could not be told from a fresh one."""
+    root = tmp_path / "root"
+    for i in range(2):
+        write_phantom(root / f"s{i}", "imnm", seed=60 + i, shape=SHAPE)
+    command = ["batch", str(root), "--out", str(tmp_path / "o"), "--no-report"]
+    first = runner.invoke(app, command)
+    assert first.exit_code == 0, first.output
+    assert first.output.strip().splitlines()[-1].startswith("2 scored, 0 reused, 0 failed")
+    write_phantom(root / "s2", "dm", seed=62, shape=SHAPE)
+    second = runner.invoke(app, command)
+    assert second.output.strip().splitlines()[-1].startswith("1 scored, 2 reused, 0 failed")
+    forced = runner.invoke(app, [*command, "--force"])
+    assert forced.output.strip().splitlines()[-1].startswith("3 scored, 0 reused, 0 failed")
+
+
+def test_demo_says_which_file_to_open(tmp_path):
+    """Regression: the demo ended on a temporary folder's name without saying what to open."""
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert str(tmp_path / "demo" / "index.html") in last and last.startswith("Open ")
+    assert (tmp_path / "demo" / "index.html").is_file()
+    assert "report.html" in result.output and "score.json" in result.output
