@@ -194,11 +194,18 @@ class EdemaMeasure:
         Empty when edema could not be measured.
     reference : EdemaReference
     qc : list of QCFinding
+    counted, edema : ndarray of bool or None
+        Per labelled voxel: in the denominator of ``edema_fraction``; read as edema.
+    shell_edema : ndarray of bool or None
+        Per shell voxel: read as edema-like (numerator of ``fascial_edema_fraction``).
     """
 
     columns: dict[str, Any] = field(default_factory=dict)
     reference: EdemaReference = field(default_factory=lambda: EdemaReference(""))
     qc: list[QCFinding] = field(default_factory=list)
+    counted: np.ndarray | None = None
+    edema: np.ndarray | None = None
+    shell_edema: np.ndarray | None = None
 
 
 def measure_edema(
@@ -284,7 +291,11 @@ def measure_edema(
                                 "normal-muscle reference may itself be edematous",
                                 region.file("stir")))  # fmt: skip
     counts = np.bincount(lab_ok, minlength=n + 1).astype(float)
-    hits = np.bincount(lab_ok[values > threshold], minlength=n + 1)
+    hit = values > threshold
+    hits = np.bincount(lab_ok[hit], minlength=n + 1)
+    edema_voxels = np.zeros(ok.shape, bool)
+    edema_voxels[ok] = hit
+    del hit
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = np.where(counts > 0, hits / counts, np.nan)
     values -= np.float32(mode)
@@ -300,4 +311,4 @@ def measure_edema(
                             "fascial_edema_fraction": fascial, "edema_source": source}  # fmt: skip
     if t2_median is not None:
         cols["t2_median_ms"] = t2_median
-    return EdemaMeasure(cols, reference, qc)
+    return EdemaMeasure(cols, reference, qc, ok, edema_voxels, shell_edema)

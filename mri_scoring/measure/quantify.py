@@ -23,6 +23,7 @@ from .arrays import LabelledRegion, VoxelSet
 from .atrophy import add_atrophy
 from .edema import EdemaMeasure, EdemaReference, measure_edema
 from .fat import FatMeasure, measure_fat
+from .maps import VoxelMaps
 from .masks import core_mask, exclusive_shell, padded_region, shell_reach_mm, steps_within
 
 
@@ -41,12 +42,16 @@ class MuscleTable:
     edema_reference : EdemaReference
     noise_sigma : float or None
         Estimated Dixon noise sigma (image units).
+    voxel_maps : VoxelMaps or None
+        The per-voxel masks and values the table was counted from (``quantify(...,
+        voxel_maps=True)`` only).
     """
 
     table: pd.DataFrame
     qc: list[QCFinding]
     edema_reference: EdemaReference
     noise_sigma: float | None = None
+    voxel_maps: VoxelMaps | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,7 +64,7 @@ class _Counts:
     shell: np.ndarray
 
 
-def quantify(study, settings: Settings | None = None) -> MuscleTable:
+def quantify(study, settings: Settings | None = None, *, voxel_maps: bool = False) -> MuscleTable:
     """Measure every label of a study in one pass.
 
     Parameters
@@ -68,6 +73,9 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
         A loaded (or phantom) study.
     settings : Settings, optional
         Default ``configs/settings.yaml``.
+    voxel_maps : bool
+        Also return the per-voxel masks and values behind the table (:class:`VoxelMaps`, for
+        figures and map files; a few bytes per labelled voxel).
 
     Returns
     -------
@@ -81,7 +89,26 @@ def quantify(study, settings: Settings | None = None) -> MuscleTable:
     infos = [study.label_info[int(v)] for v in study.label_values]
     table = _assemble(study, infos, counts, fat, edema)
     add_atrophy(table)
-    return MuscleTable(table, [*fat.qc, *edema.qc], edema.reference, fat.noise_sigma)
+    maps = _voxel_maps(study, region, fat, edema) if voxel_maps else None
+    return MuscleTable(table, [*fat.qc, *edema.qc], edema.reference, fat.noise_sigma, maps)
+
+
+def _voxel_maps(study, region: LabelledRegion, fat: FatMeasure,
+                edema: EdemaMeasure) -> VoxelMaps:  # fmt: skip
+    """The measured voxels by flat C-order index into the grid, with their label values."""
+    shape = study.shape
+    c_order = (shape[1] * shape[2], shape[2], 1)
+    values = study.label_values
+    high = int(values.max()) if values.size else 0
+    dtype = np.uint8 if high < 256 else np.uint16 if high < 65536 else np.int32
+    lookup = np.concatenate([[0], values]).astype(dtype)
+    return VoxelMaps(
+        shape=shape, index=region.voxels.full_index(c_order),
+        label=lookup[region.label], ff=fat.ff, core=region.use_core,
+        edema_counted=edema.counted, edema=edema.edema,
+        shell_index=region.shell.full_index(c_order),
+        shell_label=lookup[region.shell_label], shell_edema=edema.shell_edema,
+    )  # fmt: skip
 
 
 def _labelled_region(study, qset: dict[str, Any]) -> tuple[LabelledRegion, _Counts]:

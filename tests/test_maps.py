@@ -1,0 +1,60 @@
+"""Per-voxel maps behind the muscle table: the voxels a figure or a map file shows are exactly the
+voxels the table counted (guards against maps recomputed by other rules that drift from it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mri_scoring import phantom
+from mri_scoring.config import load_settings
+from mri_scoring.measure.quantify import quantify
+
+SHAPE = (96, 96, 16)
+
+
+@pytest.mark.parametrize("roles", [("fat", "water", "stir"), ("ff", "t2map"), ("t2map",)])
+def test_voxel_maps_reproduce_the_table_counts(roles):
+    """edema voxels per label = edema_fraction x counted voxels, shell hits = fascial fraction x
+    shell voxels, core = core_voxels; counted voxels are muscle core voxels that are not fatty."""
+    study = phantom.make_study("dm", seed=7, shape=SHAPE, roles=roles)
+    measured = quantify(study, voxel_maps=True)
+    maps, table = measured.voxel_maps, measured.table.set_index("label")
+    assert quantify(study).voxel_maps is None  # only on request
+    grid = np.unravel_index(maps.index, maps.shape)
+    np.testing.assert_array_equal(study.labels[grid], maps.label)  # same voxels, same labels
+    assert maps.index.size == int(table["voxels"].sum())
+    counted = maps.label_count(maps.edema_counted)
+    edema = maps.label_count(maps.edema)
+    muscles = table[table["kind"] == "muscle"]
+    assert len(counted) == len(muscles)  # every muscle has assessable voxels here
+    for label, row in muscles.iterrows():
+        n = counted[label]
+        assert edema.get(label, 0) == round(row["edema_fraction"] * n), label
+        shell = maps.label_count(np.ones(maps.shell_label.shape, bool), shell=True).get(label, 0)
+        hits = maps.label_count(maps.shell_edema, shell=True).get(label, 0)
+        assert shell == row["shell_voxels"], label  # a deep muscle may have no own shell
+        if shell:
+            assert hits == round(row["fascial_edema_fraction"] * shell), label
+    whole = table["qc_flags"].str.contains("small_core_whole_mask_used")  # core too small
+    expected_core = table["core_voxels"].where(~whole, table["voxels"])
+    assert maps.label_count(maps.core) == {int(k): int(v) for k, v in expected_core.items() if v}
+    assert not (maps.edema & ~maps.edema_counted).any()
+    assert not (maps.edema_counted & ~maps.core).any()
+    if maps.ff is not None:  # fatty voxels never count as edema
+        fatty = load_settings()["quantify"]["fatty_voxel_ff"]
+        assert not (maps.edema_counted & (maps.ff > fatty)).any()
+    else:
+        assert "ff" not in roles and "fat" not in roles
+
+
+def test_planes_are_slices_of_the_volume():
+    study = phantom.make_study("imnm", seed=8, shape=SHAPE, roles=("fat", "water", "stir"))
+    maps = quantify(study, voxel_maps=True).voxel_maps
+    ff = maps.volume(maps.ff, fill=np.nan)
+    shell = maps.volume(maps.shell_edema, shell=True)
+    for k in (0, 7, SHAPE[2] - 1):
+        np.testing.assert_array_equal(maps.plane(maps.ff, k, fill=np.nan), ff[:, :, k])
+        np.testing.assert_array_equal(maps.plane(maps.shell_edema, k, shell=True), shell[..., k])
+    assert np.isnan(ff[study.labels == 0]).all()  # nothing outside the labels is invented
+    assert np.isfinite(ff[study.labels > 0]).mean() > 0.95
