@@ -20,18 +20,15 @@ from functools import cache
 from .config import config_dir, load_config_file
 
 SIDES = ("left", "right")
-_SIDE_TOKENS = {
-    "left": "left",
-    "l": "left",
-    "lt": "left",
-    "links": "left",
-    "right": "right",
-    "r": "right",
-    "rt": "right",
-    "rechts": "right",
-}
-# Kinds of label.
-MUSCLE, GROUP, REFERENCE, UNKNOWN = "muscle", "group", "reference", "unknown"
+# Kinds of label. OTHER_MUSCLE: a known muscle outside the thigh vocabulary (calf, trunk,
+# shoulder): measured and listed, never in a template, group or atrophy share.
+MUSCLE, GROUP, REFERENCE, OTHER_MUSCLE, UNKNOWN = (
+    "muscle",
+    "group",
+    "reference",
+    "other_muscle",
+    "unknown",
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +43,8 @@ class LabelInfo:
         The name as given in the label table (or the scheme).
     kind : str
         ``"muscle"``, ``"group"`` (a compartment label such as TotalSegmentator's),
-        ``"reference"`` (bone, marrow, fat) or ``"unknown"``.
+        ``"reference"`` (bone, marrow, fat), ``"other_muscle"`` (a known muscle outside the
+        thigh vocabulary, e.g. calf or trunk) or ``"unknown"``.
     muscle : str
         Canonical name: a vocabulary muscle, a group name for compartments, a reference tissue
         name, or the normalised unknown name.
@@ -101,11 +99,19 @@ def group_of(muscle: str) -> str:
     return ""
 
 
+@cache
+def side_tokens() -> dict[str, str]:
+    """Normalised side token -> ``"left"`` or ``"right"`` (``configs/anatomy.yaml``)."""
+    tokens = _anatomy()["side_tokens"]
+    return {str(token): side for side in SIDES for token in tokens[side]}
+
+
 def _split_side(tokens: list[str]) -> tuple[list[str], str]:
-    if len(tokens) > 1 and tokens[0] in _SIDE_TOKENS:
-        return tokens[1:], _SIDE_TOKENS[tokens[0]]
-    if len(tokens) > 1 and tokens[-1] in _SIDE_TOKENS:
-        return tokens[:-1], _SIDE_TOKENS[tokens[-1]]
+    known = side_tokens()
+    if len(tokens) > 1 and tokens[0] in known:
+        return tokens[1:], known[tokens[0]]
+    if len(tokens) > 1 and tokens[-1] in known:
+        return tokens[:-1], known[tokens[-1]]
     return tokens, ""
 
 
@@ -119,6 +125,8 @@ def _resolve(stem: str) -> tuple[str, str] | None:
         return GROUP, config["compartments"][stem]
     if stem in config["reference_tissues"]:
         return REFERENCE, stem
+    if stem in config["other_muscles"]:
+        return OTHER_MUSCLE, stem
     return None
 
 
@@ -145,7 +153,7 @@ def match_label_name(name: str, value: int = 0) -> LabelInfo:
         # Glued side + abbreviation, e.g. Musclesense's "RST", "LAM", "LBF".
         token = tokens[0]
         if token[0] in ("l", "r") and _resolve(token[1:]) is not None:
-            resolved, side = _resolve(token[1:]), _SIDE_TOKENS[token[0]]
+            resolved, side = _resolve(token[1:]), side_tokens()[token[0]]
     if resolved is None:
         return LabelInfo(value, name, UNKNOWN, "_".join(stem_tokens) or normalise(name), side, "")
     kind, canonical = resolved
@@ -180,23 +188,88 @@ def label_scheme(name: str) -> LabelScheme:
     return LabelScheme(name, names)
 
 
-def identify_scheme(values: set[int]) -> LabelScheme | None:
-    """Pick the published scheme whose code set contains all ``values`` (0 excluded).
+@dataclass(frozen=True)
+class SchemeMatch:
+    """A published scheme identified from the values of a label map without a table.
 
-    MuscleMap's four-digit codes are unambiguous. Musclesense (1-11, 21-31) and TotalSegmentator
-    (1-18) overlap on 1-11: values above 18 mean Musclesense; values 12-18 mean TotalSegmentator;
-    otherwise, a set of 1-8 only is TotalSegmentator's thigh compartments and anything reaching
-    9-11 is Musclesense. Returns None when no scheme contains every value.
+    Attributes
+    ----------
+    scheme : LabelScheme
+        The scheme that holds the most of the map's values.
+    unmatched : tuple of int
+        Values present in the map but not in the scheme (kept as unknown labels, warned).
+    coverage : float
+        Share of the map's non-zero values that the scheme holds (0-1).
+    """
+
+    scheme: LabelScheme
+    unmatched: tuple[int, ...]
+    coverage: float
+
+    @property
+    def name(self) -> str:
+        """The scheme's short name (``musclemap``, ``musclesense``, ``totalsegmentator``)."""
+        return self.scheme.name
+
+    @property
+    def small_integer(self) -> bool:
+        """True for schemes whose codes are small integers that other tools use too.
+
+        Musclesense (1-31) and TotalSegmentator (1-18) share values with each other and with
+        unsided maps (e.g. an 11-label model numbering its muscles 1-11 in both thighs): such a
+        match is only a guess until the geometry agrees. MuscleMap's four-digit codes are not.
+        """
+        return max(self.scheme.names) < 1000
+
+
+def identify_scheme(values: set[int], min_coverage: float = 1.0) -> SchemeMatch | None:
+    """Pick the published scheme that holds (nearly) all label ``values`` (0 excluded).
+
+    Parameters
+    ----------
+    values : set of int
+        Label values present in the map.
+    min_coverage : float
+        Least share of ``values`` the scheme must hold (``load.scheme_min_coverage`` in the
+        settings); values outside it are reported, not dropped.
+
+    Returns
+    -------
+    SchemeMatch or None
+        None when no scheme holds enough of the values.
+
+    Notes
+    -----
+    The scheme holding the most values wins. MuscleMap's four-digit codes are unambiguous.
+    Musclesense (1-11, 21-31) and TotalSegmentator (1-18) overlap on 1-11: values above 18 mean
+    Musclesense; values 12-18 mean TotalSegmentator; otherwise a set of 1-8 only is
+    TotalSegmentator's thigh compartments and anything reaching 9-11 is Musclesense. A
+    small-integer match is still to be confirmed by the label geometry (see
+    ``mri_scoring.io.label_geometry``).
+
+    Examples
+    --------
+    >>> identify_scheme({7221, 7222, 6211}).name
+    'musclemap'
+    >>> identify_scheme({1, 2, 3, 4, 5, 6, 7, 8}).name
+    'totalsegmentator'
+    >>> match = identify_scheme({7221, 7222, 6211, 9999}, min_coverage=0.7)
+    >>> match.name, match.unmatched
+    ('musclemap', (9999,))
     """
     values = {v for v in values if v != 0}
     if not values:
         return None
-    candidates = [label_scheme(n) for n in SCHEME_FILES if values <= set(label_scheme(n).names)]
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
+    held = {n: values & set(label_scheme(n).names) for n in SCHEME_FILES}
+    best = max(len(h) for h in held.values())
+    if best == 0 or best / len(values) < min_coverage:
         return None
-    by_name = {c.name: c for c in candidates}
-    if max(values) <= 8 and "totalsegmentator" in by_name:
-        return by_name["totalsegmentator"]
-    return by_name.get("musclesense", candidates[0])
+    candidates = [n for n, h in held.items() if len(h) == best]
+    if len(candidates) == 1:
+        name = candidates[0]
+    elif max(values) <= 8 and "totalsegmentator" in candidates:
+        name = "totalsegmentator"
+    else:
+        name = "musclesense" if "musclesense" in candidates else candidates[0]
+    unmatched = tuple(sorted(values - held[name]))
+    return SchemeMatch(label_scheme(name), unmatched, best / len(values))

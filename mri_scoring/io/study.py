@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..anatomy import SIDES, LabelInfo
+from ..anatomy import LabelInfo
 from ..arrays import smallest_label_dtype
 from ..config import Settings, load_settings
 from ..errors import QCFinding, StudyError
 from .discover import IMAGE_ROLES, StudyFiles, study_files
+from .label_geometry import resolve_geometry
 from .nifti import (
     Volume,
     grid_text,
@@ -133,28 +134,6 @@ class Study:
             boxes = ndimage.find_objects(compact.T, max_label=len(self.label_values))
             return [None if b is None else b[::-1] for b in boxes]
         return list(ndimage.find_objects(compact, max_label=len(self.label_values)))
-
-
-def _check_sides(study: Study) -> None:
-    wrong = []
-    for value, box in zip(study.label_values, study.label_boxes, strict=True):
-        info = study.label_info[int(value)]
-        if info.side not in SIDES or box is None:
-            continue
-        centre = [(s.start + s.stop - 1) / 2.0 for s in box]
-        x_world = float(study.affine[0, :3] @ centre + study.affine[0, 3])
-        if (info.side == "left") != (x_world < 0):
-            wrong.append(f"{info.name} (x = {x_world:+.0f} mm)")
-    if wrong:
-        study.qc.append(
-            QCFinding(
-                "warning",
-                "side_mismatch",
-                "muscles lie on the other side from their name in world coordinates (RAS+: left is "
-                f"x < 0): {', '.join(wrong[:8])}; check the label table or the image orientation",
-                str(study.files.get("labels", "")),
-            )
-        )
 
 
 def _fat_fraction_map(volume: Volume, declared: str | None, settings: Settings) -> np.ndarray:
@@ -313,7 +292,10 @@ def load_study(
     table_path = table_for(label_path, roles)
     table = read_label_table(table_path) if table_path and labels in ("auto", "tsv") else None
     values = _present_values(label_array)
-    label_info = resolve_labels(values, table, labels, label_path, qc)
+    label_info, identified = resolve_labels(values, table, labels, label_path, qc, settings)
+    label_array, label_info = resolve_geometry(
+        label_array, label_volume.affine, label_info, identified, label_path, qc, settings
+    )
     study_id = found.study_id  # from study.json or the folder (BIDS: sub/ses), made unique
     files = {"labels": label_path, **image_paths}
     for role, extra in (("label_table", table_path), ("metadata", metadata_path)):
@@ -341,7 +323,6 @@ def load_study(
                 str(label_path),
             )
         )
-    _check_sides(study)
     return study
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..anatomy import LabelInfo, identify_scheme, label_scheme, match_label_name
+from ..anatomy import LabelInfo, SchemeMatch, identify_scheme, label_scheme, match_label_name
+from ..config import Settings
 from ..errors import QCFinding, StudyError
 from .discover import strip_nifti_suffix
 
@@ -103,13 +104,20 @@ def read_metadata(path: Path) -> dict:
     return data
 
 
+def shown_values(values: list, limit: int = 12) -> str:
+    """Values joined for a message, with an ellipsis and the count when there are more."""
+    text = ", ".join(str(v) for v in values[:limit])
+    return text + (f", … ({len(values)} in all)" if len(values) > limit else "")
+
+
 def resolve_labels(
     values: set[int],
     table: dict[int, str] | None,
     scheme_option: str,
     label_path: Path,
     qc: list[QCFinding],
-) -> dict[int, LabelInfo]:
+    settings: Settings,
+) -> tuple[dict[int, LabelInfo], SchemeMatch | None]:
     """The meaning of every label value present, from the table or a named/identified scheme.
 
     Parameters
@@ -124,10 +132,16 @@ def resolve_labels(
         The label map, named in messages.
     qc : list of QCFinding
         Findings are appended here (scheme detected, values not in the table, unknown names).
+    settings : Settings
+        ``load.scheme_min_coverage``: the share of values a scheme must hold without a table.
 
     Returns
     -------
-    dict of int -> LabelInfo
+    info : dict of int -> LabelInfo
+    identified : SchemeMatch or None
+        The scheme found from the values alone (no table, no named scheme); a small-integer
+        match is to be confirmed by the geometry
+        (:func:`mri_scoring.io.label_geometry.resolve_geometry`).
 
     Raises
     ------
@@ -139,35 +153,34 @@ def resolve_labels(
             "--labels tsv was given but the study has no label table (labels.tsv or *_dseg.tsv)",
             label_path,
         )
+    identified = None
     if scheme_option in ("musclemap", "musclesense", "totalsegmentator"):
         table = label_scheme(scheme_option).names
     elif table is None:
-        scheme = identify_scheme(values)
-        if scheme is None:
-            shown = ", ".join(str(v) for v in sorted(values)[:12])
+        identified = identify_scheme(values, settings["load"]["scheme_min_coverage"])
+        if identified is None:
             raise StudyError(
-                f"no label table, and the label values ({shown}) match no known "
-                "scheme (MuscleMap, Musclesense, TotalSegmentator): add labels.tsv",
+                f"no label table, and the label values ({shown_values(sorted(values))}) match no "
+                "known scheme (MuscleMap, Musclesense, TotalSegmentator): add labels.tsv",
                 label_path,
             )
-        table = scheme.names
+        table = identified.scheme.names
         qc.append(
             QCFinding(
                 "info",
                 "label_scheme_detected",
-                f"no label table; values identified as the {scheme.name} scheme",
+                f"no label table; values identified as the {identified.name} scheme",
                 str(label_path),
             )
         )
     missing = sorted(values - set(table))
     if missing:
-        shown = ", ".join(str(v) for v in missing[:12])
         qc.append(
             QCFinding(
                 "warning",
                 "label_not_in_table",
-                f"label values {shown} are in the map but not in the table; kept as "
-                "unknown and excluded from templates",
+                f"label values {shown_values(missing)} are in the map but not in the table; kept "
+                "as unknown and excluded from templates",
                 str(label_path),
             )
         )
@@ -184,11 +197,11 @@ def resolve_labels(
                 "warning",
                 "label_unknown",
                 f"names the vocabulary does not know (kept, excluded from "
-                f"templates): {', '.join(unknown[:12])}",
+                f"templates): {shown_values(unknown)}",
                 str(label_path),
             )
         )
-    return info
+    return info, identified
 
 
 def table_for(label_path: Path, roles: dict[str, list[Path]]) -> Path | None:
