@@ -159,3 +159,24 @@ def test_single_mislabelled_muscle_is_named(tmp_path):
     [finding] = [q for q in study.qc if q.code == "side_mismatch"]
     assert "vastus_lateralis_right" in finding.message
     assert "gracilis" not in finding.message
+
+
+def test_myoqmri_maps_are_recognised_and_unused_images_noted(tmp_path):
+    """MyoQMRI's muscle-BIDS outputs (<subject>_t2, <subject>_ff) are read as the T2 and FF
+    maps; an image no role claims (its B1 map) is named in QC instead of silently ignored."""
+    made = phantom.make_study("imnm", seed=3, shape=TINY)
+    folder = tmp_path / "myo"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(made.labels.astype(np.int16), made.affine), folder / "labels.nii.gz")
+    (folder / "labels.tsv").write_text(
+        "index\tname\n"
+        + "".join(f"{v}\t{i.muscle}_{i.side}\n" for v, i in sorted(made.label_info.items()))
+    )
+    nib.save(nib.Nifti1Image(made.images["t2map"], made.affine), folder / "P01_t2.nii.gz")
+    nib.save(nib.Nifti1Image(made.images["ff"], made.affine), folder / "P01_ff.nii.gz")
+    b1 = np.ones(made.shape, np.float32)
+    nib.save(nib.Nifti1Image(b1, made.affine), folder / "P01_b1.nii.gz")
+    study = load_study(folder)
+    assert set(study.images) == {"t2map", "ff"}
+    [note] = [q for q in study.qc if q.code == "image_not_used"]
+    assert "P01_b1.nii.gz" in note.message and "P01_t2" not in note.message

@@ -121,6 +121,29 @@ def match_roles(names: list[str], folder: Path) -> dict[str, list[Path]]:
     return roles
 
 
+def unclaimed_images(folder: Path, roles: dict[str, list[Path]]) -> list[Path]:
+    """NIfTI files in ``folder`` that match no role: found, and not used.
+
+    Parameters
+    ----------
+    folder : Path
+        The study folder (BIDS: the ``anat`` folder).
+    roles : dict of str -> list of Path
+        The files assigned to roles (:func:`match_roles`).
+
+    Returns
+    -------
+    list of Path
+        Sorted; empty when every image file has a role.
+    """
+    claimed = {path.name for paths in roles.values() for path in paths}
+    return sorted(
+        folder / name
+        for name in _list_files(folder)
+        if strip_nifti_suffix(name) is not None and name not in claimed
+    )
+
+
 def _list_files(folder: Path) -> list[str]:
     try:
         with os.scandir(folder) as entries:

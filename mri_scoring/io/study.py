@@ -18,7 +18,7 @@ from ..anatomy import LabelInfo
 from ..arrays import smallest_label_dtype
 from ..config import Settings, load_settings
 from ..errors import QCFinding, StudyError
-from .discover import IMAGE_ROLES, StudyFiles, study_files
+from .discover import IMAGE_ROLES, StudyFiles, study_files, unclaimed_images
 from .label_geometry import resolve_geometry
 from .nifti import (
     Volume,
@@ -34,6 +34,7 @@ from .tables import (
     read_label_table,
     read_metadata,
     resolve_labels,
+    shown_values,
     sidecar_units,
     table_for,
 )
@@ -221,6 +222,17 @@ def load_study(
         raise StudyError("no label map (expected labels.nii.gz or *_dseg.nii.gz)", found.folder)
     metadata_path = _one(roles, "metadata")
     metadata = read_metadata(metadata_path) if metadata_path else {}
+    unused = unclaimed_images(found.folder, roles)
+    if unused:
+        qc.append(
+            QCFinding(
+                "info",
+                "image_not_used",
+                f"image files found but not used (their names match no role in "
+                f"configs/layouts.yaml): {shown_values([p.name for p in unused], 8)}",
+                str(found.folder),
+            )
+        )
     image_paths = {role: _one(roles, role) for role in IMAGE_ROLES}
     image_paths = {role: p for role, p in image_paths.items() if p is not None}
     for a, b in (("fat", "water"), ("water", "fat")):
