@@ -15,10 +15,8 @@ from typing import Any
 from ..anatomy import groups, vocabulary
 from ..config import config_dir, load_yaml
 from ..errors import ConfigError
+from .measures import MEASURES, PER_MUSCLE_COLUMNS
 
-MEASURES = ("ff_excess", "ff_contrast", "edema_fraction", "fascial_edema_fraction", "atrophy",
-            "share_involved", "involvement")  # fmt: skip
-PER_MUSCLE_MEASURES = ("edema_fraction", "fascial_edema_fraction", "ff_median", "atrophy")
 SIDE_RULES = ("mean", "max", "min")
 DEFAULT_TEMPLATE = "imnm_vs_dm.yaml"
 
@@ -166,27 +164,26 @@ def _feature(check: _Checker, data: Any, index: int) -> Feature:
         raise check.fail(
             where, f"field 'sides' must be one of {', '.join(SIDE_RULES)}, got {sides!r}"
         )
-    reference = _muscle_list(
-        check, data, "reference", where, required=measure in ("ff_excess", "ff_contrast")
-    )
+    spec_of = MEASURES[measure]
+    reference = _muscle_list(check, data, "reference", where, required=spec_of.needs_reference)
     per_muscle: dict[str, SoftCut] = {}
-    if measure in ("share_involved", "involvement"):
+    if spec_of.per_muscle:
         spec = check.get(data, "per_muscle", where, dict)
-        if measure == "share_involved":
+        if spec_of.per_muscle == "one":
             inner = check.get(spec, "measure", f"{where}.per_muscle", str)
-            if inner not in PER_MUSCLE_MEASURES:
+            if inner not in PER_MUSCLE_COLUMNS:
                 raise check.fail(
                     f"{where}.per_muscle",
-                    f"unknown measure {inner!r}; known: {', '.join(PER_MUSCLE_MEASURES)}",
+                    f"unknown measure {inner!r}; known: {', '.join(PER_MUSCLE_COLUMNS)}",
                 )
             per_muscle[inner] = _cut(check, spec, f"{where}.per_muscle")
         else:
             for inner, cut in spec.items():
-                if inner not in PER_MUSCLE_MEASURES or not isinstance(cut, dict):
+                if inner not in PER_MUSCLE_COLUMNS or not isinstance(cut, dict):
                     raise check.fail(
                         f"{where}.per_muscle",
                         f"{inner!r} must be one of "
-                        f"{', '.join(PER_MUSCLE_MEASURES)} with threshold and width",
+                        f"{', '.join(PER_MUSCLE_COLUMNS)} with threshold and width",
                     )
                 per_muscle[inner] = _cut(check, cut, f"{where}.per_muscle.{inner}")
             if not per_muscle:

@@ -1,0 +1,179 @@
+"""The one registry of template measures: name → how it is computed from a muscle table.
+
+A template feature names a measure (``ff_excess``, ``edema_fraction``, ...). :data:`MEASURES`
+maps each name to its function and to the muscle-table column it reads; the template loader
+validates names against it and :func:`mri_scoring.pattern.match.match` calls through it. To add
+a measure, add one entry here (and document it in the template's comments).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..anatomy import GROUP, MUSCLE, group_of, groups
+
+if TYPE_CHECKING:
+    from .templates import Feature
+
+
+class Unavailable(Exception):
+    """Raised by a measure when the table cannot support it (the reason is the message)."""
+
+
+PER_MUSCLE_COLUMNS: dict[str, str] = {
+    "edema_fraction": "edema_fraction",
+    "fascial_edema_fraction": "fascial_edema_fraction",
+    "ff_median": "ff_median",
+    "atrophy": "atrophy_loss",
+}
+"""Per-muscle measures a ``share_involved``/``involvement`` feature may threshold, and the
+prepared-table column each reads (``atrophy_loss`` = 1 - ``atrophy_index``)."""
+
+
+def _expand(names: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        for muscle in groups().get(name, (name,)):
+            if muscle not in out:
+                out.append(muscle)
+    return out
+
+
+def _side_values(table: pd.DataFrame, column: str, rule: str) -> pd.Series:
+    """One value per row key (muscle, or group:<name>), the sides combined by ``rule``."""
+    finite = table[np.isfinite(table[column].astype(float))]
+    if finite.empty:
+        return pd.Series(dtype=float)
+    return finite.groupby("key")[column].agg(rule)
+
+
+def _rows(table: pd.DataFrame, names: tuple[str, ...], fallback: bool) -> pd.DataFrame:
+    """Rows for the listed muscles and groups.
+
+    A listed group none of whose muscles is labelled is stood in for by its compartment row
+    (e.g. TotalSegmentator's posterior compartment for ``hamstrings``); with ``fallback``, so is
+    a listed muscle that is missing, by its group's compartment.
+    """
+    muscles = table[(table["kind"] == MUSCLE) & table["muscle"].isin(_expand(names))]
+    present = set(muscles["muscle"])
+    stand_ins = set()
+    for name in names:
+        members = groups().get(name)
+        if members is not None:
+            if not present.intersection(members):
+                stand_ins.add(name)
+        elif fallback and name not in present and group_of(name):
+            stand_ins.add(group_of(name))
+    compartments = table[(table["kind"] == GROUP) & table["muscle"].isin(stand_ins)]
+    return pd.concat([muscles, compartments])
+
+
+def _aggregate(table: pd.DataFrame, feature: Feature, names: tuple[str, ...],
+               column: str) -> tuple[float, list[str]]:  # fmt: skip
+    """Voxel-weighted mean over the listed muscles of ``column`` (sides combined first)."""
+    rows = _rows(table, names, feature.group_fallback)
+    if rows.empty:
+        raise Unavailable(f"no labelled muscle among {', '.join(names)}")
+    values = _side_values(rows, column, feature.sides)
+    if values.empty:
+        raise Unavailable(f"no {column} for {', '.join(names)} (input image missing)")
+    weights = rows.groupby("key")["voxels"].sum().reindex(values.index).astype(float)
+    return float(np.average(values, weights=weights)), sorted(values.index)
+
+
+def _ff_difference(table: pd.DataFrame, feature: Feature, settings: Any,
+                   excess: bool) -> tuple[float, list[str]]:  # fmt: skip
+    target, used = _aggregate(table, feature, feature.muscles, "ff_median")
+    reference, used_ref = _aggregate(table, feature, feature.reference, "ff_median")
+    if excess:
+        reference = max(reference, settings["quantify"]["healthy_ff_ceiling"])
+    return target - reference, used + [f"reference:{m}" for m in used_ref]
+
+
+def _share_involved(table: pd.DataFrame, feature: Feature,
+                    settings: Any) -> tuple[float, list[str]]:  # fmt: skip
+    """Mean over the listed muscles of the per-muscle degree (the max over per-muscle cuts)."""
+    rows = _rows(table, feature.muscles, feature.group_fallback)
+    if rows.empty:
+        raise Unavailable(f"no labelled muscle among {', '.join(feature.muscles)}")
+    degrees = None
+    for measure, cut in feature.per_muscle.items():
+        values = _side_values(rows, PER_MUSCLE_COLUMNS[measure], feature.sides)
+        if values.empty:
+            continue
+        d = values.map(cut.degree)
+        degrees = d if degrees is None else pd.concat([degrees, d], axis=1).max(axis=1)
+    if degrees is None or degrees.empty:
+        raise Unavailable(
+            f"no {'/'.join(feature.per_muscle)} for the listed muscles (input image missing)"
+        )
+    return float(degrees.mean()), sorted(degrees.index)
+
+
+def _column(column: str) -> Callable[..., tuple[float, list[str]]]:
+    def measure(table: pd.DataFrame, feature: Feature, settings: Any) -> tuple[float, list[str]]:
+        return _aggregate(table, feature, feature.muscles, column)
+
+    return measure
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One registry entry.
+
+    Attributes
+    ----------
+    compute : callable
+        ``compute(prepared_table, feature, settings) -> (value, muscles_used)``; raises
+        :class:`Unavailable` when the table cannot support it.
+    column : str
+        The prepared-table column it reads ("" for the per-muscle-degree measures).
+    needs_reference : bool
+        The feature must list ``reference`` muscles.
+    per_muscle : str
+        ``""``; ``"one"`` (``share_involved``: exactly one per-muscle cut) or ``"any"``
+        (``involvement``: one or more cuts, the maximum degree counts).
+    description : str
+        What the value means, with its unit.
+    """
+
+    compute: Callable[..., tuple[float, list[str]]]
+    column: str
+    needs_reference: bool = False
+    per_muscle: str = ""
+    description: str = ""
+
+
+MEASURES: dict[str, Measure] = {
+    "ff_excess": Measure(
+        lambda t, f, s: _ff_difference(t, f, s, excess=True), "ff_median", needs_reference=True,
+        description="target FF minus max(reference FF, healthy ceiling), fraction"),
+    "ff_contrast": Measure(
+        lambda t, f, s: _ff_difference(t, f, s, excess=False), "ff_median", needs_reference=True,
+        description="target FF minus reference FF, fraction"),
+    "edema_fraction": Measure(_column("edema_fraction"), "edema_fraction",
+                              description="share of the muscle with edema-like signal, 0-1"),
+    "fascial_edema_fraction": Measure(
+        _column("fascial_edema_fraction"), "fascial_edema_fraction",
+        description="share of the fascial shell with edema-like signal, 0-1"),
+    "atrophy": Measure(_column("atrophy_loss"), "atrophy_loss",
+                       description="1 - atrophy index (share of expected volume missing), 0-1"),
+    "share_involved": Measure(_share_involved, "", per_muscle="one",
+                              description="mean per-muscle degree over the listed muscles, 0-1"),
+    "involvement": Measure(_share_involved, "", per_muscle="any",
+                           description="mean per-muscle degree (max over cuts), 0-1"),
+}  # fmt: skip
+"""Every measure a template feature may name."""
+
+
+def prepare(table: pd.DataFrame) -> pd.DataFrame:
+    """Muscle and group rows of a graded table with the ``key`` and ``atrophy_loss`` columns."""
+    out = table[table["kind"].isin((MUSCLE, GROUP))].copy()
+    out["key"] = np.where(out["kind"] == GROUP, "group:" + out["muscle"], out["muscle"])
+    out["atrophy_loss"] = 1.0 - out["atrophy_index"].astype(float)
+    return out
