@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 DISCLAIMER = ("Research software: pattern similarity to published IMNM and DM imaging findings. "
               "Not a diagnostic device; not for clinical decisions.")  # fmt: skip
-SUMMARY_FIXED = ["study_id", "p_imnm", "log10_likelihood_ratio", "call"]
+SUMMARY_FIXED = ["study_id", "p_imnm", "p_imnm_lo", "p_imnm_hi", "log10_likelihood_ratio", "call"]
 FAILURE_COLUMNS = ["study_id", "path", "error"]
 SOFTWARE = ("numpy", "scipy", "nibabel", "pandas", "scikit-learn", "scikit-image", "PyYAML")
 
@@ -155,7 +155,7 @@ class StudyResult:
             "value": c.value, "degree": c.degree,
             "log10_lr_contribution": c.log10_lr_contribution, "source": c.source,
             "p_imnm": c.p_imnm, "p_dm": c.p_dm, "muscles_used": c.muscles_used,
-            "reason": c.reason,
+            "reason": c.reason, "weight": c.weight,
         } for c in like.features]  # fmt: skip
         return _clean(
             {
@@ -164,11 +164,13 @@ class StudyResult:
                 "template_sha256": self.template.sha256,
                 "prior_imnm": like.prior_imnm,
                 "p_imnm": like.p_imnm,
+                "p_imnm_interval": like.p_imnm_interval,
                 "p_dm": like.p_dm,
                 "log10_likelihood_ratio": like.log10_likelihood_ratio,
                 "call": like.call,
                 "applicable": like.applicable,
                 "involved_muscles": like.involved_muscles,
+                "absence_gate": like.absence_gate,
                 "notes": like.notes,
                 "features": features,
                 "qc": [q.to_dict() for q in self.qc],
@@ -322,7 +324,10 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
 
 def summary_row(document: dict[str, Any]) -> dict[str, Any]:
     """The ``summary.tsv`` row of a ``score.json`` document (missing values as NaN)."""
-    row = {key: document[key] for key in SUMMARY_FIXED}
+    low, high = document["p_imnm_interval"]
+    row = {key: document[key] for key in SUMMARY_FIXED if key not in ("p_imnm_lo", "p_imnm_hi")}
+    row = {"study_id": row.pop("study_id"), "p_imnm": row.pop("p_imnm"),
+           "p_imnm_lo": low, "p_imnm_hi": high, **row}  # fmt: skip
     for feature in document["features"]:
         row[feature["id"]] = feature["degree"] if feature["available"] else None
     return {k: (np.nan if v is None else v) for k, v in row.items()}

@@ -334,12 +334,14 @@ def study_report_html(result: StudyResult) -> str:
         parts.append(f"<div class=qc><b>Quality-control warnings</b><ul>{items}</ul></div>")
     parts.append(
         f"<h2>Result</h2><div class='call {esc(like.call)}'>call: <b>{esc(like.call)}</b> "
-        f"&nbsp; p(IMNM) = {like.p_imnm:.3f} &nbsp; log10 LR = "
+        f"&nbsp; p(IMNM) = {like.p_imnm:.3f} (90 % credible interval "
+        f"{like.p_imnm_interval[0]:.2f}&ndash;{like.p_imnm_interval[1]:.2f}) &nbsp; log10 LR = "
         f"{like.log10_likelihood_ratio:+.2f}</div>"
         f"<p class=small>prior p(IMNM) = {like.prior_imnm:.2f}; template "
         f"{esc(result.template.name)}; call bounds: IMNM at p &ge; "
         f"{result.template.call_positive_at_least}, DM at p &le; "
-        f"{result.template.call_negative_at_most}.</p>")  # fmt: skip
+        f"{result.template.call_negative_at_most}; a call needs the whole interval past "
+        "its bound.</p>")  # fmt: skip
     if like.notes:
         parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in like.notes) + "</ul>")
     parts.append("<h2>Evidence per feature</h2>")

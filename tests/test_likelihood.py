@@ -41,8 +41,85 @@ def test_phantom_patterns_are_called_as_the_literature_says(seed):
     normal = score(phantom.make_study("normal", seed=seed, shape=SHAPE))
     assert imnm.p_imnm > 0.9 and imnm.call == "IMNM"
     assert dm.p_imnm < 0.1 and dm.call == "DM"
+    # strong typical patterns keep their calls with the whole credible interval past the bound
+    assert imnm.p_imnm_interval[0] >= TEMPLATE.call_positive_at_least, imnm.p_imnm_interval
+    assert dm.p_imnm_interval[1] <= TEMPLATE.call_negative_at_most, dm.p_imnm_interval
+    for result in (imnm, dm, normal):
+        low, high = result.p_imnm_interval
+        assert low <= result.p_imnm <= high, "the point estimate lies inside its interval"
     assert normal.call == "indeterminate" and not normal.applicable
     assert "does not apply" in normal.notes[0]
+
+
+def test_edema_in_two_muscles_only_is_not_called_dm():
+    """Regression: rectus femoris + vastus lateralis edema alone was called DM, p = 0.045, because
+    six absent IMNM features were multiplied as confident evidence."""
+    edema = {"edema": 0.4}
+    study = phantom.make_study(
+        "normal",
+        seed=29,
+        shape=SHAPE,
+        overrides={"rectus_femoris": edema, "vastus_lateralis": edema},
+    )
+    result = score(study)
+    low, high = result.p_imnm_interval
+    assert result.call == "indeterminate", (result.call, result.p_imnm)
+    assert low < TEMPLATE.call_negative_at_most and high > TEMPLATE.call_positive_at_least, (
+        "thin evidence: the 90 % interval must span both call bounds",
+        result.p_imnm_interval,
+    )
+    assert abs(result.log10_likelihood_ratio) < 0.2, (
+        "absences in a barely involved study count little"
+    )
+
+
+def test_chronic_imnm_without_edema_is_not_called_dm():
+    """Regression: a burnt-out IMNM (hamstrings + adductor magnus fat, obturator externus atrophy,
+    no edema) must not read as DM because the edema features are absent."""
+    fat = {"ff": 0.4}
+    study = phantom.make_study(
+        "normal",
+        seed=30,
+        shape=SHAPE,
+        overrides={
+            "hamstrings": fat,
+            "adductor_magnus": fat,
+            "obturator_externus": {"atrophy": 0.45},
+        },
+    )
+    result = score(study)
+    assert result.call != "DM" and result.p_imnm > 0.5, (result.call, result.p_imnm)
+    assert result.p_imnm_interval[1] > TEMPLATE.call_negative_at_most
+
+
+def test_no_involved_muscle_gives_an_indeterminate_neutral_answer():
+    """Regression: the normal phantom showed p = 0.046 with DM-leaning bars while
+    "indeterminate": every absent feature counted as evidence."""
+    result = score(phantom.make_study("normal", seed=31, shape=SHAPE))
+    assert result.call == "indeterminate" and not result.involved_muscles
+    assert abs(result.p_imnm - TEMPLATE.prior) < 0.02, result.p_imnm
+    worst = max(abs(c.log10_lr_contribution) for c in result.features)
+    assert worst < 0.02, f"no bar may lean either way without involvement (largest {worst:.3f})"
+
+
+def test_a_call_needs_the_whole_interval_past_the_bound():
+    """Regression guard: a point estimate past 0.8 used to be called IMNM on its own; a call now
+    needs the lower credible bound past 0.8 as well."""
+    posterior = ("semitendinosus", "semimembranosus", "biceps_femoris_long_head", "adductor_magnus")
+    table = _table(
+        {
+            **{(m, "ff_median"): 0.45 for m in posterior},
+            **{(m, "mercuri_grade"): 3.0 for m in posterior},
+            ("obturator_externus", "atrophy_index"): 0.5,
+        }
+    )
+    table["edema_grade"] = 0.0
+    table["edema_fraction"] = 0.0
+    result = combine(match(table, TEMPLATE), TEMPLATE, involved_muscles(table, TEMPLATE))
+    low, high = result.p_imnm_interval
+    assert result.p_imnm > TEMPLATE.call_positive_at_least > low, (result.p_imnm, low, high)
+    assert result.call == "indeterminate"
+    assert "not wholly past a call bound" in result.notes[0]
 
 
 def test_every_contribution_has_the_sign_the_template_says():
@@ -292,7 +369,8 @@ def test_unfitted_classifier_matches_the_template_likelihood():
     study = phantom.make_study("dm", seed=28, shape=(96, 96, 16))
     result = score(study)
     X = evidence_frame([result], TEMPLATE).to_numpy()
-    model = PatternClassifier(prior_strength=1e9).fit(np.vstack([X, X]), ["IMNM", "DM"])
+    model = PatternClassifier(prior_strength=1e9, gate_column=True)
+    model.fit(np.vstack([X, X]), ["IMNM", "DM"])
     imnm = list(model.classes_).index("IMNM")
     assert model.predict_proba(X)[0, imnm] == pytest.approx(result.p_imnm, rel=1e-6)
 

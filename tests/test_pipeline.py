@@ -45,6 +45,7 @@ SCORE_CONTRACT = [
     "template",
     "prior_imnm",
     "p_imnm",
+    "p_imnm_interval",
     "p_dm",
     "log10_likelihood_ratio",
     "call",
@@ -121,6 +122,8 @@ def test_batch_summary_matches_per_study_files(cohort, tmp_path):
     assert list(summary.columns) == [
         "study_id",
         "p_imnm",
+        "p_imnm_lo",
+        "p_imnm_hi",
         "log10_likelihood_ratio",
         "call",
         *[f.id for f in template.features],
@@ -129,6 +132,10 @@ def test_batch_summary_matches_per_study_files(cohort, tmp_path):
     for _, row in on_disk.iterrows():
         document = json.loads((tmp_path / "out" / row["study_id"] / "score.json").read_text())
         assert row["p_imnm"] == pytest.approx(document["p_imnm"], rel=1e-5)
+        low, high = document["p_imnm_interval"]
+        assert row["p_imnm_lo"] == pytest.approx(low, rel=1e-5)
+        assert row["p_imnm_hi"] == pytest.approx(high, rel=1e-5)
+        assert low <= document["p_imnm"] <= high
         assert row["call"] == document["call"]
         for feature in document["features"]:
             if feature["available"]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ from .measures import MEASURES, PER_MUSCLE_COLUMNS
 
 SIDE_RULES = ("mean", "max", "min")
 DEFAULT_TEMPLATE = "imnm_vs_dm.yaml"
+DEFAULT_STRENGTH = 10.0
+"""Beta pseudo-counts of a probability whose template entry names no ``strength``."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,62 @@ class Feature:
     p_negative: float
     source: str
     per_muscle: dict[str, SoftCut] = field(default_factory=dict)
+    strength_positive: float = DEFAULT_STRENGTH
+    strength_negative: float = DEFAULT_STRENGTH
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class EvidenceGroup:
+    """Features that read overlapping evidence, combined with a dependence correction.
+
+    Attributes
+    ----------
+    id : str
+    features : tuple of str
+        Feature ids (each feature in at most one group).
+    correlation : float
+        Mean pairwise within-class correlation of the members' degrees, 0-1.
+    weight : float
+        ``effective_number(len(features), correlation) / len(features)``: the power applied
+        to each member's likelihood (1 = independent, 1/M = one feature's worth).
+    source : str
+    """
+
+    id: str
+    features: tuple[str, ...]
+    correlation: float
+    weight: float
+    source: str
+
+
+def effective_number(members: int, correlation: float) -> float:
+    """Effective number of independent features among ``members`` equicorrelated ones.
+
+    Nyholt's estimate ``M_eff = 1 + (M - 1) * (1 - Var(lambda) / M)`` from the eigenvalues of
+    the correlation matrix (Nyholt 2004, Am J Hum Genet 74:765); for M features with equal
+    pairwise correlation r the eigenvalue variance is ``M r^2``, so
+    ``M_eff = 1 + (M - 1) * (1 - r^2)``.
+
+    Parameters
+    ----------
+    members : int
+        Number of features M (at least 1).
+    correlation : float
+        Pairwise correlation r, clipped to 0-1.
+
+    Returns
+    -------
+    float
+        Between 1 (fully dependent) and M (independent).
+
+    Examples
+    --------
+    >>> effective_number(2, 0.0), effective_number(2, 1.0), round(effective_number(3, 0.5), 2)
+    (2.0, 1.0, 2.5)
+    """
+    r = min(max(float(correlation), 0.0), 1.0)
+    return 1.0 + (members - 1) * (1.0 - r * r)
 
 
 @dataclass(frozen=True)
@@ -68,6 +126,10 @@ class Template:
     features: tuple[Feature, ...]
     path: str
     sha256: str
+    prior_strength: float = 4.0
+    absence_gate: SoftCut | None = None
+    groups: tuple[EvidenceGroup, ...] = ()
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def feature(self, feature_id: str) -> Feature:
         for f in self.features:
@@ -151,7 +213,7 @@ def _probability(check: _Checker, data: dict, key: str, where: str) -> float:
     return value
 
 
-def _feature(check: _Checker, data: Any, index: int) -> Feature:
+def _feature(check: _Checker, data: Any, index: int, default_strength: float) -> Feature:
     if not isinstance(data, dict):
         raise check.fail(f"features[{index}]", "each feature must be a mapping")
     feature_id = check.get(data, "id", f"features[{index}]", str)
@@ -201,7 +263,45 @@ def _feature(check: _Checker, data: Any, index: int) -> Feature:
         p_negative=_probability(check, data, "p_dm", where),
         source=check.get(data, "source", where, str),
         per_muscle=per_muscle,
+        **_strengths(check, data, where, default_strength),
     )
+
+
+def _strengths(check: _Checker, data: dict, where: str, default: float) -> dict[str, float]:
+    """``strength``: Beta pseudo-counts of p_imnm and p_dm, one number or {imnm: n, dm: n}."""
+    value = data.get("strength", default)
+    if isinstance(value, dict):
+        return {
+            "strength_positive": check.number(value, "imnm", f"{where}.strength", 0.0, 1e7,
+                                              open_low=True),
+            "strength_negative": check.number(value, "dm", f"{where}.strength", 0.0, 1e7,
+                                              open_low=True),
+        }  # fmt: skip
+    n = check.number(data, "strength", where, 0.0, 1e7, default=default, open_low=True)
+    return {"strength_positive": n, "strength_negative": n}
+
+
+def _groups(check: _Checker, data: dict, ids: list[str]) -> tuple[EvidenceGroup, ...]:
+    spec = check.get(data, "dependence", "top level", dict, {})
+    raw = check.get(spec, "groups", "dependence", list, [])
+    out, seen = [], set()
+    for i, item in enumerate(raw):
+        where = f"dependence.groups[{i}]"
+        if not isinstance(item, dict):
+            raise check.fail(where, "each group must be a mapping")
+        group_id = check.get(item, "id", where, str)
+        members = tuple(check.get(item, "features", where, list))
+        unknown = [m for m in members if m not in ids]
+        if unknown or not members:
+            raise check.fail(where, f"names unknown features {unknown} (known: {', '.join(ids)})")
+        twice = seen.intersection(members)
+        if twice:
+            raise check.fail(where, f"features in two groups: {', '.join(sorted(twice))}")
+        seen.update(members)
+        r = check.number(item, "correlation", where, 0.0, 1.0)
+        out.append(EvidenceGroup(group_id, members, r, effective_number(len(members), r)
+                                 / len(members), str(item.get("source", ""))))  # fmt: skip
+    return tuple(out)
 
 
 def load_template(path: str | Path | None = None) -> Template:
@@ -241,11 +341,24 @@ def load_template(path: str | Path | None = None) -> Template:
     raw_features = check.get(data, "features", "top level", list)
     if not raw_features:
         raise check.fail("top level", "'features' is empty")
-    features = tuple(_feature(check, f, i) for i, f in enumerate(raw_features))
+    default_strength = check.number(data, "elicited_strength", "top level", 0.0, 1e7,
+                                    default=DEFAULT_STRENGTH, open_low=True)  # fmt: skip
+    features = tuple(
+        _feature(check, f, i, default_strength) for i, f in enumerate(raw_features)
+    )
     ids = [f.id for f in features]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise check.fail("features", f"duplicate feature ids: {', '.join(duplicates)}")
+    evidence_groups = _groups(check, data, ids)
+    weights = {m: g.weight for g in evidence_groups for m in g.features}
+    features = tuple(replace(f, weight=weights.get(f.id, 1.0)) for f in features)
+    gate_spec = check.get(applicability, "absence_counts_from", "applicability", dict, {})
+    gate = None
+    if gate_spec:
+        gate_cut = check.get(gate_spec, "involved_muscles", "applicability.absence_counts_from",
+                             dict)  # fmt: skip
+        gate = _cut(check, gate_cut, "applicability.absence_counts_from.involved_muscles")
     positive_at_least = check.number(bounds, "imnm_at_least", "call_bounds", 0.0, 1.0)
     negative_at_most = check.number(bounds, "dm_at_most", "call_bounds", 0.0, 1.0)
     if negative_at_most >= positive_at_least:
@@ -267,4 +380,9 @@ def load_template(path: str | Path | None = None) -> Template:
         features=features,
         path=str(path),
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        prior_strength=check.number(data, "prior_strength", "top level", 0.0, 1e7, default=4.0,
+                                    open_low=True),
+        absence_gate=gate,
+        groups=evidence_groups,
+        provenance=check.get(data, "provenance", "top level", dict, {}),
     )
