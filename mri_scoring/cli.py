@@ -167,8 +167,12 @@ def score(
     report: ReportOption = True,
     prior: PriorOption = None,
 ) -> None:
-    """Score one study: muscles.tsv, score.json and report.html in OUT."""
-    from .errors import MriScoringError
+    """Score one study: muscles.tsv, score.json and report.html in OUT.
+
+    Exit 2 when the study cannot be used (the message names the file and what is wrong), 1 on
+    other errors (settings, template).
+    """
+    from .errors import MriScoringError, StudyError
     from .pipeline import score_study
 
     _check_paths(study, out)
@@ -183,6 +187,8 @@ def score(
             resample=resample,
         )
         result.save(out, report=report)
+    except StudyError as exc:  # the STUDY argument names unusable input
+        raise _fail(str(exc), 2) from None
     except MriScoringError as exc:
         raise _fail(str(exc)) from None
     like = result.likelihood

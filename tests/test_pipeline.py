@@ -263,9 +263,9 @@ def test_cli_usage_errors_exit_2(tmp_path):
         assert runner.invoke(app, [verb, "--help"]).exit_code == 0
 
 
-def test_cli_score_bad_study_is_one_line_exit_1(tmp_path):
+def test_cli_score_bad_study_is_one_line_exit_2(tmp_path):
     result = runner.invoke(app, ["score", str(tmp_path), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "no label map" in result.output and "Traceback" not in result.output
 
 

@@ -91,7 +91,7 @@ def test_negative_voxel_size_without_sform_is_refused(study, tmp_path):
 
     _rewrite(study / "labels.nii.gz", data, negative)
     result = _cli_score(study, tmp_path / "out")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "invalid voxel size (-1.0," in result.output and "labels.nii.gz" in result.output
     assert not (tmp_path / "out" / "score.json").exists()
 

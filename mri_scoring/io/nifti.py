@@ -1,5 +1,5 @@
-"""Reading NIfTI: one read per file (hashed as read), gunzip into a buffer of the final size
-(python-isal when installed, zlib otherwise), header checks, reorientation to RAS+.
+"""Reading NIfTI: one read per file (hashed as read), gunzip into a buffer sized from the NIfTI
+header (python-isal when installed, zlib otherwise), header checks, reorientation to RAS+.
 
 Every failure is a one-line :class:`~mri_scoring.errors.StudyError` naming the file.
 """
@@ -59,31 +59,85 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 
 GUNZIP_CHUNK = 1 << 20
+HEADER_BYTES = 544  # a NIfTI-2 header (540) and the extension flag; NIfTI-1 needs 348
+MAX_DEFLATE_RATIO = 1032  # deflate's largest expansion (258 bytes from one 2-bit code)
 
 
-def _gunzip(data: bytes) -> bytes | bytearray:
-    """Decompress gzip data into a buffer sized from the gzip trailer (no growing copies).
+class _NotNifti(ValueError):
+    """The bytes start with no NIfTI-1/2 header."""
 
-    The trailer holds the uncompressed size modulo 2**32; if the stream does not end exactly
-    there (multi-member files, sizes over 4 GiB), the stream is decompressed in full instead.
+
+def _parse_header(prefix: bytes | np.ndarray) -> tuple[nib.Nifti1Header, np.dtype, tuple, int]:
+    """The header, voxel dtype, shape and voxel offset of the NIfTI header at ``prefix``.
+
+    Raises _NotNifti when ``prefix`` holds no NIfTI-1/2 header, nibabel's errors when the header
+    is unreadable (an unknown data type code, inconsistent dimensions).
     """
-    size = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0
+    sizes = {int.from_bytes(bytes(prefix[:4]), order) for order in ("little", "big")}
+    klass = nib.Nifti1Header if 348 in sizes else nib.Nifti2Header if 540 in sizes else None
+    if klass is None or len(prefix) < (348 if klass is nib.Nifti1Header else 540):
+        raise _NotNifti("no NIfTI-1/2 header")
+    header = klass.from_fileobj(io.BytesIO(bytes(prefix[:HEADER_BYTES])), check=False)
+    return header, header.get_data_dtype(), header.get_data_shape(), int(header["vox_offset"])
+
+
+def _declared_bytes(prefix: bytes) -> int | None:
+    """Header plus voxel bytes the NIfTI header at ``prefix`` describes; None if unreadable."""
+    try:
+        _, dtype, shape, offset = _parse_header(prefix)
+    except Exception:  # not a header: the caller reports it on the bytes it gets
+        return None
+    return offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
+def _read_up_to(stream, size: int) -> bytes:
+    parts, total = [], 0
+    while total < size:
+        part = stream.read(size - total)
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)
+
+
+def _gunzip(data: bytes) -> bytes | np.ndarray:
+    """Decompress a gzipped NIfTI file into one buffer sized from its NIfTI header.
+
+    The gzip trailer's size is never trusted: in a truncated or corrupt file the last four bytes
+    are arbitrary, and sizing a buffer from them once allocated 1.8 GiB for a 40 MiB image. The
+    buffer holds what the header declares (header and voxels), refused outright when more than
+    deflate could expand ``data`` into; its pages are committed only as they are filled, so a
+    file that ends early costs what it decompressed. The stream is then read to its end, which
+    checks the CRC and the length in the trailer.
+
+    Raises
+    ------
+    EOFError
+        The data ends before the declared voxels (or could not hold them).
+    zlib.error, gzip.BadGzipFile
+        Corrupt data, or a CRC or length that does not match.
+    """
     with _GzipFile(fileobj=io.BytesIO(data)) as stream:
-        if size:
-            out = bytearray(size)
-            view = memoryview(out)
-            filled = 0
-            while filled < size:  # 1 MiB at a time: a larger read is staged in a temporary
-                n = stream.readinto(view[filled : filled + GUNZIP_CHUNK])
-                if not n:
-                    break
-                filled += n
-            if filled == size and not stream.read(1):
-                return out
-            if filled < size:
+        prefix = _read_up_to(stream, HEADER_BYTES)
+        declared = _declared_bytes(prefix)
+        if declared is None:  # not NIfTI: the caller reports it from these bytes
+            return prefix
+        if declared > len(data) * MAX_DEFLATE_RATIO + HEADER_BYTES:
+            raise EOFError(f"the header describes {declared} bytes, more than {len(data)} "
+                           "bytes of gzip data can hold")  # fmt: skip
+        out = np.empty(max(declared, len(prefix)), dtype=np.uint8)
+        out[: len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+        view = memoryview(out)
+        filled = len(prefix)
+        while filled < declared:  # 1 MiB at a time: a larger read is staged in a temporary
+            n = stream.readinto(view[filled : min(filled + GUNZIP_CHUNK, declared)])
+            if not n:
                 raise EOFError("compressed file ended before the end of the data")
-            stream.seek(0)
-        return bytearray(stream.read())
+            filled += n
+        while stream.read(GUNZIP_CHUNK):  # bytes past the voxels (rare): checked, not kept
+            pass
+    return out
 
 
 @dataclass
@@ -117,15 +171,10 @@ def _open_nifti(path: Path) -> NiftiFile:
         data = bytearray(data)
     if len(data) < 348:
         raise StudyError(f"the file ends early ({len(data)} bytes; a NIfTI header has 348)", path)
-    sizes = {int.from_bytes(data[:4], order) for order in ("little", "big")}
-    klass = nib.Nifti1Header if 348 in sizes else nib.Nifti2Header if 540 in sizes else None
-    if klass is None:
-        raise StudyError("not a NIfTI image (no valid NIfTI-1/2 header)", path)
     try:
-        header = klass.from_fileobj(io.BytesIO(data[:544]), check=False)
-        dtype = header.get_data_dtype()
-        shape = header.get_data_shape()
-        offset = int(header["vox_offset"])
+        header, dtype, shape, offset = _parse_header(data[:HEADER_BYTES])
+    except _NotNifti:
+        raise StudyError("not a NIfTI image (no valid NIfTI-1/2 header)", path) from None
     except Exception as exc:  # unknown data type code, inconsistent dimensions
         raise StudyError(_describe_read_error(exc), path) from None
     count = int(np.prod(shape, dtype=np.int64))
