@@ -99,3 +99,48 @@ def test_demo_says_which_file_to_open(tmp_path):
     assert str(tmp_path / "demo" / "index.html") in last and last.startswith("Open ")
     assert (tmp_path / "demo" / "index.html").is_file()
     assert "report.html" in result.output and "score.json" in result.output
+
+
+def test_missing_path_in_the_api_says_does_not_exist(tmp_path):
+    """Regression: ``load_study`` on a path that does not exist said "is not a study folder"."""
+    import pytest
+
+    import mri_scoring as ms
+
+    with pytest.raises(ms.MriScoringError, match="does not exist"):
+        ms.load_study(tmp_path / "nope")
+
+
+def test_long_label_lists_end_with_an_ellipsis(tmp_path):
+    """Regression: a list of unknown label values stopped at 12 with nothing saying more exist."""
+    import nibabel as nib
+    import numpy as np
+    import pytest
+
+    import mri_scoring as ms
+
+    folder, _ = write_phantom(tmp_path / "s", "imnm", seed=7, shape=SHAPE)
+    image = nib.load(folder / "labels.nii.gz")
+    codes = np.arange(2000, 2020).repeat(SHAPE[0] * SHAPE[1] * SHAPE[2] // 20)
+    coded = codes.reshape(SHAPE).astype(np.int16)
+    nib.save(nib.Nifti1Image(coded, image.affine), folder / "labels.nii.gz")
+    (folder / "labels.tsv").unlink()
+    with pytest.raises(ms.MriScoringError) as info:
+        ms.load_study(folder)
+    message = str(info.value)
+    assert "2011, … (20 in all)" in message and "2012" not in message, message
+
+
+def test_explicit_scheme_warns_that_the_label_table_is_ignored(tmp_path):
+    """``--labels musclesense`` on a study with a labels.tsv: the named scheme is used (the user
+    said so) and a warning says the table was set aside and how it disagrees; regression: the
+    table was ignored without a word."""
+    import mri_scoring as ms
+
+    folder, _ = write_phantom(tmp_path / "s", "imnm", seed=8, shape=SHAPE)
+    study = ms.load_study(folder, labels="musclesense")
+    [finding] = [q for q in study.qc if q.code == "label_table_ignored"]
+    assert finding.level == "warning" and finding.file.endswith("labels.tsv")
+    assert "--labels musclesense" in finding.message and "differently" in finding.message
+    default = ms.load_study(folder)
+    assert not [q for q in default.qc if q.code == "label_table_ignored"]

@@ -279,6 +279,8 @@ def discover_studies(root: str | Path) -> list[StudyFiles]:
 def study_files(path: str | Path) -> StudyFiles:
     """The :class:`StudyFiles` of one study folder (simple layout or a BIDS ``anat`` folder)."""
     path = Path(path)
+    if not path.exists():
+        raise StudyError("does not exist", path)
     if not path.is_dir():
         raise StudyError("is not a study folder (expected a folder holding a label map)", path)
     found = _study_in(path, _list_files(path))

@@ -31,6 +31,7 @@ from .nifti import (
 )
 from .tables import (
     LABEL_OPTIONS,
+    ignored_table_finding,
     read_label_table,
     read_metadata,
     resolve_labels,
@@ -304,6 +305,8 @@ def load_study(
     table_path = table_for(label_path, roles)
     table = read_label_table(table_path) if table_path and labels in ("auto", "tsv") else None
     values = _present_values(label_array)
+    if table_path and labels not in ("auto", "tsv"):  # an explicit scheme sets the table aside
+        qc.append(ignored_table_finding(table_path, labels, values))
     label_info, identified = resolve_labels(values, table, labels, label_path, qc, settings)
     label_array, label_info = resolve_geometry(
         label_array, label_volume.affine, label_info, identified, label_path, qc, settings

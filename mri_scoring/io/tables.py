@@ -204,6 +204,54 @@ def resolve_labels(
     return info, identified
 
 
+def ignored_table_finding(table_path: Path, scheme_option: str, values: set[int]) -> QCFinding:
+    """The warning for a label table set aside because a scheme was named (``--labels``).
+
+    The explicit scheme wins (the user named it), but a table that says otherwise is worth
+    knowing: the warning counts the present values whose muscle or side the two disagree on.
+
+    Parameters
+    ----------
+    table_path : Path
+        The study's label table.
+    scheme_option : str
+        The scheme given (``musclemap``, ``musclesense`` or ``totalsegmentator``).
+    values : set of int
+        Label values present in the map.
+
+    Returns
+    -------
+    QCFinding
+        Code ``label_table_ignored``.
+    """
+    scheme = label_scheme(scheme_option).names
+
+    def meaning(name: str, value: int) -> tuple[str, str]:
+        info = match_label_name(name, value)
+        return info.muscle, info.side
+
+    try:
+        table = read_label_table(table_path)
+    except StudyError as exc:
+        detail = f"it is unreadable too ({exc})"
+    else:
+        present = [v for v in sorted(values) if v in table]
+        differ = [v for v in present if meaning(table[v], v) != meaning(scheme.get(v, ""), v)]
+        detail = (
+            f"it names {len(differ)} present value(s) differently: "
+            + shown_values([f"{v} ({table[v]} vs {scheme.get(v, 'none')})" for v in differ], 4)
+            if differ
+            else "it agrees with the scheme on every present value"
+        )
+    return QCFinding(
+        "warning",
+        "label_table_ignored",
+        f"--labels {scheme_option} was given: the label table {table_path.name} is ignored; "
+        f"{detail}",
+        str(table_path),
+    )
+
+
 def table_for(label_path: Path, roles: dict[str, list[Path]]) -> Path | None:
     """The label table of a label map: ``<stem>.tsv`` beside it, else a table role file there."""
     stem = strip_nifti_suffix(label_path.name) or label_path.stem
