@@ -300,6 +300,52 @@ def batch(
 
 
 @app.command()
+def convert(
+    dicom_dir: Annotated[Path, typer.Argument(help="DICOM export of one patient's study.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="BIDS dataset root to write into.")],
+    subject: Annotated[
+        str | None, typer.Option(help="BIDS subject label (default: the PatientID).")
+    ] = None,
+    session: Annotated[str | None, typer.Option(help="BIDS session label.")] = None,
+    map_file: Annotated[
+        Path | None,
+        typer.Option("--map", help="YAML: series number -> role or 'skip'.", dir_okay=False),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Convert DICOM (dcm2niix) into a BIDS study batch can score; writes conversion.tsv."""
+    from .config import load_settings
+    from .errors import MriScoringError
+    from .io.dicom import convert_dicom
+    from .io.dicom_roles import read_role_map
+
+    if not dicom_dir.is_dir():
+        raise _fail(f"{dicom_dir}: not a folder", 2)
+    try:
+        role_map = read_role_map(map_file) if map_file else None
+        report = convert_dicom(
+            dicom_dir,
+            out,
+            subject=subject,
+            session=session,
+            role_map=role_map,
+            settings=load_settings(config),
+        )
+    except MriScoringError as exc:
+        raise _fail(str(exc)) from None
+    for row in report.rows:
+        target = f" -> {row['output']}" if row["output"] else ""
+        typer.echo(
+            f"series {row['series_number']}\t{row['series_description']}\t{row['role']}{target}"
+        )
+    for message in report.messages:
+        typer.echo(f"not converted: {message}", err=True)
+    if report.anat is None:
+        raise _fail(f"no series converted; see {out / 'conversion.tsv'}")
+    typer.echo(f"-> {report.anat} (add a label map under {out / 'derivatives'}, then batch)")
+
+
+@app.command()
 def templates(template: TemplateOption = None) -> None:
     """List the template's features with their probabilities and sources."""
     from .errors import MriScoringError

@@ -1,0 +1,410 @@
+"""DICOM export to a BIDS study folder that ``batch`` scores as it is.
+
+discover (pydicom, headers only) -> check each series (readable files, no missing slices) ->
+assign roles (:mod:`.dicom_roles`) -> convert each chosen series with dcm2niix (the field's
+converter; nothing here decodes pixel data) -> BIDS names -> water-T2 map fitted from a
+multi-echo spin-echo series (:mod:`mri_scoring.measure.t2fit`) -> ``conversion.tsv``.
+
+Output under ``BIDS_ROOT``::
+
+    dataset_description.json
+    conversion.tsv                                   one row per series found
+    sub-<L>[/ses-<S>]/anat/sub-<L>[_ses-<S>]_<suffix>.nii.gz (+ dcm2niix's .json sidecar)
+    derivatives/mri_scoring-t2fit/sub-<L>/[ses-<S>/]anat/..._desc-mese_fatfrac.nii.gz
+
+with suffixes ``water``, ``fat``, ``fatfrac``, ``inphase``, ``opphase``, ``acq-stir_T2w``,
+``T1w``, ``T2map`` and ``MESE`` (4-D echoes, echo times in the sidecar).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..config import Settings, load_settings
+from ..errors import MriScoringError
+from ..files import atomic_write
+from .dicom_roles import Assignment, RoleRules, SeriesInfo, assign_roles, load_rules
+from .dicom_series import discover_series
+
+log = logging.getLogger(__name__)
+T2FIT_PIPELINE = "mri_scoring-t2fit"
+
+
+class DicomError(MriScoringError):
+    """A DICOM folder cannot be converted at all (no DICOM, no converter)."""
+
+
+# --------------------------------------------------------------------------- dcm2niix
+
+
+def dcm2niix_path() -> str:
+    """Path of the dcm2niix executable: the ``dcm2niix`` wheel's binary, else one on PATH.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    DicomError
+        When neither is found, saying how to install it.
+    """
+    try:
+        import dcm2niix  # the PyPI wheel ships the binary beside its module
+
+        candidate = Path(getattr(dcm2niix, "bin", ""))
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    except ImportError:
+        pass
+    found = shutil.which("dcm2niix")
+    if found:
+        return found
+    raise DicomError(
+        "dcm2niix not found: install it with 'pip install dcm2niix' (a dependency of "
+        "mri-scoring) or put a dcm2niix executable on PATH"
+    )
+
+
+def _run_dcm2niix(files: list[Path], series: SeriesInfo, workdir: Path) -> list[Path]:
+    """Convert one series in isolation (its files linked into a folder of their own)."""
+    source = workdir / "in"
+    target = workdir / "out"
+    source.mkdir()
+    target.mkdir()
+    for i, path in enumerate(files):
+        link = source / f"{i:06d}.dcm"
+        try:
+            link.symlink_to(path.resolve())
+        except OSError:
+            shutil.copyfile(path, link)
+    command = [dcm2niix_path(), "-z", "y", "-b", "y", "-ba", "y", "-f", "series",
+               "-o", str(target), str(source)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    outputs = sorted(target.glob("*.nii.gz"))
+    if result.returncode != 0 or not outputs:
+        lines = [ln for ln in (result.stderr + result.stdout).splitlines() if ln.strip()]
+        detail = lines[-1] if lines else f"exit status {result.returncode}"
+        raise _SeriesFailure(f"dcm2niix could not convert it: {detail}")
+    return outputs
+
+
+class _SeriesFailure(Exception):
+    """One series fails; the others go on."""
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`convert_dicom` did.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One per series, the columns of ``conversion.tsv``.
+    outputs : dict of str -> Path
+        Role -> file written (``t2map`` included when fitted).
+    anat : Path or None
+        The BIDS ``anat`` folder, None when nothing was converted.
+    messages : list of str
+        One line per series that could not be converted, and per unreadable file.
+    """
+
+    rows: list[dict[str, str]]
+    outputs: dict[str, Path]
+    anat: Path | None
+    messages: list[str]
+
+
+TSV_COLUMNS = ("series_number", "series_description", "image_type", "echo_times_ms",
+               "files", "role", "output")  # fmt: skip
+
+
+def bids_label(text: str) -> str:
+    """A BIDS entity label: letters and digits only.
+
+    Examples
+    --------
+    >>> bids_label("PAT-0042 / left")
+    'PAT0042left'
+    """
+    return re.sub(r"[^A-Za-z0-9]", "", str(text))
+
+
+def _single_output(outputs: list[Path]) -> Path:
+    magnitude = [p for p in outputs if not re.search(r"_(ph|real|imaginary)(_|\.nii)", p.name)]
+    if len(magnitude) != 1:
+        names = ", ".join(p.name for p in outputs)
+        raise _SeriesFailure(f"dcm2niix wrote {len(outputs)} images for one role ({names})")
+    return magnitude[0]
+
+
+def _sidecar(path: Path) -> dict:
+    json_path = path.with_name(path.name[: -len(".nii.gz")] + ".json")
+    try:
+        return json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _save(image: nib.Nifti1Image, sidecar: dict, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, _nifti_gz(image))
+    side = target.with_name(target.name[: -len(".nii.gz")] + ".json")
+    atomic_write(side, json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+
+
+def _nifti_gz(image: nib.Nifti1Image) -> bytes:
+    import gzip
+
+    return gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)
+
+
+def _stack_echoes(outputs: list[Path]) -> tuple[nib.Nifti1Image, dict, list[float]]:
+    """One 4-D image from dcm2niix's per-echo files, in echo-time order."""
+    volumes = []
+    for path in outputs:
+        side = _sidecar(path)
+        if "EchoTime" not in side:
+            raise _SeriesFailure(f"{path.name}: dcm2niix sidecar has no EchoTime")
+        volumes.append((float(side["EchoTime"]) * 1000.0, path, side))
+    volumes.sort(key=lambda v: v[0])
+    first = nib.load(volumes[0][1])
+    if any(len(nib.load(v[1]).shape) != 3 for v in volumes):
+        raise _SeriesFailure("dcm2niix wrote a 4-D image per echo; cannot order the echoes")
+    data = np.stack([np.asanyarray(nib.load(v[1]).dataobj) for v in volumes], axis=-1)
+    for v in volumes[1:]:
+        if not np.allclose(nib.load(v[1]).affine, first.affine, atol=1e-3):
+            raise _SeriesFailure("the echoes of the series are not on one grid")
+    image = nib.Nifti1Image(data, first.affine, first.header)
+    te_ms = [round(v[0], 4) for v in volumes]
+    sidecar = dict(volumes[0][2])
+    sidecar["EchoTime"] = [t / 1000.0 for t in te_ms]
+    sidecar["EchoTimeUnits"] = "s"
+    return image, sidecar, te_ms
+
+
+def _fit_t2map(
+    image: nib.Nifti1Image, te_ms: list[float], tr_ms: float | None, settings: Settings
+) -> tuple[nib.Nifti1Image, nib.Nifti1Image | None, dict]:
+    from ..measure.t2fit import fit_t2
+
+    cfg = settings["t2fit"]
+    echoes = np.asanyarray(image.dataobj).astype(np.float32)
+    fit = fit_t2(echoes, np.asarray(te_ms), settings=cfg, repetition_time_ms=tr_ms)
+    t2 = nib.Nifti1Image(fit.t2_water_ms.astype(np.float32), image.affine)
+    ff = None
+    if fit.fat_fraction is not None:
+        ff = nib.Nifti1Image(
+            np.nan_to_num(fit.fat_fraction, nan=0.0).astype(np.float32), image.affine
+        )
+    for img in (t2, ff):
+        if img is not None:
+            img.set_qform(image.affine, code=1)
+            img.set_sform(image.affine, code=1)
+    meta = {
+        "Units": "ms",
+        "Description": "water T2 fitted voxel-wise from the MESE series; 0 = not fitted",
+        "FitMethod": fit.method,
+        "FitSettings": cfg,
+        "NoiseSigma": fit.noise_sigma,
+        "EchoTimes_ms": te_ms,
+    }
+    return t2, ff, meta
+
+
+def _write_tsv(root: Path, rows: list[dict[str, str]]) -> None:
+    def clean(text: str) -> str:
+        return str(text).replace("\t", " ").replace("\n", " ")
+
+    lines = ["\t".join(TSV_COLUMNS)]
+    lines += ["\t".join(clean(row.get(c, "")) for c in TSV_COLUMNS) for row in rows]
+    atomic_write(root / "conversion.tsv", "\n".join(lines) + "\n")
+
+
+def convert_dicom(
+    dicom_dir: str | Path,
+    out_root: str | Path,
+    *,
+    subject: str | None = None,
+    session: str | None = None,
+    role_map: dict[int, str] | None = None,
+    rules: RoleRules | None = None,
+    settings: Settings | None = None,
+) -> ConversionReport:
+    """Convert a DICOM export into one BIDS study folder that ``batch`` can score.
+
+    Parameters
+    ----------
+    dicom_dir : path
+        A scanner or PACS export of one patient's study (any depth).
+    out_root : path
+        BIDS dataset root (created if missing).
+    subject, session : str, optional
+        BIDS labels (default subject: the PatientID, letters and digits only; else ``01``).
+    role_map : dict, optional
+        Series number -> role or ``skip`` (``--map``), overriding the rules.
+    rules : RoleRules, optional
+        Default: ``configs/dicom_roles.yaml``.
+    settings : Settings, optional
+        Default: ``configs/settings.yaml`` (``t2fit`` section).
+
+    Returns
+    -------
+    ConversionReport
+
+    Raises
+    ------
+    DicomError
+        No DICOM file under ``dicom_dir``, several patients, or dcm2niix missing.
+    """
+    dicom_dir, out_root = Path(dicom_dir), Path(out_root)
+    if not dicom_dir.is_dir():
+        raise DicomError(f"{dicom_dir}: not a folder")
+    rules = rules or load_rules()
+    settings = settings or load_settings()
+    scan = discover_series(dicom_dir)
+    if not scan.series:
+        raise DicomError(
+            f"{dicom_dir}: no DICOM files found ({scan.not_dicom} other files, "
+            f"{len(scan.unreadable)} unreadable); point at the folder of the scanner export"
+        )
+    patients = sorted({s.patient_id for s in scan.series})
+    if len(patients) > 1:
+        raise DicomError(
+            f"{dicom_dir}: holds series of {len(patients)} patients ({', '.join(patients[:4])}); "
+            "convert one patient's folder at a time"
+        )
+    dcm2niix_path()
+    sub = bids_label(subject or patients[0]) or "01"
+    ses = bids_label(session) if session else ""
+    prefix = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
+    relative = Path(f"sub-{sub}") / (f"ses-{ses}" if ses else "") / "anat"
+    anat = out_root / relative
+    assignments = assign_roles(scan.series, rules, role_map)
+    messages = list(scan.unreadable)
+    outputs: dict[str, Path] = {}
+    mese = next((a for a in assignments if a.role == "mese"), None)
+    scanner_map = next((a for a in assignments if a.role == "t2map"), None)
+    if mese and scanner_map:
+        scanner_map.status = f"skipped: T2 map fitted from {mese.series.label} instead"
+        scanner_map.role = None
+    rows = []
+    for a in assignments:
+        output = ""
+        if a.role:
+            try:
+                written = _convert_one(a, rules, anat, prefix, settings, out_root, relative)
+                outputs.update(written)
+                output = ", ".join(str(p.relative_to(out_root)) for p in written.values())
+            except _SeriesFailure as exc:
+                a.status = f"skipped: {exc}"
+        if (a.status.startswith("skipped") and a.series.problems) or "dcm2niix" in a.status:
+            messages.append(f"{a.series.label}: {a.status.removeprefix('skipped: ')}")
+        s = a.series
+        rows.append({
+            "series_number": "" if s.number is None else str(s.number),
+            "series_description": s.description or s.protocol,
+            "image_type": "\\".join(s.image_type),
+            "echo_times_ms": ",".join(f"{t:g}" for t in s.echo_times_ms),
+            "files": str(len(s.files)),
+            "role": a.status,
+            "output": output,
+        })  # fmt: skip
+    out_root.mkdir(parents=True, exist_ok=True)
+    description = out_root / "dataset_description.json"
+    if not description.exists():
+        atomic_write(description, json.dumps(
+            {"Name": "mri-scoring convert", "BIDSVersion": "1.9.0", "DatasetType": "raw"},
+            indent=2) + "\n")  # fmt: skip
+    _write_tsv(out_root, rows)
+    return ConversionReport(rows, outputs, anat if outputs else None, messages)
+
+
+def _convert_one(a: Assignment, rules: RoleRules, anat: Path, prefix: str, settings: Settings,
+                 out_root: Path, relative: Path) -> dict[str, Path]:  # fmt: skip
+    suffix = rules.outputs.get(a.role)
+    if not suffix:
+        raise _SeriesFailure(f"role '{a.role}' has no output name in the rules file")
+    with tempfile.TemporaryDirectory(prefix="mri-scoring-dcm-") as tmp:
+        converted = _run_dcm2niix(a.series.files, a.series, Path(tmp))
+        written: dict[str, Path] = {}
+        if a.role == "mese":
+            image, sidecar, te_ms = _stack_echoes(converted)
+            if len(te_ms) < 4:
+                raise _SeriesFailure(f"a MESE fit needs at least 4 echoes, got {len(te_ms)}")
+            target = anat / f"{prefix}_{suffix}.nii.gz"
+            _save(image, sidecar, target)
+            written["mese"] = target
+            tr_s = sidecar.get("RepetitionTime")
+            tr_ms = float(tr_s) if isinstance(tr_s, (int, float)) else None
+            t2, ff, meta = _fit_t2map(image, te_ms, tr_ms * 1000.0 if tr_ms else None, settings)
+            meta["Sources"] = [str(target.relative_to(out_root))]
+            t2_path = anat / f"{prefix}_{rules.outputs.get('t2map', 'T2map')}.nii.gz"
+            _save(t2, meta, t2_path)
+            written["t2map"] = t2_path
+            if ff is not None:
+                ff_path = (out_root / "derivatives" / T2FIT_PIPELINE / relative
+                           / f"{prefix}_desc-mese_fatfrac.nii.gz")  # fmt: skip
+                ff_meta = {
+                    "Units": "fraction",
+                    "Description": "fat fraction implied by the bi-component EPG T2 fit "
+                    "(not a Dixon PDFF)",
+                    "Sources": meta["Sources"],
+                }
+                _save(ff, ff_meta, ff_path)
+                written["mese_fatfrac"] = ff_path
+            return written
+        path = _single_output(converted)
+        image = nib.load(path)
+        if len(image.shape) != 3:
+            raise _SeriesFailure(f"expected one 3-D volume, dcm2niix wrote shape {image.shape}")
+        target = anat / f"{prefix}_{suffix}.nii.gz"
+        sidecar = _sidecar(path)
+        if a.role == "ff":
+            _save(*_ff_as_fraction(image, sidecar), target)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target.with_name(target.name + ".tmp"))
+            os.replace(target.with_name(target.name + ".tmp"), target)
+            atomic_write(
+                target.with_name(target.name[: -len(".nii.gz")] + ".json"),
+                json.dumps(sidecar, indent=2, sort_keys=True) + "\n",
+            )
+        written[a.role] = target
+        return written
+
+
+# Stored fat-fraction maps come as fractions, percent, or per mille (0-1000) [elicited: vendor
+# practice]; subcutaneous fat (FF ~0.9) always sits near the top of the range, so the 99th
+# percentile tells them apart.
+_FF_SCALES = ((1.5, 1.0, "fraction"), (150.0, 100.0, "percent"), (1500.0, 1000.0, "per mille"))
+
+
+def _ff_as_fraction(image: nib.Nifti1Image, sidecar: dict) -> tuple[nib.Nifti1Image, dict]:
+    data = np.asanyarray(image.dataobj).astype(np.float32)
+    finite = data[np.isfinite(data)]
+    p99 = float(np.percentile(finite, 99)) if finite.size else 0.0
+    scale = next((entry for entry in _FF_SCALES if p99 <= entry[0]), None)
+    if scale is None:
+        raise _SeriesFailure(f"fat-fraction values up to {p99:g} fit no known scale")
+    _, divisor, name = scale
+    fraction = nib.Nifti1Image(data / np.float32(divisor), image.affine)
+    fraction.set_qform(image.affine, code=1)
+    fraction.set_sform(image.affine, code=1)
+    meta = dict(sidecar, Units="fraction")
+    meta["StoredScale"] = f"{name} (99th percentile of stored values {p99:g})"
+    return fraction, meta
