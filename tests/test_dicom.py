@@ -22,8 +22,8 @@ from mri_scoring import phantom_dicom as pdm
 from mri_scoring.io import dicom as dicom_io
 from mri_scoring.io.dicom import DicomError, convert_dicom
 from mri_scoring.io.dicom_roles import SeriesInfo, assign_roles, classify, load_rules
+from mri_scoring.io.discover import discover_studies
 from mri_scoring.pipeline import score_study
-from mri_scoring.study import discover_studies
 
 SHAPE = (64, 64, 10)
 RULES = load_rules()
