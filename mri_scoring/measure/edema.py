@@ -1,9 +1,12 @@
 """Edema-like signal per label and in the fascial shell, from STIR or a water-T2 map.
 
-STIR is compared with the study's own normal muscle after removing a smooth bias field fitted to a
-low quantile of muscle signal per block (robust to coil shading and to diffuse edema); a water-T2
-map is compared with thresholds in ms. Fatty voxels never count as edema. Fascial edema is the
-share of the exclusive shell just outside each muscle with edema-like signal.
+STIR is compared with the study's normal muscle after removing a smooth bias field
+(:mod:`.bias`). The normal level survives diffuse edema (:mod:`.reference`): it moves down to a
+darker cluster of muscle when one exists, is checked against a T2 map and against suppressed fat,
+and when it cannot be trusted the edema cells are left empty with a warning. A water-T2 map is
+compared with thresholds in ms for the stated field strength. Fatty voxels never count as edema;
+too few voxels leave an empty cell and a flag. Fascial edema is the share of the exclusive shell
+just outside each muscle with edema-like signal.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ from typing import Any
 import numpy as np
 
 from .. import schema
+from ..anatomy import REFERENCE
 from ..errors import QCFinding
+from . import reference
 from .arrays import LabelledRegion, VoxelSet, label_quantiles
+from .bias import BlockGrid, fit_log_bias, log_bias_at
+from .masks import background_sample
 
 Z_RANGE = (-20.0, 40.0)
 Z_BINS = 3000
@@ -41,147 +48,6 @@ def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def _poly_terms(coords: np.ndarray, order: int) -> np.ndarray:
-    """Polynomial design matrix (N, terms) of normalised coordinates, up to ``order``."""
-    x, y, z = coords
-    terms = [np.ones_like(x)]
-    if order >= 1:
-        terms += [x, y, z]
-    if order >= 2:
-        terms += [x * x, y * y, z * z, x * y, x * z, y * z]
-    return np.stack(terms, axis=1)
-
-
-@dataclass(frozen=True)
-class BlockGrid:
-    """An odd number of blocks per axis, centred on the region, so that a flipped volume gets
-    the mirrored partition (no block boundary falls on the centre or on a voxel centre)."""
-
-    shape: tuple[int, ...]
-    counts: tuple[int, ...]
-    width: np.ndarray
-
-    @classmethod
-    def make(cls, shape: tuple[int, ...], voxel_size_mm: tuple[float, ...],
-             block_mm: float) -> BlockGrid:  # fmt: skip
-        block = np.maximum(block_mm / np.asarray(voxel_size_mm, dtype=float), 1.0)
-        counts = tuple(int(np.ceil(n / b)) | 1 for n, b in zip(shape, block, strict=True))
-        return cls(tuple(shape), counts, block * (1.0 + 1e-7))
-
-    def axis_index(self, axis: int) -> np.ndarray:
-        centred = np.arange(self.shape[axis]) - (self.shape[axis] - 1) / 2.0
-        index = np.floor(centred / self.width[axis] + self.counts[axis] / 2.0)
-        return np.clip(index, 0, self.counts[axis] - 1).astype(np.int32)
-
-    def ids_at(self, voxels: VoxelSet) -> np.ndarray:
-        """Block id of each voxel of a :class:`VoxelSet`."""
-        bx, by, bz = (self.axis_index(i) for i in range(3))
-        i, j, k = voxels.ijk
-        _, n1, n2 = self.counts
-        return (bx[i] * n1 + by[j]) * n2 + bz[k]
-
-    def centres(self) -> np.ndarray:
-        """Voxel coordinates (3, n_blocks) of every block centre."""
-        grid = np.array(np.unravel_index(np.arange(int(np.prod(self.counts))), self.counts),
-                        dtype=float)  # fmt: skip
-        counts = np.asarray(self.counts, dtype=float)[:, None]
-        shape = np.asarray(self.shape, dtype=float)[:, None]
-        return (grid + 0.5 - counts / 2.0) * self.width[:, None] + (shape - 1) / 2.0
-
-
-def fit_log_bias(block_ids: np.ndarray, log_signal: np.ndarray, grid: BlockGrid,
-                 quantile: float, order: int) -> np.ndarray:  # fmt: skip
-    """Coefficients of a smooth log-bias polynomial fitted to block-wise low quantiles.
-
-    Each block holds reference voxels; its ``quantile`` of log signal stands for normal tissue
-    there (patchy edema only brightens, so a low quantile is robust to it). A polynomial is fitted
-    to the block values, weighted by voxel counts, with two rounds of outlier rejection (blocks
-    off by more than 3 robust SD: e.g. diffusely edematous muscle).
-    """
-    n_blocks = int(np.prod(grid.counts))
-    lo, hi = float(log_signal.min()), float(log_signal.max()) + 1e-6
-    q = label_quantiles(block_ids + 1, log_signal, n_blocks, (quantile,), (lo, hi), 512)[1:, 0]
-    counts = np.bincount(block_ids, minlength=n_blocks).astype(float)
-    keep = counts >= 20
-    if keep.sum() < 12:
-        order = 0 if keep.sum() < 4 else min(order, 1)
-    if not keep.any():
-        return np.array([float(np.median(log_signal))])
-    design = _poly_terms(_normalise_coords(grid.centres(), grid.shape), order)
-    weights = np.sqrt(counts)
-    mask = keep.copy()
-    coef = np.zeros(design.shape[1])
-    for _ in range(3):
-        coef, *_ = np.linalg.lstsq(design[mask] * weights[mask, None], q[mask] * weights[mask],
-                                   rcond=None)  # fmt: skip
-        residual = np.where(keep, q - design @ coef, np.inf)
-        spread = 1.4826 * np.median(np.abs(residual[mask] - np.median(residual[mask])))
-        new_mask = keep & (np.abs(residual) <= max(3.0 * spread, 0.02))
-        if new_mask.sum() < design.shape[1] + 2 or np.array_equal(new_mask, mask):
-            break
-        mask = new_mask
-    return coef
-
-
-def _normalise_coords(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    scale = np.array([max(n - 1, 1) for n in shape], dtype=float)[:, None]
-    return 2.0 * coords / scale - 1.0
-
-
-def log_bias_at(coef: np.ndarray, voxels: VoxelSet) -> np.ndarray:
-    """The log-bias polynomial at each voxel of a :class:`VoxelSet` (float32).
-
-    The polynomial is split into an in-plane part and a part linear and quadratic in z, so only
-    two small (x, y) tables and one z table are built, whatever the number of voxels.
-    """
-    padded = np.zeros(10)
-    padded[: len(coef)] = coef
-    c0, cx, cy, cz, cxx, cyy, czz, cxy, cxz, cyz = padded
-    x, y, z = (np.linspace(-1.0, 1.0, n) if n > 1 else np.full(1, -1.0) for n in voxels.shape)
-    plane = (
-        c0
-        + cx * x[:, None]
-        + cy * y[None, :]
-        + cxx * x[:, None] ** 2
-        + cyy * y[None, :] ** 2
-        + cxy * x[:, None] * y[None, :]
-    ).astype(np.float32)
-    slope = (cz + cxz * x[:, None] + cyz * y[None, :]).astype(np.float32)
-    zz = z.astype(np.float32)
-    i, j, k = voxels.ijk
-    return plane[i, j] + slope[i, j] * zz[k] + np.float32(czz) * zz[k] ** 2
-
-
-def half_sample_mode(values: np.ndarray) -> float:
-    """Half-sample mode (Bickel & Fruehwirth 2006): repeatedly keep the densest half."""
-    x = np.sort(values)
-    while x.size > 3:
-        half = (x.size + 1) // 2
-        widths = x[half - 1 :] - x[: x.size - half + 1]
-        start = int(np.argmin(widths))
-        x = x[start : start + half]
-    return float(x.mean())
-
-
-def normal_mode_and_sigma(values: np.ndarray, sample: int = 200_000) -> tuple[float, float]:
-    """Mode of normal tissue and its spread from the dark side of the distribution.
-
-    Edema only brightens, so the part of the distribution below the normal peak is normal tissue
-    and noise. The mode is the half-sample mode of the values below the 60th percentile; sigma is
-    read where the cumulative count reaches 31.7 % of the mass below the mode (one SD for a
-    Gaussian), which edema cannot reach.
-    """
-    step = max(values.size // sample, 1)
-    subset = np.sort(values[::step])
-    low = subset[: max(int(0.6 * subset.size), 4)]
-    mode = half_sample_mode(low)
-    below = subset[subset <= mode]
-    if below.size < 10:
-        return mode, float(np.std(subset))
-    one_sd = float(below[int(0.3173 * below.size)])
-    return mode, max(mode - one_sd, 1e-6)
-
-
 @dataclass(frozen=True, eq=False)
 class EdemaMeasure:
     """Edema measures of one study.
@@ -198,6 +64,8 @@ class EdemaMeasure:
         Per labelled voxel: in the denominator of ``edema_fraction``; read as edema.
     shell_edema : ndarray of bool or None
         Per shell voxel: read as edema-like (numerator of ``fascial_edema_fraction``).
+    flags : dict of int to list of str
+        Row flags per compact label (too few voxels, untrusted reference).
     """
 
     columns: dict[str, Any] = field(default_factory=dict)
@@ -206,12 +74,94 @@ class EdemaMeasure:
     counted: np.ndarray | None = None
     edema: np.ndarray | None = None
     shell_edema: np.ndarray | None = None
+    flags: dict[int, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class T2Range:
+    """Water-T2 numbers for the study's field strength (ms).
+
+    Attributes
+    ----------
+    normal_ms, sd_ms, edema_ms : float
+        Centre and spread of normal muscle, and the edema-like cut.
+    field_strength_t : float
+        Field strength the numbers are for.
+    stated : bool
+        Whether ``field_strength_t`` came from the study (``study.json``) or was assumed.
+    """
+
+    normal_ms: float
+    sd_ms: float
+    edema_ms: float
+    field_strength_t: float
+    stated: bool
+
+
+def t2_range(eset: dict[str, Any], metadata: dict[str, Any]) -> T2Range:
+    """Normal water-T2 range shifted for the field strength stated in ``study.json``.
+
+    Parameters
+    ----------
+    eset : dict
+        The ``edema`` settings (``t2_normal_ms``, ``t2_normal_sd_ms``, ``t2_edema_ms`` for
+        ``t2_field_strength_t``; ``t2_offset_ms_by_field_t``).
+    metadata : dict
+        Study metadata; ``field_strength_t`` (tesla) is optional.
+
+    Returns
+    -------
+    T2Range
+        Shifted by the offset of the nearest tabulated field strength.
+
+    Examples
+    --------
+    >>> eset = {"t2_normal_ms": 33.0, "t2_normal_sd_ms": 2.5, "t2_edema_ms": 40.0,
+    ...         "t2_field_strength_t": 3.0, "t2_offset_ms_by_field_t": {1.5: 2.0, 3.0: 0.0}}
+    >>> t2_range(eset, {"field_strength_t": 1.5}).edema_ms
+    42.0
+    """
+    stated = metadata.get("field_strength_t")
+    try:
+        field_t = float(stated) if stated is not None else float(eset["t2_field_strength_t"])
+    except (TypeError, ValueError):
+        field_t, stated = float(eset["t2_field_strength_t"]), None
+    offsets = {float(k): float(v) for k, v in eset["t2_offset_ms_by_field_t"].items()}
+    offset = offsets[min(offsets, key=lambda k: abs(k - field_t))] if offsets else 0.0
+    return T2Range(
+        eset["t2_normal_ms"] + offset,
+        eset["t2_normal_sd_ms"],
+        eset["t2_edema_ms"] + offset,
+        field_t,
+        stated is not None,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _Readout:
+    """Assessable voxels of one edema source: their signal, labels and the edema-like cut."""
+
+    source: str
+    counted: np.ndarray  # per labelled voxel: assessable with a usable value
+    values: np.ndarray  # STIR / normal level, or water T2 in ms (one per counted voxel)
+    label: np.ndarray
+    mode: float
+    sigma: float
+    threshold: float
+    shell_edema: np.ndarray
+    reference: EdemaReference
+    t2_median: np.ndarray | None = None
 
 
 def measure_edema(
     region: LabelledRegion, ff_flat: np.ndarray | None, qset: dict[str, Any], eset: dict[str, Any]
 ) -> EdemaMeasure:
     """Edema fraction, robust z and fascial-edema fraction per label, from STIR or a T2 map.
+
+    STIR is preferred; its normal-muscle reference is checked against a T2 map (when present)
+    and against suppressed fat (:mod:`.reference`). A reference found edematous by the T2 map is
+    replaced by the T2 map's absolute thresholds; one that cannot be trusted leaves every edema
+    cell empty with a warning, so that the edema features are unavailable, not absent.
 
     Parameters
     ----------
@@ -227,88 +177,318 @@ def measure_edema(
     EdemaMeasure
         Empty (source "") when the study has neither STIR nor a T2 map.
     """
-    study, n, lab_flat = region.study, region.n_labels, region.label
     if "stir" not in region.images and "t2map" not in region.images:
         return EdemaMeasure()
-    fatty = (ff_flat > qset["fatty_voxel_ff"]) if ff_flat is not None else None
     qc: list[QCFinding] = []
-    assessable = region.use_core & region.is_muscle[lab_flat]
-    if fatty is not None:
-        assessable &= ~fatty
-    t2_median = None
-    if "t2map" in study.images and "stir" not in study.images:
-        source = "t2map"
-        t2 = region.gather("t2map")
-        ok = assessable & np.isfinite(t2) & (t2 > 0)
-        values, lab_ok = t2[ok], lab_flat[ok]
-        del t2
-        mode, sigma, threshold = eset["t2_normal_ms"], eset["t2_normal_sd_ms"], eset["t2_edema_ms"]
-        shell_edema = region.gather("t2map", region.shell) > threshold
-        reference = EdemaReference("t2map", mode, sigma, threshold, {"unit": "ms"})
-        t2_median = label_quantiles(lab_ok, values, n, (0.5,), (0.0, 200.0), 4000)[:, 0]
-        if fatty is None:
-            qc.append(
-                QCFinding(
-                    "info",
-                    schema.T2_FAT_NOT_EXCLUDED,
-                    "no fat-fraction image: fatty voxels cannot be excluded from the "
-                    "T2 edema measure",
-                    region.file("t2map"),
-                )
+    assessable = region.use_core & region.is_muscle[region.label]
+    if ff_flat is not None:
+        assessable &= ~(ff_flat > qset["fatty_voxel_ff"])
+    t2 = t2_range(eset, region.study.metadata)
+    if "t2map" in region.images:
+        basis = (
+            "stated in study.json" if t2.stated else "assumed: no field_strength_t in study.json"
+        )
+        qc.append(
+            QCFinding(
+                "info",
+                schema.T2MAP_ASSUMPTIONS,
+                "the T2 map is read as fat-corrected water T2 in ms at "
+                f"{t2.field_strength_t:g} T ({basis}): normal {t2.normal_ms:g} ms, "
+                f"edema-like above {t2.edema_ms:g} ms",
+                region.file("t2map"),
             )
-    else:
-        source = "stir"
-        stir = region.gather("stir")
-        if ff_flat is not None:
-            stir /= np.maximum(
-                1.0 - np.nan_to_num(ff_flat, nan=0.0), np.float32(qset["water_fraction_floor"])
+        )
+    if "stir" not in region.images:
+        readout = _t2_readout(region, assessable, t2, ff_flat is None, qc)
+        return _columns(region, readout, qset, qc)
+    stir = _stir_readout(region, ff_flat, assessable, qset, eset, t2, qc)
+    if stir is None:
+        return EdemaMeasure({}, EdemaReference("stir"), qc)
+    readout, verdict = stir
+    if verdict == reference.FROM_T2MAP:
+        stir_reference = readout.reference.to_dict()
+        readout = _t2_readout(region, assessable, t2, ff_flat is None, qc)
+        readout.reference.details.update(verdict=verdict, stir_reference=stir_reference)
+    elif verdict == reference.UNTRUSTED:
+        return _unmeasured(region, readout, qc)
+    return _columns(region, readout, qset, qc)
+
+
+def _t2_readout(
+    region: LabelledRegion, assessable: np.ndarray, t2: T2Range, no_ff: bool, qc: list[QCFinding]
+) -> _Readout:
+    values = region.gather("t2map")
+    ok = assessable & np.isfinite(values) & (values > 0)
+    values, lab_ok = values[ok], region.label[ok]
+    shell_edema = region.gather("t2map", region.shell) > t2.edema_ms
+    ref = EdemaReference(
+        "t2map",
+        t2.normal_ms,
+        t2.sd_ms,
+        t2.edema_ms,
+        {"unit": "ms", "field_strength_t": t2.field_strength_t},
+    )
+    median = label_quantiles(lab_ok, values, region.n_labels, (0.5,), (0.0, 200.0), 4000)[:, 0]
+    if no_ff:
+        qc.append(
+            QCFinding(
+                "info",
+                schema.T2_FAT_NOT_EXCLUDED,
+                "no fat-fraction image: fatty voxels cannot be excluded from the T2 edema measure",
+                region.file("t2map"),
             )
-        ok = assessable & np.isfinite(stir) & (stir > 0)
-        if ok.sum() < 50:
-            return EdemaMeasure({}, EdemaReference("stir"), [QCFinding(
-                "warning", schema.EDEMA_REFERENCE_MISSING,
+        )
+    return _Readout(
+        "t2map", ok, values, lab_ok, t2.normal_ms, t2.sd_ms, t2.edema_ms, shell_edema, ref, median
+    )
+
+
+def _stir_readout(
+    region: LabelledRegion,
+    ff_flat: np.ndarray | None,
+    assessable: np.ndarray,
+    qset: dict[str, Any],
+    eset: dict[str, Any],
+    t2: T2Range,
+    qc: list[QCFinding],
+) -> tuple[_Readout, str] | None:
+    """STIR against a normal-muscle level that is checked, or None without enough muscle."""
+    stir = region.gather("stir")
+    if ff_flat is not None:
+        stir /= np.maximum(
+            1.0 - np.nan_to_num(ff_flat, nan=0.0), np.float32(qset["water_fraction_floor"])
+        )
+    ok = assessable & np.isfinite(stir) & (stir > 0)
+    if ok.sum() < 50:
+        qc.append(
+            QCFinding(
+                "warning",
+                schema.EDEMA_REFERENCE_MISSING,
                 "too few non-fatty muscle voxels to set a normal-muscle STIR reference",
-                region.file("stir"))])  # fmt: skip
-        grid = BlockGrid.make(region.voxels.shape, study.voxel_size_mm, eset["stir_block_mm"])
-        values = np.log(stir[ok]).astype(np.float32)
-        del stir
-        coef = fit_log_bias(grid.ids_at(region.voxels)[ok], values, grid,
-                            eset["stir_block_quantile"], eset["stir_bias_order"])  # fmt: skip
-        values -= log_bias_at(coef, region.voxels)[ok]
-        np.exp(values, out=values)
-        lab_ok = lab_flat[ok]
-        mode, sigma = normal_mode_and_sigma(values)
-        threshold = max(mode + eset["stir_z_threshold"] * sigma, mode * eset["stir_min_ratio"])
-        shell_norm = region.gather("stir", region.shell) / np.exp(log_bias_at(coef, region.shell))
-        shell_edema = shell_norm > threshold
-        reference = EdemaReference("stir", mode, sigma, threshold, {
+                region.file("stir"),
+            )
+        )
+        return None
+    grid = BlockGrid.make(region.voxels.shape, region.study.voxel_size_mm, eset["stir_block_mm"])
+    values = np.log(stir[ok]).astype(np.float32)
+    del stir
+    coef = fit_log_bias(
+        grid.ids_at(region.voxels)[ok],
+        values,
+        grid,
+        eset["stir_block_quantile"] if ff_flat is not None else eset["stir_block_quantile_no_ff"],
+        eset["stir_bias_order"],
+    )
+    values -= log_bias_at(coef, region.voxels)[ok]
+    np.exp(values, out=values)
+    # Without a fat fraction, fatty muscle is dark on STIR: a darker cluster may be fat, not
+    # normal muscle, so the reference is not moved (and the low quantile is not trusted).
+    darker_share = eset["stir_darker_cluster_share"] if ff_flat is not None else np.inf
+    level = reference.anchored_normal_level(
+        values, eset["stir_min_ratio"], darker_share, eset["stir_z_threshold"]
+    )
+    threshold = max(
+        level.mode + eset["stir_z_threshold"] * level.sigma, level.mode * eset["stir_min_ratio"]
+    )
+    shell_norm = region.gather("stir", region.shell) / np.exp(log_bias_at(coef, region.shell))
+    reference_t2 = None
+    if "t2map" in region.images:
+        t2_values = region.gather("t2map")[ok][values <= threshold]
+        t2_values = t2_values[np.isfinite(t2_values) & (t2_values > 0)]
+        reference_t2 = float(np.median(t2_values)) if t2_values.size >= 50 else None
+    prior = eset["stir_normal_to_fat_ratio"]
+    verdict = reference.judge_reference(
+        level,
+        suppressed_fat_levels(region, ff_flat, coef, qset["fatty_voxel_ff"]),
+        tuple(prior) if prior else None,
+        reference_t2,
+        t2.edema_ms,
+    )
+    ref = EdemaReference(
+        "stir",
+        level.mode,
+        level.sigma,
+        threshold,
+        {
             "unit": "STIR / fitted normal-muscle level",
-            "bias_coefficients": [float(c) for c in coef]})  # fmt: skip
-        normal_share = float(np.mean(values <= threshold))
-        if normal_share < 0.3:
-            qc.append(QCFinding("warning", schema.EDEMA_REFERENCE_UNCERTAIN,
-                                f"only {normal_share:.0%} of muscle reads normal on STIR: the "
-                                "normal-muscle reference may itself be edematous",
-                                region.file("stir")))  # fmt: skip
-    counts = np.bincount(lab_ok, minlength=n + 1).astype(float)
-    hit = values > threshold
-    hits = np.bincount(lab_ok[hit], minlength=n + 1)
-    edema_voxels = np.zeros(ok.shape, bool)
-    edema_voxels[ok] = hit
-    del hit
+            "verdict": verdict.verdict,
+            **verdict.checks,
+            "bias_coefficients": [float(c) for c in coef],
+        },
+    )
+    _reference_findings(region, level, verdict, qc)
+    readout = _Readout(
+        "stir",
+        ok,
+        values,
+        region.label[ok],
+        level.mode,
+        level.sigma,
+        threshold,
+        shell_norm > threshold,
+        ref,
+    )
+    return readout, verdict.verdict
+
+
+def _reference_findings(
+    region: LabelledRegion,
+    level: reference.NormalLevel,
+    verdict: reference.ReferenceVerdict,
+    qc: list[QCFinding],
+) -> None:
+    file = region.file("stir")
+    if verdict.verdict == reference.FROM_T2MAP:
+        qc.append(QCFinding("warning", schema.EDEMA_REFERENCE_FROM_T2MAP, verdict.reason, file))
+        return
+    if verdict.verdict == reference.UNTRUSTED:
+        qc.append(
+            QCFinding(
+                "warning",
+                schema.EDEMA_REFERENCE_UNTRUSTED,
+                verdict.reason + "; edema and fascial edema are left empty",
+                file,
+            )
+        )
+        return
+    if level.steps:
+        qc.append(
+            QCFinding(
+                "info",
+                schema.EDEMA_REFERENCE_REANCHORED,
+                f"{1 - level.reference_share:.0%} of non-fatty muscle reads "
+                "edema-like on STIR: the normal-muscle reference was moved from the "
+                f"main peak ({level.apparent_mode:.3g}) down to the darker muscle "
+                f"({level.mode:.3g}, {level.reference_share:.0%} of muscle)",
+                file,
+            )
+        )
+    elif level.reference_share < 0.3:
+        qc.append(
+            QCFinding(
+                "warning",
+                schema.EDEMA_REFERENCE_UNCERTAIN,
+                f"only {level.reference_share:.0%} of muscle reads normal on STIR: "
+                "the normal-muscle reference may itself be edematous",
+                file,
+            )
+        )
+    if verdict.verdict == reference.UNVERIFIED:
+        qc.append(QCFinding("info", schema.EDEMA_REFERENCE_UNVERIFIED, verdict.reason, file))
+
+
+def suppressed_fat_levels(
+    region: LabelledRegion, ff_flat: np.ndarray | None, coef: np.ndarray, fat_ff: float
+) -> dict[str, float]:
+    """Bias-corrected STIR of suppressed fat: labelled marrow and unlabelled fat tissue.
+
+    Parameters
+    ----------
+    region : LabelledRegion
+    ff_flat : ndarray or None
+        Fat fraction per labelled voxel; without it (and without a Dixon pair or FF map for the
+        unlabelled tissue) fat cannot be told from bone or muscle and nothing is returned.
+    coef : ndarray
+        The STIR log-bias polynomial (:func:`fit_log_bias`).
+    fat_ff : float
+        Tissue with FF above this is fat (``fatty_voxel_ff``); only FF above ``(1 + fat_ff) / 2``
+        is used, so that partial volume with muscle does not lift the level.
+
+    Returns
+    -------
+    dict of str to float
+        ``marrow`` and ``unlabelled_fat`` medians (STIR / fitted bias), each from at least 100
+        voxels.
+    """
+    cut = 0.5 * (1.0 + fat_ff)
+    levels: dict[str, float] = {}
+    if ff_flat is not None:
+        marrow = np.isin(region.label, np.flatnonzero(region.kinds == REFERENCE))
+        marrow &= np.nan_to_num(ff_flat, nan=0.0) > cut
+        if marrow.sum() >= 100:
+            index = np.flatnonzero(marrow)
+            voxels = VoxelSet(region.voxels.index[index], region.voxels.region, region.study.shape)
+            levels["marrow"] = _median_corrected(region, voxels, coef)
+    images = region.images
+    if ("fat" in images and "water" in images) or "ff" in images:
+        sample = background_sample(region.labels, len(region.voxels), 100_000)
+        voxels = VoxelSet(sample, region.voxels.region, region.study.shape)
+        if "ff" in images and not ("fat" in images and "water" in images):
+            ff = region.gather("ff", voxels)
+        else:
+            fat, water = region.gather("fat", voxels), region.gather("water", voxels)
+            total = fat + water
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ff = np.where(total > 0.25 * np.quantile(total, 0.99), fat / total, np.nan)
+        keep = np.flatnonzero(np.nan_to_num(ff, nan=0.0) > cut)
+        if keep.size >= 100:
+            chosen = VoxelSet(voxels.index[keep], voxels.region, region.study.shape)
+            levels["unlabelled_fat"] = _median_corrected(region, chosen, coef)
+    return levels
+
+
+def _median_corrected(region: LabelledRegion, voxels: VoxelSet, coef: np.ndarray) -> float:
+    values = region.gather("stir", voxels) / np.exp(log_bias_at(coef, voxels))
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else float("nan")
+
+
+def _columns(
+    region: LabelledRegion, readout: _Readout, qset: dict[str, Any], qc: list[QCFinding]
+) -> EdemaMeasure:
+    """Per-label fractions and z from a readout; too few voxels leave an empty cell and a flag."""
+    n, values = region.n_labels, readout.values
+    counts = np.bincount(readout.label, minlength=n + 1).astype(float)
+    hit = values > readout.threshold
+    hits = np.bincount(readout.label[hit], minlength=n + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = np.where(counts > 0, hits / counts, np.nan)
-    values -= np.float32(mode)
-    values /= np.float32(sigma)
+    values -= np.float32(readout.mode)
+    values /= np.float32(readout.sigma)
     np.clip(values, *Z_RANGE, out=values)
-    z_median = label_quantiles(lab_ok, values, n, (0.5,), Z_RANGE, Z_BINS)[:, 0]
+    z_median = label_quantiles(readout.label, values, n, (0.5,), Z_RANGE, Z_BINS)[:, 0]
     shell_lab = region.shell_label
     shell_counts = np.bincount(shell_lab, minlength=n + 1).astype(float)
-    shell_hits = np.bincount(shell_lab[shell_edema], minlength=n + 1)
+    shell_hits = np.bincount(shell_lab[readout.shell_edema], minlength=n + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         fascial = np.where(shell_counts > 0, shell_hits / shell_counts, np.nan)
-    cols: dict[str, Any] = {"edema_fraction": fraction, "edema_z": z_median,
-                            "fascial_edema_fraction": fascial, "edema_source": source}  # fmt: skip
-    if t2_median is not None:
-        cols["t2_median_ms"] = t2_median
-    return EdemaMeasure(cols, reference, qc, ok, edema_voxels, shell_edema)
+    flags: dict[int, list[str]] = {}
+    muscle = region.is_muscle & (np.bincount(region.label, minlength=n + 1) > 0)
+    few = muscle & (counts < qset["min_edema_voxels"])
+    few_shell = muscle & (shell_counts < qset["min_shell_voxels"])
+    fraction[few] = z_median[few] = np.nan
+    fascial[few_shell] = np.nan
+    for index in np.flatnonzero(few):
+        flags.setdefault(int(index), []).append(schema.EDEMA_TOO_FEW_VOXELS)
+    for index in np.flatnonzero(few_shell):
+        flags.setdefault(int(index), []).append(schema.FASCIAL_TOO_FEW_VOXELS)
+    cols: dict[str, Any] = {
+        "edema_fraction": fraction,
+        "edema_z": z_median,
+        "fascial_edema_fraction": fascial,
+        "edema_source": readout.source,
+    }
+    if readout.t2_median is not None:
+        cols["t2_median_ms"] = readout.t2_median
+    # The voxel maps show exactly what the table counted: not the rows left empty.
+    counted = readout.counted & ~few[region.label]
+    edema_voxels = np.zeros(counted.shape, bool)
+    edema_voxels[readout.counted] = hit
+    edema_voxels &= counted
+    shell_edema = readout.shell_edema & ~few_shell[shell_lab]
+    return EdemaMeasure(cols, readout.reference, qc, counted, edema_voxels, shell_edema, flags)
+
+
+def _unmeasured(region: LabelledRegion, readout: _Readout, qc: list[QCFinding]) -> EdemaMeasure:
+    """No trustworthy reference: every edema cell empty, every measured muscle flagged."""
+    n = region.n_labels
+    empty = np.full(n + 1, np.nan)
+    cols: dict[str, Any] = {
+        "edema_fraction": empty,
+        "edema_z": empty.copy(),
+        "fascial_edema_fraction": empty.copy(),
+        "edema_source": readout.source,
+    }
+    measured = np.flatnonzero(region.is_muscle & (np.bincount(region.label, minlength=n + 1) > 0))
+    flags = {int(i): [schema.EDEMA_REFERENCE_UNTRUSTED] for i in measured}
+    return EdemaMeasure(cols, readout.reference, qc, None, None, None, flags)

@@ -182,6 +182,7 @@ def _assemble(study, infos: list, counts: _Counts, fat: FatMeasure,
             row_flags.append(schema.FF_SEMIQUANTITATIVE)
         if info.kind == "unknown":
             row_flags.append(schema.UNKNOWN_LABEL)
+        row_flags.extend(edema.flags.get(i + 1, ()))
         flags.append(";".join(row_flags))
     table["qc_flags"] = flags
     return table
