@@ -33,6 +33,7 @@ _LAZY = {
     "discover_studies": ".io.discover",
     "load_study": ".io.study",
     "load_template": ".pattern.templates",
+    "compare_sessions": ".output.followup",
 }
 _SUBMODULES = (
     "phantom",
@@ -48,6 +49,7 @@ _SUBMODULES = (
     "arrays",
     "errors",
     "files",
+    "output",
 )
 
 __all__ = [*_LAZY, "__version__", "phantom"]

@@ -33,7 +33,9 @@ from .files import atomic_write
 from .grading import grade, pooled_tables
 from .io.discover import StudyFiles, discover_studies, sanitise_id
 from .io.study import Study, load_study
+from .io.subjects import SessionInfo, session_info
 from .measure.quantify import quantify
+from .output.followup import write_followup
 from .pattern.likelihood import Likelihood, combine
 from .pattern.match import involved_muscles, match
 from .pattern.templates import Template, load_template
@@ -134,6 +136,8 @@ class StudyResult:
         without Dixon images or without a dark background. Used by the report, not serialised.
     study : Study or None
         The loaded study (kept in memory for figures; not serialised).
+    session : SessionInfo or None
+        Subject, session and date (``score.json`` ``session``), for follow-up comparisons.
     """
 
     study_id: str
@@ -146,6 +150,7 @@ class StudyResult:
     edema_reference: dict[str, Any] = field(default_factory=dict)
     noise_sigma: float | None = None
     study: Study | None = field(default=None, repr=False)
+    session: SessionInfo | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``score.json`` document (DESIGN §3)."""
@@ -175,6 +180,7 @@ class StudyResult:
                 "features": features,
                 "qc": [q.to_dict() for q in self.qc],
                 "edema_reference": self.edema_reference,
+                "session": self.session.to_dict() if self.session else None,
                 "inputs": self.inputs,
                 "software": software_versions(),
                 "config_sha256": self.config_sha256,
@@ -265,6 +271,7 @@ def score_study(
         edema_reference=measured.edema_reference.to_dict(),
         noise_sigma=measured.noise_sigma,
         study=study,
+        session=session_info(study.path, study.metadata, study.study_id),
     )
 
 
@@ -581,8 +588,9 @@ def score_batch(
                                  columns=FAILURE_COLUMNS)  # fmt: skip
     atomic_write(out / "summary.tsv", table_text(summary))
     atomic_write(out / "failures.tsv", table_text(failure_table))
+    followed = write_followup(out, [study_out_dir(out, sid) for sid in sorted(rows)], DISCLAIMER)
     if report and not summary.empty:
-        write_cohort_report(out, summary, options.template, cohort_by_study)
+        write_cohort_report(out, summary, options.template, cohort_by_study, subjects=followed)
     summary.attrs["failures"] = failure_table
     summary.attrs["reused"] = sorted(reused)
     return summary

@@ -522,10 +522,12 @@ def write_cohort_report(
     summary: pd.DataFrame,
     template: Template,
     values: Mapping[str, dict[str, dict[str, float]]],
+    subjects: Iterable[str] = (),
 ) -> None:
     """Write ``cohort_heatmap.svg`` and ``index.html`` for a batch output folder.
 
-    ``values`` holds each study's :func:`cohort_values` by study id (studies without are grey).
+    ``values`` holds each study's :func:`cohort_values` by study id (studies without are grey);
+    ``subjects`` are the subjects with a follow-up page (``subjects/<id>.html``), linked.
     """
     from .files import atomic_write
     from .pipeline import DISCLAIMER
@@ -567,6 +569,25 @@ def write_cohort_report(
         f"<p>Template {esc(template.name)}. Failed studies: {n_failed} (failures.tsv).</p>"
         "<h2>Cohort heat map</h2><img src='cohort_heatmap.svg' alt='cohort heat map'>"
         "<h2>Studies</h2><table><tr><th class=l>study</th><th class=l>call</th>"
-        "<th>p(IMNM)</th><th>log10 LR</th></tr>" + "".join(rows) + "</table></body></html>"
+        "<th>p(IMNM)</th><th>log10 LR</th></tr>" + "".join(rows) + "</table>"
+        + _followup_section(subjects)
+        + "</body></html>"
     )
     atomic_write(out / "index.html", page)
+
+
+def _followup_section(subjects: Iterable[str]) -> str:
+    """Links to the per-subject follow-up pages (none: nothing)."""
+    from .io.discover import sanitise_id
+
+    links = [
+        f"<li><a href='subjects/{html.escape(sanitise_id(s), quote=True)}.html'>"
+        f"{html.escape(s)}</a></li>"
+        for s in subjects
+    ]
+    if not links:
+        return ""
+    return (
+        "<h2>Follow-up</h2><p>Subjects with two or more sessions (changes against repeatability "
+        "bands: longitudinal.tsv):</p><ul>" + "".join(links) + "</ul>"
+    )

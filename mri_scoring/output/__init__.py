@@ -1,0 +1,1 @@
+"""Output: result files, reports, cohort figures and follow-up comparisons."""
