@@ -38,7 +38,6 @@ from .config import load_config_file
 from .files import atomic_write
 from .io.discover import IMAGE_ROLES
 from .io.study import Study
-from .measure.masks import core_mask, shell_reach_mm
 
 PATTERNS = ("normal", "imnm", "dm")
 # Tissue codes of the phantom's tissue map.
@@ -299,10 +298,10 @@ def make_study(
     -------
     PhantomStudy
         Arrays on a RAS+ grid, the label table, and ``truth`` (per ``<muscle>_<side>``:
-        ``label``, ``voxels``, ``volume_ml``, ``ff_mean``, ``ff_median``, ``ff_median_core``,
-        ``edema_fraction``, ``edema_fraction_core`` (over the voxels the measurement can assess: the
-        eroded core, fatty voxels excluded), ``fascial_edema``, ``atrophy_factor``,
-        ``z_range``, ``centroid_x_mm``).
+        ``label``, ``voxels``, ``volume_ml``, ``ff_mean``, ``ff_median``, ``ff_median_core``
+        (over :func:`truth_interior`), ``edema_fraction``, ``edema_fraction_core`` (over the
+        interior's non-fatty voxels: true FF at most ``truth.fatty_voxel_ff``),
+        ``fascial_edema``, ``atrophy_factor``, ``z_range``, ``centroid_x_mm``).
     """
     config = _config()
     signal = config["signal"]
@@ -383,7 +382,7 @@ def make_study(
         fascial = (
             (muscle_labels == 0)
             & np.isin(nearest, fascial_values)
-            & (distance <= shell_reach_mm(voxel, signal["fascial_band_mm"]))
+            & (distance <= _band_reach_mm(voxel, signal["fascial_band_mm"]))
             & np.isin(tissue, (SEPTUM_FAT, SUBCUT_FAT))
             & (coverage_field > cover_cut)
         )
@@ -470,9 +469,64 @@ def make_study(
     )
 
 
+def _band_reach_mm(voxel_size_mm: tuple[float, ...], band_mm: float) -> float:
+    """Outer reach of the fascial fluid band: ``band_mm``, but at least one in-plane voxel, so
+    that the band is drawn on any grid (a relative 1e-4 absorbs rounding of the distances)."""
+    return max(band_mm, max(voxel_size_mm[0], voxel_size_mm[1])) * (1.0 + 1e-4)
+
+
+def interior_depth_mm(voxel_size_mm: tuple[float, ...]) -> float:
+    """Depth below which a voxel of a muscle is not part of the truth interior (mm).
+
+    ``truth.interior_depth_mm`` of ``configs/phantom.yaml``, but at least one in-plane voxel
+    diagonal: the partial-volume blur (Gaussian, sigma ``blur_voxels`` = 0.5 voxel) then
+    leaves an interior voxel with less than 0.1 % of its signal from outside the muscle.
+
+    Parameters
+    ----------
+    voxel_size_mm : tuple of float
+        Voxel size (mm) per axis.
+
+    Returns
+    -------
+    float
+        Depth (mm).
+    """
+    depth = float(_config()["truth"]["interior_depth_mm"])
+    return max(depth, float(np.hypot(voxel_size_mm[0], voxel_size_mm[1])) * (1.0 + 1e-4))
+
+
+def truth_interior(inside: np.ndarray, voxel_size_mm: tuple[float, ...]) -> np.ndarray:
+    """The phantom's own definition of a muscle's interior: a Euclidean erosion in mm.
+
+    A voxel is interior when its centre lies farther than :func:`interior_depth_mm` from the
+    centre of every voxel outside the mask (``scipy.ndimage.distance_transform_edt`` with the
+    voxel size as sampling; outside the array counts as outside). This definition is written
+    independently of the measurement's core (a box erosion by separable window minima, in
+    ``mri_scoring.measure.masks``). With square in-plane voxels the measurement's box contains
+    this ball, so its core is a subset of this interior; the two are identical when the in-plane
+    voxel is at least 1.42 mm and slices are thicker than 1.5 in-plane voxels (every test grid).
+    ``tests/test_phantom.py`` checks both statements and the size of the difference elsewhere.
+
+    Parameters
+    ----------
+    inside : ndarray of bool
+        Mask of one muscle.
+    voxel_size_mm : tuple of float
+        Voxel size (mm) per axis.
+
+    Returns
+    -------
+    ndarray of bool
+        Same shape as ``inside``.
+    """
+    padded = np.pad(np.asarray(inside, bool), 1)
+    distance = ndimage.distance_transform_edt(padded, sampling=voxel_size_mm)
+    return distance[1:-1, 1:-1, 1:-1] > interior_depth_mm(voxel_size_mm)
+
+
 def _truth(labels, ff, edema, fascial, side_specs, table, voxel, affine) -> dict[str, Any]:
-    measure = load_config_file("settings.yaml")["quantify"]
-    core_mm, fatty_ff = measure["core_erosion_mm"], measure["fatty_voxel_ff"]
+    fatty_ff = _config()["truth"]["fatty_voxel_ff"]
     voxel_ml = float(np.prod(voxel)) / 1000.0
     boxes = ndimage.find_objects(labels)
     muscles: dict[str, dict] = {}
@@ -493,7 +547,7 @@ def _truth(labels, ff, edema, fascial, side_specs, table, voxel, affine) -> dict
             continue
         inside = labels[box] == value
         values = ff[box][inside]
-        core = core_mask(np.pad(inside, 1).astype(np.int16), voxel, core_mm)[1:-1, 1:-1, 1:-1]
+        core = truth_interior(inside, voxel)
         ks = np.nonzero(inside.any(axis=(0, 1)))[0] + box[2].start
         xs = np.nonzero(inside)[0] + box[0].start
         entry.update(

@@ -1,30 +1,156 @@
-"""The phantom agrees with its own truth (tolerances stated per test)."""
+"""The phantom agrees with its own truth, and its truth is defined independently of the
+measurement code (tolerances and their reasons stated per test)."""
 
 from __future__ import annotations
 
+import ast
 import filecmp
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
+import mri_scoring
 from mri_scoring import phantom
-from mri_scoring.config import load_config_file
+from mri_scoring.config import load_config_file, load_settings
 from mri_scoring.measure.masks import core_mask
 
 SHAPE = (112, 112, 18)
 MIN_CORE = 20  # a median over fewer core voxels is not a measurement
+PACKAGE = Path(mri_scoring.__file__).resolve().parent
 
 
 def _core(study, value):
-    """The eroded core as quantification and the truth define it (2 mm, at least a voxel)."""
-    mask = np.pad(study.labels == value, 1).astype(np.uint8)
-    return core_mask(mask, study.voxel_size_mm, 2.0)[1:-1, 1:-1, 1:-1]
+    """The truth interior, as the phantom itself defines it (not the measurement's core)."""
+    return phantom.truth_interior(study.labels == value, study.voxel_size_mm)
 
 
 def _ff(study):
     fat, water = study.images["fat"], study.images["water"]
     return fat / np.maximum(fat + water, 1e-6)
+
+
+def _package_imports(module: str) -> set[str]:
+    """Package modules a module imports (absolute names), read from its source with ``ast``."""
+    parts = module.split(".")
+    path = PACKAGE.joinpath(*parts[1:])
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = parts[:-1] if path.name != "__init__.py" else parts
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("mri_scoring")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            if not name.startswith("mri_scoring"):
+                continue
+            found.add(name)
+            for alias in node.names:  # "from . import schema" imports a module
+                candidate = f"{name}.{alias.name}"
+                sub = PACKAGE.joinpath(*candidate.split(".")[1:])
+                if sub.with_suffix(".py").is_file() or sub.is_dir():
+                    found.add(candidate)
+    return found
+
+
+def test_phantom_imports_no_measurement_code():
+    """Guards against circular proof: truth computed with the measurement's own core or rules
+    (phantom.py once imported core_mask and shell_reach_mm from quantify)."""
+    seen, todo = set(), ["mri_scoring.phantom"]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        todo.extend(m for m in _package_imports(module) if m not in seen)
+    measuring = sorted(
+        m for m in seen if m.startswith("mri_scoring.measure") or m.endswith("quantify")
+    )
+    assert not measuring, f"phantom.py reaches measurement code through its imports: {measuring}"
+
+
+def test_truth_reads_no_measurement_settings():
+    """The truth's interior and fatty-voxel rule come from configs/phantom.yaml, not from the
+    measurement's settings.yaml (changing a measurement setting must not move the truth)."""
+    source = (PACKAGE / "phantom.py").read_text(encoding="utf-8")
+    assert "settings.yaml" not in source and "load_settings" not in source
+
+
+def test_truth_and_measurement_use_the_same_fatty_voxel_convention():
+    """Both files encode one convention independently; if they drift apart, truth and
+    measurement assess edema over different voxels and the comparison means nothing."""
+    truth = load_config_file("phantom.yaml")["truth"]["fatty_voxel_ff"]
+    assert truth == load_settings()["quantify"]["fatty_voxel_ff"]
+
+
+@pytest.mark.parametrize(
+    "voxel_size_mm, identical",
+    [
+        ((3.28125, 3.28125, 16.7), True),  # the test grids: 128 x 128 x 24 over 420 x 400 mm
+        ((3.75, 3.75, 22.2), True),
+        ((2.625, 2.625, 12.5), True),
+        ((1.5, 1.5, 5.0), True),
+        ((1.0, 1.0, 1.0), False),  # box reaches (2,2,2) voxels = 3.5 mm, the ball 2 mm
+        ((1.2, 1.2, 4.0), False),
+        ((2.0, 2.0, 2.0), False),  # slices not thicker than 1.5 voxels: the box reaches z
+    ],
+)
+def test_truth_interior_contains_the_measured_core(voxel_size_mm, identical):
+    """Where the two definitions differ, the measured core (box erosion) is the smaller one:
+    the box of the measurement contains the truth's Euclidean ball. They are identical on grids
+    with in-plane voxels >= 1.42 mm and slices thicker than 1.5 in-plane voxels."""
+    rng = np.random.default_rng(0)
+    blobs = ndimage.gaussian_filter(rng.standard_normal((40, 40, 30)), (3, 3, 2)) > 0.05
+    labels, _ = ndimage.label(blobs)
+    for value in range(1, labels.max() + 1):
+        inside = labels == value
+        if inside.sum() < 200:
+            continue
+        truth = phantom.truth_interior(inside, voxel_size_mm)
+        measured = core_mask(np.pad(inside, 1).astype(np.int16), voxel_size_mm, 2.0)
+        measured = measured[1:-1, 1:-1, 1:-1]
+        assert not (measured & ~truth).any(), "measured core leaves the truth interior"
+        if identical:
+            assert np.array_equal(measured, truth), voxel_size_mm
+    if not identical:
+        assert truth.sum() > measured.sum(), "the grid was meant to show a difference"
+
+
+def test_fine_grid_truth_and_measured_core_medians_differ_little():
+    """At 1 mm in plane the truth interior holds more voxels than the measured core (a 2 mm
+    Euclidean ball against a 5 x 5 box): a rim of up to 1.5 mm of texture more. Noiseless FF
+    medians over the two sets then differ by <= 0.01 (measured: 0.006), the FF tolerance the
+    quantify tests hold truth to, so the difference in definitions cannot pass for an error."""
+    study = phantom.make_study(
+        "imnm", seed=2, shape=(420, 420, 4), voxel_size_mm=(1.0, 1.0, 100.0), noise=0.0,
+        roles=("fat", "water"),
+    )  # fmt: skip
+    ff = _ff(study)
+    differences, bigger = [], 0
+    boxes = ndimage.find_objects(study.labels)
+    for entry in study.truth["muscles"].values():
+        box = boxes[entry["label"] - 1] if entry["label"] <= len(boxes) else None
+        if box is None:
+            continue
+        inside = study.labels[box] == entry["label"]  # both definitions pad outside the box
+        truth = phantom.truth_interior(inside, study.voxel_size_mm)
+        measured = core_mask(np.pad(inside, 1).astype(np.int16), study.voxel_size_mm, 2.0)
+        measured = measured[1:-1, 1:-1, 1:-1]
+        ff_box = ff[box]
+        if measured.sum() < 200:
+            continue
+        bigger += truth.sum() > measured.sum()
+        differences.append(abs(float(np.median(ff_box[truth]) - np.median(ff_box[measured]))))
+    assert len(differences) >= 20 and bigger >= 20, "the definitions were meant to differ here"
+    assert max(differences) <= 0.01, (
+        f"core medians differ by {max(differences):.4f}: more than texture sampling explains"
+    )
 
 
 @pytest.mark.parametrize("pattern", ["imnm", "dm", "normal"])
@@ -37,7 +163,10 @@ def test_noiseless_dixon_reproduces_truth_ff(pattern):
         core = _core(study, entry["label"])
         if core.sum() < MIN_CORE:
             continue
-        assert abs(np.median(ff[core]) - entry["ff_median_core"]) <= 0.005, entry
+        error = float(np.median(ff[core]) - entry["ff_median_core"])
+        # Only the 0.5-voxel partial-volume blur separates image and truth here (no noise, and
+        # the interior lies beyond the blur's reach): texture smoothing moves medians < 0.005.
+        assert abs(error) <= 0.005, f"{entry['muscle']} {entry['side']}: FF off by {error:.4f}"
         checked += 1
     assert checked >= 25
 
@@ -50,8 +179,11 @@ def test_noisy_dixon_within_002_in_core():
     for entry in study.truth["muscles"].values():
         core = _core(study, entry["label"])
         if core.sum() >= MIN_CORE:
-            errors.append(abs(np.median(ff[core]) - entry["ff_median_core"]))
-    assert len(errors) >= 25 and max(errors) <= 0.02
+            errors.append(float(np.median(ff[core]) - entry["ff_median_core"]))
+    assert len(errors) >= 25
+    # Plain F/(F+W) with no Rician correction: noise at SNR 50 moves core medians both ways
+    # (measured -0.012..+0.013 over seeds); 0.02 leaves room for a smaller muscle.
+    assert max(map(abs, errors)) <= 0.02, f"FF errors {min(errors):.4f}..{max(errors):.4f}"
 
 
 def test_truth_follows_pattern_in_the_direction_literature_says(imnm_small, dm_small):

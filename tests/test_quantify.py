@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -55,16 +56,28 @@ def _joined(study, table):
     ],
 )
 def test_ff_edema_volume_against_truth(pattern, seed, noise, ff_tolerance):
-    """Median FF error <= 0.01 (SNR >= 50), edema fraction within 0.08, volume within 2 %."""
+    """Core median FF within 0.01 of truth (SNR >= 50), edema fraction within -0.03/+0.08,
+    voxel counts and volumes exact. Guards against Rician-biased FF (a lean muscle reading
+    fatty), a bias field read as edema, and a volume computed from anything but the label."""
     study = phantom.make_study(pattern, seed=seed, shape=SHAPE, noise=noise)
     rows = _joined(study, quantify(study).table)
     big = rows[rows["core_voxels"] >= MIN_CORE]
     assert len(big) >= 24
-    ff_error = (big["ff_median"] - big["truth_ff_median_core"]).abs()
-    assert ff_error.max() <= ff_tolerance, big.loc[ff_error.idxmax(), ["muscle", "side"]].tolist()
-    edema_error = (big["edema_fraction"] - big["truth_edema_fraction_core"]).abs()
-    assert edema_error.max() <= 0.08
-    assert ((rows["volume_ml"] / rows["truth_volume_ml"] - 1).abs() <= 0.02).all()
+    ff_error = big["ff_median"] - big["truth_ff_median_core"]
+    worst = big.loc[ff_error.abs().idxmax(), ["muscle", "side"]].tolist()
+    # Two-sided: after the Rician correction noise moves core medians either way (measured
+    # -0.010..+0.013 at SNR 33, within +-0.008 at SNR 50); a bias would show on one side.
+    assert ff_error.abs().max() <= ff_tolerance, f"FF off by {ff_error.abs().max():.4f}: {worst}"
+    edema_error = big["edema_fraction"] - big["truth_edema_fraction_core"]
+    # One-sided: the blur spreads bright patches into neighbouring voxels, so the measured
+    # fraction errs high (measured up to +0.05 at SNR 33); it errs low only by noise.
+    assert edema_error.max() <= 0.08, f"edema fraction too high by {edema_error.max():.3f}"
+    assert edema_error.min() >= -0.03, f"edema fraction too low by {-edema_error.min():.3f}"
+    # Volume is an identity (voxel count x voxel volume): no tolerance beyond rounding.
+    truth_voxels = [study.truth["muscles"][f"{m}_{s}"]["voxels"]
+                    for m, s in zip(rows["muscle"], rows["side"], strict=True)]  # fmt: skip
+    assert rows["voxels"].tolist() == truth_voxels
+    np.testing.assert_allclose(rows["volume_ml"], rows["truth_volume_ml"], rtol=1e-12)
 
 
 def test_fascial_edema_detected_where_truth_has_it_and_not_elsewhere():
@@ -90,7 +103,8 @@ def test_atrophy_detected_where_truth_has_it_and_not_elsewhere():
     assert (atrophic["atrophy_index"] < ATROPHY).all()
     others = rows[(rows["truth_atrophy_factor"] == 1) & (rows["voxels"] >= 200)]
     assert (others["atrophy_index"] >= ATROPHY).all() and len(others) >= 30
-    assert rows["lr_volume_ratio"].between(0.98, 1.02).all()  # atrophy is symmetric here
+    # The phantom's thighs are mirror images (atrophy included): equal voxel counts per side.
+    assert (rows["lr_volume_ratio"] == 1.0).all(), "left/right volumes of a mirrored phantom"
 
 
 def test_lr_ratio_shows_one_sided_atrophy():
@@ -98,10 +112,13 @@ def test_lr_ratio_shows_one_sided_atrophy():
     value = study.truth["muscles"]["vastus_lateralis_left"]["label"]
     mask = study.labels == value
     half = mask & (np.cumsum(mask, axis=0) % 2 == 0)
-    study.labels[half] = 0  # left VL loses half its voxels
+    study.labels[half] = 0  # left VL loses about half its voxels
+    right = study.truth["muscles"]["vastus_lateralis_right"]["voxels"]
+    expected = int((mask & ~half).sum()) / right  # exact: the counts are known
     table = quantify(study).table
     row = table[(table["muscle"] == "vastus_lateralis") & (table["side"] == "left")].iloc[0]
-    assert row["lr_volume_ratio"] == pytest.approx(0.5, abs=0.03)
+    assert row["lr_volume_ratio"] == pytest.approx(expected, rel=1e-12)
+    assert 0.45 < expected < 0.55, "the edit was meant to halve the muscle"
 
 
 def test_thirty_percent_stir_bias_does_not_change_edema():
@@ -159,7 +176,10 @@ def test_ff_map_only_and_t1w_only():
     ffmap = phantom.make_study("imnm", seed=14, shape=SHAPE, roles=("ff",))
     rows = _joined(ffmap, quantify(ffmap).table)
     big = rows[rows["core_voxels"] >= MIN_CORE]
-    assert (big["ff_median"] - big["truth_ff_median_core"]).abs().max() <= 0.02
+    # The map is the phantom's plain F/(F+W) of noisy magnitudes (no Rician correction is
+    # possible on a map): medians move both ways by noise (measured -0.008..+0.010).
+    ff_error = (big["ff_median"] - big["truth_ff_median_core"]).abs().max()
+    assert ff_error <= 0.02, f"FF map median off by {ff_error:.4f}"
     assert set(big["ff_source"]) == {"ff_map"} and big["edema_fraction"].isna().all()
     t1 = phantom.make_study("imnm", seed=14, shape=SHAPE, roles=("t1w",), bias=0.0)
     result = quantify(t1)
@@ -188,7 +208,7 @@ def test_storage_orientation_does_not_change_the_table(tmp_path):
     reference = quantify(load_study(folder)).table
     reorient_folder(folder, np.array([[1, -1], [0, 1], [2, -1]], dtype=float))
     flipped = quantify(load_study(folder)).table
-    assert reference.drop(columns=[]).equals(flipped)
+    pd.testing.assert_frame_equal(reference, flipped)  # exactly: same voxels, same order
 
 
 @pytest.fixture(scope="module")

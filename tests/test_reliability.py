@@ -167,16 +167,15 @@ def test_symlink_loops_and_unreadable_entries_in_a_batch_root(pristine, tmp_path
     assert summary.attrs["failures"].empty
 
 
-def test_ten_thousand_empty_folders_are_fast_and_quiet(tmp_path, caplog):
+def test_ten_thousand_empty_folders_are_no_studies_and_quiet(tmp_path, caplog):
+    """Empty folders are not studies and are not worth a log line each (a batch root of 10,000
+    empty folders must not flood the log). Speed is measured by benchmarks/, not here."""
     root = tmp_path / "root"
     for i in range(10_000):
         (root / f"d{i // 100}" / f"e{i}").mkdir(parents=True)
     caplog.set_level(logging.DEBUG, logger="mri_scoring")
-    start = time.perf_counter()
     assert discover_studies(root) == []
-    elapsed = time.perf_counter() - start
     assert not caplog.records
-    print(f"discovery of 10,000 empty folders: {elapsed:.2f} s")
 
 
 @settings(max_examples=200, deadline=None)

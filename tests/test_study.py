@@ -223,6 +223,15 @@ def test_resample_option_puts_images_on_the_label_grid(tmp_path):
     study = load_study(folder, resample=True)
     assert study.images["stir"].shape == study.labels.shape
     assert any(q.code == "resampled" for q in study.qc)
+    # The STIR grid sits half a voxel further along x: linear resampling onto the label grid
+    # gives the mean of the two STIR voxels either side (not the unshifted image, not zeros).
+    original = np.asanyarray(img.dataobj).astype(np.float64)
+    expected = 0.5 * (original[:-1] + original[1:])
+    resampled = np.asarray(study.images["stir"], dtype=np.float64)[1:]
+    # nibabel resamples in the stored dtype: 16-bit magnitudes come back rounded (<= 0.5 of a
+    # stored unit, 0.05 % of normal muscle in these files).
+    np.testing.assert_allclose(resampled, expected, rtol=0, atol=0.5 + 1e-6)
+    assert not np.allclose(resampled, original[1:]), "the shift was meant to change values"
 
 
 @pytest.mark.parametrize(
