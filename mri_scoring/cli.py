@@ -6,9 +6,8 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -21,7 +20,7 @@ GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
 class _Group(TyperGroup):
     """The verb group; moves the global flags given after the verb in front of it."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # ctx: a click Context
         end = args.index("--") if "--" in args else len(args)
         flags = [a for a in args[:end] if a in GLOBAL_FLAGS]
         rest = [a for a in args[:end] if a not in GLOBAL_FLAGS]
