@@ -44,3 +44,30 @@ def test_readme_states_how_to_get_the_source_and_the_demo_output():
     setup = text.split("## Set-up", 1)[1].split("\n## ", 1)[0]
     assert "git clone" in setup and "pip install ./mri_scoring" in setup
     assert "demo --out" in setup and "index.html" in setup
+
+
+def test_the_package_imports_only_declared_dependencies():
+    """Regression: cli.py imported click, which typer 0.29 no longer installs (it vendors it):
+    a clean ``pip install`` then failed at start-up, hidden by a development environment that
+    had click through another package."""
+    import ast
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"].values()
+    declared = [*project["dependencies"], *(d for extra in extras for d in extra)]
+    names = {re.split(r"[<>=\[ ;]", d, maxsplit=1)[0].lower().replace("-", "_") for d in declared}
+    module_of = {"scikit_image": "skimage", "scikit_learn": "sklearn", "pyyaml": "yaml",
+                 "pillow": "PIL"}  # fmt: skip
+    allowed = {module_of.get(n, n) for n in names} | set(sys.stdlib_module_names) | {"mri_scoring"}
+    unknown = set()
+    for path in (REPO / "mri_scoring").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                tops = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            unknown |= {f"{t} ({path.name})" for t in tops if t not in allowed}
+    assert not unknown, f"imports of undeclared packages: {sorted(unknown)}"
