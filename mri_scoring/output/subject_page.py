@@ -55,7 +55,7 @@ def _line_chart(title: str, labels: list[str], series: dict[str, list[float]], y
     """A small SVG line chart: one line per series over the sessions, each point titled."""
     width, height, left, bottom, top = 300, 170, 40, 30, 22
     n = max(len(labels), 2)
-    x = [left + i * (width - left - 12) / (n - 1) for i in range(len(labels))]
+    x = [left + 8 + i * (width - left - 48) / (n - 1) for i in range(len(labels))]
 
     def y(v: float) -> float:
         return top + (height - top - bottom) * (1 - min(max(v / y_max, 0), 1))
