@@ -132,8 +132,10 @@ class StudyResult:
     template : Template
     edema_reference : dict
     noise_sigma : float or None
-        Dixon magnitude noise sigma measured from the image background (image units); None
-        without Dixon images or without a dark background. Used by the report, not serialised.
+        Dixon magnitude noise sigma (image units); None without Dixon images or when it could
+        not be found. In ``score.json`` as ``noise.sigma`` with ``noise.source``.
+    noise_source : str
+        How the sigma was found (``background``, ``tissue_differences``, ``none``, "").
     study : Study or None
         The loaded study (kept in memory for figures; not serialised).
     session : SessionInfo or None
@@ -149,6 +151,7 @@ class StudyResult:
     template: Template
     edema_reference: dict[str, Any] = field(default_factory=dict)
     noise_sigma: float | None = None
+    noise_source: str = ""
     study: Study | None = field(default=None, repr=False)
     session: SessionInfo | None = None
 
@@ -180,6 +183,7 @@ class StudyResult:
                 "features": features,
                 "qc": [q.to_dict() for q in self.qc],
                 "edema_reference": self.edema_reference,
+                "noise": {"sigma": self.noise_sigma, "source": self.noise_source},
                 "session": self.session.to_dict() if self.session else None,
                 "inputs": self.inputs,
                 "software": software_versions(),
@@ -270,6 +274,7 @@ def score_study(
         template=template,
         edema_reference=measured.edema_reference.to_dict(),
         noise_sigma=measured.noise_sigma,
+        noise_source=measured.noise_source,
         study=study,
         session=session_info(study.path, study.metadata, study.study_id),
     )

@@ -26,6 +26,8 @@ EDEMA_REFERENCE_UNVERIFIED = "edema_reference_unverified"
 EDEMA_REFERENCE_UNTRUSTED = "edema_reference_untrusted"
 EDEMA_REFERENCE_FROM_T2MAP = "edema_reference_from_t2map"
 T2MAP_ASSUMPTIONS = "t2map_assumptions"
+NOISE_FROM_TISSUE = "noise_from_tissue"
+NOISE_SIGMA_UNKNOWN = "noise_sigma_unknown"
 # Per-row flags (the ``qc_flags`` column, ``;``-separated).
 SMALL_CORE_WHOLE_MASK_USED = "small_core_whole_mask_used"
 UNKNOWN_LABEL = "unknown_label"
@@ -42,6 +44,8 @@ MEASURE_QC_CODES: dict[str, str] = {
     EDEMA_REFERENCE_UNVERIFIED: "STIR reference from muscle only: total edema would read normal",
     EDEMA_REFERENCE_UNTRUSTED: "STIR reference outside its prior: edema cells left empty",
     EDEMA_REFERENCE_FROM_T2MAP: "the T2 map found the STIR reference edematous: edema from T2",
+    NOISE_FROM_TISSUE: "no image background: Dixon noise sigma read from muscle voxel differences",
+    NOISE_SIGMA_UNKNOWN: "no noise sigma: the Rician correction and noise floor were skipped",
     T2MAP_ASSUMPTIONS: "the T2 map is read as fat-corrected water T2 at the stated field strength",
     EDEMA_TOO_FEW_VOXELS: "too few assessable voxels for an edema fraction: cell left empty",
     FASCIAL_TOO_FEW_VOXELS: "too few shell voxels for a fascial-edema fraction: cell left empty",

@@ -18,50 +18,9 @@ from ..anatomy import REFERENCE
 from ..errors import QCFinding
 from .arrays import LabelledRegion, VoxelSet, chunks, label_quantiles, mean_by_label
 from .masks import background_sample
+from .noise import NoiseEstimate, dixon_noise
 
 RICIAN_TABLE_TOP = 20.0
-
-
-def estimate_noise_sigma(image: np.ndarray, sample: int = 400_000) -> float | None:
-    """Rician/Rayleigh noise sigma from the background of a magnitude image.
-
-    The background (air) of a magnitude image is Rayleigh distributed; its mode equals sigma. A
-    first estimate is the mode of a histogram of the darkest 30 % of a strided sample; it is
-    refined with the median of the background below four times that mode.
-
-    Parameters
-    ----------
-    image : ndarray
-        Magnitude image (any layout, any real dtype).
-    sample : int
-        About this many voxels are looked at (strided).
-
-    Returns
-    -------
-    float or None
-        Sigma in image units; None when the image has no dark background (the 30 % quantile is
-        not below a tenth of bright tissue).
-    """
-    flat = image.ravel(order="K")
-    step = max(flat.size // sample, 1)
-    values = flat[::step]
-    values = values[np.isfinite(values)]
-    if values.size < 1000:
-        return None
-    cut, bright = np.quantile(values, [0.3, 0.98])
-    dark = values[values <= cut]
-    if cut <= 0 or cut > 0.1 * bright or dark.size < 500:
-        return None
-    hist, edges = np.histogram(dark, bins=100, range=(0.0, float(cut)))
-    smooth = np.convolve(hist, np.ones(5) / 5, mode="same")
-    peak = int(np.argmax(smooth))
-    mode = float(0.5 * (edges[peak] + edges[peak + 1]))
-    if mode <= 0:
-        return None
-    # Refine: the median of the Rayleigh background is sigma * sqrt(2 ln 2); take the voxels
-    # below 4 x the mode estimate (99.97 % of the background, almost no tissue).
-    background = values[values < 4.0 * mode]
-    return float(np.median(background) / np.sqrt(2.0 * np.log(2.0)))
 
 
 @cache
@@ -232,6 +191,8 @@ class FatMeasure:
         ``ff_source`` column value (:data:`~mri_scoring.schema.FF_SOURCES`).
     noise_sigma : float or None
         Dixon noise sigma (image units), when estimated.
+    noise_source : str
+        How ``noise_sigma`` was found (:data:`~.noise.NOISE_SOURCES`; "" without Dixon).
     columns : dict of str to ndarray
         ``ff_mean``, ``ff_median``, ``ff_p90``, ``ff_mean_whole``, ``ff_median_whole`` per
         compact label (index 0 = background).
@@ -243,6 +204,7 @@ class FatMeasure:
     noise_sigma: float | None = None
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     qc: list[QCFinding] = field(default_factory=list)
+    noise_source: str = ""
 
 
 def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
@@ -261,9 +223,11 @@ def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
     """
     images, n = region.images, region.n_labels
     qc: list[QCFinding] = []
-    noise_sigma = None
+    noise_sigma, noise = None, NoiseEstimate(None, "")
     if "fat" in images and "water" in images:
-        noise_sigma = estimate_noise_sigma(images["water"])
+        noise = dixon_noise(region)
+        noise_sigma = noise.sigma
+        qc.extend(noise.qc)
         ff_flat = dixon_fat_fraction(
             region.voxels.lazy(images["fat"]),
             region.voxels.lazy(images["water"]),
@@ -302,7 +266,7 @@ def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
             columns["ff_p90"] = q[:, 1]
         del labels_in, values_in
     qc.extend(swap_check(region, ff_flat, noise_sigma, qset["swap_check_min_ff"]))
-    return FatMeasure(ff_flat, source, noise_sigma, columns, qc)
+    return FatMeasure(ff_flat, source, noise_sigma, columns, qc, noise.source)
 
 
 def _t1w_fat_fraction(region: LabelledRegion) -> tuple[np.ndarray, dict[str, float]]:

@@ -45,6 +45,9 @@ class MuscleTable:
     voxel_maps : VoxelMaps or None
         The per-voxel masks and values the table was counted from (``quantify(...,
         voxel_maps=True)`` only).
+    noise_source : str
+        How ``noise_sigma`` was found: ``background``, ``tissue_differences``, ``none`` (the
+        Rician correction was skipped) or "" (no Dixon images).
     """
 
     table: pd.DataFrame
@@ -52,6 +55,7 @@ class MuscleTable:
     edema_reference: EdemaReference
     noise_sigma: float | None = None
     voxel_maps: VoxelMaps | None = None
+    noise_source: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,7 +94,9 @@ def quantify(study, settings: Settings | None = None, *, voxel_maps: bool = Fals
     table = _assemble(study, infos, counts, fat, edema)
     add_atrophy(table)
     maps = _voxel_maps(study, region, fat, edema) if voxel_maps else None
-    return MuscleTable(table, [*fat.qc, *edema.qc], edema.reference, fat.noise_sigma, maps)
+    return MuscleTable(
+        table, [*fat.qc, *edema.qc], edema.reference, fat.noise_sigma, maps, fat.noise_source
+    )
 
 
 def _voxel_maps(study, region: LabelledRegion, fat: FatMeasure,
