@@ -224,13 +224,22 @@ def test_bad_export_names_the_series_and_converts_the_rest(study, tmp_path):
     stir_file.write_bytes(stir_file.read_bytes()[:-2000])
     sorted((tmp_path / "dicom" / f"{numbers['fat']:03d}").glob("*.dcm"))[4].unlink()
     (tmp_path / "dicom" / "README.txt").write_text("exported by the PACS")
+    t1_file = sorted((tmp_path / "dicom" / f"{numbers['t1w']:03d}").glob("*.dcm"))[2]
+    damaged = t1_file.read_bytes()
+    t1_file.write_bytes(damaged[:132] + bytes(range(256)) + damaged[388:])
     report = convert_dicom(tmp_path / "dicom", tmp_path / "bids", subject="B")
-    assert set(report.outputs) == {"water", "t1w"}
+    assert set(report.outputs) == {"water"}
     text = "\n".join(report.messages)
+    assert f"{t1_file}: DICOM file without a series UID" in text
+    assert "series 5 (t1_tse_tra): missing slices" in text
     assert "series 4 (t2_tirm_tra)" in text and "truncated" in text
     assert "series 3 (t1_vibe_dixon_tra_F)" in text and "missing slices" in text
     rows = {r["series_number"]: r["role"] for r in _tsv(tmp_path / "bids")}
     assert rows["4"].startswith("skipped: file") and rows["3"].startswith("skipped: missing")
+    again = convert_dicom(tmp_path / "dicom", tmp_path / "bids", subject="B2")
+    assert set(again.outputs) == {"water"}
+    subjects = [r["subject"] for r in _tsv(tmp_path / "bids")]
+    assert subjects == ["B"] * 4 + ["B2"] * 4, "a second study adds its rows, keeps the first's"
 
 
 def test_folder_without_dicom_is_a_clear_error(tmp_path):

@@ -8,7 +8,7 @@ multi-echo spin-echo series (:mod:`mri_scoring.measure.t2fit`) -> ``conversion.t
 Output under ``BIDS_ROOT``::
 
     dataset_description.json
-    conversion.tsv                                   one row per series found
+    conversion.tsv                                   one row per series (and study)
     sub-<L>[/ses-<S>]/anat/sub-<L>[_ses-<S>]_<suffix>.nii.gz (+ dcm2niix's .json sidecar)
     derivatives/mri_scoring-t2fit/sub-<L>/[ses-<S>/]anat/..._desc-mese_fatfrac.nii.gz
 
@@ -129,8 +129,8 @@ class ConversionReport:
     messages: list[str]
 
 
-TSV_COLUMNS = ("series_number", "series_description", "image_type", "echo_times_ms",
-               "files", "role", "output")  # fmt: skip
+TSV_COLUMNS = ("subject", "session", "series_number", "series_description", "image_type",
+               "echo_times_ms", "files", "role", "output")  # fmt: skip
 
 
 def bids_label(text: str) -> str:
@@ -226,13 +226,20 @@ def _fit_t2map(
     return t2, ff, meta
 
 
-def _write_tsv(root: Path, rows: list[dict[str, str]]) -> None:
+def _write_tsv(root: Path, rows: list[dict[str, str]], subject: str, session: str) -> None:
+    """Write conversion.tsv: this study's rows replace its earlier ones, other studies' stay."""
+
     def clean(text: str) -> str:
         return str(text).replace("\t", " ").replace("\n", " ")
 
-    lines = ["\t".join(TSV_COLUMNS)]
-    lines += ["\t".join(clean(row.get(c, "")) for c in TSV_COLUMNS) for row in rows]
-    atomic_write(root / "conversion.tsv", "\n".join(lines) + "\n")
+    path = root / "conversion.tsv"
+    kept: list[str] = []
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if lines and lines[0].split("\t") == list(TSV_COLUMNS):
+            kept = [ln for ln in lines[1:] if ln.split("\t")[:2] != [subject, session]]
+    new = ["\t".join(clean(row.get(c, "")) for c in TSV_COLUMNS) for row in rows]
+    atomic_write(path, "\n".join(["\t".join(TSV_COLUMNS), *kept, *new]) + "\n")
 
 
 def convert_dicom(
@@ -312,10 +319,13 @@ def convert_dicom(
                 output = ", ".join(str(p.relative_to(out_root)) for p in written.values())
             except _SeriesFailure as exc:
                 a.status = f"skipped: {exc}"
-        if (a.status.startswith("skipped") and a.series.problems) or "dcm2niix" in a.status:
+                messages.append(f"{a.series.label}: {exc}")
+        elif a.series.problems:
             messages.append(f"{a.series.label}: {a.status.removeprefix('skipped: ')}")
         s = a.series
         rows.append({
+            "subject": sub,
+            "session": ses,
             "series_number": "" if s.number is None else str(s.number),
             "series_description": s.description or s.protocol,
             "image_type": "\\".join(s.image_type),
@@ -330,7 +340,7 @@ def convert_dicom(
         atomic_write(description, json.dumps(
             {"Name": "mri-scoring convert", "BIDSVersion": "1.9.0", "DatasetType": "raw"},
             indent=2) + "\n")  # fmt: skip
-    _write_tsv(out_root, rows)
+    _write_tsv(out_root, rows, sub, ses)
     return ConversionReport(rows, outputs, anat if outputs else None, messages)
 
 

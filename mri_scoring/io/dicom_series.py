@@ -127,7 +127,10 @@ def discover_series(folder: str | Path) -> Scan:
         except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError) as exc:
             scan.unreadable.append(f"{path}: unreadable DICOM ({exc})")
             continue
-        uid = str(getattr(ds, "SeriesInstanceUID", "") or f"number-{ds.get('SeriesNumber', '?')}")
+        uid = str(ds.get("SeriesInstanceUID", "") or "")
+        if not uid or "Rows" not in ds:
+            scan.unreadable.append(f"{path}: DICOM file without a series UID or image (damaged?)")
+            continue
         info = groups.get(uid)
         if info is None:
             number = ds.get("SeriesNumber")
