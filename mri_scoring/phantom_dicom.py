@@ -276,9 +276,6 @@ def _write_enhanced(folder, spec, affine, ctx, stored, series_uid) -> Path:
     ds.file_meta.MediaStorageSOPInstanceUID = uid
     ds.SOPInstanceUID = uid
     ds.InstanceNumber = 1
-    ds.ImageType = (
-        ["ORIGINAL", *ds.ImageType[1:]] if ds.ImageType[0] == "ORIGINAL" else ds.ImageType
-    )
     ds.Rows, ds.Columns = ny, nx
     ds.NumberOfFrames = nz * ne
     ds.ContentQualification = "PRODUCT"

@@ -170,7 +170,7 @@ def _save(image: nib.Nifti1Image, sidecar: dict, target: Path) -> None:
 def _nifti_gz(image: nib.Nifti1Image) -> bytes:
     import gzip
 
-    return gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)
+    return gzip.compress(image.to_bytes(), compresslevel=3, mtime=0)  # speed over size
 
 
 def _stack_echoes(outputs: list[Path]) -> tuple[nib.Nifti1Image, dict, list[float]]:
@@ -180,15 +180,15 @@ def _stack_echoes(outputs: list[Path]) -> tuple[nib.Nifti1Image, dict, list[floa
         side = _sidecar(path)
         if "EchoTime" not in side:
             raise _SeriesFailure(f"{path.name}: dcm2niix sidecar has no EchoTime")
-        volumes.append((float(side["EchoTime"]) * 1000.0, path, side))
+        volumes.append((float(side["EchoTime"]) * 1000.0, nib.load(path), side))
     volumes.sort(key=lambda v: v[0])
-    first = nib.load(volumes[0][1])
-    if any(len(nib.load(v[1]).shape) != 3 for v in volumes):
-        raise _SeriesFailure("dcm2niix wrote a 4-D image per echo; cannot order the echoes")
-    data = np.stack([np.asanyarray(nib.load(v[1]).dataobj) for v in volumes], axis=-1)
-    for v in volumes[1:]:
-        if not np.allclose(nib.load(v[1]).affine, first.affine, atol=1e-3):
+    first = volumes[0][1]
+    for _, image, _ in volumes:
+        if len(image.shape) != 3:
+            raise _SeriesFailure("dcm2niix wrote a 4-D image per echo; cannot order the echoes")
+        if image.shape != first.shape or not np.allclose(image.affine, first.affine, atol=1e-3):
             raise _SeriesFailure("the echoes of the series are not on one grid")
+    data = np.stack([np.asanyarray(v[1].dataobj) for v in volumes], axis=-1)
     image = nib.Nifti1Image(data, first.affine, first.header)
     te_ms = [round(v[0], 4) for v in volumes]
     sidecar = dict(volumes[0][2])

@@ -145,10 +145,18 @@ def credible_interval(degrees: np.ndarray, template: Template, gate: float,
     """
     rng = np.random.default_rng(INTERVAL_SEED)
     f = template.features
-    p_pos = _beta_draws(rng, np.array([x.p_positive for x in f]),
-                        np.array([x.strength_positive for x in f]), INTERVAL_DRAWS)
-    p_neg = _beta_draws(rng, np.array([x.p_negative for x in f]),
-                        np.array([x.strength_negative for x in f]), INTERVAL_DRAWS)
+    p_pos = _beta_draws(
+        rng,
+        np.array([x.p_positive for x in f]),
+        np.array([x.strength_positive for x in f]),
+        INTERVAL_DRAWS,
+    )
+    p_neg = _beta_draws(
+        rng,
+        np.array([x.p_negative for x in f]),
+        np.array([x.strength_negative for x in f]),
+        INTERVAL_DRAWS,
+    )
     pi = _beta_draws(rng, np.array([prior]), np.array([template.prior_strength]),
                      INTERVAL_DRAWS)[:, 0]  # fmt: skip
     d = np.asarray(degrees, dtype=float)

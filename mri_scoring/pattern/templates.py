@@ -343,9 +343,7 @@ def load_template(path: str | Path | None = None) -> Template:
         raise check.fail("top level", "'features' is empty")
     default_strength = check.number(data, "elicited_strength", "top level", 0.0, 1e7,
                                     default=DEFAULT_STRENGTH, open_low=True)  # fmt: skip
-    features = tuple(
-        _feature(check, f, i, default_strength) for i, f in enumerate(raw_features)
-    )
+    features = tuple(_feature(check, f, i, default_strength) for i, f in enumerate(raw_features))
     ids = [f.id for f in features]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -380,8 +378,9 @@ def load_template(path: str | Path | None = None) -> Template:
         features=features,
         path=str(path),
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-        prior_strength=check.number(data, "prior_strength", "top level", 0.0, 1e7, default=4.0,
-                                    open_low=True),
+        prior_strength=check.number(
+            data, "prior_strength", "top level", 0.0, 1e7, default=4.0, open_low=True
+        ),
         absence_gate=gate,
         groups=evidence_groups,
         provenance=check.get(data, "provenance", "top level", dict, {}),
