@@ -117,11 +117,11 @@ def main() -> None:
     from mri_scoring.grading import grade
     from mri_scoring.io.study import load_study
     from mri_scoring.measure.quantify import quantify
+    from mri_scoring.output.report import study_report_html
     from mri_scoring.pattern.likelihood import combine
     from mri_scoring.pattern.match import involved_muscles, match
     from mri_scoring.pattern.templates import load_template
     from mri_scoring.pipeline import score_study
-    from mri_scoring.report import study_report_html
 
     if not args.study.is_dir():
         from make_data import make

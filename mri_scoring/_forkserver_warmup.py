@@ -10,7 +10,7 @@ from .workers import server_started
 server_started()
 
 from .measure.fat import rician_inverse_lookup  # noqa: E402 - after the server is tied to its parent
-from .pipeline import software_versions  # noqa: E402
+from .output.result import software_versions  # noqa: E402
 
 rician_inverse_lookup()
 software_versions()

@@ -388,7 +388,8 @@ def demo(
     result table."""
     from .config import sample_data_dir
     from .errors import MriScoringError
-    from .pipeline import iter_results, score_batch
+    from .output.write import iter_results
+    from .pipeline import score_batch
 
     target = out
     _check_out(target)

@@ -59,3 +59,7 @@ FF_SOURCES = ("dixon", "ff_map", "t1w_gmm", "")
 
 EDEMA_SOURCES = ("stir", "t2map", "")
 """Values of the ``edema_source`` column ("" = no STIR or T2 map)."""
+
+DISCLAIMER = ("Research software: pattern similarity to published IMNM and DM imaging findings. "
+              "Not a diagnostic device; not for clinical decisions.")  # fmt: skip
+"""The ``disclaimer`` of every ``score.json`` and the banner of every report page."""

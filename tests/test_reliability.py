@@ -25,12 +25,12 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import mri_scoring as ms
+from mri_scoring.batch import BatchOptions, Outcome, run_processes
 from mri_scoring.cli import app
 from mri_scoring.errors import StudyError
 from mri_scoring.io.discover import discover_studies
 from mri_scoring.io.study import load_study
 from mri_scoring.io.tables import read_label_table, read_metadata
-from mri_scoring.pipeline import BatchOptions, Outcome, run_processes
 
 from .helpers import batch_command, crash_on_marked_study, write_phantom
 

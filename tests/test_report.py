@@ -14,8 +14,8 @@ from PIL import Image
 
 import mri_scoring as ms
 from mri_scoring import phantom
-from mri_scoring.render import MAGMA_R, grey_panel, png_bytes, ramp_rgb
-from mri_scoring.report import OUTLINE_RGB, evidence_figure, muscle_heatmap_figure
+from mri_scoring.output.render import MAGMA_R, grey_panel, png_bytes, ramp_rgb
+from mri_scoring.output.report import OUTLINE_RGB, evidence_figure, muscle_heatmap_figure
 
 SHAPE = (96, 96, 16)
 SECTIONS = [
@@ -105,7 +105,7 @@ def _svg_panels(svg: str) -> list[np.ndarray]:
 def test_cohort_heatmap_rows_follow_the_order_and_large_cohorts_are_banded():
     """Rows of the FF panel are the studies in clustering order; 7000 studies become bands of
     3 (one pixel row each), without study names."""
-    from mri_scoring.report import cohort_figure
+    from mri_scoring.output.cohort import cohort_figure
 
     muscles = ["adductor_magnus", "vastus_lateralis"]
     ids = [f"s{i}" for i in range(6)]
@@ -217,7 +217,7 @@ def test_heatmap_cells_carry_the_measured_values():
 
 def test_cohort_values_from_a_saved_table_equal_those_of_the_result(tmp_path):
     """Resumed studies feed the cohort heat map from their muscles.tsv: same numbers."""
-    from mri_scoring.report import cohort_values, read_cohort_values
+    from mri_scoring.output.cohort import cohort_values, read_cohort_values
 
     result = ms.score_study(phantom.make_study("dm", seed=90, shape=(64, 64, 10), roles=("ff",)))
     folder = result.save(tmp_path / "s", report=False)
@@ -238,7 +238,7 @@ def test_fat_fraction_panels_show_air_black_without_speckles():
     """Air is noise whose fat/(fat+water) ratio is meaningless: the FF panels show it black.
     With a floor of a tenth of bright tissue alone, 67-87 isolated noise pixels per panel showed
     at this size; the noise-based floor (8 sigma) leaves none."""
-    from mri_scoring.report import slice_panels
+    from mri_scoring.output.report import slice_panels
 
     study = phantom.make_study("imnm", seed=91, shape=(160, 160, 12), roles=("fat", "water"))
     result = ms.score_study(study)

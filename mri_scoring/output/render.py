@@ -8,6 +8,7 @@ more than measuring the study (benchmarks/README.md).
 
 from __future__ import annotations
 
+import base64
 import html
 import struct
 import zlib
@@ -125,3 +126,28 @@ def svg_document(width: float, height: float, body: list[str], title: str) -> st
         + "".join(body)
         + "</svg>"
     )
+
+
+CALL_RGB = {"IMNM": (31, 111, 209), "DM": (209, 98, 31), "indeterminate": (170, 170, 170)}
+"""Colour of each call, in the evidence bars and the cohort heat map's side bar."""
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;
+max-width:1200px}
+h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
+.disclaimer{background:#fff6d6;border:1px solid #e6c200;padding:8px 12px;font-size:13px}
+.qc{background:#fde8e8;border:1px solid #d33;padding:8px 12px;font-size:13px}
+.call{font-size:20px;padding:10px 14px;border-radius:6px;display:inline-block;margin:8px 0}
+.IMNM{background:#d6e9ff;border:2px solid #1f6fd1}.DM{background:#ffe0cc;border:2px solid #d1621f}
+.indeterminate{background:#eee;border:2px solid #888}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f3f3f3}
+td.l,th.l{text-align:left}tr.na td{color:#999}img{max-width:100%}
+table.slices td{border:none;text-align:center;font-size:12px;vertical-align:top}
+.small{font-size:12px;color:#555}
+"""
+"""Inline style sheet shared by the study report and the cohort index (no external files)."""
+
+
+def png_data_uri(rgb: np.ndarray) -> str:
+    """A ``data:image/png;base64,...`` URI of an (H, W, 3) uint8 array (see :func:`png_bytes`)."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(rgb)).decode("ascii")

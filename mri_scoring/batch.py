@@ -1,0 +1,344 @@
+"""Running many studies: resume fingerprints, a process pool or dask, failures recorded.
+
+Knows nothing of how one study is scored: the caller passes a ``task``
+``(StudyFiles, out, BatchOptions) -> Outcome`` (:func:`mri_scoring.pipeline.score_one`), a
+module-level function so that it can be sent to worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+from .errors import MriScoringError, StudyError
+from .io.discover import StudyFiles
+from .output.cohort import read_cohort_values
+from .output.result import summary_row
+from .output.write import study_out_dir
+from .pattern.templates import Template
+from .workers import unguarded_main_script, worker_context, worker_started, workers_can_start
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What every study of a batch is scored with (picklable: sent to worker processes)."""
+
+    settings: Settings
+    template: Template
+    prior: float | None = None
+    labels: str = "auto"
+    resample: bool = False
+    report: bool = True
+    read_threads: int | None = None  # files each study reads at once (None: one per core)
+
+
+@dataclass
+class Outcome:
+    """Result of one study in a batch."""
+
+    study_id: str
+    path: str
+    summary: dict[str, Any] | None = None
+    error: str = ""
+    skipped: bool = False
+    cohort: dict[str, dict[str, float]] | None = None  # for the cohort heat map (with reports)
+
+
+Task = Callable[[StudyFiles, Path, BatchOptions], Outcome]
+"""Scores and saves one study; never raises (an error becomes :attr:`Outcome.error`)."""
+
+
+def failed(files: StudyFiles, exc: BaseException) -> Outcome:
+    """The :class:`Outcome` of a study whose scoring raised ``exc``: a one-line error.
+
+    Our own errors keep their message; anything else is recorded as an internal error (the
+    traceback goes to the debug log) so that the batch goes on.
+    """
+    if isinstance(exc, MriScoringError):
+        return Outcome(files.study_id, str(files.folder), error=str(exc))
+    if isinstance(exc, MemoryError):
+        return Outcome(files.study_id, str(files.folder), error="out of memory")
+    log.debug("internal error in %s:\n%s", files.folder, traceback.format_exc())
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return Outcome(
+        files.study_id,
+        str(files.folder),
+        error=f"internal error ({type(exc).__name__}: {first})",
+    )
+
+
+def completed_summary(folder: Path, options: BatchOptions) -> dict[str, Any] | None:
+    """The summary row of a study already scored with the same settings, else None."""
+    score_path, muscles_path = folder / "score.json", folder / "muscles.tsv"
+    if not score_path.is_file() or not muscles_path.is_file():
+        return None
+    if options.report and not (folder / "report.html").is_file():
+        return None
+    try:
+        document = json.loads(score_path.read_text(encoding="utf-8"))
+        if (
+            document.get("config_sha256") != options.settings.sha256
+            or document.get("template_sha256") != options.template.sha256
+            or (options.prior is not None and document.get("prior_imnm") != options.prior)
+        ):
+            return None
+        return summary_row(document)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def resumed(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome | None:
+    """The :class:`Outcome` of a study already complete in ``out`` (see :func:`completed_summary`),
+    or None when it must be scored."""
+    try:
+        folder = study_out_dir(out, files.study_id)
+    except StudyError:
+        return None
+    summary = completed_summary(folder, options)
+    if summary is None:
+        return None
+    values = read_cohort_values(folder / "muscles.tsv") if options.report else None
+    return Outcome(files.study_id, str(files.folder), summary, skipped=True, cohort=values)
+
+
+def run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, workers: int,
+                  report: Callable[[Outcome], None], task: Task) -> None:  # fmt: skip
+    """Process pool with a bounded window of submitted studies.
+
+    A worker that dies (e.g. killed for memory) breaks the pool: the studies in flight are then
+    re-run one by one, each in a fresh single-worker pool, so only the study that kills its
+    worker fails; the rest of the queue continues in a new pool.
+    """
+    queue = deque(todo)
+    context = worker_context()
+    while queue:
+        suspects: list[StudyFiles] = []
+        broken = False
+        with _pool(context, workers) as pool:
+            in_flight: dict[Future, StudyFiles] = {}
+            while (queue or in_flight) and not broken:
+                while queue and len(in_flight) < 2 * workers and not broken:
+                    files = queue.popleft()
+                    try:
+                        in_flight[pool.submit(task, files, out, options)] = files
+                    except (BrokenProcessPool, OSError):  # the pool broke while starting one
+                        queue.appendleft(files)
+                        broken = True
+                if not in_flight:
+                    break
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    files = in_flight.pop(future)
+                    try:
+                        report(future.result())
+                    except BrokenProcessPool:
+                        suspects.append(files)
+                        broken = True
+                if broken:
+                    suspects.extend(in_flight.values())
+        if broken and not workers_can_start(context):
+            raise MriScoringError(
+                "worker processes exit while starting, before scoring any study (any error "
+                "they print is above); from a script, call score_batch under "
+                "'if __name__ == \"__main__\":', or use one worker"
+            )
+        for files in suspects:
+            with _pool(context, 1) as single:
+                try:
+                    report(single.submit(task, files, out, options).result())
+                except BrokenProcessPool:
+                    report(
+                        Outcome(
+                            files.study_id,
+                            str(files.folder),
+                            error=(
+                                "worker process died while scoring this study (out of memory or "
+                                "crash)"
+                            ),
+                        )
+                    )
+
+
+def _pool(context: Any, workers: int) -> ProcessPoolExecutor:
+    """A process pool whose workers die with this process (see :mod:`mri_scoring.workers`)."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                               initializer=worker_started, initargs=(os.getpid(),))  # fmt: skip
+
+
+def run_dask(todo: list[StudyFiles], out: Path, options: BatchOptions, workers: int,
+             scheduler: str | None, report: Callable[[Outcome], None], task: Task,
+             ) -> None:  # fmt: skip
+    """Score ``todo`` on a dask cluster: a local one of ``workers`` processes, or ``scheduler``.
+
+    Raises
+    ------
+    MriScoringError
+        When dask's distributed scheduler is not installed.
+    """
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise MriScoringError(
+            "--engine dask needs the optional extra: pip install 'mri-scoring[distributed]'"
+        ) from None
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(
+            n_workers=max(workers, 1), threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = Client(cluster)
+    try:
+        futures = client.map(task, todo, [out] * len(todo), [options] * len(todo), pure=False)
+        for future, files in zip(futures, todo, strict=True):
+            future.files = files  # type: ignore[attr-defined]
+        for future in as_completed(futures):
+            try:
+                report(future.result())
+            except Exception as exc:  # a lost worker: that study fails, the rest go on
+                files = future.files  # type: ignore[attr-defined]
+                report(
+                    Outcome(
+                        files.study_id,
+                        str(files.folder),
+                        error=f"worker failed ({type(exc).__name__}: {exc})",
+                    )
+                )
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+@dataclass
+class BatchRun:
+    """What a batch produced: summary rows, reused ids, cohort values and failures, by study id."""
+
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
+    cohort: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    failures: dict[str, Outcome] = field(default_factory=dict)
+
+
+def safe_engine(engine: str, workers: int, scheduler: str | None) -> tuple[str, int]:
+    """The engine and worker count a batch can use from the calling program.
+
+    Local worker processes re-run an unguarded calling script (no ``if __name__ ==
+    "__main__":``): then the studies are scored in this process, one at a time, with a warning.
+
+    Raises
+    ------
+    MriScoringError
+        For an engine other than ``"processes"`` or ``"dask"``.
+    """
+    if engine not in ("processes", "dask"):
+        raise MriScoringError(f"--engine must be 'processes' or 'dask', got {engine!r}")
+    local_processes = workers > 1 if engine == "processes" else scheduler is None
+    if local_processes and (script := unguarded_main_script()):
+        log.warning(
+            "%s calls score_batch outside 'if __name__ == \"__main__\":': worker processes "
+            "would run the script again, so the studies are scored in this process, one at a "
+            "time; put the call under that guard to use %d workers",
+            script,
+            workers,
+        )
+        return "processes", 1
+    return engine, workers
+
+
+def run_batch(
+    studies: list[StudyFiles],
+    out: Path,
+    options: BatchOptions,
+    task: Task,
+    *,
+    workers: int = 1,
+    engine: str = "processes",
+    scheduler: str | None = None,
+    resume: bool = True,
+    progress: Callable[[Outcome, int, int, int], None] | None = None,
+) -> BatchRun:
+    """Run ``task`` over ``studies`` (skipping complete ones with ``resume``), in order or
+    in parallel, and collect every :class:`Outcome`.
+
+    Parameters
+    ----------
+    studies : list of StudyFiles
+        The discovered studies.
+    out : Path
+        The batch output folder (exists).
+    options : BatchOptions
+        Passed to every task.
+    task : callable
+        Scores and saves one study (:data:`Task`).
+    workers : int
+        Parallel processes (``engine="processes"``) or dask workers of a local cluster.
+    engine : {"processes", "dask"}
+        Where the tasks run.
+    scheduler : str, optional
+        Address of a running dask scheduler (``engine="dask"``).
+    resume : bool
+        Skip studies whose outputs are complete and were made with the same settings.
+    progress : callable, optional
+        Called after each study as ``progress(outcome, done, failed, total)``.
+
+    Returns
+    -------
+    BatchRun
+    """
+    run = BatchRun()
+    total = len(studies)
+    counts = {"done": 0, "failed": 0}
+
+    def record(outcome: Outcome) -> None:
+        if outcome.error:
+            run.failures[outcome.study_id] = outcome
+            counts["failed"] += 1
+            log.warning("%s failed: %s", outcome.study_id, outcome.error)
+        else:
+            run.rows[outcome.study_id] = outcome.summary or {}
+            if outcome.skipped:
+                run.reused.append(outcome.study_id)
+            if outcome.cohort is not None:
+                run.cohort[outcome.study_id] = outcome.cohort
+            counts["done"] += 1
+        if progress:
+            progress(outcome, counts["done"], counts["failed"], total)
+
+    todo = []
+    for files in studies:
+        done = resumed(files, out, options) if resume else None
+        if done is not None:
+            record(done)
+        else:
+            todo.append(files)
+    if todo:
+        if engine == "dask":
+            run_dask(todo, out, options, workers, scheduler, record, task)
+        elif workers <= 1:
+            for files in todo:
+                record(task(files, out, options))
+        else:
+            run_processes(todo, out, options, workers, record, task)
+    return run
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete temporary files a killed run left (``.<name>.<random>.tmp``, ours by name)."""
+    for pattern in (".*.tmp", "*/.*.tmp"):
+        for path in out.glob(pattern):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)

@@ -1,0 +1,256 @@
+"""The cohort view of a batch: a heat map of studies x muscles and an ``index.html``.
+
+Each study contributes its per-muscle means (:func:`cohort_values`, kept from its scoring or
+read back from a saved ``muscles.tsv`` on resume); the figure is one embedded PNG per panel.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..files import atomic_write
+from ..io.discover import sanitise_id
+from ..schema import DISCLAIMER
+from .render import (
+    CALL_RGB,
+    CSS,
+    png_data_uri,
+    ramp_rgb,
+    svg_document,
+    svg_ramp_legend,
+    svg_text,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..pattern.templates import Template
+
+MAX_CLUSTERED_STUDIES = 2000
+COHORT_MAX_ROWS = 3000  # beyond, the cohort heat map averages bands of studies per row
+CALL_ORDER = ("IMNM", "DM", "indeterminate")
+
+
+COHORT_MEASURES = ("ff_median", "edema_fraction")
+
+
+def cohort_values(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """One study's contribution to the cohort heat map: per muscle, the mean over sides of each
+    of ``COHORT_MEASURES``.
+
+    Parameters
+    ----------
+    rows : iterable of mappings
+        Rows of the study's muscle table (``StudyResult.muscles`` records, or the rows of its
+        ``muscles.tsv`` as read by ``csv.DictReader``; empty cells are missing values).
+
+    Returns
+    -------
+    dict
+        ``{measure: {muscle: mean}}``; muscles with no value are left out.
+    """
+    sums: dict[str, dict[str, list[float]]] = {m: {} for m in COHORT_MEASURES}
+    for row in rows:
+        if row["kind"] not in ("muscle", "group"):
+            continue
+        for measure in COHORT_MEASURES:
+            value = row.get(measure)
+            value = float(value) if value not in (None, "") else float("nan")
+            if np.isfinite(value):
+                total = sums[measure].setdefault(row["muscle"], [0.0, 0.0])
+                total[0] += value
+                total[1] += 1.0
+    return {m: {k: t[0] / t[1] for k, t in by.items()} for m, by in sums.items()}
+
+
+def read_cohort_values(muscles_tsv: Path) -> dict[str, dict[str, float]] | None:
+    """:func:`cohort_values` of a saved ``muscles.tsv`` (None if it cannot be read)."""
+    try:
+        with open(muscles_tsv, encoding="utf-8", newline="") as handle:
+            return cohort_values(csv.DictReader(handle, delimiter="\t"))
+    except (OSError, KeyError, ValueError, csv.Error):
+        return None
+
+
+def cohort_order(summary: pd.DataFrame, features: np.ndarray) -> tuple[np.ndarray, str]:
+    """Row order of the cohort heat map and how it was made.
+
+    Average-linkage hierarchical clustering (Euclidean) of the studies' feature rows up to
+    ``MAX_CLUSTERED_STUDIES`` studies (its cost grows with the square of their number); beyond,
+    studies are ordered by p(IMNM).
+    """
+    if 2 < len(summary) <= MAX_CLUSTERED_STUDIES:
+        from scipy.cluster.hierarchy import leaves_list, linkage
+
+        order = leaves_list(linkage(features, method="average", metric="euclidean"))
+        return order, "hierarchical clustering (average linkage)"
+    if len(summary) > 2:
+        return np.argsort(summary["p_imnm"].to_numpy(), kind="stable"), "p(IMNM)"
+    return np.arange(len(summary)), "input order"
+
+
+def _fill_with_column_means(matrix: np.ndarray) -> np.ndarray:
+    """NaNs replaced by their column's mean (0 for a column with no value)."""
+    counts = np.isfinite(matrix).sum(axis=0)
+    means = np.nansum(matrix, axis=0) / np.maximum(counts, 1)
+    return np.where(np.isfinite(matrix), matrix, means)
+
+
+def _bands(matrix: np.ndarray, band: int) -> np.ndarray:
+    """Means of consecutive groups of ``band`` rows (NaN-aware; all-NaN groups stay NaN)."""
+    if band == 1:
+        return matrix
+    rows = -(-matrix.shape[0] // band)
+    padded = np.full((rows * band, matrix.shape[1]), np.nan)
+    padded[: matrix.shape[0]] = matrix
+    grouped = padded.reshape(rows, band, matrix.shape[1])
+    counts = np.isfinite(grouped).sum(axis=1)
+    sums = np.nansum(grouped, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) -> str:
+    """Cohort heat map as an SVG document: studies (rows, clustered) x muscles, FF and edema,
+    with each study's call as a side bar.
+
+    The cells are one embedded PNG per panel (any number of studies costs one image, not one
+    shape per cell); names and legends are SVG text. Beyond ``COHORT_MAX_ROWS`` studies, rows
+    are averaged in consecutive bands of the ordering, and the side bar shows each band's most
+    frequent call.
+    """
+    muscles = sorted(set(ff.columns) | set(edema.columns))
+    ids = summary["study_id"].to_numpy()
+    ff = ff.reindex(index=ids, columns=muscles).to_numpy(float)
+    edema = edema.reindex(index=ids, columns=muscles).to_numpy(float)
+    # Clustering needs complete rows: a missing value counts as its muscle's cohort mean.
+    order, how = cohort_order(summary, np.hstack([_fill_with_column_means(m) for m in (ff, edema)]))
+    band = -(-len(order) // COHORT_MAX_ROWS)
+    calls = summary["call"].to_numpy()[order]
+    call_codes = np.array([CALL_ORDER.index(c) if c in CALL_ORDER else 2 for c in calls])
+    if band > 1:
+        padded = np.full(-(-len(calls) // band) * band, 2)
+        padded[: len(calls)] = call_codes
+        call_codes = np.array([np.bincount(g, minlength=3).argmax()
+                               for g in padded.reshape(-1, band)])  # fmt: skip
+    rows = len(call_codes)
+    row_px = int(np.clip(900 // max(rows, 1), 1, 14))
+    cell = 14
+    panels = [
+        ("call", None, 1.0),
+        ("fat fraction (0-0.8)", ff, 0.8),
+        ("edema fraction", edema, 1.0),
+    ]
+    show_ids = band == 1 and rows <= 80
+    left = 10.0 + (max(len(str(i)) for i in ids) * 6.2 if show_ids else 0.0)
+    label_height = max(len(m) for m in muscles) * 6.0 + 10 if muscles else 10.0
+    top = 40.0 + label_height
+    body, x = [], left
+    palette = np.array([CALL_RGB[c] for c in CALL_ORDER], np.uint8)
+    for title, matrix, high in panels:
+        if matrix is not None and not muscles:
+            continue  # no study had a muscle measure: only the call bar
+        if matrix is None:
+            rgb = palette[call_codes][:, None, :]
+            width = cell
+        else:
+            rgb = ramp_rgb(_bands(matrix[order], band) / high)
+            width = cell * len(muscles)
+            for j, muscle in enumerate(muscles):
+                cx = x + (j + 0.5) * cell + 4
+                turn = f' transform="rotate(-90 {cx:.1f} {top - 6:.1f})"'
+                body.append(svg_text(cx, top - 6, muscle.replace("_", " "), 10, extra=turn))
+        pixels = np.repeat(np.repeat(rgb, row_px, axis=0), cell, axis=1)
+        body.append(f'<image x="{x:.1f}" y="{top:.1f}" width="{width:.1f}" '
+                    f'height="{rows * row_px:.1f}" preserveAspectRatio="none" '
+                    f'href="{png_data_uri(pixels)}"/>')  # fmt: skip
+        body.append(svg_text(x + width / 2, 30, title, 11, "middle"))
+        x += width + 16
+    if show_ids:
+        for r, study_id in enumerate(ids[order]):
+            body.append(svg_text(left - 4, top + (r + 0.5) * row_px + 3.5, str(study_id), 9,
+                                 "end"))  # fmt: skip
+    bottom = top + rows * row_px + 16
+    body.append(svg_ramp_legend(left, bottom, "low to high (grey: not measured); call: blue "
+                                "IMNM, orange DM, grey indeterminate"))  # fmt: skip
+    grouping = f"; rows are bands of {band} studies" if band > 1 else ""
+    body.append(svg_text(left, 14, f"{len(ids)} studies, rows ordered by {how}{grouping}", 12))
+    return svg_document(max(x + 10, left + 560), bottom + 24, body, "cohort heat map")
+
+
+def write_cohort_report(
+    out: Path,
+    summary: pd.DataFrame,
+    template: Template,
+    values: Mapping[str, dict[str, dict[str, float]]],
+    subjects: Iterable[str] = (),
+) -> None:
+    """Write ``cohort_heatmap.svg`` and ``index.html`` for a batch output folder.
+
+    ``values`` holds each study's :func:`cohort_values` by study id (studies without are grey);
+    ``subjects`` are the subjects with a follow-up page (``subjects/<id>.html``), linked.
+    """
+    ids = list(summary["study_id"])
+    matrices = [
+        pd.DataFrame.from_dict(
+            {i: values[i][measure] for i in ids if i in values}, orient="index", dtype=float
+        )
+        for measure in COHORT_MEASURES
+    ]
+    figure = cohort_figure(summary, *matrices).replace(
+        "<svg ",
+        '<svg xmlns="http://www.w3.org/2000/svg" ',
+        1,  # a standalone SVG file needs it
+    )
+    atomic_write(out / "cohort_heatmap.svg", '<?xml version="1.0" encoding="UTF-8"?>\n' + figure)
+    esc = html.escape
+    rows = []
+    for _, row in summary.iterrows():
+        link = f"{row['study_id']}/report.html"
+        has_report = (out / row["study_id"] / "report.html").is_file()
+        name = (
+            f"<a href='{esc(link, quote=True)}'>{esc(row['study_id'])}</a>"
+            if has_report
+            else esc(row["study_id"])
+        )
+        rows.append(
+            f"<tr><td class=l>{name}</td><td class=l>{esc(str(row['call']))}</td>"
+            f"<td>{row['p_imnm']:.3f}</td><td>{row['log10_likelihood_ratio']:+.2f}</td>"
+            "</tr>"
+        )
+    failures = out / "failures.tsv"
+    n_failed = max(len(failures.read_text().splitlines()) - 1, 0) if failures.is_file() else 0
+    page = (
+        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>mri_scoring cohort"
+        f"</title><style>{CSS}</style></head><body><h1>Cohort: {len(summary)} studies</h1>"
+        f"<p class=disclaimer>{esc(DISCLAIMER)}</p>"
+        f"<p>Template {esc(template.name)}. Failed studies: {n_failed} (failures.tsv).</p>"
+        "<h2>Cohort heat map</h2><img src='cohort_heatmap.svg' alt='cohort heat map'>"
+        "<h2>Studies</h2><table><tr><th class=l>study</th><th class=l>call</th>"
+        "<th>p(IMNM)</th><th>log10 LR</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        + _followup_section(subjects)
+        + "</body></html>"
+    )
+    atomic_write(out / "index.html", page)
+
+
+def _followup_section(subjects: Iterable[str]) -> str:
+    """Links to the per-subject follow-up pages (none: nothing)."""
+    links = [
+        f"<li><a href='subjects/{html.escape(sanitise_id(s), quote=True)}.html'>"
+        f"{html.escape(s)}</a></li>"
+        for s in subjects
+    ]
+    if not links:
+        return ""
+    return (
+        "<h2>Follow-up</h2><p>Subjects with two or more sessions (changes against repeatability "
+        "bands: longitudinal.tsv):</p><ul>" + "".join(links) + "</ul>"
+    )

@@ -1,0 +1,201 @@
+"""The result of scoring one study, as data: :class:`StudyResult` and its ``score.json`` document.
+
+Knows nothing of files or HTML: :meth:`StudyResult.save` hands the result to
+:func:`mri_scoring.output.write.save_study`, which writes the tables, the report and the JSON.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..errors import QCFinding
+from ..io.study import Study
+from ..io.subjects import SessionInfo
+from ..pattern.likelihood import Likelihood
+from ..pattern.templates import Template
+from ..schema import DISCLAIMER
+
+SUMMARY_FIXED = ["study_id", "p_imnm", "p_imnm_lo", "p_imnm_hi", "log10_likelihood_ratio", "call"]
+"""The first columns of ``summary.tsv``; each template feature's degree follows."""
+SOFTWARE = ("numpy", "scipy", "nibabel", "pandas", "scikit-learn", "scikit-image", "PyYAML")
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON data: NaN and infinities become None, numpy scalars Python numbers.
+
+    Parameters
+    ----------
+    value : Any
+        Nested dicts, lists and tuples of numbers, strings, None and numpy scalars.
+
+    Returns
+    -------
+    Any
+        The same structure, safe for ``json.dumps(..., allow_nan=False)``.
+
+    Examples
+    --------
+    >>> json_safe({"a": float("nan"), "b": [np.int64(2), np.float32(0.5)]})
+    {'a': None, 'b': [2, 0.5]}
+    """
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+@cache
+def software_versions() -> dict[str, str]:
+    """Versions of this package, Python and the numerical libraries (``score.json``)."""
+    versions = {"mri_scoring": __version__, "python": platform.python_version()}
+    for name in SOFTWARE:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+@dataclass
+class StudyResult:
+    """Everything scored for one study.
+
+    Attributes
+    ----------
+    study_id : str
+        The study's sanitised identifier.
+    muscles : pandas.DataFrame
+        Graded per-muscle table (the columns of ``muscles.tsv``).
+    likelihood : Likelihood
+        The IMNM-vs-DM likelihood with every feature's evidence.
+    qc : list of QCFinding
+        Loading and measurement findings.
+    inputs : dict
+        Role -> ``{"file": path relative to the study folder, "sha256": ...}``.
+    config_sha256 : str
+        Hash of the effective settings.
+    template : Template
+        The pattern template matched.
+    edema_reference : dict
+        The normal-muscle STIR reference the edema measures used.
+    noise_sigma : float or None
+        Dixon magnitude noise sigma (image units); None without Dixon images or when it could
+        not be found. In ``score.json`` as ``noise.sigma`` with ``noise.source``.
+    noise_source : str
+        How the sigma was found (``background``, ``tissue_differences``, ``none``, "").
+    study : Study or None
+        The loaded study (kept in memory for figures; not serialised).
+    session : SessionInfo or None
+        Subject, session and date (``score.json`` ``session``), for follow-up comparisons.
+    """
+
+    study_id: str
+    muscles: pd.DataFrame
+    likelihood: Likelihood
+    qc: list[QCFinding]
+    inputs: dict[str, dict[str, str]]
+    config_sha256: str
+    template: Template
+    edema_reference: dict[str, Any] = field(default_factory=dict)
+    noise_sigma: float | None = None
+    noise_source: str = ""
+    study: Study | None = field(default=None, repr=False)
+    session: SessionInfo | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``score.json`` document: plain JSON data, missing values as None."""
+        like = self.likelihood
+        features = [{
+            "id": c.id, "description": c.description, "available": c.available,
+            "value": c.value, "degree": c.degree,
+            "log10_lr_contribution": c.log10_lr_contribution, "source": c.source,
+            "p_imnm": c.p_imnm, "p_dm": c.p_dm, "muscles_used": c.muscles_used,
+            "reason": c.reason, "weight": c.weight,
+        } for c in like.features]  # fmt: skip
+        return json_safe(
+            {
+                "study_id": self.study_id,
+                "template": self.template.name,
+                "template_sha256": self.template.sha256,
+                "prior_imnm": like.prior_imnm,
+                "p_imnm": like.p_imnm,
+                "p_imnm_interval": like.p_imnm_interval,
+                "p_dm": like.p_dm,
+                "log10_likelihood_ratio": like.log10_likelihood_ratio,
+                "call": like.call,
+                "applicable": like.applicable,
+                "involved_muscles": like.involved_muscles,
+                "absence_gate": like.absence_gate,
+                "notes": like.notes,
+                "features": features,
+                "qc": [q.to_dict() for q in self.qc],
+                "edema_reference": self.edema_reference,
+                "noise": {"sigma": self.noise_sigma, "source": self.noise_source},
+                "session": self.session.to_dict() if self.session else None,
+                "inputs": self.inputs,
+                "software": software_versions(),
+                "config_sha256": self.config_sha256,
+                "disclaimer": DISCLAIMER,
+            }
+        )
+
+    def summary_row(self) -> dict[str, Any]:
+        """One ``summary.tsv`` row: id, p(IMNM) and interval, log10 LR, call, feature degrees."""
+        return summary_row(self.to_dict())
+
+    def save(self, out: str | Path, report: bool = True) -> Path:
+        """Write ``muscles.tsv``, ``muscles_pooled.tsv``, ``groups.tsv``, ``report.html``
+        (optional) and, last, ``score.json`` into ``out``.
+
+        A convenience for :func:`mri_scoring.output.write.save_study` (imported here, when
+        called, so that this data type does not depend on the writers).
+
+        Returns
+        -------
+        Path
+            The folder written.
+        """
+        from .write import save_study
+
+        return save_study(self, out, report=report)
+
+
+def summary_row(document: dict[str, Any]) -> dict[str, Any]:
+    """The ``summary.tsv`` row of a ``score.json`` document (missing values as NaN).
+
+    Parameters
+    ----------
+    document : dict
+        A ``score.json`` document (:meth:`StudyResult.to_dict`).
+
+    Returns
+    -------
+    dict
+        ``study_id``, ``p_imnm`` with its interval (``p_imnm_lo``, ``p_imnm_hi``),
+        ``log10_likelihood_ratio``, ``call``, then each feature's
+        degree (NaN when the feature was unavailable).
+    """
+    low, high = document["p_imnm_interval"]
+    row = {key: document[key] for key in SUMMARY_FIXED if key not in ("p_imnm_lo", "p_imnm_hi")}
+    row = {"study_id": row.pop("study_id"), "p_imnm": row.pop("p_imnm"),
+           "p_imnm_lo": low, "p_imnm_hi": high, **row}  # fmt: skip
+    for feature in document["features"]:
+        row[feature["id"]] = feature["degree"] if feature["available"] else None
+    return {k: (np.nan if v is None else v) for k, v in row.items()}
