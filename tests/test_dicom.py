@@ -242,6 +242,25 @@ def test_bad_export_names_the_series_and_converts_the_rest(study, tmp_path):
     assert subjects == ["B"] * 4 + ["B2"] * 4, "a second study adds its rows, keeps the first's"
 
 
+def test_enhanced_file_with_mixed_dixon_frames_is_not_guessed(study, tmp_path):
+    """An enhanced file whose frames are water and fat (Philips mDixon, dcm2niix #1022) is
+    skipped with the frame types named, not classified by its first frame."""
+    import pydicom
+
+    numbers = pdm.export_study(
+        study, tmp_path / "dicom", roles=("water", "t1w"), enhanced=("water",)
+    )
+    (path,) = (tmp_path / "dicom" / f"{numbers['water']:03d}").glob("*.dcm")
+    ds = pydicom.dcmread(path)
+    for frame in ds.PerFrameFunctionalGroupsSequence[::2]:
+        frame.MRImageFrameTypeSequence[0].FrameType = ["DERIVED", "PRIMARY", "DIXON", "FAT"]
+    ds.save_as(path)
+    report = convert_dicom(tmp_path / "dicom", tmp_path / "bids", subject="E")
+    assert set(report.outputs) == {"t1w"}
+    (message,) = report.messages
+    assert "series 2 (t1_vibe_dixon_tra_W)" in message and "DIXON\\FAT" in message
+
+
 def test_folder_without_dicom_is_a_clear_error(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "notes.txt").write_text("no images here")

@@ -154,6 +154,12 @@ def discover_series(folder: str | Path) -> Scan:
                 f"file {path.name} is truncated (pixel data needs {expected} bytes, the file has "
                 f"{path.stat().st_size}); export the series again"
             )
+        mixed = _mixed_frame_types(ds)
+        if mixed:
+            info.problems.append(
+                f"file {path.name} holds frames of several image types ({mixed}) in one series; "
+                "it is not split here (export the Dixon images as separate series)"
+            )
         try:
             slices[uid].extend(_frames(ds))
         except (AttributeError, KeyError, IndexError, ValueError, TypeError) as exc:
@@ -187,6 +193,21 @@ def _image_type(ds) -> tuple[str, ...]:
         if element is not None:
             tokens += _tokens(element.value)
     return tuple(dict.fromkeys(tokens))
+
+
+def _mixed_frame_types(ds) -> str | None:
+    """The distinct FrameType values of an enhanced file when there are several, else None.
+
+    One Philips enhanced mDixon file may hold water, fat and fat-fraction frames (dcm2niix issue
+    #1022); classifying it by one frame would be a guess.
+    """
+    seen: dict[str, None] = {}
+    for frame in ds.get("PerFrameFunctionalGroupsSequence") or []:
+        try:
+            seen["\\".join(_tokens(frame.MRImageFrameTypeSequence[0].FrameType))] = None
+        except (AttributeError, IndexError, KeyError):
+            continue
+    return ", ".join(seen) if len(seen) > 1 else None
 
 
 def _missing_slices(frames: list[_Slice]) -> str | None:
