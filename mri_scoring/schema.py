@@ -54,7 +54,7 @@ MEASURE_QC_CODES: dict[str, str] = {
 }
 """Every QC code and row flag the measurement stage emits, with its meaning."""
 
-FF_SOURCES = ("dixon", "ff_map", "t1w_gmm", "")
+FF_SOURCES = ("dixon", "ff_map", "t1w_semiquantitative", "")
 """Values of the ``ff_source`` column ("" = no fat-fraction image)."""
 
 EDEMA_SOURCES = ("stir", "t2map", "")

@@ -411,7 +411,7 @@ def suppressed_fat_levels(
             levels["marrow"] = _median_corrected(region, voxels, coef)
     images = region.images
     if ("fat" in images and "water" in images) or "ff" in images:
-        sample = background_sample(region.labels, len(region.voxels), 100_000)
+        sample = background_sample(region.labels, len(region.voxels), 20_000)
         voxels = VoxelSet(sample, region.voxels.region, region.study.shape)
         if "ff" in images and not ("fat" in images and "water" in images):
             ff = region.gather("ff", voxels)
@@ -471,11 +471,14 @@ def _columns(
     if readout.t2_median is not None:
         cols["t2_median_ms"] = readout.t2_median
     # The voxel maps show exactly what the table counted: not the rows left empty.
-    counted = readout.counted & ~few[region.label]
-    edema_voxels = np.zeros(counted.shape, bool)
+    edema_voxels = np.zeros(readout.counted.shape, bool)
     edema_voxels[readout.counted] = hit
-    edema_voxels &= counted
-    shell_edema = readout.shell_edema & ~few_shell[shell_lab]
+    counted, shell_edema = readout.counted, readout.shell_edema
+    if few.any():
+        counted = counted & ~few[region.label]
+        edema_voxels &= counted
+    if few_shell.any():
+        shell_edema = shell_edema & ~few_shell[shell_lab]
     return EdemaMeasure(cols, readout.reference, qc, counted, edema_voxels, shell_edema, flags)
 
 

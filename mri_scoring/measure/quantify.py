@@ -184,7 +184,7 @@ def _assemble(study, infos: list, counts: _Counts, fat: FatMeasure,
         row_flags = []
         if counts.small_core[i + 1]:
             row_flags.append(schema.SMALL_CORE_WHOLE_MASK_USED)
-        if fat.source == "t1w_gmm":
+        if fat.source == "t1w_semiquantitative":
             row_flags.append(schema.FF_SEMIQUANTITATIVE)
         if info.kind == "unknown":
             row_flags.append(schema.UNKNOWN_LABEL)
