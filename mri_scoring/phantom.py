@@ -57,7 +57,7 @@ class MuscleSpec:
     atrophy: float
 
 
-@dataclass
+@dataclass(repr=False)  # the one-line Study repr, not 40,000 characters of arrays
 class PhantomStudy(Study):
     """A :class:`~mri_scoring.io.study.Study` made by :func:`make_study`, with its ground truth."""
 

@@ -85,6 +85,22 @@ class Study:
     path: Path | None = None
     input_sha256: dict[str, str] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """One line: id, grid, image roles and label count (not the arrays).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> Study("s1", np.zeros((4, 5, 6), np.uint8), np.diag([2.0, 2.0, 5.0, 1.0]),
+        ...       {"fat": np.zeros((4, 5, 6), np.float32)}, {})
+        Study('s1', shape=(4, 5, 6), voxel_mm=(2, 2, 5), images=[fat], labels=0)
+        """
+        voxel = ", ".join(f"{v:g}" for v in self.voxel_size_mm)
+        return (
+            f"Study({self.study_id!r}, shape={self.shape}, voxel_mm=({voxel}), "
+            f"images=[{', '.join(self.images)}], labels={len(self.label_info)})"
+        )
+
     @property
     def voxel_size_mm(self) -> tuple[float, float, float]:
         """Voxel edge lengths in mm (columns of the affine)."""

@@ -23,10 +23,8 @@ from ..io.study import Study
 from ..io.subjects import SessionInfo
 from ..pattern.likelihood import Likelihood
 from ..pattern.templates import Template
-from ..schema import DISCLAIMER
+from ..schema import DISCLAIMER, SUMMARY_FIXED
 
-SUMMARY_FIXED = ["study_id", "p_imnm", "p_imnm_lo", "p_imnm_hi", "log10_likelihood_ratio", "call"]
-"""The first columns of ``summary.tsv``; each template feature's degree follows."""
 SOFTWARE = ("numpy", "scipy", "nibabel", "pandas", "scikit-learn", "scikit-image", "PyYAML")
 
 
@@ -118,6 +116,17 @@ class StudyResult:
     noise_source: str = ""
     study: Study | None = field(default=None, repr=False)
     session: SessionInfo | None = None
+
+    def __repr__(self) -> str:
+        """One line: id, call, p(IMNM) with its interval, muscle rows and warnings."""
+        like = self.likelihood
+        low, high = like.p_imnm_interval
+        warnings = sum(q.level == "warning" for q in self.qc)
+        return (
+            f"StudyResult({self.study_id!r}, call={like.call!r}, p_imnm={like.p_imnm:.3f} "
+            f"[{low:.2f}, {high:.2f}], muscles={len(self.muscles)} rows, "
+            f"qc_warnings={warnings})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The ``score.json`` document: plain JSON data, missing values as None."""

@@ -18,8 +18,8 @@ from ..errors import StudyError
 from ..files import atomic_write
 from ..grading import pooled_tables
 from ..io.discover import sanitise_id
+from ..schema import SUMMARY_FIXED
 from .report import study_report_html
-from .result import SUMMARY_FIXED
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..pattern.templates import Template
@@ -30,7 +30,7 @@ FAILURE_COLUMNS = ["study_id", "path", "error"]
 
 
 def table_text(table: pd.DataFrame) -> str:
-    """TSV text with fixed float formatting and empty cells for missing values.
+    r"""TSV text with fixed float formatting and empty cells for missing values.
 
     Parameters
     ----------
@@ -40,13 +40,13 @@ def table_text(table: pd.DataFrame) -> str:
     Returns
     -------
     str
-        Tab-separated text, ``\\n`` line ends, floats to 6 significant digits.
+        Tab-separated text, ``\n`` line ends, floats to 6 significant digits.
 
     Examples
     --------
-    >>> print(table_text(pd.DataFrame({"muscle": ["gracilis"], "ff_median": [0.1234567]})), end="")
-    muscle	ff_median
-    gracilis	0.123457
+    >>> table = pd.DataFrame({"muscle": ["gracilis", "sartorius"], "ff_median": [0.1234567, None]})
+    >>> table_text(table).splitlines()
+    ['muscle\tff_median', 'gracilis\t0.123457', 'sartorius\t']
     """
     return table.to_csv(sep="\t", index=False, na_rep="", float_format="%.6g",
                         lineterminator="\n")  # fmt: skip
