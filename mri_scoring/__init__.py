@@ -34,6 +34,7 @@ _LAZY = {
     "load_study": ".io.study",
     "load_template": ".pattern.templates",
     "compare_sessions": ".output.followup",
+    "fit_template": ".pattern.fit",
 }
 _SUBMODULES = (
     "phantom",
@@ -43,6 +44,7 @@ _SUBMODULES = (
     "schema",
     "grading",
     "pattern",
+    "phantom_cohort",
     "pipeline",
     "output",
     "batch",

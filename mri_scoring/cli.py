@@ -345,6 +345,41 @@ def convert(
 
 
 @app.command()
+def fit(
+    batch_out: Annotated[Path, typer.Argument(help="A `mri-scoring batch` output folder.")],
+    labels: Annotated[
+        Path, typer.Argument(help="TSV/CSV with columns study_id and diagnosis.", dir_okay=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Fitted template YAML to write.")],
+    template: TemplateOption = None,
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-validation folds.")] = 5,
+    config: ConfigOption = None,
+) -> None:
+    """Fit the template's probabilities to a labelled cohort; write FITTED.yaml and a report."""
+    from .config import load_settings
+    from .errors import MriScoringError
+    from .pattern.fit import fit_template
+
+    _check_paths(batch_out, None)
+    _check_paths(labels, None)
+    if out.exists() and out.is_dir():
+        raise _fail(f"--out {out}: is a folder; name the YAML file to write", 2)
+    try:
+        result = fit_template(batch_out, labels, out, template=template, folds=folds,
+                              settings=load_settings(config))  # fmt: skip
+    except MriScoringError as exc:
+        raise _fail(str(exc)) from None
+    for line in result.warnings:
+        typer.echo(f"warning: {line}", err=True)
+    cohort = ", ".join(f"{n} {c}" for c, n in result.counts.items())
+    typer.echo(f"cohort: {cohort}")
+    typer.echo(f"cross-validated ({folds}-fold): AUC {result.cv_auc:.3f}, Brier "
+               f"{result.cv_brier:.3f} (elicited template: AUC {result.elicited_auc:.3f}, "
+               f"Brier {result.elicited_brier:.3f})")  # fmt: skip
+    typer.echo(f"-> {result.template_path} (use with --template); report {result.report_path}")
+
+
+@app.command()
 def templates(template: TemplateOption = None) -> None:
     """List the template's features with their probabilities and sources."""
     from .errors import MriScoringError

@@ -1,0 +1,248 @@
+"""Phantom cohorts: measured muscle tables of IMNM and DM studies with known Bayes-optimal odds.
+
+The generator (``configs/phantom_cohort.yaml``) is independent of the pattern template: it
+draws *findings* per region (fat, edema, fascial edema, atrophy) whose presence moves with a
+latent severity shared by the whole study and a latent per finding group (within-group
+correlation), then renders each finding into per-muscle measured values. Because the rendering
+noise does not depend on the class, the findings carry every bit of class information the
+tables do, so :func:`bayes_log10_lr` on the findings gives the best ranking any method on the
+tables can reach (the Bayes-optimal AUC). Imports no measurement or pattern code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtr, ndtri
+
+from .anatomy import group_of
+from .config import config_dir, load_yaml
+from .files import atomic_write
+
+CLASSES = ("IMNM", "DM")
+_QUADRATURE_NODES = 24
+
+
+def _config() -> dict:
+    return load_yaml(config_dir() / "phantom_cohort.yaml")
+
+
+@dataclass
+class PhantomCohort:
+    """A generated cohort.
+
+    Attributes
+    ----------
+    study_ids : list of str
+    diagnosis : numpy.ndarray of str
+        ``IMNM`` or ``DM`` per study.
+    findings : numpy.ndarray of bool, shape (n_studies, n_findings)
+    finding_names : list of str
+    tables : list of pandas.DataFrame
+        Measured (ungraded) muscle tables, one row per muscle and side.
+    bayes_log10_lr : numpy.ndarray
+        log10 P(findings | IMNM) / P(findings | DM) under the generator.
+    """
+
+    study_ids: list[str]
+    diagnosis: np.ndarray
+    findings: np.ndarray
+    finding_names: list[str]
+    tables: list[pd.DataFrame]
+    bayes_log10_lr: np.ndarray
+
+
+def _intercepts(config: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Finding names, class intercepts (2, J) and group index per finding."""
+    names = list(config["findings"])
+    groups = sorted({config["findings"][n]["group"] for n in names})
+    probit = np.array(
+        [[ndtri(config["findings"][n][key]) for n in names] for key in ("p_imnm", "p_dm")]
+    )
+    group_index = np.array([groups.index(config["findings"][n]["group"]) for n in names])
+    return names, probit, group_index
+
+
+def draw_findings(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Draw n studies (alternating IMNM, DM) and their binary findings.
+
+    Parameters
+    ----------
+    n : int
+        Number of studies.
+    seed : int
+        Seed of every random draw.
+
+    Returns
+    -------
+    tuple
+        (diagnosis array of str, findings bool array (n, J), finding names).
+    """
+    config = _config()
+    names, a, group_index = _intercepts(config)
+    rng = np.random.default_rng(seed)
+    diagnosis = np.array([CLASSES[i % 2] for i in range(n)])
+    cls = (diagnosis == "DM").astype(int)
+    severity = rng.standard_normal(n)
+    group_latent = rng.standard_normal((n, group_index.max() + 1))
+    z = (
+        a[cls]
+        + config["severity_loading"] * severity[:, None]
+        + config["group_loading"] * group_latent[:, group_index]
+    )
+    findings = rng.random((n, len(names))) < ndtr(z)
+    return diagnosis, findings, names
+
+
+def bayes_log10_lr(findings: np.ndarray) -> np.ndarray:
+    """Exact log10 likelihood ratio IMNM/DM of binary findings under the generator.
+
+    Integrates the latent severity and the group latents by Gauss-Hermite quadrature.
+
+    Parameters
+    ----------
+    findings : numpy.ndarray of bool, shape (n, J)
+
+    Returns
+    -------
+    numpy.ndarray of shape (n,)
+    """
+    config = _config()
+    _, a, group_index = _intercepts(config)
+    x, w = np.polynomial.hermite_e.hermegauss(_QUADRATURE_NODES)
+    w = w / w.sum()
+    b, r = config["severity_loading"], config["group_loading"]
+    sign = np.where(findings, 1.0, -1.0)  # (n, J)
+    log_like = []
+    for c in range(2):
+        # z[n, s, u, j] is too large at once; loop over severity nodes
+        total = np.zeros(findings.shape[0])
+        for s, ws in zip(x, w, strict=True):
+            per_group = np.ones(findings.shape[0])
+            for k in range(group_index.max() + 1):
+                cols = group_index == k
+                z = a[c, cols][None, None, :] + b * s + r * x[None, :, None]  # (1, U, Jk)
+                p = ndtr(sign[:, None, cols] * z)  # (n, U, Jk)
+                per_group *= (p.prod(axis=2) * w[None, :]).sum(axis=1)
+            total += ws * per_group
+        log_like.append(np.log(total))
+    return (log_like[0] - log_like[1]) / np.log(10.0)
+
+
+def render_tables(
+    findings: np.ndarray, names: list[str], seed: int, study_ids: list[str]
+) -> list[pd.DataFrame]:
+    """Per-muscle measured tables for each study's findings (both sides, class-free noise).
+
+    Parameters
+    ----------
+    findings : numpy.ndarray of bool, shape (n, J)
+    names : list of str
+        Finding names (columns of ``findings``).
+    seed : int
+    study_ids : list of str
+
+    Returns
+    -------
+    list of pandas.DataFrame
+        Columns ``study_id``, ``label``, ``muscle``, ``side``, ``group``, ``kind``, ``voxels``,
+        ``volume_ml``, ``ff_median``, ``edema_fraction``, ``fascial_edema_fraction``,
+        ``atrophy_index``.
+    """
+    config = _config()
+    rng = np.random.default_rng(seed + 7919)
+    muscles = sorted({m for f in config["findings"].values() for m in f["muscles"]})
+    values = config["values"]
+    columns = list(values["normal"])
+    tables = []
+    for i, study_id in enumerate(study_ids):
+        low = np.array([[values["normal"][c][0] for c in columns]] * len(muscles) * 2)
+        high = np.array([[values["normal"][c][1] for c in columns]] * len(muscles) * 2)
+        for j, name in enumerate(names):
+            if not findings[i, j]:
+                continue
+            spec = config["findings"][name]
+            for column, (lo, hi) in values[spec["kind"]].items():
+                c = columns.index(column)
+                for m in spec["muscles"]:
+                    for side in range(2):
+                        row = 2 * muscles.index(m) + side
+                        low[row, c], high[row, c] = lo, hi  # one finding kind per column
+        drawn = low + (high - low) * rng.random(low.shape)
+        rows = []
+        for k, m in enumerate(muscles):
+            for side_index, side in enumerate(("left", "right")):
+                row = dict(zip(columns, drawn[2 * k + side_index], strict=True))
+                rows.append(
+                    {
+                        "study_id": study_id,
+                        "label": 2 * k + side_index + 1,
+                        "muscle": m,
+                        "side": side,
+                        "group": group_of(m),
+                        "kind": "muscle",
+                        "voxels": int(config["voxels"]),
+                        "volume_ml": float(config["voxels"]) / 1000.0,
+                        **row,
+                    }
+                )
+        tables.append(pd.DataFrame(rows))
+    return tables
+
+
+def make_cohort(n: int, seed: int) -> PhantomCohort:
+    """Draw a cohort of n studies (alternating IMNM, DM) with tables and Bayes-optimal odds.
+
+    Parameters
+    ----------
+    n : int
+    seed : int
+        Two seeds give two independent cohorts.
+
+    Returns
+    -------
+    PhantomCohort
+
+    Examples
+    --------
+    >>> cohort = make_cohort(4, seed=1)
+    >>> list(cohort.diagnosis), len(cohort.tables[0]) > 20
+    (['IMNM', 'DM', 'IMNM', 'DM'], True)
+    """
+    diagnosis, findings, names = draw_findings(n, seed)
+    ids = [f"cohort{seed}-{i:04d}" for i in range(n)]
+    return PhantomCohort(
+        ids,
+        diagnosis,
+        findings,
+        names,
+        render_tables(findings, names, seed, ids),
+        bayes_log10_lr(findings),
+    )
+
+
+def write_cohort(cohort: PhantomCohort, out: str | Path) -> Path:
+    """Write ``OUT/<study_id>/muscles.tsv`` per study and ``OUT/labels.tsv`` (study_id, diagnosis).
+
+    The layout of a batch output folder, so ``mri-scoring fit OUT OUT/labels.tsv`` reads it.
+
+    Parameters
+    ----------
+    cohort : PhantomCohort
+    out : path
+
+    Returns
+    -------
+    Path
+        The labels file.
+    """
+    out = Path(out)
+    for study_id, table in zip(cohort.study_ids, cohort.tables, strict=True):
+        (out / study_id).mkdir(parents=True, exist_ok=True)
+        atomic_write(out / study_id / "muscles.tsv", table.to_csv(sep="\t", index=False))
+    labels = pd.DataFrame({"study_id": cohort.study_ids, "diagnosis": cohort.diagnosis})
+    atomic_write(out / "labels.tsv", labels.to_csv(sep="\t", index=False))
+    return out / "labels.tsv"
