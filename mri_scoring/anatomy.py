@@ -91,6 +91,19 @@ def groups() -> dict[str, tuple[str, ...]]:
 
 
 @cache
+def unions() -> dict[str, tuple[str, ...]]:
+    """Muscles that are the union of other vocabulary muscles (``unions`` of anatomy.yaml).
+
+    Returns
+    -------
+    dict of str to tuple of str
+        E.g. ``biceps_femoris`` -> its long and short heads: a map labels one or the other, so a
+        group's volume never adds the union to its parts.
+    """
+    return {name: tuple(parts) for name, parts in (_anatomy().get("unions") or {}).items()}
+
+
+@cache
 def group_of(muscle: str) -> str:
     """The group a canonical muscle belongs to, or ``""``."""
     for group, members in groups().items():
@@ -136,7 +149,7 @@ def match_label_name(name: str, value: int = 0) -> LabelInfo:
     Parameters
     ----------
     name : str
-        Any of the naming styles of DESIGN §2.3: ``adductor_brevis_left``, ``Adductor Brevis (L)``,
+        Any of the naming styles users write: ``adductor_brevis_left``, ``Adductor Brevis (L)``,
         ``L adductor brevis``, abbreviations such as ``LAB`` or ``AB_L``.
     value : int
         The label value, carried into the result.

@@ -1,4 +1,4 @@
-"""The ``mri-scoring`` command line (DESIGN §4)."""
+"""The ``mri-scoring`` command line (its verbs are a contract: see the README)."""
 
 from __future__ import annotations
 

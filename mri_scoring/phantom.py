@@ -42,8 +42,8 @@ from .io.study import Study
 PATTERNS = ("normal", "imnm", "dm")
 # Tissue codes of the phantom's tissue map.
 AIR, SKIN, SUBCUT_FAT, SEPTUM_FAT, CORTEX, MARROW, MUSCLE, FASCIAL_FLUID = range(8)
-_TISSUE_FF = {SKIN: 0.3, SUBCUT_FAT: 0.95, SEPTUM_FAT: 0.9, CORTEX: 0.0, MARROW: 0.9}
-_TISSUE_PD = {AIR: 0.0, SKIN: 0.8, SUBCUT_FAT: 1.0, SEPTUM_FAT: 1.0, CORTEX: 0.05, MARROW: 0.9}
+_TISSUE_NAMES = {"air": AIR, "skin": SKIN, "subcutaneous_fat": SUBCUT_FAT,
+                 "septum_fat": SEPTUM_FAT, "cortex": CORTEX, "marrow": MARROW}  # fmt: skip
 DEFAULT_FOV_MM = (420.0, 420.0, 400.0)
 
 
@@ -105,7 +105,7 @@ def pattern_specs(
     Parameters
     ----------
     pattern : {"normal", "imnm", "dm"}
-        Base pattern from ``configs/phantom.yaml`` (literature.md §1, §5).
+        Base pattern from ``configs/phantom.yaml`` (sources cited there).
     overrides : dict, optional
         Muscle or group -> fields (``ff``, ``edema``, ``fascial``, ``atrophy``), applied last.
     features : dict of str -> bool, optional
@@ -270,7 +270,7 @@ def make_study(
     Parameters
     ----------
     pattern : {"normal", "imnm", "dm"}
-        Disease pattern (``configs/phantom.yaml``, after ``../shared/literature.md``).
+        Disease pattern (``configs/phantom.yaml``; sources cited there).
     seed : int
         Seed of every random draw: the same seed gives identical arrays.
     shape : tuple of int
@@ -346,10 +346,11 @@ def make_study(
     muscle_mask = tissue == MUSCLE
     ff = np.zeros(shape, np.float32)
     pd = np.zeros(shape, np.float32)
-    for code, value in _TISSUE_FF.items():
-        ff[tissue == code] = value
-    for code, value in _TISSUE_PD.items():
-        pd[tissue == code] = value
+    tissues = config["tissue"]
+    for name, value in tissues["ff"].items():
+        ff[tissue == _TISSUE_NAMES[name]] = value
+    for name, value in tissues["pd"].items():
+        pd[tissue == _TISSUE_NAMES[name]] = value
     lab_muscle = labels[muscle_mask].astype(np.intp)
     ff[muscle_mask] = np.clip(
         ff_target[lab_muscle] * np.exp(log_sd * texture[muscle_mask] - log_sd**2 / 2), 0.0, 0.98
@@ -387,8 +388,8 @@ def make_study(
             & (coverage_field > cover_cut)
         )
         tissue[fascial] = FASCIAL_FLUID
-        ff[fascial] = 0.1
-        pd[fascial] = 1.0
+        ff[fascial] = tissues["fascial_fluid_ff"]
+        pd[fascial] = tissues["fascial_fluid_pd"]
 
     water = pd * (1.0 - ff)
     fat = pd * ff
@@ -406,7 +407,7 @@ def make_study(
         images["water"], images["fat"] = water_img, fat_img
     if "ff" in roles:
         total = water_img + fat_img
-        floor = max(5.0 * noise, 0.05)
+        floor = max(tissues["ff_map_floor_sigma"] * noise, tissues["ff_map_floor"])
         images["ff"] = np.where(total > floor, fat_img / np.maximum(total, 1e-6), 0.0).astype(
             np.float32
         )
@@ -429,7 +430,7 @@ def make_study(
             + (signal["t2_edema_ms"] - signal["t2_muscle_ms"]) * edema[muscle_mask]
             + signal["t2_fat_bias_ms"] * ff[muscle_mask]
         )
-        t2[tissue == SKIN] = 40.0
+        t2[tissue == SKIN] = tissues["t2_skin_ms"]
         t2[fascial] = signal["t2_fascial_ms"]
         measured = t2 > 0
         t2[measured] += rng.normal(0.0, 1.0, int(measured.sum())).astype(np.float32)
@@ -621,7 +622,7 @@ def write_study(
     subject: str | None = None,
     session: str | None = "01",
 ) -> Path:
-    """Write a study in the simple layout (DESIGN §2.1) or BIDS (§2.2), plus ``truth.json``.
+    """Write a study in the simple layout or BIDS (``configs/layouts.yaml``), plus ``truth.json``.
 
     Parameters
     ----------

@@ -12,18 +12,20 @@ from hypothesis import strategies as st
 
 from mri_scoring import phantom
 from mri_scoring.arrays import dense_steps
-from mri_scoring.config import load_settings
 from mri_scoring.grading import grade, pooled_tables
 from mri_scoring.io.study import load_study
 from mri_scoring.measure.arrays import VoxelSet, label_quantiles
 from mri_scoring.measure.quantify import quantify
+from mri_scoring.pattern.templates import load_template
 
 from .helpers import reorient_folder
 
 SHAPE = (128, 128, 24)
 MIN_CORE = 100  # fewer core voxels give medians too noisy to hold to 0.01 at SNR 33
-PRESENT = load_settings()["grades"]["fascial_edema_present"]
-ATROPHY = load_settings()["grades"]["atrophy_present_index"]
+# "Present" is the template's decision (its one fascial and one atrophy cut-off), not a setting.
+_FEATURES = {f.id: f for f in load_template().features}
+PRESENT = _FEATURES["semitendinosus_fascial_edema"].cut.threshold
+ATROPHY = 1.0 - _FEATURES["obturator_externus_atrophy"].cut.threshold  # measure: 1 - index
 
 
 def _joined(study, table):

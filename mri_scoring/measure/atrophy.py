@@ -9,12 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..anatomy import GROUP, MUSCLE, groups
+from ..anatomy import GROUP, MUSCLE, groups, unions
 from ..config import load_config_file
 
 
 def normative_shares() -> dict[str, float]:
     """Normative volume shares (``configs/normative.yaml``), groups as sums of their members.
+
+    A union of other members (``biceps_femoris``, see :func:`~mri_scoring.anatomy.unions`) is
+    not added to a group's sum: its parts already are.
 
     Returns
     -------
@@ -22,8 +25,9 @@ def normative_shares() -> dict[str, float]:
         Muscle or group name -> share of the summed muscle volume of one thigh.
     """
     shares = dict(load_config_file("normative.yaml")["shares"])
+    combined = unions()
     for group, members in groups().items():
-        shares.setdefault(group, sum(shares.get(m, 0.0) for m in members if m != "biceps_femoris"))
+        shares.setdefault(group, sum(shares.get(m, 0.0) for m in members if m not in combined))
     return shares
 
 

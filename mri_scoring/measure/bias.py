@@ -9,6 +9,7 @@ number of blocks per axis, so a flipped volume gets the mirrored partition.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -63,22 +64,80 @@ class BlockGrid:
         return (grid + 0.5 - counts / 2.0) * self.width[:, None] + (shape - 1) / 2.0
 
 
+@dataclass(frozen=True)
+class BiasFit:
+    """How the log-bias polynomial is fitted (``edema`` settings, ``stir_bias_*``).
+
+    Attributes
+    ----------
+    quantile : float
+        Quantile of log signal per block taken as normal tissue.
+    order : int
+        Polynomial order (0-2).
+    min_block_voxels : int
+        Blocks with fewer reference voxels are not fitted.
+    outlier_sd : float
+        Blocks off the fit by more than this many robust SD are rejected.
+    outlier_floor : float
+        ... but never blocks within this distance (log units) of the fit.
+    """
+
+    quantile: float
+    order: int
+    min_block_voxels: int = 20
+    outlier_sd: float = 3.0
+    outlier_floor: float = 0.02
+
+    @classmethod
+    def from_settings(cls, eset: dict[str, Any], quantile: float) -> BiasFit:
+        """The fit the ``edema`` settings describe, at block quantile ``quantile``."""
+        return cls(
+            quantile,
+            int(eset["stir_bias_order"]),
+            int(eset["stir_bias_min_block_voxels"]),
+            float(eset["stir_bias_outlier_sd"]),
+            float(eset["stir_bias_outlier_floor"]),
+        )
+
+
+# Number of polynomial terms per order: a fit needs a few more blocks than terms.
+_TERMS = {0: 1, 1: 4, 2: 10}
+
+
 def fit_log_bias(block_ids: np.ndarray, log_signal: np.ndarray, grid: BlockGrid,
-                 quantile: float, order: int) -> np.ndarray:  # fmt: skip
+                 fit: BiasFit) -> np.ndarray:  # fmt: skip
     """Coefficients of a smooth log-bias polynomial fitted to block-wise low quantiles.
 
-    Each block holds reference voxels; its ``quantile`` of log signal stands for normal tissue
-    there (patchy edema only brightens, so a low quantile is robust to it). A polynomial is fitted
-    to the block values, weighted by voxel counts, with two rounds of outlier rejection (blocks
-    off by more than 3 robust SD: e.g. diffusely edematous muscle).
+    Each block holds reference voxels; its ``fit.quantile`` of log signal stands for normal
+    tissue there (patchy edema only brightens, so a low quantile is robust to it). A polynomial
+    is fitted to the block values, weighted by voxel counts, with up to two rounds of outlier
+    rejection (blocks off by more than ``fit.outlier_sd`` robust SD: e.g. diffusely edematous
+    muscle). With fewer usable blocks than the quadratic's 10 terms + 2 the order drops to 1,
+    below the linear's 4 terms to 0.
+
+    Parameters
+    ----------
+    block_ids : ndarray of int
+        Block of each reference voxel.
+    log_signal : ndarray
+        Log signal of each reference voxel.
+    grid : BlockGrid
+    fit : BiasFit
+
+    Returns
+    -------
+    ndarray
+        Polynomial coefficients (log units).
     """
+    order = fit.order
     n_blocks = int(np.prod(grid.counts))
     lo, hi = float(log_signal.min()), float(log_signal.max()) + 1e-6
-    q = label_quantiles(block_ids + 1, log_signal, n_blocks, (quantile,), (lo, hi), 512)[1:, 0]
+    q = label_quantiles(block_ids + 1, log_signal, n_blocks, (fit.quantile,), (lo, hi), 512)
+    q = q[1:, 0]
     counts = np.bincount(block_ids, minlength=n_blocks).astype(float)
-    keep = counts >= 20
-    if keep.sum() < 12:
-        order = 0 if keep.sum() < 4 else min(order, 1)
+    keep = counts >= fit.min_block_voxels
+    if keep.sum() < _TERMS[2] + 2:
+        order = 0 if keep.sum() < _TERMS[1] else min(order, 1)
     if not keep.any():
         return np.array([float(np.median(log_signal))])
     design = _poly_terms(_normalise_coords(grid.centres(), grid.shape), order)
@@ -90,7 +149,7 @@ def fit_log_bias(block_ids: np.ndarray, log_signal: np.ndarray, grid: BlockGrid,
                                    rcond=None)  # fmt: skip
         residual = np.where(keep, q - design @ coef, np.inf)
         spread = 1.4826 * np.median(np.abs(residual[mask] - np.median(residual[mask])))
-        new_mask = keep & (np.abs(residual) <= max(3.0 * spread, 0.02))
+        new_mask = keep & (np.abs(residual) <= max(fit.outlier_sd * spread, fit.outlier_floor))
         if new_mask.sum() < design.shape[1] + 2 or np.array_equal(new_mask, mask):
             break
         mask = new_mask

@@ -21,7 +21,7 @@ from ..anatomy import REFERENCE
 from ..errors import QCFinding
 from . import reference
 from .arrays import LabelledRegion, VoxelSet, label_quantiles
-from .bias import BlockGrid, fit_log_bias, log_bias_at
+from .bias import BiasFit, BlockGrid, fit_log_bias, log_bias_at
 from .masks import background_sample
 
 Z_RANGE = (-20.0, 40.0)
@@ -89,6 +89,8 @@ class T2Range:
         Field strength the numbers are for.
     stated : bool
         Whether ``field_strength_t`` came from the study (``study.json``) or was assumed.
+    median_grid_ms : tuple of float
+        Low, high and step of the histogram per-label T2 medians are read from.
     """
 
     normal_ms: float
@@ -96,6 +98,7 @@ class T2Range:
     edema_ms: float
     field_strength_t: float
     stated: bool
+    median_grid_ms: tuple[float, float, float]
 
 
 def t2_range(eset: dict[str, Any], metadata: dict[str, Any]) -> T2Range:
@@ -117,7 +120,8 @@ def t2_range(eset: dict[str, Any], metadata: dict[str, Any]) -> T2Range:
     Examples
     --------
     >>> eset = {"t2_normal_ms": 33.0, "t2_normal_sd_ms": 2.5, "t2_edema_ms": 40.0,
-    ...         "t2_field_strength_t": 3.0, "t2_offset_ms_by_field_t": {1.5: 2.0, 3.0: 0.0}}
+    ...         "t2_field_strength_t": 3.0, "t2_offset_ms_by_field_t": {1.5: 2.0, 3.0: 0.0},
+    ...         "t2_median_grid_ms": [0.0, 200.0, 0.05]}
     >>> t2_range(eset, {"field_strength_t": 1.5}).edema_ms
     42.0
     """
@@ -134,6 +138,7 @@ def t2_range(eset: dict[str, Any], metadata: dict[str, Any]) -> T2Range:
         eset["t2_edema_ms"] + offset,
         field_t,
         stated is not None,
+        tuple(float(x) for x in eset["t2_median_grid_ms"]),
     )
 
 
@@ -228,7 +233,9 @@ def _t2_readout(
         t2.edema_ms,
         {"unit": "ms", "field_strength_t": t2.field_strength_t},
     )
-    median = label_quantiles(lab_ok, values, region.n_labels, (0.5,), (0.0, 200.0), 4000)[:, 0]
+    low, high, step = t2.median_grid_ms
+    bins = round((high - low) / step)
+    median = label_quantiles(lab_ok, values, region.n_labels, (0.5,), (low, high), bins)[:, 0]
     if no_ff:
         qc.append(
             QCFinding(
@@ -259,7 +266,7 @@ def _stir_readout(
             1.0 - np.nan_to_num(ff_flat, nan=0.0), np.float32(qset["water_fraction_floor"])
         )
     ok = assessable & np.isfinite(stir) & (stir > 0)
-    if ok.sum() < 50:
+    if ok.sum() < eset["reference_min_voxels"]:
         qc.append(
             QCFinding(
                 "warning",
@@ -276,8 +283,10 @@ def _stir_readout(
         grid.ids_at(region.voxels)[ok],
         values,
         grid,
-        eset["stir_block_quantile"] if ff_flat is not None else eset["stir_block_quantile_no_ff"],
-        eset["stir_bias_order"],
+        BiasFit.from_settings(
+            eset,
+            eset["stir_block_quantile" if ff_flat is not None else "stir_block_quantile_no_ff"],
+        ),
     )
     values -= log_bias_at(coef, region.voxels)[ok]
     np.exp(values, out=values)
@@ -316,7 +325,7 @@ def _stir_readout(
             "bias_coefficients": [float(c) for c in coef],
         },
     )
-    _reference_findings(region, level, verdict, qc)
+    _reference_findings(region, level, verdict, qc, eset["reference_min_normal_share"])
     readout = _Readout(
         "stir",
         ok,
@@ -336,6 +345,7 @@ def _reference_findings(
     level: reference.NormalLevel,
     verdict: reference.ReferenceVerdict,
     qc: list[QCFinding],
+    min_normal_share: float,
 ) -> None:
     file = region.file("stir")
     if verdict.verdict == reference.FROM_T2MAP:
@@ -363,7 +373,7 @@ def _reference_findings(
                 file,
             )
         )
-    elif level.reference_share < 0.3:
+    elif level.reference_share < min_normal_share:
         qc.append(
             QCFinding(
                 "warning",

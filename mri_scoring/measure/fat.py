@@ -288,7 +288,7 @@ def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
         if len(quantiles) > 1:
             columns["ff_p90"] = q[:, 1]
         del labels_in, values_in
-    qc.extend(swap_check(region, ff_flat, noise_sigma, qset["swap_check_min_ff"]))
+    qc.extend(swap_check(region, ff_flat, noise_sigma, SwapCheck.from_settings(qset)))
     return FatMeasure(ff_flat, source, noise_sigma, columns, qc, noise.source)
 
 
@@ -314,8 +314,29 @@ def _t1w_fat_fraction(
     return full, params
 
 
+@dataclass(frozen=True)
+class SwapCheck:
+    """Cut-offs of the fat-water swap check (``quantify`` settings).
+
+    Attributes
+    ----------
+    min_ff : float
+        Fat and marrow reading below this FF suggest a swap.
+    body_floor_sigma : float
+        Unlabelled voxels with F+W above this many noise sigmas are body tissue, not air.
+    """
+
+    min_ff: float
+    body_floor_sigma: float
+
+    @classmethod
+    def from_settings(cls, qset: dict[str, Any]) -> SwapCheck:
+        """The check the ``quantify`` settings describe."""
+        return cls(float(qset["swap_check_min_ff"]), float(qset["swap_check_body_floor_sigma"]))
+
+
 def swap_check(
-    region: LabelledRegion, ff_flat: np.ndarray, sigma: float | None, min_ff: float
+    region: LabelledRegion, ff_flat: np.ndarray, sigma: float | None, check: SwapCheck
 ) -> list[QCFinding]:
     """Subcutaneous fat and marrow must read fatty; otherwise fat and water may be swapped.
 
@@ -326,8 +347,7 @@ def swap_check(
         Fat fraction per labelled voxel.
     sigma : float or None
         Dixon noise sigma (sets the body floor of the unlabelled-tissue reading).
-    min_ff : float
-        Fat and marrow reading below this FF suggest a swap.
+    check : SwapCheck
 
     Returns
     -------
@@ -347,7 +367,7 @@ def swap_check(
         outside = VoxelSet(sample, region.voxels.region, study.shape)
         fat, water = region.gather("fat", outside), region.gather("water", outside)
         total = fat + water
-        floor = 10.0 * sigma if sigma else np.quantile(total, 0.5)
+        floor = check.body_floor_sigma * sigma if sigma else np.quantile(total, 0.5)
         body = total > floor
         if body.sum() > 100:
             readings.append(
@@ -356,14 +376,14 @@ def swap_check(
                     float(np.median(fat[body] / total[body])),
                 )
             )
-    low = [(what, value) for what, value in readings if np.isfinite(value) and value < min_ff]
+    low = [(what, value) for what, value in readings if np.isfinite(value) and value < check.min_ff]
     if low and len(low) == len(readings):
         detail = "; ".join(f"{what} reads FF {value:.2f}" for what, value in low)
         findings.append(
             QCFinding(
                 "warning",
                 schema.FAT_WATER_SWAP_SUSPECTED,
-                f"fat-water swap suspected: {detail} (expected > {min_ff})",
+                f"fat-water swap suspected: {detail} (expected > {check.min_ff})",
                 region.file("fat", "ff"),
             )
         )
