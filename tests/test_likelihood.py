@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mri_scoring import phantom
 from mri_scoring.anatomy import group_of
@@ -172,36 +172,6 @@ def test_compartment_labels_use_groups_where_the_feature_allows():
     )
     ham = next(c for c in result.features if c.id == "hamstrings_am_fat")
     assert "group:hamstrings" in ham.muscles_used
-
-
-def _draw_features(rng, is_imnm):
-    return {
-        f.id: bool(rng.random() < (f.p_positive if is_imnm else f.p_negative))
-        for f in TEMPLATE.features
-    }
-
-
-@pytest.mark.slow
-def test_auc_of_template_drawn_cohort_is_near_bayes_optimal():
-    """40 phantoms with features drawn from the template's own probabilities."""
-    rng = np.random.default_rng(2026)
-    labels, measured, bayes = [], [], []
-    for i in range(40):
-        is_imnm = i % 2 == 0
-        features = _draw_features(rng, is_imnm)
-        study = phantom.make_study("normal", seed=100 + i, shape=SHAPE, features=features)
-        labels.append(is_imnm)
-        measured.append(score(study).log10_likelihood_ratio)
-        bayes.append(
-            sum(
-                soft_log10_lr(float(features[f.id]), f.p_positive, f.p_negative)
-                for f in TEMPLATE.features
-            )
-        )
-    auc_measured = roc_auc_score(labels, measured)
-    auc_bayes = roc_auc_score(labels, bayes)
-    print(f"AUC measured {auc_measured:.3f}, Bayes-optimal {auc_bayes:.3f}")
-    assert auc_measured >= 0.95 * auc_bayes
 
 
 def _table(overrides: dict):
@@ -392,3 +362,22 @@ def test_soft_evidence_is_continuous_and_monotone():
     values = [soft_log10_lr(d, 0.7, 0.3) for d in degrees]
     assert np.all(np.diff(values) > 0)
     assert values[0] == pytest.approx(math.log10(0.3 / 0.7))
+
+
+def _sklearn_expected_failures(estimator):
+    return {
+        "check_classifiers_train": (
+            "features are degrees 0-1 and values outside are clipped, so scikit-learn's "
+            "unscaled blobs (centred far outside 0-1) collapse onto 0 and 1; a documented "
+            "domain restriction, not a contract break"
+        )
+    }
+
+
+@parametrize_with_checks(
+    [PatternClassifier(template=None), PatternClassifier(template=None, gate_column=True)],
+    expected_failed_checks=_sklearn_expected_failures,
+)
+def test_pattern_classifier_follows_the_scikit_learn_estimator_contract(estimator, check):
+    """scikit-learn's own estimator checks (fit/predict shapes, NaN, unfitted errors, clone)."""
+    check(estimator)

@@ -83,7 +83,10 @@ class PatternClassifier(ClassifierMixin, BaseEstimator):
         """Degrees (clipped, NaN kept) and the gate column (ones without ``gate_column``)."""
         if self.gate_column:
             if X.shape[1] < 2:
-                raise ValueError("gate_column=True needs at least one feature column and the gate")
+                raise ValueError(
+                    "gate_column=True needs a feature column before the gate; got "
+                    f"n_features = {X.shape[1]}"
+                )
             gate = np.nan_to_num(np.clip(X[:, -1], 0.0, 1.0), nan=1.0)
             return np.clip(X[:, :-1], 0.0, 1.0), gate
         return np.clip(X, 0.0, 1.0), np.ones(X.shape[0])
@@ -126,7 +129,10 @@ class PatternClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
-            raise ValueError("PatternClassifier needs at least two classes in y")
+            raise ValueError(
+                "PatternClassifier needs at least two classes in y; got 1 class "
+                f"({self.classes_[0]!r})"
+            )
         template = self._template()
         degrees, gate = self._split(X)
         n_features = degrees.shape[1]
@@ -237,7 +243,8 @@ class PatternClassifier(ClassifierMixin, BaseEstimator):
         -------
         numpy.ndarray of shape (n_studies,)
         """
-        return self.classes_[np.argmax(self._joint_log(X), axis=1)]
+        joint = self._joint_log(X)  # first: raises NotFittedError before classes_ is read
+        return self.classes_[np.argmax(joint, axis=1)]
 
     def get_learned_parameters(self) -> dict:
         """Fitted parameters as plain data (for YAML/JSON; never pickle)."""
