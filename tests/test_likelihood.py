@@ -263,7 +263,8 @@ def test_semitendinosus_fascial_edema_never_raises_the_ratio(base, extra, ab):
         ),
         (
             lambda t: t.replace(
-                "source: >-\n      Review §5.1 (ref 60): obturator", "nosource: >-\n      x"
+                "source: >-\n      wang2023, pinal_fernandez2017, elicited: obturator",
+                "nosource: >-\n      x",
             ),
             "feature 'obturator_externus_atrophy': missing field 'source'",
         ),
@@ -381,3 +382,31 @@ def _sklearn_expected_failures(estimator):
 def test_pattern_classifier_follows_the_scikit_learn_estimator_contract(estimator, check):
     """scikit-learn's own estimator checks (fit/predict shapes, NaN, unfitted errors, clone)."""
     check(estimator)
+
+
+def test_template_sources_cite_keys_of_the_shipped_references():
+    """Regression: template sources pointed at ../shared/literature.md and design notes that an
+    installed package does not have; each now starts with keys of configs/references.yaml."""
+    import re
+
+    import yaml
+
+    from mri_scoring.config import config_dir
+
+    references = yaml.safe_load((config_dir() / "references.yaml").read_text(encoding="utf-8"))
+    known = set(references) | {"elicited"}
+    text = open(TEMPLATE.path, encoding="utf-8").read()
+    assert "shared/" not in text and "DESIGN §" not in text
+    data = yaml.safe_load(text)
+    values = [f["source"] for f in data["features"]]
+    values += [g["source"] for g in data["dependence"]["groups"]]
+    values += [a["ref"] for a in data["prior_alternatives"] if "ref" in a]
+    for value in values:
+        keys = re.match(r"\s*([a-z0-9_]+(?:\s*,\s*[a-z0-9_]+)*)", value)
+        assert keys, f"source does not start with a reference key: {value[:60]!r}"
+        cited = {k.strip() for k in keys.group(1).split(",")}
+        assert cited <= known, f"unknown reference keys {cited - known} in {value[:60]!r}"
+    for key in re.findall(r"\[ref:\s*([^\]]*)\]", text):
+        assert {k.strip() for k in key.split(",")} <= known, key
+    for key in ("pearl1988", "nyholt2004"):
+        assert references[key]["doi"], f"{key} needs its DOI"
