@@ -66,3 +66,47 @@ def test_planes_are_slices_of_the_volume():
         np.testing.assert_array_equal(maps.plane(maps.shell_edema, k, shell=True), shell[..., k])
     assert np.isnan(ff[study.labels == 0]).all()  # nothing outside the labels is invented
     assert np.isfinite(ff[study.labels > 0]).mean() > 0.95
+
+
+@pytest.mark.parametrize("ornt", [None, np.array([[1, -1], [0, -1], [2, 1]])])
+def test_map_files_open_on_the_label_grid_and_count_what_the_table_counted(tmp_path, ornt):
+    """Written maps lie on the label file's grid as stored (here also a label map stored
+    transposed and flipped): same shape and affine, each mask's label values where the label
+    map has them, and per muscle edema voxels = edema_fraction x assessed voxels (core, muscle,
+    not fatty). A map left in RAS+ order fails the transposed case."""
+    import nibabel as nib
+
+    from mri_scoring.io.study import load_study
+    from mri_scoring.output.maps import write_maps
+
+    from .helpers import reorient_folder
+
+    folder = phantom.write_study(phantom.make_study("imnm", seed=9, shape=SHAPE), tmp_path / "s")
+    if ornt is not None:
+        reorient_folder(folder, ornt)
+    study = load_study(folder)
+    measured = quantify(study, voxel_maps=True)
+    written = write_maps(tmp_path / "maps", study, measured.voxel_maps)
+    assert sorted(p.name for p in written) == sorted(
+        f"{n}.nii.gz" for n in ("fat_fraction", "core", "edema", "shell", "fascial_edema"))
+    stored = nib.load(folder / "labels.nii.gz")
+    labels = np.asanyarray(stored.dataobj)
+    maps = {p.name.split(".")[0]: nib.load(p) for p in written}
+    for name, image in maps.items():
+        assert image.shape == labels.shape, name
+        np.testing.assert_allclose(image.affine, stored.affine, atol=1e-5)
+    ff = maps["fat_fraction"].get_fdata(dtype=np.float32)
+    assert maps["fat_fraction"].get_data_dtype() == np.float32
+    assert np.isnan(ff[labels == 0]).all() and np.nanmax(ff) <= 1.0 and np.nanmin(ff) >= 0.0
+    masks = {n: np.asanyarray(maps[n].dataobj) for n in ("core", "edema", "shell")}
+    assert all(m.dtype == np.uint8 for m in masks.values())
+    for name in ("core", "edema"):
+        on = masks[name] > 0
+        np.testing.assert_array_equal(masks[name][on], labels[on])  # the label value, in place
+    assert not (masks["shell"] > 0)[labels > 0].any()  # the shell lies outside every label
+    fatty = load_settings()["quantify"]["fatty_voxel_ff"]
+    table = measured.table.set_index("label")
+    for label, row in table[table["kind"] == "muscle"].iterrows():
+        assessed = (masks["core"] == label) & ~(ff > fatty)
+        edema = int((masks["edema"] == label).sum())
+        assert edema == round(row["edema_fraction"] * int(assessed.sum())), label

@@ -44,6 +44,9 @@ class VoxelMaps:
         Label value of the muscle owning each shell voxel.
     shell_edema : ndarray of bool or None
         Shell voxel read as edema-like (``fascial_edema_fraction`` = hits / shell voxels).
+    z, shell_z : ndarray of int16 or None
+        Slice index of each labelled / shell voxel (so one plane is found without dividing
+        every index); computed from the indices when not given.
     """
 
     shape: tuple[int, int, int]
@@ -56,6 +59,8 @@ class VoxelMaps:
     shell_index: np.ndarray
     shell_label: np.ndarray
     shell_edema: np.ndarray | None
+    z: np.ndarray | None = None
+    shell_z: np.ndarray | None = None
 
     def volume(self, values: np.ndarray, *, shell: bool = False, fill: float = 0,
                dtype: np.dtype | type | None = None) -> np.ndarray:  # fmt: skip
@@ -89,10 +94,10 @@ class VoxelMaps:
         ndarray, shape (X, Y)
         """
         index = self.shell_index if shell else self.index
-        z = self.shape[2]
-        here = index % z == k
+        z = self.shell_z if shell else self.z
+        here = np.flatnonzero((index % self.shape[2] if z is None else z) == k)
         out = np.full(self.shape[0] * self.shape[1], fill, values.dtype)
-        out[index[here] // z] = values[here]
+        out[index[here] // self.shape[2]] = values[here]
         return out.reshape(self.shape[:2])
 
     def label_count(self, where: np.ndarray, *, shell: bool = False) -> dict[int, int]:

@@ -114,7 +114,14 @@ def _voxel_maps(study, region: LabelledRegion, fat: FatMeasure,
         edema_counted=edema.counted, edema=edema.edema,
         shell_index=region.shell.full_index(c_order),
         shell_label=lookup[region.shell_label], shell_edema=edema.shell_edema,
+        z=_slice_index(region.voxels), shell_z=_slice_index(region.shell),
     )  # fmt: skip
+
+
+def _slice_index(voxels) -> np.ndarray:
+    """Slice (z) index of each voxel of a VoxelSet on the full grid (int16 below 32768)."""
+    dtype = np.int16 if voxels.full_shape[2] < 2**15 else np.int32
+    return voxels.ijk[2].astype(dtype) + dtype(voxels.region[2].start)
 
 
 def _labelled_region(study, qset: dict[str, Any]) -> tuple[LabelledRegion, _Counts]:

@@ -1,0 +1,362 @@
+"""The study report page (``report.html``): what a radiologist reads.
+
+A self-contained page (inline CSS and figures, no scripts, no external references) that fits an
+800 px window without horizontal scrolling. Every text that comes from the input (study ids,
+label names, file names, messages) is HTML-escaped. Fat fraction is shown in %, volume in ml,
+T2 in ms; grades are explained beside the table; cited sources are listed in full at the bottom.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..anatomy import GROUP, MUSCLE, REFERENCE
+from ..config import config_dir, load_yaml
+from .figures import evidence_figure, side_bars_figure
+from .levels import build_levels, levels_html
+from .slices import VIEWS
+
+DEFAULT_VIEW = "radiological"
+FF_SOURCES = {"dixon": "Dixon fat/water images (fat / (fat + water), noise bias removed)",
+              "ff_map": "the fat-fraction map given",
+              "t1w_gmm": "T1w intensities (semi-quantitative two-tissue estimate, not PDFF)"}
+EDEMA_SOURCES = {"stir": "STIR, against the study's own normal muscle (bias field removed)",
+                 "t2map": "the water-T2 map, against a threshold in ms"}  # fmt: skip
+# How a template measure's value reads, as (scale, unit, what).
+MEASURE_UNITS = {
+    "ff_excess": (100.0, "pp", "fat fraction above the reference muscles (percentage points)"),
+    "ff_contrast": (100.0, "pp", "fat-fraction difference (percentage points)"),
+    "edema_fraction": (100.0, "%", "of the muscle core read as edema"),
+    "fascial_edema_fraction": (100.0, "%", "of the fascial shell read as edema"),
+    "atrophy": (100.0, "%", "volume share below the expected share"),
+    "share_involved": (100.0, "%", "mean involvement degree over the muscles"),
+    "involvement": (100.0, "%", "mean involvement degree over the muscles"),
+}
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:16px auto;color:#222;
+max-width:1200px;padding:0 16px;overflow-wrap:break-word}
+h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
+h3{font-size:14px;margin:14px 0 4px}
+.disclaimer{background:#fff6d6;border:1px solid #e6c200;padding:8px 12px;font-size:13px}
+.qc{background:#fde8e8;border:1px solid #d33;padding:6px 12px;font-size:13px}
+.ok{background:#e8f5e8;border:1px solid #6a6;padding:6px 12px;font-size:13px}
+.call{font-size:20px;padding:10px 14px;border-radius:6px;display:inline-block;margin:8px 0}
+.IMNM{background:#d6e9ff;border:2px solid #1f6fd1}.DM{background:#ffe0cc;border:2px solid #d1621f}
+.indeterminate{background:#f2f2f2;border:2px dashed #888;color:#444}
+table{border-collapse:collapse;font-size:12px;margin:8px 0;max-width:100%}
+th,td{border:1px solid #ccc;padding:3px 5px;text-align:right;vertical-align:top}
+th{background:#f3f3f3}td{white-space:nowrap}td.l,th.l{text-align:left;white-space:normal}
+tr.na td{color:#999}
+img{max-width:100%;height:auto}svg{max-width:100%;height:auto}
+.levels{display:flex;flex-wrap:wrap;gap:12px}
+.panel{flex:1 1 400px;max-width:600px;margin:0}
+.frame{position:relative;background:#000;line-height:0}.frame img{width:100%;display:block}
+.mk{position:absolute;color:#fff;font:bold 15px sans-serif;text-shadow:0 0 3px #000,0 0 2px #000}
+.mk.left{left:5px;top:45%}.mk.right{right:5px;top:45%}.mk.top{top:9px;left:49%}
+.mk.bottom{bottom:9px;left:49%}
+figcaption{font-size:12px;color:#444;margin-top:3px}
+.legend{display:flex;flex-wrap:wrap;align-items:center;gap:4px 18px;font-size:12px}
+.swatch i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-2px}
+.small{font-size:12px;color:#555}ol.refs li{font-size:12px;margin:3px 0}
+"""
+
+
+def _fmt(value: object, digits: int = 1, scale: float = 1.0) -> str:
+    if value is None or (isinstance(value, (float, np.floating)) and not np.isfinite(value)):
+        return ""
+    if isinstance(value, (float, np.floating, int, np.integer)) and not isinstance(value, bool):
+        return f"{float(value) * scale:.{digits}f}"
+    return html.escape(str(value))
+
+
+# --------------------------------------------------------------------------- references
+
+
+def load_references() -> dict[str, str]:
+    """Full citations by key from ``configs/references.yaml`` (empty when it does not exist).
+
+    Entries may be plain strings or mappings (``citation``/``title``, ``doi``, ``url``, ...).
+
+    Returns
+    -------
+    dict of str to str
+        Key -> one line of citation text.
+    """
+    path = config_dir() / "references.yaml"
+    if not path.is_file():
+        return {}
+    data = load_yaml(path) or {}
+    if isinstance(data, Mapping) and isinstance(data.get("references"), Mapping):
+        data = data["references"]
+    out = {}
+    for key, entry in (data.items() if isinstance(data, Mapping) else []):
+        if isinstance(entry, Mapping):
+            text = str(entry.get("citation") or entry.get("title") or entry.get("text") or "")
+            extra = [f"doi:{entry['doi']}" for _ in [0] if entry.get("doi")]
+            extra += [str(entry["url"])] if entry.get("url") and not entry.get("doi") else []
+            out[str(key)] = " ".join([text, *extra]).strip()
+        else:
+            out[str(key)] = str(entry)
+    return out
+
+
+def cited(texts: list[str], references: Mapping[str, str]) -> list[str]:
+    """Keys of ``references`` that appear in any of ``texts`` (as whole words), in order of
+    first citation; every key when none is cited by key."""
+    found: list[str] = []
+    for text in texts:
+        for key in references:
+            if key not in found and re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", text):
+                found.append(key)
+    return found or list(references)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _call_section(result) -> str:
+    like, template, esc = result.likelihood, result.template, html.escape
+    interval = getattr(like, "p_imnm_interval", None)
+    spread = ""
+    if interval is not None and len(interval) == 2 and None not in interval:
+        spread = f" (90 % interval {interval[0]:.2f}\u2013{interval[1]:.2f})"
+    if like.call == "indeterminate":
+        box = (f"<div class='call indeterminate'>call: <b>indeterminate</b></div>"
+               f"<p class=small>p(IMNM) = {like.p_imnm:.3f}{spread}, log10 LR = "
+               f"{like.log10_likelihood_ratio:+.2f}: computed, but not read as IMNM or DM "
+               "(see the notes). Evidence bars are grey for this reason.</p>")  # fmt: skip
+    else:
+        box = (f"<div class='call {esc(like.call)}'>call: <b>{esc(like.call)}</b> &nbsp; "
+               f"p(IMNM) = {like.p_imnm:.3f}{spread} &nbsp; log10 LR = "
+               f"{like.log10_likelihood_ratio:+.2f}</div>")  # fmt: skip
+    notes = "".join(f"<li>{esc(n)}</li>" for n in like.notes)
+    return (
+        "<h2>Result</h2>" + box + (f"<ul>{notes}</ul>" if notes else "")
+        + f"<p class=small>prior p(IMNM) = {like.prior_imnm:.2f}; template "
+        f"{esc(template.name)}; call bounds: IMNM at p &ge; {template.call_positive_at_least}, "
+        f"DM at p &le; {template.call_negative_at_most}, otherwise indeterminate; a study with "
+        "too few involved muscles is indeterminate whatever p.</p>"
+    )
+
+
+def _qc_section(result) -> str:
+    esc = html.escape
+    sources = result.muscles.get("ff_source", pd.Series(dtype=str))
+    ff = next((s for s in sources if isinstance(s, str) and s), "")
+    sources = result.muscles.get("edema_source", pd.Series(dtype=str))
+    edema = next((s for s in sources if isinstance(s, str) and s), "")
+    no_ff = "no fat-fraction image: FF not measured"
+    no_edema = "no STIR or T2 map: edema not measured"
+    lines = [f"<li>fat fraction from {esc(FF_SOURCES.get(ff, no_ff))}</li>",
+             f"<li>edema from {esc(EDEMA_SOURCES.get(edema, no_edema))}</li>"]
+
+    def item(q) -> str:
+        where = f" ({esc(Path(q.file).name)})" if q.file else ""
+        return f"<li><b>{esc(q.level)}</b> {esc(q.code)}: {esc(q.message)}{where}</li>"
+
+    warnings = [q for q in result.qc if q.level == "warning"]
+    others = [q for q in result.qc if q.level != "warning"]
+    head = (f"<div class=qc><b>Quality-control warnings ({len(warnings)})</b><ul>"
+            + "".join(item(q) for q in warnings) + "</ul></div>" if warnings else
+            "<p class=ok>No quality-control warnings.</p>")  # fmt: skip
+    rest = "".join(item(q) for q in others) or "<li>no other findings</li>"
+    return f"<h2>Quality control</h2>{head}<ul class=small>{''.join(lines)}{rest}</ul>"
+
+
+def _evidence_table(result) -> str:
+    measures = {f.id: f for f in result.template.features}
+    head = ("<tr><th class=l>feature</th><th>value</th><th>cut-off</th><th>degree</th>"
+            "<th>log10 LR</th><th>P(·|IMNM)</th><th>P(·|DM)</th>"
+            "<th class=l>muscles used / why unavailable</th><th class=l>source</th></tr>")
+    rows = []
+    for f in result.likelihood.features:
+        spec = measures.get(f.id)
+        scale, unit, what = MEASURE_UNITS.get(getattr(spec, "measure", ""), (1.0, "", ""))
+        value = f"{_fmt(f.value, 1, scale)} {unit}" if f.value is not None else ""
+        cut = getattr(getattr(spec, "cut", None), "threshold", None)
+        cut_text = f"{_fmt(cut, 1, scale)} {unit}" if isinstance(cut, (int, float)) else ""
+        used = ", ".join(m.replace("_", " ") for m in f.muscles_used) if f.available else f.reason
+        rows.append(
+            f"<tr class={'' if f.available else 'na'}><td class=l>{_fmt(f.description)}"
+            f"<br><span class=small>{html.escape(what)}</span></td><td>{value}</td>"
+            f"<td>{cut_text}</td><td>{_fmt(f.degree, 2)}</td>"
+            f"<td>{_fmt(f.log10_lr_contribution, 2)}</td><td>{_fmt(f.p_imnm, 2)}</td>"
+            f"<td>{_fmt(f.p_dm, 2)}</td><td class=l><span class=small>{_fmt(used)}</span></td>"
+            f"<td class=l><span class=small>{_fmt(f.source)}</span></td></tr>"
+        )
+    return (f"<table>{head}{''.join(rows)}</table><p class=small>degree: how far the value is "
+            "past the cut-off (0-1, a soft threshold); log10 LR: the feature's contribution to "
+            "the likelihood ratio (positive favours IMNM).</p>")  # fmt: skip
+
+
+MUSCLE_COLUMNS = (  # (column, header, scale, digits)
+    ("muscle", "muscle", None, 0), ("side", "side", None, 0), ("group", "group", None, 0),
+    ("volume_ml", "volume (ml)", 1.0, 1), ("ff_median", "FF median (%)", 100.0, 1),
+    ("ff_p90", "FF p90 (%)", 100.0, 1), ("mercuri_grade", "Mercuri grade (FF)", 1.0, 0),
+    ("edema_fraction", "edema (% of core)", 100.0, 1), ("edema_grade", "edema grade", 1.0, 0),
+    ("t2_median_ms", "T2 median (ms)", 1.0, 1),
+    ("fascial_edema_fraction", "fascial edema (% of shell)", 100.0, 1),
+    ("atrophy_index", "atrophy index (share / expected)", 1.0, 2),
+    ("qc_flags", "QC flags", None, 0),
+)  # fmt: skip
+
+
+def _table(rows: pd.DataFrame, columns=MUSCLE_COLUMNS) -> str:
+    columns = [c for c in columns if c[0] in rows.columns and
+               (c[2] is None or rows[c[0]].notna().any())]  # fmt: skip
+    head = "".join(f"<th class={'l' if s is None else ''}>{html.escape(h)}</th>"
+                   for _, h, s, _ in columns)  # fmt: skip
+    body = []
+    for _, row in rows.iterrows():
+        cells = []
+        for column, _, scale, digits in columns:
+            value = row[column]
+            if scale is None:
+                text = html.escape(str(value).replace("_", " ") if column != "qc_flags"
+                                   else str(value).replace(";", "; "))  # fmt: skip
+                cells.append(f"<td class=l>{'' if value is None else text}</td>")
+            else:
+                cells.append(f"<td>{_fmt(value, digits, scale)}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _grade_legend(bands: Mapping[str, Any]) -> str:
+    def ranges(edges: list[float]) -> str:
+        points = [0.0, *edges]
+        parts = []
+        for g, low in enumerate(points):
+            high = points[g + 1] if g + 1 < len(points) else None
+            span = f"{low * 100:g}\u2013{high * 100:g} %" if high is not None else \
+                f"\u2265 {low * 100:g} %"  # fmt: skip
+            parts.append(f"{g}: {span}")
+        return "; ".join(parts)
+
+    return (
+        "<p class=small><b>Mercuri grade</b> here is derived from the core median fat fraction "
+        f"(grade by FF band: {ranges(list(bands['mercuri_ff_bands']))}); it is not a visual "
+        "T1w read. <b>Edema grade</b> from the share of the muscle core read as edema "
+        f"({ranges(list(bands['edema_fraction_bands']))}). FF and edema are measured in the "
+        "eroded core of each muscle; fatty voxels are never counted as edema. Empty cells: not "
+        "measured.</p>"
+    )
+
+
+def _inputs_section(result, version: Mapping[str, str]) -> str:
+    esc = html.escape
+    folder = result.study.path if result.study is not None else None
+    items = "".join(f"<li>{esc(role)}: {esc(v['file'])} <span class=small>sha256 "
+                    f"{esc(v['sha256'][:16])}…</span></li>"
+                    for role, v in result.inputs.items())  # fmt: skip
+    software = ", ".join(f"{esc(k)} {esc(str(v))}" for k, v in version.items())
+    return (
+        f"<h2>Inputs and software</h2><p class=small>study folder: "
+        f"{esc(str(folder.resolve())) if folder else '(in memory)'}</p><ul>{items}</ul>"
+        f"<p class=small>software: {software}<br>settings sha256 "
+        f"{esc(result.config_sha256[:16])}…; template {esc(result.template.name)} sha256 "
+        f"{esc(result.template.sha256[:16])}…</p>"
+    )
+
+
+def _references_section(result) -> str:
+    references = load_references()
+    texts = [f.source for f in result.likelihood.features]
+    keys = cited(texts, references) if references else []
+    if not keys:
+        sources = sorted({f.source for f in result.likelihood.features if f.source})
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in sources)
+        return f"<h2>References</h2><ol class=refs>{items}</ol>"
+    items = "".join(f"<li id='ref-{html.escape(k, quote=True)}'><b>{html.escape(k)}</b>: "
+                    f"{html.escape(references[k])}</li>" for k in keys)  # fmt: skip
+    return f"<h2>References</h2><ol class=refs>{items}</ol>"
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def study_page(result, *, view: str = DEFAULT_VIEW, grades: Mapping[str, Any],
+               normal_ff: float, software: Mapping[str, str], disclaimer: str,
+               muscle_heatmap: str | None = None) -> str:  # fmt: skip
+    """The self-contained ``report.html`` of one study.
+
+    Parameters
+    ----------
+    result : StudyResult
+        With its study and voxel maps in memory for the slice figures (without them the page
+        has no slices).
+    view : {"radiological", "neurological"}
+        Orientation of the slice panels.
+    grades : mapping
+        The ``grades`` section of the settings (band edges, explained beside the table).
+    normal_ff : float
+        Upper end (0-1) of the healthy fat-fraction range drawn in the per-muscle bars.
+    software : mapping
+        Package and library versions shown with the inputs.
+    disclaimer : str
+    muscle_heatmap : str, optional
+        The per-muscle heat map SVG.
+
+    Returns
+    -------
+    str
+        The HTML page.
+    """
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+    esc = html.escape
+    like = result.likelihood
+    table = result.muscles
+    muscles = table[table["kind"].isin((MUSCLE, GROUP))]
+    references = table[table["kind"] == REFERENCE]
+    others = table[~table["kind"].isin((MUSCLE, GROUP, REFERENCE))]
+    parts = [
+        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><meta name=viewport "
+        f"content='width=device-width, initial-scale=1'><title>mri_scoring: "
+        f"{esc(result.study_id)}</title><style>{CSS}</style></head><body>",
+        f"<h1>Thigh MRI pattern report: {esc(result.study_id)}</h1>",
+        f"<p class=disclaimer>{esc(disclaimer)}</p>",
+        _call_section(result),
+        _qc_section(result),
+        "<h2>Evidence per feature</h2>",
+        evidence_figure(
+            like.features, like.log10_likelihood_ratio, neutral=like.call == "indeterminate"
+        ),
+        _evidence_table(result),
+    ]
+    if result.study is not None:
+        threshold = result.edema_reference.get("threshold")
+        levels, legend = build_levels(
+            result.study, getattr(result, "voxel_maps", None), view,
+            threshold if result.edema_reference.get("source") == "t2map" else None,
+        )
+        if levels:
+            parts.append("<h2>Slices: fat fraction and edema</h2>" + levels_html(levels, legend,
+                                                                                 view))  # fmt: skip
+    bars = side_bars_figure(table, normal_ff, float(grades["edema_fraction_bands"][0]))
+    if bars:
+        parts.append("<h2>Fat and edema per muscle, left and right</h2>" + bars)
+    if muscle_heatmap:
+        parts.append("<h2>Per-muscle heat map</h2>" + muscle_heatmap)
+    parts.append("<h2>Per-muscle measures</h2>")
+    no_muscle = "<p>No label of this study is a known thigh muscle or compartment.</p>"
+    parts.append(_table(muscles) if not muscles.empty else no_muscle)
+    parts.append(_grade_legend(grades))
+    if not references.empty:
+        parts.append("<h3>Reference tissues (checks only, not muscles)</h3>" + _table(
+            references, [c for c in MUSCLE_COLUMNS if c[0] in ("muscle", "side", "volume_ml",
+                                                               "ff_median")]))  # fmt: skip
+    if not others.empty:
+        names = ", ".join(sorted(str(m) for m in others["muscle"]))
+        parts.append(f"<p class=small>Labels not recognised as thigh muscles (not measured "
+                     f"as muscles): {esc(names)}</p>")  # fmt: skip
+    parts.append(_inputs_section(result, software))
+    parts.append(_references_section(result))
+    parts.append("</body></html>")
+    return "\n".join(parts)

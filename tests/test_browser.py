@@ -1,0 +1,106 @@
+"""The reports as a browser lays them out (headless Chromium, when installed).
+
+Guards against pages that scroll sideways in an 800 px window, images that do not decode, and
+slice panels shrunk to thumbnails (each must be at least 400 px wide in a 1,280 px window).
+Skipped, with the reason, when no Chromium is installed (``apt-get install chromium``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import mri_scoring as ms
+from mri_scoring import phantom
+from mri_scoring.config import sample_data_dir
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+BROWSER = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+pytestmark = pytest.mark.skipif(
+    BROWSER is None,
+    reason="no headless Chromium installed (apt-get install chromium): browser layout unchecked",
+)
+MIN_PANEL_PX = 400
+# Appended to a copy of the page: layout metrics as JSON in a <pre>, read from --dump-dom.
+PROBE = """<script>
+window.addEventListener('load', function () {
+  var images = [].slice.call(document.images).map(function (i) {
+    var r = i.getBoundingClientRect();
+    return {src: i.getAttribute('src').slice(0, 40), width: r.width, right: r.right,
+            decoded: i.complete && i.naturalWidth > 0, panel: !!i.closest('.panel')};
+  });
+  var wide = [].slice.call(document.querySelectorAll('body *')).filter(function (e) {
+    return e.getBoundingClientRect().right > window.innerWidth + 0.5;
+  }).map(function (e) { return e.tagName; });
+  var out = document.createElement('pre');
+  out.id = 'probe';
+  out.textContent = JSON.stringify({inner: window.innerWidth,
+    scroll: document.documentElement.scrollWidth, images: images, wide: wide});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _layout(page: Path, width: int) -> dict:
+    probe = page.with_name(f".probe-{page.stem}.html")
+    probe.write_text(page.read_text(encoding="utf-8") + PROBE, encoding="utf-8")
+    done = subprocess.run(
+        [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--window-size={width},2000", "--virtual-time-budget=5000", "--dump-dom",
+         probe.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    probe.unlink()
+    found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
+    assert found, f"{BROWSER} gave no layout for {page}: {done.stderr[-500:]}"
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+def _check(page: Path, panels: int) -> None:
+    for width in (800, 1280):
+        layout = _layout(page, width)
+        assert layout["inner"] == width
+        assert layout["scroll"] <= width, (
+            f"{page.parent.name} scrolls sideways at {width} px: {layout['scroll']} px wide "
+            f"(elements past the edge: {sorted(set(layout['wide']))})"
+        )
+        assert all(i["decoded"] for i in layout["images"]), f"undecoded image in {page}"
+        shown = [i for i in layout["images"] if i["panel"]]
+        assert len(shown) == panels, page
+        if width == 1280:
+            narrow = [round(i["width"]) for i in shown if i["width"] < MIN_PANEL_PX]
+            assert not narrow, f"{page.parent.name}: panels narrower than {MIN_PANEL_PX} px"
+
+
+@pytest.fixture(scope="module")
+def sample_batch(tmp_path_factory):
+    out = tmp_path_factory.mktemp("browser") / "out"
+    ms.score_batch(sample_data_dir(), out)
+    return out
+
+
+def test_sample_reports_fit_800_px_and_show_large_decoded_panels(sample_batch):
+    pages = sorted(sample_batch.glob("*/report.html"))
+    assert len(pages) == 5
+    for page in pages:
+        _check(page, panels=6)  # three levels x (fat fraction, STIR or T2 map)
+
+
+def test_t1w_only_report_shows_the_t1w_image_and_fits(tmp_path):
+    study = phantom.make_study("imnm", seed=3, shape=(96, 96, 16), roles=("t1w",))
+    folder = ms.score_study(study).save(tmp_path / "t1w-only")
+    page = folder / "report.html"
+    assert "T1-weighted" in page.read_text(encoding="utf-8")
+    _check(page, panels=6)  # three levels x (semi-quantitative FF over T1w, T1w alone)
+
+
+def test_batch_index_fits_800_px_and_its_images_decode(sample_batch):
+    for width in (800, 1280):
+        layout = _layout(sample_batch / "index.html", width)
+        assert layout["scroll"] <= width, f"index.html is {layout['scroll']} px wide"
+        assert layout["images"] and all(i["decoded"] for i in layout["images"])
