@@ -141,8 +141,8 @@ def _call_section(result) -> str:
         "<h2>Result</h2>" + box + (f"<ul>{notes}</ul>" if notes else "")
         + f"<p class=small>prior p(IMNM) = {like.prior_imnm:.2f}; template "
         f"{esc(template.name)}; call bounds: IMNM at p &ge; {template.call_positive_at_least}, "
-        f"DM at p &le; {template.call_negative_at_most}, otherwise indeterminate; a study with "
-        "too few involved muscles is indeterminate whatever p.</p>"
+        f"DM at p &le; {template.call_negative_at_most} (a call needs the whole interval past "
+        "its bound), otherwise indeterminate.</p>"
     )
 
 
