@@ -42,6 +42,8 @@ class BatchOptions:
     resample: bool = False
     report: bool = True
     read_threads: int | None = None  # files each study reads at once (None: one per core)
+    maps: bool = False  # write each study's voxel maps (maps/*.nii.gz)
+    view: str = "radiological"  # orientation of the reports' slice panels
 
 
 @dataclass
@@ -88,6 +90,12 @@ def completed_summary(folder: Path, options: BatchOptions) -> dict[str, Any] | N
         return None
     try:
         document = json.loads(score_path.read_text(encoding="utf-8"))
+        outputs = document.get("outputs", {})
+        if options.report and outputs.get("report_view") != options.view:
+            return None  # a report drawn in the other view (or before views existed)
+        if options.maps and not all((folder / "maps" / f"{n}.nii.gz").is_file()
+                                    for n in ("core", "shell")):  # fmt: skip
+            return None
         if (
             document.get("config_sha256") != options.settings.sha256
             or document.get("template_sha256") != options.template.sha256

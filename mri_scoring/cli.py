@@ -124,6 +124,25 @@ ResampleOption = Annotated[
     bool, typer.Option("--resample", help="Resample images onto the label grid.")
 ]
 ReportOption = Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")]
+MapsOption = Annotated[
+    bool,
+    typer.Option("--maps", help="Write voxel maps (maps/{fat_fraction,core,edema,shell,"
+                 "fascial_edema}.nii.gz) on the label map's grid, for any viewer."),
+]
+
+
+class View(StrEnum):
+    """Orientation of the report's slice panels."""
+
+    radiological = "radiological"
+    neurological = "neurological"
+
+
+ViewOption = Annotated[
+    View,
+    typer.Option("--view", help="Slice panels in the radiological view (patient's right on the "
+                 "viewer's left) or the neurological view."),
+]
 PriorOption = Annotated[
     float | None,
     typer.Option("--prior", min=0.001, max=0.999, help="Prior p(IMNM) (default: template's)."),
@@ -164,6 +183,8 @@ def score(
     labels: LabelsOption = LabelScheme.auto,
     resample: ResampleOption = False,
     report: ReportOption = True,
+    maps: MapsOption = False,
+    view: ViewOption = View.radiological,
     prior: PriorOption = None,
 ) -> None:
     """Score one study: muscles.tsv, score.json and report.html in OUT.
@@ -184,8 +205,9 @@ def score(
             prior=prior,
             labels=labels.value,
             resample=resample,
+            voxel_maps=report or maps,
         )
-        result.save(out, report=report)
+        result.save(out, report=report, maps=maps, view=view.value)
     except StudyError as exc:  # the STUDY argument names unusable input
         raise _fail(str(exc), 2) from None
     except MriScoringError as exc:
@@ -228,6 +250,8 @@ def batch(
     labels: LabelsOption = LabelScheme.auto,
     resample: ResampleOption = False,
     report: ReportOption = True,
+    maps: MapsOption = False,
+    view: ViewOption = View.radiological,
     prior: PriorOption = None,
 ) -> None:
     """Score every study under ROOT; failures are recorded in failures.tsv (exit 1 if any)."""
@@ -281,6 +305,8 @@ def batch(
                 labels=labels.value,
                 resample=resample,
                 report=report,
+                maps=maps,
+                view=view.value,
                 progress=progress,
             )
         except MriScoringError as exc:

@@ -31,7 +31,10 @@ from .io.subjects import session_info
 from .measure.quantify import quantify
 from .output.cohort import cohort_values, write_cohort_report
 from .output.followup import write_followup
+from .output.long_tables import write_long_tables
+from .output.report import DEFAULT_VIEW
 from .output.result import StudyResult
+from .output.slices import VIEWS
 from .output.write import (
     failure_table,
     inside,
@@ -65,6 +68,7 @@ def score_study(
     prior: float | None = None,
     labels: str = "auto",
     resample: bool = False,
+    voxel_maps: bool = True,
 ) -> StudyResult:
     """Score one study: quantify, grade, match the template, combine the likelihood.
 
@@ -80,6 +84,9 @@ def score_study(
         Prior p(IMNM); default the template's.
     labels, resample
         Loading options when ``study`` is a path (see :func:`mri_scoring.load_study`).
+    voxel_maps : bool
+        Keep the per-voxel masks and FF behind the table (``result.voxel_maps``) for the
+        report's slice figures and ``save(maps=True)``; a few bytes per labelled voxel.
 
     Returns
     -------
@@ -89,7 +96,7 @@ def score_study(
     template = template or load_template()
     if not isinstance(study, Study):
         study = load_study(study, labels=labels, resample=resample, settings=settings)
-    measured = quantify(study, settings)
+    measured = quantify(study, settings, voxel_maps=voxel_maps)
     table = grade(measured.table, settings)
     evidence = match(table, template, settings)
     likelihood = combine(evidence, template, involved_muscles(table, template), prior)
@@ -107,6 +114,8 @@ def score_study(
         noise_source=measured.noise_source,
         study=study,
         session=session_info(study.path, study.metadata, study.study_id),
+        voxel_maps=measured.voxel_maps,
+        settings=settings,
     )
 
 
@@ -121,8 +130,9 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
                                         settings=options.settings,
                                         read_threads=options.read_threads),
                              settings=options.settings, template=options.template,
-                             prior=options.prior)  # fmt: skip
-        save_study(result, target, report=options.report)
+                             prior=options.prior,
+                             voxel_maps=options.report or options.maps)  # fmt: skip
+        save_study(result, target, report=options.report, maps=options.maps, view=options.view)
         cohort = cohort_values(result.muscles.to_dict("records")) if options.report else None
         return Outcome(files.study_id, str(files.folder), result.summary_row(), cohort=cohort)
     except Exception as exc:  # a bad study or a bug: recorded, the batch goes on
@@ -143,6 +153,8 @@ def score_batch(
     labels: str = "auto",
     resample: bool = False,
     report: bool = True,
+    maps: bool = False,
+    view: str = DEFAULT_VIEW,
     progress: Callable[[Outcome, int, int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Score every study under ``root`` into ``out``.
@@ -166,6 +178,10 @@ def score_batch(
         Skip studies already scored with the same settings and template.
     settings, template, prior, labels, resample, report
         As for :func:`score_study`; ``report`` writes ``report.html`` files.
+    maps : bool
+        Write each study's voxel maps (``OUT/<study>/maps/*.nii.gz``).
+    view : {"radiological", "neurological"}
+        Orientation of the reports' slice panels.
     progress : callable, optional
         Called after each study as ``progress(outcome, done, failed, total)``.
 
@@ -184,8 +200,11 @@ def score_batch(
         start_worker_server()  # its imports overlap with discovery and the resume checks
     # Parallel studies use the cores: each then reads its files one at a time.
     parallel = workers > 1 or engine == "dask"
+    if view not in VIEWS:
+        raise MriScoringError(f"--view must be one of {', '.join(VIEWS)}, got {view!r}")
     options = BatchOptions(settings or load_settings(), template or load_template(), prior,
-                           labels, resample, report, 1 if parallel else None)  # fmt: skip
+                           labels, resample, report, 1 if parallel else None, maps,
+                           view)  # fmt: skip
     studies = [s for s in discover_studies(root) if not inside(s.folder, out)]
     for study in studies:
         if inside(out, study.folder):
@@ -200,11 +219,13 @@ def score_batch(
     summary = summary_table(run.rows, options.template)
     failures = failure_table((f.study_id, f.path, f.error) for f in run.failures.values())
     write_batch_tables(out, summary, failures)
+    write_long_tables(out, [study_out_dir(out, i) for i in summary["study_id"]])
     followed = write_followup(
         out, [study_out_dir(out, sid) for sid in sorted(run.rows)], DISCLAIMER
     )
-    if report and not summary.empty:
-        write_cohort_report(out, summary, options.template, run.cohort, subjects=followed)
+    if report and (not summary.empty or not failures.empty):
+        write_cohort_report(out, summary, options.template, run.cohort, failures,
+                            subjects=followed)  # fmt: skip
     summary.attrs["failures"] = failures
     summary.attrs["reused"] = sorted(run.reused)
     return summary

@@ -60,8 +60,10 @@ FF_SOURCES = ("dixon", "ff_map", "t1w_semiquantitative", "")
 EDEMA_SOURCES = ("stir", "t2map", "")
 """Values of the ``edema_source`` column ("" = no STIR or T2 map)."""
 
-SUMMARY_FIXED = ["study_id", "p_imnm", "p_imnm_lo", "p_imnm_hi", "log10_likelihood_ratio", "call"]
-"""The first columns of ``summary.tsv``; each template feature's degree follows."""
+SUMMARY_FIXED = ["study_id", "p_imnm", "p_imnm_lo", "p_imnm_hi", "log10_likelihood_ratio", "call",
+                 "qc"]  # fmt: skip
+"""The first columns of ``summary.tsv`` (``qc``: the study's warning codes); each template
+feature's degree follows."""
 
 DISCLAIMER = ("Research software: pattern similarity to published IMNM and DM imaging findings. "
               "Not a diagnostic device; not for clinical decisions.")  # fmt: skip

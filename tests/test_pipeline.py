@@ -126,6 +126,7 @@ def test_batch_summary_matches_per_study_files(cohort, tmp_path):
         "p_imnm_hi",
         "log10_likelihood_ratio",
         "call",
+        "qc",
         *[f.id for f in template.features],
     ]
     on_disk = pd.read_csv(tmp_path / "out" / "summary.tsv", sep="\t")
@@ -140,7 +141,42 @@ def test_batch_summary_matches_per_study_files(cohort, tmp_path):
         for feature in document["features"]:
             if feature["available"]:
                 assert row[feature["id"]] == pytest.approx(feature["degree"], abs=1e-6)
+        warnings = [q["code"] for q in document["qc"] if q["level"] == "warning"]
+        assert (row["qc"] if isinstance(row["qc"], str) else "") == ";".join(
+            dict.fromkeys(warnings))
     assert pd.read_csv(tmp_path / "out" / "failures.tsv", sep="\t").empty
+
+
+def test_batch_long_tables_stack_every_study(cohort, tmp_path):
+    """muscles_long.tsv is every study's muscles.tsv stacked (study_id first), features_long.tsv
+    one row per study and feature with the values of score.json; the per-study pooled and group
+    tables carry study_id so that they too can be stacked."""
+    out = tmp_path / "out"
+    summary = ms.score_batch(cohort, out, report=False)
+    long = pd.read_csv(out / "muscles_long.tsv", sep="\t")
+    assert long.columns[0] == "study_id"
+    parts = [pd.read_csv(out / i / "muscles.tsv", sep="\t") for i in summary["study_id"]]
+    stacked = pd.concat(parts, ignore_index=True)
+    assert len(long) == len(stacked)
+    assert list(long["study_id"].unique()) == list(summary["study_id"])
+    pd.testing.assert_frame_equal(long[stacked.columns], stacked, check_dtype=False)
+    features = pd.read_csv(out / "features_long.tsv", sep="\t")
+    assert list(features.columns) == ["study_id", "feature", "available", "value", "degree",
+                                      "log10_lr_contribution"]  # fmt: skip
+    template = ms.load_template()
+    assert len(features) == len(summary) * len(template.features)
+    assert features["available"].dtype == bool  # written true/false, read back as booleans
+    for _, row in features.sample(10, random_state=0).iterrows():
+        document = json.loads((out / row["study_id"] / "score.json").read_text())
+        feature = next(f for f in document["features"] if f["id"] == row["feature"])
+        assert bool(row["available"]) == feature["available"]
+        if feature["available"]:
+            assert row["degree"] == pytest.approx(feature["degree"], rel=1e-5)
+            assert row["log10_lr_contribution"] == pytest.approx(
+                feature["log10_lr_contribution"], rel=1e-5, abs=1e-9)
+    for name in ("groups.tsv", "muscles_pooled.tsv"):
+        table = pd.read_csv(out / "p0" / name, sep="\t")
+        assert table.columns[0] == "study_id" and set(table["study_id"]) == {"p0"}
 
 
 def test_one_broken_study_fails_alone_with_exit_1(cohort, tmp_path):
@@ -218,7 +254,8 @@ def test_resumed_batch_draws_the_same_cohort_heatmap(cohort, tmp_path):
     shutil.rmtree(resumed / "p1")  # scored again; the other three are read back
     ms.score_batch(cohort, resumed)
     expected, got = panels(full), panels(resumed)
-    assert [p.shape for p in got] == [p.shape for p in expected] and len(got) == 3
+    assert [p.shape for p in got] == [p.shape for p in expected]
+    assert len(got) == 4  # call bar, FF, edema, fascial edema
     for a, b in zip(expected, got, strict=True):
         assert np.abs(a - b).max() <= 1
 

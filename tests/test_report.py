@@ -14,17 +14,20 @@ from PIL import Image
 
 import mri_scoring as ms
 from mri_scoring import phantom
-from mri_scoring.output.render import MAGMA_R, grey_panel, png_bytes, ramp_rgb
-from mri_scoring.output.report import OUTLINE_RGB, evidence_figure, muscle_heatmap_figure
+from mri_scoring.output.figures import evidence_figure, muscle_heatmap_figure
+from mri_scoring.output.render import MAGMA_R, png_bytes, ramp_rgb
+from mri_scoring.output.slices import OUTLINE_RGB
 
 SHAPE = (96, 96, 16)
 SECTIONS = [
+    "Quality control",
     "Result",
     "Evidence per feature",
+    "Slices: fat fraction and edema",
     "Per-muscle heat map",
-    "Slices with the segmentation",
     "Per-muscle measures",
-    "Inputs",
+    "Inputs and software",
+    "References",
 ]
 
 
@@ -53,11 +56,14 @@ def test_report_sections_and_embedded_figures(tmp_path, roles):
     for section in SECTIONS:
         assert f"<h2>{section}</h2>" in page, section
     svgs = re.findall(r"<svg role=\"img\"[^>]*><title>([^<]*)</title>", page)
-    assert svgs == ["log10 likelihood-ratio contribution per feature", "per-muscle heat map"]
+    assert svgs[0] == "log10 likelihood-ratio contribution per feature"
+    assert "per-muscle heat map" in svgs
+    assert "fat fraction and edema per muscle, left and right" in svgs
     panels = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]{200,})"', page)
-    assert len(panels) == (6 if len(roles) > 1 else 3)  # FF row and STIR/T2 row, or one row
+    # Per level: FF over the anatomy and STIR / T2 (or the T1w image alone), or only one.
+    assert len(panels) == (6 if len(roles) > 1 or roles == ("t1w",) else 3)
     for panel in panels:
-        image = np.asarray(Image.open(io.BytesIO(base64.b64decode(panel))))
+        image = np.asarray(Image.open(io.BytesIO(base64.b64decode(panel))).convert("RGB"))
         assert image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) >= 200
         outline = np.all(image == OUTLINE_RGB, axis=2)
         assert 0.002 < outline.mean() < 0.3  # segmentation outlines drawn, image not swamped
@@ -91,7 +97,7 @@ def test_cohort_index_and_heatmap(tmp_path):
     root_element = ElementTree.fromstring(svg)  # a well-formed standalone SVG file
     assert root_element.tag == "{http://www.w3.org/2000/svg}svg"
     panels = _svg_panels(svg)
-    assert [p.shape[1] for p in panels] == [14, 14 * 22, 14 * 22]  # call bar, FF, edema
+    assert [p.shape[1] for p in panels] == [14] + [14 * 22] * 3  # call, FF, edema, fascial
     assert {p.shape[0] for p in panels} == {4 * 14}  # 4 studies, 14 px each
     for study_id in ("phantom-imnm-83", "phantom-dm-84"):
         assert f">{study_id}</text>" in svg
@@ -113,7 +119,7 @@ def test_cohort_heatmap_rows_follow_the_order_and_large_cohorts_are_banded():
                        [0.58, np.nan]], index=ids, columns=muscles)  # fmt: skip
     summary = pd.DataFrame({"study_id": ids, "p_imnm": np.linspace(0, 1, 6),
                             "call": ["DM", "IMNM", "DM", "IMNM", "DM", "IMNM"]})  # fmt: skip
-    _, ff_panel, edema_panel = _svg_panels(cohort_figure(summary, ff, ff.iloc[:, :0]))
+    _, ff_panel, edema_panel, _ = _svg_panels(cohort_figure(summary, ff, ff.iloc[:, :0]))
     row_colours = ff_panel[7::14, 7]  # first muscle, middle of each 14-px row
     fatty = row_colours.astype(int).sum(axis=1) < 500  # dark = high FF
     assert list(fatty) in ([True] * 3 + [False] * 3, [False] * 3 + [True] * 3)  # kept together
@@ -127,7 +133,7 @@ def test_cohort_heatmap_rows_follow_the_order_and_large_cohorts_are_banded():
                         "call": ["IMNM"] * 7000})  # fmt: skip
     values = pd.DataFrame({"adductor_magnus": np.linspace(0, 0.8, 7000)}, index=many)
     svg = cohort_figure(big, values, values)
-    call, ff_panel, _ = _svg_panels(svg)
+    call, ff_panel, *_ = _svg_panels(svg)
     assert ff_panel.shape[0] == call.shape[0] == 2334  # ceil(7000 / 3) rows of one pixel
     assert "bands of 3 studies" in svg and "study-17<" not in svg
     band_means = np.append(values.to_numpy()[:, 0], [np.nan, np.nan]).reshape(-1, 3)
@@ -159,20 +165,6 @@ def test_png_encoder_round_trips_through_an_independent_decoder():
         png_bytes(np.zeros((4, 4), np.uint8))
 
 
-def test_panel_orientation_scaling_and_zoom():
-    """Anterior (high y) at the top, world x to the right, grey from low to high, outline on top."""
-    image = np.zeros((4, 3), np.float32)  # (x, y)
-    image[0, 2] = 10.0  # lowest x, highest y: top-left
-    image[3, 0] = 5.0  # highest x, lowest y: bottom-right, half grey
-    outline = np.zeros((4, 3), bool)
-    outline[1, 1] = True
-    rgb = grey_panel(image, 0.0, 10.0, outline, (0, 255, 0), zoom=2)
-    assert rgb.shape == (6, 8, 3)
-    assert (rgb[0:2, 0:2] == 255).all() and (rgb[4:6, 6:8] == 128).all()
-    assert (rgb[2:4, 2:4] == (0, 255, 0)).all()  # x = 1, y = 1: middle row, second column
-    assert (rgb[0:2, 2:8] == 0).all()
-
-
 def test_colour_ramp_ends_and_missing_values():
     colours = ramp_rgb(np.array([0.0, 1.0, np.nan, -3.0, 7.0]))
     np.testing.assert_array_equal(colours[0], MAGMA_R[0])
@@ -186,7 +178,7 @@ def test_colour_ramp_ends_and_missing_values():
 
 def test_evidence_bars_follow_the_contributions(tmp_path):
     result = ms.score_study(phantom.make_study("dm", seed=88, shape=SHAPE, roles=("ff",)))
-    svg = evidence_figure(result)
+    svg = evidence_figure(result.likelihood.features, result.likelihood.log10_likelihood_ratio)
     bars = re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" height="[\d.]+" '
                       r'fill="(#\w+)"><title>([a-z_]+): ([+-][\d.]+)</title>', svg)  # fmt: skip
     available = [f for f in result.likelihood.features if f.available]
@@ -206,12 +198,12 @@ def test_heatmap_cells_carry_the_measured_values():
     result = ms.score_study(phantom.make_study("imnm", seed=89, shape=SHAPE))
     svg = muscle_heatmap_figure(result.muscles)
     cells = re.findall(r'fill="(#[0-9a-f]{6})"><title>([a-z_]+) (left|right), fat fraction: '
-                       r"([\d.]+)</title>", svg)  # fmt: skip
+                       r"([\d.]+) % FF</title>", svg)  # fmt: skip
     table = result.muscles.set_index(["muscle", "side"])
     assert len(cells) == int((result.muscles["kind"] == "muscle").sum())
     for colour, muscle, side, value in cells:
         measured = float(table.loc[(muscle, side), "ff_median"])
-        assert abs(float(value) - measured) <= 5e-4 + 1e-12  # written with 3 decimals
+        assert abs(float(value) / 100 - measured) <= 5e-4 + 1e-12  # in %, one decimal
         assert colour == "#{:02x}{:02x}{:02x}".format(*ramp_rgb(measured / 0.8))
 
 
@@ -234,21 +226,24 @@ def test_cohort_values_from_a_saved_table_equal_those_of_the_result(tmp_path):
     assert read_cohort_values(tmp_path / "missing.tsv") is None
 
 
-def test_fat_fraction_panels_show_air_black_without_speckles():
-    """Air is noise whose fat/(fat+water) ratio is meaningless: the FF panels show it black.
-    With a floor of a tenth of bright tissue alone, 67-87 isolated noise pixels per panel showed
-    at this size; the noise-based floor (8 sigma) leaves none."""
-    from mri_scoring.output.report import slice_panels
+def test_fat_fraction_colour_lies_only_on_measured_muscle_voxels():
+    """The FF colour overlay is the measured FF of muscle voxels: nothing outside the muscles
+    (air, subcutaneous fat, marrow) gets an FF colour, and (one-sided, outlines cover some
+    pixels) most muscle voxels do. An FF estimated over the whole image colours the air."""
+    from mri_scoring.anatomy import MUSCLE
+    from mri_scoring.output.levels import build_levels, crop_box
+    from mri_scoring.output.slices import GREY_LEVELS, RAMP_LEVELS
 
     study = phantom.make_study("imnm", seed=91, shape=(160, 160, 12), roles=("fat", "water"))
     result = ms.score_study(study)
-    assert result.noise_sigma is not None  # measured once, by quantify, for the report too
-    title, panels = slice_panels(study, result.noise_sigma)[0]
-    assert title.startswith("fat fraction") and len(panels) == 3
-    for _, rgb in panels:
-        lit = rgb.sum(axis=2) > 0
-        padded = np.pad(lit, 1)
-        shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
-        neighbours = sum(np.roll(padded, shift, (0, 1)) for shift in shifts)[1:-1, 1:-1]
-        assert int((lit & (neighbours == 0)).sum()) <= 2
-        assert lit.mean() > 0.1  # the thighs themselves are shown (fat, outlines)
+    levels, _ = build_levels(study, result.voxel_maps, "radiological")
+    muscle = [v for v, info in study.label_info.items() if info.kind == MUSCLE]
+    box = crop_box(study, [level.k for level in levels])
+    for level in levels:
+        title, index = level.panels[0]
+        assert title.startswith("fat fraction")
+        zoom = index.shape[1] // (box[0].stop - box[0].start)
+        coloured = int(((index >= GREY_LEVELS) & (index < GREY_LEVELS + RAMP_LEVELS)).sum())
+        voxels = int(np.isin(study.labels[:, :, level.k], muscle).sum()) * zoom * zoom
+        assert coloured <= voxels, "FF colour outside the muscles"
+        assert coloured >= 0.5 * voxels, "muscles left without their FF colour"

@@ -115,9 +115,9 @@ def test_indexed_png_round_trips_through_an_independent_decoder():
 
     from PIL import Image
 
-    from mri_scoring.output.slices import png_indexed_bytes
+    from mri_scoring.output.render import png_indexed_bytes
 
     rng = np.random.default_rng(4)
     index = rng.integers(0, len(PALETTE), (37, 53), dtype=np.uint8)
-    decoded = np.asarray(Image.open(io.BytesIO(png_indexed_bytes(index))).convert("RGB"))
+    decoded = np.asarray(Image.open(io.BytesIO(png_indexed_bytes(index, PALETTE))).convert("RGB"))
     np.testing.assert_array_equal(decoded, PALETTE[index])

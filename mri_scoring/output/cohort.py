@@ -36,7 +36,7 @@ COHORT_MAX_ROWS = 3000  # beyond, the cohort heat map averages bands of studies 
 CALL_ORDER = ("IMNM", "DM", "indeterminate")
 
 
-COHORT_MEASURES = ("ff_median", "edema_fraction")
+COHORT_MEASURES = ("ff_median", "edema_fraction", "fascial_edema_fraction")
 
 
 def cohort_values(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
@@ -115,21 +115,26 @@ def _bands(matrix: np.ndarray, band: int) -> np.ndarray:
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) -> str:
-    """Cohort heat map as an SVG document: studies (rows, clustered) x muscles, FF and edema,
-    with each study's call as a side bar.
+def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame,
+                  fascial: pd.DataFrame | None = None) -> str:  # fmt: skip
+    """Cohort heat map as an SVG document: studies (rows, clustered) x muscles, FF, edema and
+    fascial edema (the template's main DM sign), with each study's call as a side bar.
 
     The cells are one embedded PNG per panel (any number of studies costs one image, not one
-    shape per cell); names and legends are SVG text. Beyond ``COHORT_MAX_ROWS`` studies, rows
-    are averaged in consecutive bands of the ordering, and the side bar shows each band's most
-    frequent call.
+    shape per cell); names and legends are SVG text. With study names shown (up to 80 rows),
+    every cell also carries a tooltip (study, muscle, measure, value in %), visible when the SVG
+    file is opened. Beyond ``COHORT_MAX_ROWS`` studies, rows are averaged in consecutive bands
+    of the ordering, and the side bar shows each band's most frequent call.
     """
-    muscles = sorted(set(ff.columns) | set(edema.columns))
+    fascial = edema.iloc[:0, :0] if fascial is None else fascial
+    muscles = sorted(set(ff.columns) | set(edema.columns) | set(fascial.columns))
     ids = summary["study_id"].to_numpy()
-    ff = ff.reindex(index=ids, columns=muscles).to_numpy(float)
-    edema = edema.reindex(index=ids, columns=muscles).to_numpy(float)
+    ff, edema, fascial = (m.reindex(index=ids, columns=muscles).to_numpy(float)
+                          for m in (ff, edema, fascial))  # fmt: skip
     # Clustering needs complete rows: a missing value counts as its muscle's cohort mean.
-    order, how = cohort_order(summary, np.hstack([_fill_with_column_means(m) for m in (ff, edema)]))
+    order, how = cohort_order(
+        summary, np.hstack([_fill_with_column_means(m) for m in (ff, edema, fascial)])
+    )
     band = -(-len(order) // COHORT_MAX_ROWS)
     calls = summary["call"].to_numpy()[order]
     call_codes = np.array([CALL_ORDER.index(c) if c in CALL_ORDER else 2 for c in calls])
@@ -142,9 +147,10 @@ def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) 
     row_px = int(np.clip(900 // max(rows, 1), 1, 14))
     cell = 14
     panels = [
-        ("call", None, 1.0),
-        ("fat fraction (0-0.8)", ff, 0.8),
-        ("edema fraction", edema, 1.0),
+        ("call", None, 1.0, ""),
+        ("fat fraction (0-80 %)", ff, 0.8, "% FF"),
+        ("edema (0-100 % of muscle core)", edema, 1.0, "% of core"),
+        ("fascial edema (0-100 % of shell)", fascial, 1.0, "% of shell"),
     ]
     show_ids = band == 1 and rows <= 80
     left = 10.0 + (max(len(str(i)) for i in ids) * 6.2 if show_ids else 0.0)
@@ -152,7 +158,7 @@ def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) 
     top = 40.0 + label_height
     body, x = [], left
     palette = np.array([CALL_RGB[c] for c in CALL_ORDER], np.uint8)
-    for title, matrix, high in panels:
+    for title, matrix, high, unit in panels:
         if matrix is not None and not muscles:
             continue  # no study had a muscle measure: only the call bar
         if matrix is None:
@@ -161,6 +167,9 @@ def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) 
         else:
             rgb = ramp_rgb(_bands(matrix[order], band) / high)
             width = cell * len(muscles)
+            if show_ids:
+                body += _cell_titles(matrix[order], ids[order], muscles, (x, top, row_px, cell),
+                                     f"{title.split(' (')[0]}", unit)  # fmt: skip
             for j, muscle in enumerate(muscles):
                 cx = x + (j + 0.5) * cell + 4
                 turn = f' transform="rotate(-90 {cx:.1f} {top - 6:.1f})"'
@@ -176,11 +185,29 @@ def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame) 
             body.append(svg_text(left - 4, top + (r + 0.5) * row_px + 3.5, str(study_id), 9,
                                  "end"))  # fmt: skip
     bottom = top + rows * row_px + 16
-    body.append(svg_ramp_legend(left, bottom, "low to high (grey: not measured); call: blue "
-                                "IMNM, orange DM, grey indeterminate"))  # fmt: skip
+    caption = ("0 to the top of each panel's range (grey: not measured); call: blue IMNM, "
+               "orange DM, grey indeterminate")
+    body.append(svg_ramp_legend(left, bottom, caption))
     grouping = f"; rows are bands of {band} studies" if band > 1 else ""
     body.append(svg_text(left, 14, f"{len(ids)} studies, rows ordered by {how}{grouping}", 12))
     return svg_document(max(x + 10, left + 560), bottom + 24, body, "cohort heat map")
+
+
+def _cell_titles(matrix: np.ndarray, ids: np.ndarray, muscles: list[str],
+                 place: tuple[float, float, int, int], measure: str,
+                 unit: str) -> list[str]:  # fmt: skip
+    """Transparent rectangles over a panel's cells, each with a tooltip of its value."""
+    x, top, row_px, cell = place
+    out = []
+    for r, study_id in enumerate(ids):
+        for j, muscle in enumerate(muscles):
+            value = matrix[r, j]
+            text = f"{value * 100:.1f} {unit}" if np.isfinite(value) else "not measured"
+            tip = html.escape(f"{study_id}, {muscle.replace('_', ' ')}, {measure}: {text}")
+            out.append(f'<rect x="{x + j * cell:.1f}" y="{top + r * row_px:.1f}" '
+                       f'width="{cell}" height="{row_px}" fill-opacity="0"><title>{tip}'
+                       "</title></rect>")  # fmt: skip
+    return out
 
 
 def write_cohort_report(
@@ -188,27 +215,48 @@ def write_cohort_report(
     summary: pd.DataFrame,
     template: Template,
     values: Mapping[str, dict[str, dict[str, float]]],
+    failures: pd.DataFrame | None = None,
     subjects: Iterable[str] = (),
 ) -> None:
     """Write ``cohort_heatmap.svg`` and ``index.html`` for a batch output folder.
 
-    ``values`` holds each study's :func:`cohort_values` by study id (studies without are grey);
-    ``subjects`` are the subjects with a follow-up page (``subjects/<id>.html``), linked.
+    Parameters
+    ----------
+    out : Path
+        The batch output folder.
+    summary : pandas.DataFrame
+        The ``summary.tsv`` table (may be empty when every study failed).
+    template : Template
+        The template the studies were matched against.
+    values : mapping
+        Each study's :func:`cohort_values` by study id (studies without are grey).
+    failures : pandas.DataFrame, optional
+        The ``failures.tsv`` table: listed in the index with their reasons.
+    subjects : iterable of str
+        The subjects with a follow-up page (``subjects/<id>.html``), linked.
     """
-    ids = list(summary["study_id"])
-    matrices = [
-        pd.DataFrame.from_dict(
-            {i: values[i][measure] for i in ids if i in values}, orient="index", dtype=float
-        )
-        for measure in COHORT_MEASURES
-    ]
-    figure = cohort_figure(summary, *matrices).replace(
-        "<svg ",
-        '<svg xmlns="http://www.w3.org/2000/svg" ',
-        1,  # a standalone SVG file needs it
-    )
-    atomic_write(out / "cohort_heatmap.svg", '<?xml version="1.0" encoding="UTF-8"?>\n' + figure)
     esc = html.escape
+    figure_html = "<p>No study was scored.</p>"
+    if not summary.empty:
+        ids = list(summary["study_id"])
+        matrices = [
+            pd.DataFrame.from_dict(
+                {i: values[i].get(measure, {}) for i in ids if i in values},
+                orient="index",
+                dtype=float,
+            )
+            for measure in COHORT_MEASURES
+        ]
+        figure = cohort_figure(summary, *matrices).replace(
+            "<svg ",
+            '<svg xmlns="http://www.w3.org/2000/svg" ',
+            1,  # a standalone SVG file needs it
+        )
+        atomic_write(out / "cohort_heatmap.svg",
+                     '<?xml version="1.0" encoding="UTF-8"?>\n' + figure)  # fmt: skip
+        figure_html = ("<a href='cohort_heatmap.svg'><img src='cohort_heatmap.svg' alt='cohort "
+                       "heat map'></a><p class=small>Open the figure (click it) for each "
+                       "cell's value as a tooltip.</p>")  # fmt: skip
     rows = []
     for _, row in summary.iterrows():
         link = f"{row['study_id']}/report.html"
@@ -218,24 +266,38 @@ def write_cohort_report(
             if has_report
             else esc(row["study_id"])
         )
+        low, high = row.get("p_imnm_lo"), row.get("p_imnm_hi")
+        interval = (f"{low:.2f}&ndash;{high:.2f}" if isinstance(low, float) and np.isfinite(low)
+                    and isinstance(high, float) and np.isfinite(high) else "")  # fmt: skip
+        qc = row.get("qc")
+        qc_text = esc(str(qc).replace(";", "; ")) if isinstance(qc, str) and qc else "none"
         rows.append(
             f"<tr><td class=l>{name}</td><td class=l>{esc(str(row['call']))}</td>"
-            f"<td>{row['p_imnm']:.3f}</td><td>{row['log10_likelihood_ratio']:+.2f}</td>"
-            "</tr>"
+            f"<td>{row['p_imnm']:.3f}</td><td>{interval}</td>"
+            f"<td>{row['log10_likelihood_ratio']:+.2f}</td><td class=l>{qc_text}</td></tr>"
         )
-    failures = out / "failures.tsv"
-    n_failed = max(len(failures.read_text().splitlines()) - 1, 0) if failures.is_file() else 0
+    failures = failures if failures is not None else _read_failures(out / "failures.tsv")
+    failed = "".join(
+        f"<tr><td class=l>{esc(str(f['study_id']))}</td><td class=l>{esc(str(f['path']))}</td>"
+        f"<td class=l>{esc(str(f['error']))}</td></tr>"
+        for _, f in failures.iterrows()
+    )
+    failed_html = (
+        f"<h2>Failed studies ({len(failures)})</h2><table><tr><th class=l>study</th>"
+        f"<th class=l>folder</th><th class=l>reason</th></tr>{failed}</table>"
+        if len(failures) else "<h2>Failed studies</h2><p>None.</p>"
+    )  # fmt: skip
     page = (
-        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>mri_scoring cohort"
-        f"</title><style>{CSS}</style></head><body><h1>Cohort: {len(summary)} studies</h1>"
+        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><meta name=viewport "
+        f"content='width=device-width, initial-scale=1'><title>mri_scoring cohort</title>"
+        f"<style>{CSS}</style></head><body><h1>Cohort: {len(summary)} studies</h1>"
         f"<p class=disclaimer>{esc(DISCLAIMER)}</p>"
-        f"<p>Template {esc(template.name)}. Failed studies: {n_failed} (failures.tsv).</p>"
-        "<h2>Cohort heat map</h2><img src='cohort_heatmap.svg' alt='cohort heat map'>"
+        f"<p>Template {esc(template.name)}. Scored: {len(summary)}; failed: {len(failures)} "
+        "(also in failures.tsv). Tables: summary.tsv, muscles_long.tsv, features_long.tsv.</p>"
+        f"<h2>Cohort heat map</h2>{figure_html}"
         "<h2>Studies</h2><table><tr><th class=l>study</th><th class=l>call</th>"
-        "<th>p(IMNM)</th><th>log10 LR</th></tr>"
-        + "".join(rows)
-        + "</table>"
-        + _followup_section(subjects)
+        "<th>p(IMNM)</th><th>90 % interval</th><th>log10 LR</th><th class=l>QC warnings</th>"
+        "</tr>" + "".join(rows) + "</table>" + failed_html + _followup_section(subjects)
         + "</body></html>"
     )
     atomic_write(out / "index.html", page)
@@ -254,3 +316,10 @@ def _followup_section(subjects: Iterable[str]) -> str:
         "<h2>Follow-up</h2><p>Subjects with two or more sessions (changes against repeatability "
         "bands: longitudinal.tsv):</p><ul>" + "".join(links) + "</ul>"
     )
+
+
+def _read_failures(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, ValueError):
+        return pd.DataFrame(columns=["study_id", "path", "error"])

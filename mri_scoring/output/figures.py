@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..render import hex_colour, svg_document, svg_text
+from .render import hex_colour, ramp_rgb, svg_document, svg_ramp_legend, svg_text
 
 IMNM_COLOUR, DM_COLOUR, NEUTRAL_COLOUR = "#1f6fd1", "#d1621f", "#8c8c8c"
 SIDE_COLOURS = {"left": "#7b3294", "right": "#1b9e77"}  # purple / green: no call colour
@@ -213,8 +213,6 @@ def muscle_heatmap_figure(table: pd.DataFrame) -> str | None:
     str or None
         An SVG element; None without a muscle row.
     """
-    from ..render import ramp_rgb, svg_ramp_legend
-
     rows = table[table["kind"].isin(("muscle", "group"))].copy()
     if rows.empty:
         return None

@@ -18,16 +18,17 @@ import numpy as np
 
 from ..anatomy import GROUP, MUSCLE
 from .figures import colour_bar, swatch_legend
+from .render import png_indexed_bytes
 from .slices import (
     EDEMA_RGB,
     OUTLINE_RGB,
+    PALETTE,
     SHELL_RGB,
     PanelLayers,
     body_box,
     draw_panel,
     overlay_rgb,
     panel_zoom,
-    png_indexed_bytes,
     view_markers,
 )
 
@@ -186,7 +187,8 @@ def _css(rgb: tuple[int, int, int]) -> str:
 
 
 def _png_uri(index: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_indexed_bytes(index)).decode("ascii")
+    encoded = base64.b64encode(png_indexed_bytes(index, PALETTE)).decode("ascii")
+    return "data:image/png;base64," + encoded
 
 
 def levels_html(levels: list[Level], legend: str, view: str) -> str:

@@ -83,22 +83,6 @@ def hex_colour(rgb: Sequence[int] | np.ndarray) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
 
 
-def grey_panel(image: np.ndarray, low: float, high: float, outline: np.ndarray,
-               outline_rgb: tuple[int, int, int], zoom: int) -> np.ndarray:  # fmt: skip
-    """An (x, y) slice as an RGB panel: grey levels from ``low`` to ``high``, outline pixels in
-    colour, anterior (high y) at the top, world x increasing to the right, each voxel ``zoom``
-    pixels wide.
-    """
-    scaled = (np.nan_to_num(image.astype(np.float32)) - low) / max(high - low, 1e-12)
-    grey = (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    rgb[outline] = outline_rgb
-    rgb = rgb.transpose(1, 0, 2)[::-1]  # rows: y from anterior (top) to posterior
-    if zoom > 1:
-        rgb = np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1)
-    return rgb
-
-
 def svg_text(x: float, y: float, text: str, size: int = 11, anchor: str = "start",
              colour: str = "#222", extra: str = "") -> str:  # fmt: skip
     return (
@@ -131,19 +115,33 @@ def svg_document(width: float, height: float, body: list[str], title: str) -> st
 CALL_RGB = {"IMNM": (31, 111, 209), "DM": (209, 98, 31), "indeterminate": (170, 170, 170)}
 """Colour of each call, in the evidence bars and the cohort heat map's side bar."""
 CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;
-max-width:1200px}
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:16px auto;color:#222;
+max-width:1200px;padding:0 16px;overflow-wrap:break-word}
 h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
+h3{font-size:14px;margin:14px 0 4px}
 .disclaimer{background:#fff6d6;border:1px solid #e6c200;padding:8px 12px;font-size:13px}
-.qc{background:#fde8e8;border:1px solid #d33;padding:8px 12px;font-size:13px}
+.qc{background:#fde8e8;border:1px solid #d33;padding:6px 12px;font-size:13px}
+.ok{background:#e8f5e8;border:1px solid #6a6;padding:6px 12px;font-size:13px}
 .call{font-size:20px;padding:10px 14px;border-radius:6px;display:inline-block;margin:8px 0}
 .IMNM{background:#d6e9ff;border:2px solid #1f6fd1}.DM{background:#ffe0cc;border:2px solid #d1621f}
-.indeterminate{background:#eee;border:2px solid #888}
-table{border-collapse:collapse;font-size:12px;margin:8px 0}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f3f3f3}
-td.l,th.l{text-align:left}tr.na td{color:#999}img{max-width:100%}
-table.slices td{border:none;text-align:center;font-size:12px;vertical-align:top}
-.small{font-size:12px;color:#555}
+.indeterminate{background:#f2f2f2;border:2px dashed #888;color:#444}
+table{border-collapse:collapse;font-size:12px;margin:8px 0;max-width:100%}
+th,td{border:1px solid #ccc;padding:3px 5px;text-align:right;vertical-align:top}
+th{background:#f3f3f3}td{white-space:nowrap}td.l,th.l{text-align:left;white-space:normal}
+tr.na td{color:#999}
+img{max-width:100%;height:auto}svg{max-width:100%;height:auto}
+.levels{display:flex;flex-wrap:wrap;gap:12px}
+.panel{flex:1 1 400px;max-width:600px;margin:0}
+.frame{position:relative;background:#000;line-height:0}.frame img{width:100%;display:block}
+.mk{position:absolute;color:#fff;font:bold 15px sans-serif;text-shadow:0 0 3px #000,0 0 2px #000}
+.mk.left{left:5px;top:45%}.mk.right{right:5px;top:45%}.mk.top{top:9px;left:49%}
+.mk.bottom{bottom:9px;left:49%}
+figcaption{font-size:12px;color:#444;margin-top:3px}
+.legend{display:flex;flex-wrap:wrap;align-items:center;gap:4px 18px;font-size:12px}
+.swatch i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-2px}
+.small{font-size:12px;color:#555}ol.refs li{font-size:12px;margin:3px 0}
+@media (max-width:900px){body{padding:0 8px}table{font-size:11px}
+th,td{padding:2px 3px;white-space:normal}}
 """
 """Inline style sheet shared by the study report and the cohort index (no external files)."""
 
@@ -151,3 +149,38 @@ table.slices td{border:none;text-align:center;font-size:12px;vertical-align:top}
 def png_data_uri(rgb: np.ndarray) -> str:
     """A ``data:image/png;base64,...`` URI of an (H, W, 3) uint8 array (see :func:`png_bytes`)."""
     return "data:image/png;base64," + base64.b64encode(png_bytes(rgb)).decode("ascii")
+
+
+def png_indexed_bytes(index: np.ndarray, palette: np.ndarray, level: int = 1) -> bytes:
+    """Encode an image of palette indices as a PNG file (8-bit palette, no filtering).
+
+    Parameters
+    ----------
+    index : ndarray of uint8, shape (H, W)
+        Rows top to bottom.
+    palette : ndarray of uint8, shape (N, 3)
+        N <= 256 colours.
+    level : int
+        zlib level (1: fastest; panels are noisy images that higher levels barely shrink).
+
+    Returns
+    -------
+    bytes
+        The PNG file.
+    """
+    index = np.ascontiguousarray(index, dtype=np.uint8)
+    if index.ndim != 2 or min(index.shape) < 1 or len(palette) > 256:
+        raise ValueError(f"expected an (H, W) index image and <= 256 colours, got {index.shape}")
+    height, width = index.shape
+    rows = np.zeros((height, 1 + width), np.uint8)  # filter byte 0 ("none") per row
+    rows[:, 1:] = index
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
+    colours = np.ascontiguousarray(palette, np.uint8).tobytes()
+    data = zlib.compress(rows.tobytes(), level)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"PLTE", colours)
+            + chunk(b"IDAT", data) + chunk(b"IEND", b""))  # fmt: skip

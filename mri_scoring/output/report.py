@@ -1,345 +1,359 @@
-"""The study report: a self-contained HTML page per study.
+"""The study report (``report.html``): what a radiologist reads.
 
-Figures are drawn directly (:mod:`~mri_scoring.output.render`): charts and heat maps as SVG, image
-slices as PNG data URIs. The HTML has inline CSS, no scripts and no external references, so a
-report opens from a USB stick. Every text that comes from the input (study ids, label names,
-file names, messages) is HTML-escaped.
+A self-contained page (inline CSS and figures, no scripts, no external references) that fits an
+800 px window without horizontal scrolling. Every text that comes from the input (study ids,
+label names, file names, messages) is HTML-escaped. Fat fraction is shown in %, volume in ml,
+T2 in ms; grades are explained beside the table; cited sources are listed in full at the bottom.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..anatomy import GROUP, MUSCLE, REFERENCE
+from ..config import config_dir, load_settings, load_yaml
 from ..schema import DISCLAIMER
-from .render import (
-    CALL_RGB,
-    CSS,
-    grey_panel,
-    hex_colour,
-    png_data_uri,
-    ramp_rgb,
-    svg_document,
-    svg_ramp_legend,
-    svg_text,
-)
+from .figures import evidence_figure, muscle_heatmap_figure, side_bars_figure
+from .levels import build_levels, levels_html
+from .render import CSS
+from .result import software_versions
+from .slices import VIEWS
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..io.study import Study
-    from .result import StudyResult
+DEFAULT_VIEW = "radiological"
+FF_SOURCES = {"dixon": "Dixon fat/water images (fat / (fat + water), noise bias removed)",
+              "ff_map": "the fat-fraction map given",
+              "t1w_gmm": "T1w intensities (semi-quantitative two-tissue estimate, not PDFF)"}
+EDEMA_SOURCES = {"stir": "STIR, against the study's own normal muscle (bias field removed)",
+                 "t2map": "the water-T2 map, against a threshold in ms"}  # fmt: skip
+# How a template measure's value reads, as (scale, unit, what).
+MEASURE_UNITS = {
+    "ff_excess": (100.0, "pp", "fat fraction above the reference muscles (percentage points)"),
+    "ff_contrast": (100.0, "pp", "fat-fraction difference (percentage points)"),
+    "edema_fraction": (100.0, "%", "of the muscle core read as edema"),
+    "fascial_edema_fraction": (100.0, "%", "of the fascial shell read as edema"),
+    "atrophy": (100.0, "%", "volume share below the expected share"),
+    "share_involved": (100.0, "%", "mean involvement degree over the muscles"),
+    "involvement": (100.0, "%", "mean involvement degree over the muscles"),
+}
 
-HEATMAP_MEASURES = (
-    ("ff_median", "fat fraction", 0.0, 0.8),
-    ("edema_fraction", "edema", 0.0, 1.0),
-    ("fascial_edema_fraction", "fascial edema", 0.0, 1.0),
-    ("atrophy_loss", "atrophy (1 - index)", 0.0, 1.0),
-)
-PANEL_PIXELS = 300
-OUTLINE_RGB = (25, 255, 77)
-BAR_COLOURS = {call: hex_colour(rgb) for call, rgb in CALL_RGB.items()}
-
-
-def _img(uri: str, alt: str) -> str:
-    return f'<img src="{uri}" alt="{html.escape(alt)}">'
-
-
-def _fmt(value: object, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+def _fmt(value: object, digits: int = 1, scale: float = 1.0) -> str:
+    if value is None or (isinstance(value, (float, np.floating)) and not np.isfinite(value)):
         return ""
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.{digits}f}"
+    if isinstance(value, (float, np.floating, int, np.integer)) and not isinstance(value, bool):
+        return f"{float(value) * scale:.{digits}f}"
     return html.escape(str(value))
 
 
-# --------------------------------------------------------------------------- figures
+# --------------------------------------------------------------------------- references
 
 
-def evidence_figure(result: StudyResult) -> str:
-    """Inline SVG bar chart of each feature's log10 LR contribution; unavailable ones greyed."""
-    features = result.likelihood.features
-    label_width, plot_width, row, top = 250.0, 420.0, 24.0, 30.0
-    values = [f.log10_lr_contribution if f.available else 0.0 for f in features]
-    reach = max([abs(v) for v in values] + [0.5]) * 1.15
-    zero = label_width + plot_width / 2.0
-    scale = plot_width / 2.0 / reach
-    height = top + row * len(features) + 46
-    total = result.likelihood.log10_likelihood_ratio
-    body = [svg_text(zero, 16, f"total log10 LR = {total:+.2f}", 12, "middle")]
-    for i, (feature, value) in enumerate(zip(features, values, strict=True)):
-        y = top + i * row
-        body.append(svg_text(label_width - 8, y + row / 2 + 4, feature.id.replace("_", " "),
-                             11, "end"))  # fmt: skip
-        if not feature.available:
-            body.append(svg_text(zero + 6, y + row / 2 + 4, "unavailable", 10, colour="#777"))
-            continue
-        colour = BAR_COLOURS["IMNM"] if value > 0 else BAR_COLOURS["DM"]
-        x, width = (zero, value * scale) if value >= 0 else (zero + value * scale, -value * scale)
-        body.append(f'<rect x="{x:.1f}" y="{y + 4:.1f}" width="{width:.1f}" '
-                    f'height="{row - 8:.1f}" fill="{colour}"><title>'
-                    f"{html.escape(feature.id)}: {value:+.3f}</title></rect>")  # fmt: skip
-        end = x + width + 4 if value >= 0 else x - 4
-        body.append(svg_text(end, y + row / 2 + 4, f"{value:+.2f}", 10,
-                             "start" if value >= 0 else "end", "#444"))  # fmt: skip
-    bottom = top + row * len(features)
-    body.append(f'<line x1="{zero:.1f}" y1="{top - 4:.1f}" x2="{zero:.1f}" y2="{bottom:.1f}" '
-                'stroke="#333" stroke-width="1"/>')  # fmt: skip
-    magnitude = 10.0 ** np.floor(np.log10(reach / 4.0))
-    step = next(m * magnitude for m in (1.0, 2.0, 5.0, 10.0) if reach / (m * magnitude) <= 4)
-    for tick in np.arange(-np.floor(reach / step), np.floor(reach / step) + 1) * step:
-        x = zero + tick * scale
-        body.append(f'<line x1="{x:.1f}" y1="{bottom:.1f}" x2="{x:.1f}" y2="{bottom + 4:.1f}" '
-                    'stroke="#333"/>')  # fmt: skip
-        body.append(svg_text(x, bottom + 16, f"{tick:+g}" if tick else "0", 10, "middle"))
-    body.append(svg_text(zero, bottom + 34, "log10 likelihood-ratio contribution "
-                         "(\u2190 DM | IMNM \u2192)", 11, "middle"))  # fmt: skip
-    return svg_document(label_width + plot_width + 40, height, body,
-                        "log10 likelihood-ratio contribution per feature")  # fmt: skip
+def load_references() -> dict[str, str]:
+    """Full citations by key from ``configs/references.yaml`` (empty when it does not exist).
 
-
-def muscle_heatmap_figure(table: pd.DataFrame) -> str | None:
-    """Inline SVG heat map: muscles x {FF, edema, fascial edema, atrophy}, each side by side.
-
-    Each cell carries its value as a tooltip; grey cells were not measured.
-    """
-    rows = table[table["kind"].isin(("muscle", "group"))].copy()
-    if rows.empty:
-        return None
-    rows["atrophy_loss"] = 1.0 - rows["atrophy_index"].astype(float)
-    order = list(dict.fromkeys(rows.sort_values(["group", "muscle"])["muscle"]))
-    sides = [s for s in ("left", "right", "") if (rows["side"] == s).any()]
-    columns, matrix = [], []
-    for measure, label, low, high in HEATMAP_MEASURES:
-        for side in sides:
-            part = rows[rows["side"] == side].set_index("muscle")[measure].astype(float)
-            part = part[~part.index.duplicated()].reindex(order).to_numpy()
-            matrix.append((part, (part - low) / (high - low)))
-            columns.append((label, side or "n/a"))
-    label_width, cell_w, cell_h, top = 190.0, 44.0, 17.0, 58.0
-    body = []
-    for c, (label, side) in enumerate(columns):
-        x = label_width + c * cell_w
-        if c % len(sides) == 0:
-            body.append(svg_text(x + cell_w * len(sides) / 2, 14, label, 11, "middle"))
-        body.append(svg_text(x + cell_w / 2, top - 8, side, 10, "middle", "#555"))
-    for r, muscle in enumerate(order):
-        y = top + r * cell_h
-        body.append(svg_text(label_width - 6, y + cell_h - 4, muscle.replace("_", " "), 11,
-                             "end"))  # fmt: skip
-        for c, (raw, scaled) in enumerate(matrix):
-            value = raw[r]
-            tip = f"{muscle} {columns[c][1]}, {columns[c][0]}: " + (
-                f"{value:.3f}" if np.isfinite(value) else "not measured"
-            )
-            body.append(f'<rect x="{label_width + c * cell_w:.1f}" y="{y:.1f}" '
-                        f'width="{cell_w - 1:.1f}" height="{cell_h - 1:.1f}" '
-                        f'fill="{hex_colour(ramp_rgb(scaled[r]))}"><title>{html.escape(tip)}'
-                        "</title></rect>")  # fmt: skip
-    legend_y = top + len(order) * cell_h + 14
-    body.append(svg_text(label_width - 6, legend_y + 9, "0", 10, "end"))
-    body.append(svg_ramp_legend(label_width, legend_y, "1 (FF: 0.8); grey: not measured"))
-    width = label_width + len(columns) * cell_w + 20
-    return svg_document(width, legend_y + 24, body, "per-muscle heat map")
-
-
-def _outline(labels: np.ndarray) -> np.ndarray:
-    """Labelled pixels that touch a pixel of another label (or background)."""
-    differs = np.zeros(labels.shape, bool)
-    step_x = labels[1:, :] != labels[:-1, :]
-    step_y = labels[:, 1:] != labels[:, :-1]
-    differs[1:, :] |= step_x
-    differs[:-1, :] |= step_x
-    differs[:, 1:] |= step_y
-    differs[:, :-1] |= step_y
-    return differs & (labels > 0)
-
-
-def _ff_slice(
-    study: Study, step: int, noise_sigma: float | None
-) -> Callable[[int], np.ndarray] | None:
-    """A function k -> FF slice (strided), or None: only the slices shown are ever computed."""
-    if "ff" in study.images:
-        return lambda k: study.images["ff"][::step, ::step, k]
-    if "fat" not in study.images or "water" not in study.images:
-        return None
-    fat, water = study.images["fat"], study.images["water"]
-    # Air is pure noise whose ratio is meaningless: show black below a tenth of bright tissue
-    # and below 8 noise sigmas (two Rician magnitudes rarely sum past that: no speckles).
-    sample = fat[::4, ::4, ::2].astype(np.float32) + water[::4, ::4, ::2]
-    floor = max(0.1 * float(np.nanpercentile(sample, 99)), 8.0 * (noise_sigma or 0.0))
-
-    def ff(k: int) -> np.ndarray:
-        f = fat[::step, ::step, k].astype(np.float32)  # stored integers may be 16-bit
-        total = f + water[::step, ::step, k]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(total > floor, f / total, 0.0)
-
-    return ff
-
-
-def _display_range(study: Study, image: np.ndarray) -> tuple[float, float]:
-    sample = image[::2, ::2, ::2][study.labels[::2, ::2, ::2] > 0].astype(np.float32)
-    sample = sample[np.isfinite(sample)]
-    return 0.0, (float(np.percentile(sample, 99.5)) * 1.2 if sample.size else 1.0)
-
-
-def slice_panels(
-    study: Study, noise_sigma: float | None = None
-) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
-    """Proximal, mid and distal slices with segmentation outlines, as RGB panels.
-
-    One row over the FF map and one over STIR or the T2 map (the T1w image when that is all
-    there is). Each panel is about ``PANEL_PIXELS`` wide: larger images are strided, smaller
-    ones enlarged by whole pixels. ``noise_sigma`` (Dixon, as quantify measured it) sets the
-    floor below which air shows black in the FF row.
+    Entries may be plain strings or mappings (``citation``/``title``, ``doi``, ``url``, ...).
 
     Returns
     -------
-    list of (row title, [(caption, RGB array), ...])
+    dict of str to str
+        Key -> one line of citation text.
     """
-    labelled = np.flatnonzero(study.labels.any(axis=(0, 1)))
-    if labelled.size == 0:
-        return []
-    levels = np.linspace(labelled.max(), labelled.min(), 5)[1:4].round().astype(int)
-    largest = max(study.shape[:2])
-    step = max(int(np.ceil(largest / PANEL_PIXELS)), 1)
-    zoom = max(PANEL_PIXELS // largest, 1)
-    rows = []
-    ff = _ff_slice(study, step, noise_sigma)
-    if ff is not None:
-        rows.append(("fat fraction (0-1)", ff, (0.0, 1.0)))
-    for role, title in (("stir", "STIR"), ("t2map", "water T2 (ms)"), ("t1w", "T1-weighted")):
-        if role in study.images and (role != "t1w" or not rows):
-            image = study.images[role]
-            rows.append(
-                (title, lambda k, im=image: im[::step, ::step, k], _display_range(study, image))
-            )
-            break
-    out = []
-    for title, slice_of, (low, high) in rows:
-        panels = []
-        for k, name in zip(levels, ("proximal", "mid", "distal"), strict=True):
-            outline = _outline(study.labels[::step, ::step, k])
-            rgb = grey_panel(slice_of(k), low, high, outline, OUTLINE_RGB, zoom)
-            panels.append((f"{name} (slice {k})", rgb))
-        out.append((title, panels))
+    path = config_dir() / "references.yaml"
+    if not path.is_file():
+        return {}
+    data = load_yaml(path) or {}
+    if isinstance(data, Mapping) and isinstance(data.get("references"), Mapping):
+        data = data["references"]
+    out = {}
+    for key, entry in (data.items() if isinstance(data, Mapping) else []):
+        if isinstance(entry, Mapping):
+            text = str(entry.get("citation") or entry.get("title") or entry.get("text") or "")
+            extra = [f"doi:{entry['doi']}" for _ in [0] if entry.get("doi")]
+            extra += [str(entry["url"])] if entry.get("url") and not entry.get("doi") else []
+            out[str(key)] = " ".join([text, *extra]).strip()
+        else:
+            out[str(key)] = str(entry)
     return out
 
 
-def slice_figure(study: Study, noise_sigma: float | None = None) -> str | None:
-    """HTML table of the slice panels (PNG data URIs) with captions, or None."""
-    rows = slice_panels(study, noise_sigma)
-    if not rows:
-        return None
-    cells = []
-    for title, panels in rows:
-        tds = "".join(
-            f"<td class=panel>{_img(png_data_uri(rgb), f'{title}, {caption}')}"
-            f"<br>{html.escape(title)}, {html.escape(caption)}</td>"
-            for caption, rgb in panels
-        )
-        cells.append(f"<tr>{tds}</tr>")
+def cited(texts: list[str], references: Mapping[str, str]) -> list[str]:
+    """Keys of ``references`` that appear in any of ``texts`` (as whole words), in order of
+    first citation; every key when none is cited by key."""
+    found: list[str] = []
+    for text in texts:
+        for key in references:
+            if key not in found and re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", text):
+                found.append(key)
+    return found or list(references)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _call_section(result) -> str:
+    like, template, esc = result.likelihood, result.template, html.escape
+    interval = getattr(like, "p_imnm_interval", None)
+    spread = ""
+    if interval is not None and len(interval) == 2 and None not in interval:
+        spread = f" (90 % interval {interval[0]:.2f}\u2013{interval[1]:.2f})"
+    if like.call == "indeterminate":
+        box = (f"<div class='call indeterminate'>call: <b>indeterminate</b></div>"
+               f"<p class=small>p(IMNM) = {like.p_imnm:.3f}{spread}, log10 LR = "
+               f"{like.log10_likelihood_ratio:+.2f}: computed, but not read as IMNM or DM "
+               "(see the notes). Evidence bars are grey for this reason.</p>")  # fmt: skip
+    else:
+        box = (f"<div class='call {esc(like.call)}'>call: <b>{esc(like.call)}</b> &nbsp; "
+               f"p(IMNM) = {like.p_imnm:.3f}{spread} &nbsp; log10 LR = "
+               f"{like.log10_likelihood_ratio:+.2f}</div>")  # fmt: skip
+    notes = "".join(f"<li>{esc(n)}</li>" for n in like.notes)
     return (
-        "<table class=slices>" + "".join(cells) + "</table><p class=small>Neurological view: "
-        "world x (RAS+) increases to the right, so the patient's right thigh is on the right "
-        "of each panel; anterior at the top; segmentation outlines in green.</p>"
+        "<h2>Result</h2>" + box + (f"<ul>{notes}</ul>" if notes else "")
+        + f"<p class=small>prior p(IMNM) = {like.prior_imnm:.2f}; template "
+        f"{esc(template.name)}; call bounds: IMNM at p &ge; {template.call_positive_at_least}, "
+        f"DM at p &le; {template.call_negative_at_most} (a call needs the whole interval past "
+        "its bound), otherwise indeterminate.</p>"
     )
 
 
-# --------------------------------------------------------------------------- study page
+def _qc_section(result) -> str:
+    esc = html.escape
+    sources = result.muscles.get("ff_source", pd.Series(dtype=str))
+    ff = next((s for s in sources if isinstance(s, str) and s), "")
+    sources = result.muscles.get("edema_source", pd.Series(dtype=str))
+    edema = next((s for s in sources if isinstance(s, str) and s), "")
+    no_ff = "no fat-fraction image: FF not measured"
+    no_edema = "no STIR or T2 map: edema not measured"
+    lines = [f"<li>fat fraction from {esc(FF_SOURCES.get(ff, no_ff))}</li>",
+             f"<li>edema from {esc(EDEMA_SOURCES.get(edema, no_edema))}</li>"]
+
+    def item(q) -> str:
+        where = f" ({esc(Path(q.file).name)})" if q.file else ""
+        return f"<li><b>{esc(q.level)}</b> {esc(q.code)}: {esc(q.message)}{where}</li>"
+
+    warnings = [q for q in result.qc if q.level == "warning"]
+    others = [q for q in result.qc if q.level != "warning"]
+    head = (f"<div class=qc><b>Quality-control warnings ({len(warnings)})</b><ul>"
+            + "".join(item(q) for q in warnings) + "</ul></div>" if warnings else
+            "<p class=ok>No quality-control warnings.</p>")  # fmt: skip
+    rest = "".join(item(q) for q in others) or "<li>no other findings</li>"
+    return f"<h2>Quality control</h2>{head}<ul class=small>{''.join(lines)}{rest}</ul>"
 
 
-def _evidence_table(result: StudyResult) -> str:
-    head = ("<tr><th class=l>feature</th><th>value</th><th>degree</th><th>log10 LR</th>"
-            "<th>P(·|IMNM)</th><th>P(·|DM)</th><th class=l>muscles used / why unavailable</th>"
-            "<th class=l>source</th></tr>")  # fmt: skip
+def _evidence_table(result) -> str:
+    measures = {f.id: f for f in result.template.features}
+    head = ("<tr><th class=l>feature</th><th>value</th><th>cut-off</th><th>degree</th>"
+            "<th>log10 LR</th><th>P(·|IMNM)</th><th>P(·|DM)</th>"
+            "<th class=l>muscles used / why unavailable</th><th class=l>source</th></tr>")
     rows = []
     for f in result.likelihood.features:
-        used = ", ".join(f.muscles_used) if f.available else f.reason
+        spec = measures.get(f.id)
+        scale, unit, what = MEASURE_UNITS.get(getattr(spec, "measure", ""), (1.0, "", ""))
+        value = f"{_fmt(f.value, 1, scale)} {unit}" if f.value is not None else ""
+        cut = getattr(getattr(spec, "cut", None), "threshold", None)
+        cut_text = f"{_fmt(cut, 1, scale)} {unit}" if isinstance(cut, (int, float)) else ""
+        used = ", ".join(m.replace("_", " ") for m in f.muscles_used) if f.available else f.reason
         rows.append(
-            f"<tr class={'' if f.available else 'na'}><td class=l>{_fmt(f.description)}</td>"
-            f"<td>{_fmt(f.value)}</td><td>{_fmt(f.degree, 2)}</td>"
+            f"<tr class={'' if f.available else 'na'}><td class=l>{_fmt(f.description)}"
+            f"<br><span class=small>{html.escape(what)}</span></td><td>{value}</td>"
+            f"<td>{cut_text}</td><td>{_fmt(f.degree, 2)}</td>"
             f"<td>{_fmt(f.log10_lr_contribution, 2)}</td><td>{_fmt(f.p_imnm, 2)}</td>"
-            f"<td>{_fmt(f.p_dm, 2)}</td><td class=l>{_fmt(used)}</td>"
-            f"<td class=l class=small>{_fmt(f.source)}</td></tr>"
+            f"<td>{_fmt(f.p_dm, 2)}</td><td class=l><span class=small>{_fmt(used)}</span></td>"
+            f"<td class=l><span class=small>{_fmt(f.source)}</span></td></tr>"
         )
-    return f"<table>{head}{''.join(rows)}</table>"
+    return (f"<table>{head}{''.join(rows)}</table><p class=small>degree: how far the value is "
+            "past the cut-off (0-1, a soft threshold); log10 LR: the feature's contribution to "
+            "the likelihood ratio (positive favours IMNM).</p>")  # fmt: skip
 
 
-def _muscle_table(table: pd.DataFrame) -> str:
-    columns = ["muscle", "side", "group", "volume_ml", "ff_median", "ff_p90", "mercuri_grade",
-               "edema_fraction", "edema_grade", "fascial_edema_fraction", "atrophy_index",
-               "qc_flags"]  # fmt: skip
-    columns = [c for c in columns if c in table.columns]
-    head = "".join(
-        f"<th class={'l' if c in ('muscle', 'side', 'group', 'qc_flags') else ''}>"
-        f"{html.escape(c)}</th>"
-        for c in columns
-    )
+MUSCLE_COLUMNS = (  # (column, header, scale, digits)
+    ("muscle", "muscle", None, 0), ("side", "side", None, 0), ("group", "group", None, 0),
+    ("volume_ml", "volume (ml)", 1.0, 1), ("ff_median", "FF median (%)", 100.0, 1),
+    ("ff_p90", "FF p90 (%)", 100.0, 1), ("mercuri_grade", "Mercuri grade (FF)", 1.0, 0),
+    ("edema_fraction", "edema (% of core)", 100.0, 1), ("edema_grade", "edema grade", 1.0, 0),
+    ("t2_median_ms", "T2 median (ms)", 1.0, 1),
+    ("fascial_edema_fraction", "fascial edema (% of shell)", 100.0, 1),
+    ("atrophy_index", "atrophy index (share / expected)", 1.0, 2),
+    ("qc_flags", "QC flags", None, 0),
+)  # fmt: skip
+
+
+def _table(rows: pd.DataFrame, columns=MUSCLE_COLUMNS) -> str:
+    columns = [c for c in columns if c[0] in rows.columns and
+               (c[2] is None or rows[c[0]].notna().any())]  # fmt: skip
+    head = "".join(f"<th class={'l' if s is None else ''}>{html.escape(h)}</th>"
+                   for _, h, s, _ in columns)  # fmt: skip
     body = []
-    for _, row in table.iterrows():
+    for _, row in rows.iterrows():
         cells = []
-        for c in columns:
-            value = row[c]
-            text = _fmt(value, 0 if c.endswith("grade") else 3)
-            cells.append(
-                f"<td class={'l' if c in ('muscle', 'side', 'group', 'qc_flags') else ''}>"
-                f"{text}</td>"
-            )
+        for column, _, scale, digits in columns:
+            value = row[column]
+            if scale is None:
+                text = html.escape(str(value).replace("_", " ") if column != "qc_flags"
+                                   else str(value).replace(";", "; "))  # fmt: skip
+                cells.append(f"<td class=l>{'' if value is None else text}</td>")
+            else:
+                cells.append(f"<td>{_fmt(value, digits, scale)}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def study_report_html(result: StudyResult) -> str:
-    """The self-contained ``report.html`` of one study."""
-    like = result.likelihood
+def _grade_legend(bands: Mapping[str, Any]) -> str:
+    def ranges(edges: list[float]) -> str:
+        points = [0.0, *edges]
+        parts = []
+        for g, low in enumerate(points):
+            high = points[g + 1] if g + 1 < len(points) else None
+            span = f"{low * 100:g}\u2013{high * 100:g} %" if high is not None else \
+                f"\u2265 {low * 100:g} %"  # fmt: skip
+            parts.append(f"{g}: {span}")
+        return "; ".join(parts)
+
+    return (
+        "<p class=small><b>Mercuri grade</b> here is derived from the core median fat fraction "
+        f"(grade by FF band: {ranges(list(bands['mercuri_ff_bands']))}); it is not a visual "
+        "T1w read. <b>Edema grade</b> from the share of the muscle core read as edema "
+        f"({ranges(list(bands['edema_fraction_bands']))}). FF and edema are measured in the "
+        "eroded core of each muscle; fatty voxels are never counted as edema. Empty cells: not "
+        "measured.</p>"
+    )
+
+
+def _inputs_section(result, version: Mapping[str, str]) -> str:
     esc = html.escape
-    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-             f"<title>mri_scoring: {esc(result.study_id)}</title><style>{CSS}</style></head><body>",
-             f"<h1>Thigh MRI pattern report: {esc(result.study_id)}</h1>",
-             f"<p class=disclaimer>{esc(DISCLAIMER)}</p>"]  # fmt: skip
-    warnings = [q for q in result.qc if q.level == "warning"]
-    if warnings:
-        items = "".join(
-            f"<li>{esc(q.code)}: {esc(q.message)}"
-            f"{' (' + esc(Path(q.file).name) + ')' if q.file else ''}</li>"
-            for q in warnings
-        )
-        parts.append(f"<div class=qc><b>Quality-control warnings</b><ul>{items}</ul></div>")
-    parts.append(
-        f"<h2>Result</h2><div class='call {esc(like.call)}'>call: <b>{esc(like.call)}</b> "
-        f"&nbsp; p(IMNM) = {like.p_imnm:.3f} (90 % credible interval "
-        f"{like.p_imnm_interval[0]:.2f}&ndash;{like.p_imnm_interval[1]:.2f}) &nbsp; log10 LR = "
-        f"{like.log10_likelihood_ratio:+.2f}</div>"
-        f"<p class=small>prior p(IMNM) = {like.prior_imnm:.2f}; template "
-        f"{esc(result.template.name)}; call bounds: IMNM at p &ge; "
-        f"{result.template.call_positive_at_least}, DM at p &le; "
-        f"{result.template.call_negative_at_most}; a call needs the whole interval past "
-        "its bound.</p>")  # fmt: skip
-    if like.notes:
-        parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in like.notes) + "</ul>")
-    parts.append("<h2>Evidence per feature</h2>")
-    parts.append(evidence_figure(result))
-    parts.append(_evidence_table(result))
-    heatmap = muscle_heatmap_figure(result.muscles)
-    if heatmap:
-        parts.append("<h2>Per-muscle heat map</h2>" + heatmap)
+    folder = result.study.path if result.study is not None else None
+    items = "".join(f"<li>{esc(role)}: {esc(v['file'])} <span class=small>sha256 "
+                    f"{esc(v['sha256'][:16])}…</span></li>"
+                    for role, v in result.inputs.items())  # fmt: skip
+    software = ", ".join(f"{esc(k)} {esc(str(v))}" for k, v in version.items())
+    return (
+        f"<h2>Inputs and software</h2><p class=small>study folder: "
+        f"{esc(str(folder.resolve())) if folder else '(in memory)'}</p><ul>{items}</ul>"
+        f"<p class=small>software: {software}<br>settings sha256 "
+        f"{esc(result.config_sha256[:16])}…; template {esc(result.template.name)} sha256 "
+        f"{esc(result.template.sha256[:16])}…</p>"
+    )
+
+
+def _references_section(result) -> str:
+    references = load_references()
+    texts = [f.source for f in result.likelihood.features]
+    keys = cited(texts, references) if references else []
+    if not keys:
+        sources = sorted({f.source for f in result.likelihood.features if f.source})
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in sources)
+        return f"<h2>References</h2><ol class=refs>{items}</ol>"
+    items = "".join(f"<li id='ref-{html.escape(k, quote=True)}'><b>{html.escape(k)}</b>: "
+                    f"{html.escape(references[k])}</li>" for k in keys)  # fmt: skip
+    return f"<h2>References</h2><ol class=refs>{items}</ol>"
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def study_page(result, *, view: str = DEFAULT_VIEW, grades: Mapping[str, Any],
+               normal_ff: float, software: Mapping[str, str], disclaimer: str,
+               muscle_heatmap: str | None = None) -> str:  # fmt: skip
+    """The self-contained ``report.html`` of one study.
+
+    Parameters
+    ----------
+    result : StudyResult
+        With its study and voxel maps in memory for the slice figures (without them the page
+        has no slices).
+    view : {"radiological", "neurological"}
+        Orientation of the slice panels.
+    grades : mapping
+        The ``grades`` section of the settings (band edges, explained beside the table).
+    normal_ff : float
+        Upper end (0-1) of the healthy fat-fraction range drawn in the per-muscle bars.
+    software : mapping
+        Package and library versions shown with the inputs.
+    disclaimer : str
+    muscle_heatmap : str, optional
+        The per-muscle heat map SVG.
+
+    Returns
+    -------
+    str
+        The HTML page.
+    """
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+    esc = html.escape
+    like = result.likelihood
+    table = result.muscles
+    muscles = table[table["kind"].isin((MUSCLE, GROUP))]
+    references = table[table["kind"] == REFERENCE]
+    others = table[~table["kind"].isin((MUSCLE, GROUP, REFERENCE))]
+    parts = [
+        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><meta name=viewport "
+        f"content='width=device-width, initial-scale=1'><title>mri_scoring: "
+        f"{esc(result.study_id)}</title><style>{CSS}</style></head><body>",
+        f"<h1>Thigh MRI pattern report: {esc(result.study_id)}</h1>",
+        f"<p class=disclaimer>{esc(disclaimer)}</p>",
+        _qc_section(result),  # warnings first: they qualify everything below
+        _call_section(result),
+        "<h2>Evidence per feature</h2>",
+        evidence_figure(
+            like.features, like.log10_likelihood_ratio, neutral=like.call == "indeterminate"
+        ),
+        _evidence_table(result),
+    ]
     if result.study is not None:
-        slices = slice_figure(result.study, result.noise_sigma)
-        if slices:
-            parts.append("<h2>Slices with the segmentation</h2>" + slices)
-    parts.append("<h2>Per-muscle measures</h2>" + _muscle_table(result.muscles))
-    inputs = "".join(
-        f"<li>{esc(role)}: {esc(v['file'])} <span class=small>sha256 "
-        f"{esc(v['sha256'][:16])}…</span></li>"
-        for role, v in result.inputs.items()
-    )
-    parts.append(
-        f"<h2>Inputs</h2><ul>{inputs}</ul><p class=small>settings sha256 "
-        f"{esc(result.config_sha256[:16])}…</p></body></html>"
-    )
+        threshold = result.edema_reference.get("threshold")
+        levels, legend = build_levels(
+            result.study, getattr(result, "voxel_maps", None), view,
+            threshold if result.edema_reference.get("source") == "t2map" else None,
+        )
+        if levels:
+            parts.append("<h2>Slices: fat fraction and edema</h2>" + levels_html(levels, legend,
+                                                                                 view))  # fmt: skip
+    bars = side_bars_figure(table, normal_ff, float(grades["edema_fraction_bands"][0]))
+    if bars:
+        parts.append("<h2>Fat and edema per muscle, left and right</h2>" + bars)
+    if muscle_heatmap:
+        parts.append("<h2>Per-muscle heat map</h2>" + muscle_heatmap)
+    parts.append("<h2>Per-muscle measures</h2>")
+    no_muscle = "<p>No label of this study is a known thigh muscle or compartment.</p>"
+    parts.append(_table(muscles) if not muscles.empty else no_muscle)
+    parts.append(_grade_legend(grades))
+    if not references.empty:
+        parts.append("<h3>Reference tissues (checks only, not muscles)</h3>" + _table(
+            references, [c for c in MUSCLE_COLUMNS if c[0] in ("muscle", "side", "volume_ml",
+                                                               "ff_median")]))  # fmt: skip
+    if not others.empty:
+        names = ", ".join(sorted(str(m) for m in others["muscle"]))
+        parts.append(f"<p class=small>Labels not recognised as thigh muscles (not measured "
+                     f"as muscles): {esc(names)}</p>")  # fmt: skip
+    parts.append(_inputs_section(result, software))
+    parts.append(_references_section(result))
+    parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def study_report_html(result, view: str = DEFAULT_VIEW) -> str:
+    """The self-contained ``report.html`` of one study.
+
+    Parameters
+    ----------
+    result : StudyResult
+        With ``study`` and ``voxel_maps`` in memory for the slice figures.
+    view : {"radiological", "neurological"}
+        Orientation of the slice panels (radiological: the patient's right on the viewer's left).
+
+    Returns
+    -------
+    str
+        The HTML page.
+    """
+    settings = getattr(result, "settings", None) or load_settings()
+    return study_page(result, view=view, grades=settings["grades"],
+                      normal_ff=settings["quantify"]["healthy_ff_ceiling"],
+                      software=software_versions(), disclaimer=DISCLAIMER,
+                      muscle_heatmap=muscle_heatmap_figure(result.muscles))  # fmt: skip

@@ -18,9 +18,11 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..config import Settings
 from ..errors import QCFinding
 from ..io.study import Study
 from ..io.subjects import SessionInfo
+from ..measure.maps import VoxelMaps
 from ..pattern.likelihood import Likelihood
 from ..pattern.templates import Template
 from ..schema import DISCLAIMER, SUMMARY_FIXED
@@ -102,6 +104,11 @@ class StudyResult:
         The loaded study (kept in memory for figures; not serialised).
     session : SessionInfo or None
         Subject, session and date (``score.json`` ``session``), for follow-up comparisons.
+    voxel_maps : VoxelMaps or None
+        The per-voxel masks and FF the table was counted from (figures, ``--maps``; not
+        serialised).
+    settings : Settings or None
+        The effective settings (grade bands and normal ranges for the report; not serialised).
     """
 
     study_id: str
@@ -116,6 +123,8 @@ class StudyResult:
     noise_source: str = ""
     study: Study | None = field(default=None, repr=False)
     session: SessionInfo | None = None
+    voxel_maps: VoxelMaps | None = field(default=None, repr=False)
+    settings: Settings | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         """One line: id, call, p(IMNM) with its interval, muscle rows and warnings."""
@@ -169,9 +178,10 @@ class StudyResult:
         """One ``summary.tsv`` row: id, p(IMNM) and interval, log10 LR, call, feature degrees."""
         return summary_row(self.to_dict())
 
-    def save(self, out: str | Path, report: bool = True) -> Path:
+    def save(self, out: str | Path, report: bool = True, maps: bool = False,
+             view: str = "radiological") -> Path:  # fmt: skip
         """Write ``muscles.tsv``, ``muscles_pooled.tsv``, ``groups.tsv``, ``report.html``
-        (optional) and, last, ``score.json`` into ``out``.
+        (optional), the voxel maps (optional, ``maps/``) and, last, ``score.json`` into ``out``.
 
         A convenience for :func:`mri_scoring.output.write.save_study` (imported here, when
         called, so that this data type does not depend on the writers).
@@ -183,7 +193,7 @@ class StudyResult:
         """
         from .write import save_study
 
-        return save_study(self, out, report=report)
+        return save_study(self, out, report=report, maps=maps, view=view)
 
 
 def summary_row(document: dict[str, Any]) -> dict[str, Any]:
@@ -198,13 +208,25 @@ def summary_row(document: dict[str, Any]) -> dict[str, Any]:
     -------
     dict
         ``study_id``, ``p_imnm`` with its interval (``p_imnm_lo``, ``p_imnm_hi``),
-        ``log10_likelihood_ratio``, ``call``, then each feature's
-        degree (NaN when the feature was unavailable).
+        ``log10_likelihood_ratio``, ``call``, ``qc`` (the warning codes, :func:`qc_codes`),
+        then each feature's degree (NaN when the feature was unavailable).
     """
     low, high = document["p_imnm_interval"]
-    row = {key: document[key] for key in SUMMARY_FIXED if key not in ("p_imnm_lo", "p_imnm_hi")}
-    row = {"study_id": row.pop("study_id"), "p_imnm": row.pop("p_imnm"),
-           "p_imnm_lo": low, "p_imnm_hi": high, **row}  # fmt: skip
+    derived = {"p_imnm_lo": low, "p_imnm_hi": high, "qc": qc_codes(document.get("qc", []))}
+    row = {key: derived[key] if key in derived else document[key] for key in SUMMARY_FIXED}
     for feature in document["features"]:
         row[feature["id"]] = feature["degree"] if feature["available"] else None
     return {k: (np.nan if v is None else v) for k, v in row.items()}
+
+
+def qc_codes(findings: list[dict[str, Any]]) -> str:
+    """The ``qc`` cell of a study: its warning codes, ``;``-separated, each once ("" if none).
+
+    Examples
+    --------
+    >>> qc_codes([{"level": "warning", "code": "a"}, {"level": "info", "code": "b"},
+    ...           {"level": "warning", "code": "a"}])
+    'a'
+    """
+    codes = [f["code"] for f in findings if f.get("level") == "warning"]
+    return ";".join(dict.fromkeys(codes))

@@ -12,8 +12,6 @@ right, so the radiological view puts high x on the left.
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -211,38 +209,3 @@ def draw_panel(layers: PanelLayers, box: tuple[slice, slice], view: str, zoom: i
         labels = np.repeat(np.repeat(labels, zoom, axis=0), zoom, axis=1)
     index[thin_outline(labels)] = OUTLINE_INDEX
     return index
-
-
-def png_indexed_bytes(index: np.ndarray, palette: np.ndarray = PALETTE, level: int = 1) -> bytes:
-    """Encode an image of palette indices as a PNG file (8-bit palette, no filtering).
-
-    Parameters
-    ----------
-    index : ndarray of uint8, shape (H, W)
-        Rows top to bottom.
-    palette : ndarray of uint8, shape (N, 3)
-        N <= 256 colours.
-    level : int
-        zlib level (1: fastest; panels are noisy images that higher levels barely shrink).
-
-    Returns
-    -------
-    bytes
-        The PNG file.
-    """
-    index = np.ascontiguousarray(index, dtype=np.uint8)
-    if index.ndim != 2 or min(index.shape) < 1 or len(palette) > 256:
-        raise ValueError(f"expected an (H, W) index image and <= 256 colours, got {index.shape}")
-    height, width = index.shape
-    rows = np.zeros((height, 1 + width), np.uint8)  # filter byte 0 ("none") per row
-    rows[:, 1:] = index
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data))
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
-    colours = np.ascontiguousarray(palette, np.uint8).tobytes()
-    data = zlib.compress(rows.tobytes(), level)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"PLTE", colours)
-            + chunk(b"IDAT", data) + chunk(b"IEND", b""))  # fmt: skip

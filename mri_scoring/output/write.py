@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..errors import StudyError
+from ..errors import MriScoringError, StudyError
 from ..files import atomic_write
 from ..grading import pooled_tables
 from ..io.discover import sanitise_id
 from ..schema import SUMMARY_FIXED
-from .report import study_report_html
+from .maps import write_maps
+from .report import DEFAULT_VIEW, study_report_html
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..pattern.templates import Template
@@ -75,11 +76,14 @@ def study_out_dir(out: Path, study_id: str) -> Path:
     return target
 
 
-def save_study(result: StudyResult, out: str | Path, report: bool = True) -> Path:
+def save_study(result: StudyResult, out: str | Path, report: bool = True, maps: bool = False,
+               view: str = DEFAULT_VIEW) -> Path:  # fmt: skip
     """Write one study's outputs into ``out``.
 
     ``muscles.tsv`` (per muscle and side), ``muscles_pooled.tsv`` (sides pooled), ``groups.tsv``
-    (per group), ``report.html`` (optional) and, last, ``score.json``.
+    (per group), ``report.html`` (optional), ``maps/*.nii.gz`` (optional) and, last,
+    ``score.json`` (which records the report view and whether maps were written, so a resumed
+    batch redoes a study whose outputs were made with other options).
 
     Parameters
     ----------
@@ -89,23 +93,46 @@ def save_study(result: StudyResult, out: str | Path, report: bool = True) -> Pat
         The study's output folder (created if needed).
     report : bool
         Also write ``report.html``.
+    maps : bool
+        Also write the voxel maps (:mod:`~mri_scoring.output.maps`); needs the result's study
+        and voxel maps in memory.
+    view : {"radiological", "neurological"}
+        Orientation of the report's slice panels.
 
     Returns
     -------
     Path
         The folder written.
+
+    Raises
+    ------
+    MriScoringError
+        ``maps`` for a result without its voxel maps (e.g. one rebuilt from files).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "muscles.tsv", table_text(result.muscles))
     per_muscle, per_group = pooled_tables(result.muscles)
-    atomic_write(out / "muscles_pooled.tsv", table_text(per_muscle))
-    atomic_write(out / "groups.tsv", table_text(per_group))
+    for name, table in (("muscles_pooled.tsv", per_muscle), ("groups.tsv", per_group)):
+        atomic_write(out / name, table_text(_with_study_id(table, result.study_id)))
     if report:
-        atomic_write(out / "report.html", study_report_html(result))
-    document = json.dumps(result.to_dict(), indent=2, sort_keys=False, allow_nan=False)
-    atomic_write(out / "score.json", document + "\n")
+        atomic_write(out / "report.html", study_report_html(result, view))
+    if maps:
+        if result.voxel_maps is None or result.study is None:
+            raise MriScoringError("voxel maps need the study and its voxel maps in memory "
+                                  "(score_study keeps them)")  # fmt: skip
+        write_maps(out / "maps", result.study, result.voxel_maps)
+    document = result.to_dict()
+    document["outputs"] = {"report_view": view if report else None, "maps": bool(maps)}
+    text = json.dumps(document, indent=2, sort_keys=False, allow_nan=False)
+    atomic_write(out / "score.json", text + "\n")
     return out
+
+
+def _with_study_id(table: pd.DataFrame, study_id: str) -> pd.DataFrame:
+    """The table with ``study_id`` as its first column (rows of many studies stay apart)."""
+    return pd.concat([pd.DataFrame({"study_id": [study_id] * len(table)}, index=table.index),
+                      table], axis=1)  # fmt: skip
 
 
 def summary_table(rows: dict[str, dict[str, Any]], template: Template) -> pd.DataFrame:
