@@ -9,12 +9,14 @@ more than measuring the study (benchmarks/README.md).
 from __future__ import annotations
 
 import base64
-import html
 import struct
 import zlib
 from collections.abc import Sequence
 
 import numpy as np
+
+from ..svg import svg_document as svg_document  # re-exported for the figures
+from ..svg import svg_text as svg_text
 
 # "magma" reversed (light = low, dark = high), sampled at 9 evenly spaced points: the
 # perceptually uniform colour map of van der Walt & Smith (CC0), as matplotlib ships it.
@@ -83,14 +85,6 @@ def hex_colour(rgb: Sequence[int] | np.ndarray) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
 
 
-def svg_text(x: float, y: float, text: str, size: int = 11, anchor: str = "start",
-             colour: str = "#222", extra: str = "") -> str:  # fmt: skip
-    return (
-        f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" '
-        f'fill="{colour}"{extra}>{html.escape(text)}</text>'
-    )
-
-
 def svg_ramp_legend(x: float, y: float, caption: str, steps: int = 40) -> str:
     """A horizontal colour-ramp legend (160 px wide, 10 px high) with a caption on its right."""
     swatches = "".join(
@@ -99,17 +93,6 @@ def svg_ramp_legend(x: float, y: float, caption: str, steps: int = 40) -> str:
         for i in range(steps)
     )
     return swatches + svg_text(x + steps * 4 + 6, y + 9, caption, 10)
-
-
-def svg_document(width: float, height: float, body: list[str], title: str) -> str:
-    """An inline SVG element with an accessible title."""
-    return (
-        f'<svg role="img" width="{width:.0f}" '
-        f'height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
-        f'font-family="Helvetica,Arial,sans-serif"><title>{html.escape(title)}</title>'
-        + "".join(body)
-        + "</svg>"
-    )
 
 
 CALL_RGB = {"IMNM": (31, 111, 209), "DM": (209, 98, 31), "indeterminate": (170, 170, 170)}

@@ -23,7 +23,6 @@ from ..schema import DISCLAIMER
 from .figures import evidence_figure, muscle_heatmap_figure, side_bars_figure
 from .levels import build_levels, levels_html
 from .render import CSS
-from .result import software_versions
 from .slices import VIEWS
 
 DEFAULT_VIEW = "radiological"
@@ -355,5 +354,5 @@ def study_report_html(result, view: str = DEFAULT_VIEW) -> str:
     settings = getattr(result, "settings", None) or load_settings()
     return study_page(result, view=view, grades=settings["grades"],
                       normal_ff=settings["quantify"]["healthy_ff_ceiling"],
-                      software=software_versions(), disclaimer=DISCLAIMER,
+                      software=result.to_dict()["software"], disclaimer=DISCLAIMER,
                       muscle_heatmap=muscle_heatmap_figure(result.muscles))  # fmt: skip

@@ -7,7 +7,7 @@ import html
 import numpy as np
 from scipy.stats import beta
 
-from ..render import svg_document, svg_text
+from ..svg import svg_document, svg_text
 from .templates import Template
 
 _SIZE, _PAD = 260.0, 40.0
