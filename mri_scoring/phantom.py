@@ -264,6 +264,7 @@ def make_study(
     roles: tuple[str, ...] = IMAGE_ROLES,
     reference_labels: bool = True,
     study_id: str | None = None,
+    body: dict[str, float] | None = None,
 ) -> PhantomStudy:
     """Make an in-memory phantom study with its ground truth.
 
@@ -293,6 +294,10 @@ def make_study(
         Label the femoral marrow (values 91/92) as a reference tissue.
     study_id : str, optional
         Default ``phantom-<pattern>-<seed>``.
+    body : dict, optional
+        ``height_m`` and ``mass_kg`` to write into the metadata (``study.json``); the anatomy's
+        whole-muscle volumes match the published norms at ``anatomy.nominal_body`` of
+        ``configs/phantom.yaml`` (see there). Default: no body size.
 
     Returns
     -------
@@ -465,7 +470,8 @@ def make_study(
         affine=affine,
         images=images,
         label_info=label_info,
-        metadata={"study_id": study_id or f"phantom-{pattern}-{seed}", "phantom": True},
+        metadata={"study_id": study_id or f"phantom-{pattern}-{seed}", "phantom": True,
+                  **(body or {})},
         truth=truth,
     )
 
@@ -568,6 +574,11 @@ def _truth(labels, ff, edema, fascial, side_specs, table, voxel, affine) -> dict
 
 def _share(mask: np.ndarray) -> float | None:
     return float(mask.mean()) if mask.size else None
+
+
+def nominal_body() -> dict[str, float]:
+    """Height and mass at which the phantom's whole-muscle volumes match the published norms."""
+    return dict(_config()["anatomy"]["nominal_body"])
 
 
 def normal_volume_shares(shape: tuple[int, int, int] = (256, 256, 40)) -> dict[str, float]:
