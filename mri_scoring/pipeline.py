@@ -116,6 +116,7 @@ def score_study(
         session=session_info(study.path, study.metadata, study.study_id),
         voxel_maps=measured.voxel_maps,
         settings=settings,
+        slices=measured.slices,
     )
 
 

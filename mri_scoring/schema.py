@@ -11,9 +11,17 @@ MUSCLE_COLUMNS: list[str] = [
     "ff_mean", "ff_median", "ff_p90", "ff_mean_whole", "ff_median_whole", "ff_source",
     "mercuri_grade", "edema_fraction", "edema_z", "edema_source", "edema_grade",
     "t2_median_ms", "fascial_edema_fraction", "shell_voxels", "lean_volume_ml", "volume_share",
-    "expected_share", "atrophy_index", "atrophy_index_lean", "lr_volume_ratio", "qc_flags",
+    "expected_share", "atrophy_index", "atrophy_index_lean", "lr_volume_ratio",
+    "expected_volume_ml", "volume_ratio", "atrophy_basis", "atrophy_note", "max_csa_cm2",
+    "ff_excess", "qc_flags",
 ]  # fmt: skip
 """Columns of ``muscles.tsv``, in output order (extra columns follow them)."""
+
+SLICE_COLUMNS: tuple[str, ...] = (
+    "study_id", "label", "muscle", "side", "slice", "z_mm", "area_cm2", "ff_mean",
+)
+"""Columns of ``slices.tsv`` (one row per label and slice; ``slice`` indexes the stack axis,
+``z_mm`` is the world z of the slice centre, ``ff_mean`` the whole-mask mean in that slice)."""
 
 # QC codes raised while measuring (study-level findings in ``score.json``).
 FF_SEMIQUANTITATIVE = "ff_semiquantitative"
@@ -28,11 +36,14 @@ EDEMA_REFERENCE_FROM_T2MAP = "edema_reference_from_t2map"
 T2MAP_ASSUMPTIONS = "t2map_assumptions"
 NOISE_FROM_TISSUE = "noise_from_tissue"
 NOISE_SIGMA_UNKNOWN = "noise_sigma_unknown"
+GLOBAL_ATROPHY_NOT_ASSESSABLE = "global_atrophy_not_assessable"
+BODY_SIZE_NOT_USED = "body_size_not_used"
 # Per-row flags (the ``qc_flags`` column, ``;``-separated).
 SMALL_CORE_WHOLE_MASK_USED = "small_core_whole_mask_used"
 UNKNOWN_LABEL = "unknown_label"
 EDEMA_TOO_FEW_VOXELS = "edema_too_few_voxels"
 FASCIAL_TOO_FEW_VOXELS = "fascial_too_few_voxels"
+PARTIAL_COVERAGE = "partial_coverage"
 
 MEASURE_QC_CODES: dict[str, str] = {
     FF_SEMIQUANTITATIVE: "fat fraction estimated from T1w intensities, not a Dixon/PDFF measure",
@@ -51,6 +62,10 @@ MEASURE_QC_CODES: dict[str, str] = {
     FASCIAL_TOO_FEW_VOXELS: "too few shell voxels for a fascial-edema fraction: cell left empty",
     SMALL_CORE_WHOLE_MASK_USED: "the eroded core was too small: the whole mask was measured",
     UNKNOWN_LABEL: "a label name outside the vocabulary (measured, not used by templates)",
+    GLOBAL_ATROPHY_NOT_ASSESSABLE: "no height and mass: a loss shared by every muscle is not seen",
+    BODY_SIZE_NOT_USED: "height_m / mass_kg missing one of the two, not a number or implausible",
+    PARTIAL_COVERAGE: "the label reaches the first/last slice or the in-plane edge of the grid: "
+    "the muscle continues beyond the field of view, so its volume is not assessed",
 }
 """Every QC code and row flag the measurement stage emits, with its meaning."""
 

@@ -20,11 +20,13 @@ from ..arrays import dense_layout
 from ..config import Settings, load_settings
 from ..errors import QCFinding
 from .arrays import LabelledRegion, VoxelSet
-from .atrophy import add_atrophy
+from .atrophy import AtrophyInputs, add_atrophy
+from .coverage import label_coverage, slice_areas
 from .edema import EdemaMeasure, EdemaReference, measure_edema
 from .fat import FatMeasure, measure_fat
 from .maps import VoxelMaps
 from .masks import core_mask, exclusive_shell, padded_region, shell_reach_mm, steps_within
+from .norms import body_size, ff_excess
 
 
 @dataclass
@@ -48,6 +50,9 @@ class MuscleTable:
     noise_source : str
         How ``noise_sigma`` was found: ``background``, ``tissue_differences``, ``none`` (the
         Rician correction was skipped) or "" (no Dixon images).
+    slices : pandas.DataFrame
+        ``slices.tsv``: one row per label and slice (``study_id``, ``label``, ``muscle``,
+        ``side``, ``slice``, ``z_mm``, ``area_cm2``, ``ff_mean``).
     """
 
     table: pd.DataFrame
@@ -56,6 +61,7 @@ class MuscleTable:
     noise_sigma: float | None = None
     voxel_maps: VoxelMaps | None = None
     noise_source: str = ""
+    slices: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,10 +98,11 @@ def quantify(study, settings: Settings | None = None, *, voxel_maps: bool = Fals
     edema = measure_edema(region, fat.ff, qset, eset)
     infos = [study.label_info[int(v)] for v in study.label_values]
     table = _assemble(study, infos, counts, fat, edema)
-    add_atrophy(table)
+    qc = [*fat.qc, *edema.qc]
+    slices = _coverage_and_norms(study, table, region, fat, settings, qc)
     maps = _voxel_maps(study, region, fat, edema) if voxel_maps else None
     return MuscleTable(
-        table, [*fat.qc, *edema.qc], edema.reference, fat.noise_sigma, maps, fat.noise_source
+        table, qc, edema.reference, fat.noise_sigma, maps, fat.noise_source, slices
     )
 
 
@@ -122,6 +129,36 @@ def _slice_index(voxels) -> np.ndarray:
     """Slice (z) index of each voxel of a VoxelSet on the full grid (int16 below 32768)."""
     dtype = np.int16 if voxels.full_shape[2] < 2**15 else np.int32
     return voxels.ijk[2].astype(dtype) + dtype(voxels.region[2].start)
+
+
+def _coverage_and_norms(study, table: pd.DataFrame, region: LabelledRegion, fat: FatMeasure,
+                        settings: Settings, qc: list[QCFinding]) -> pd.DataFrame:  # fmt: skip
+    """Add coverage flags, max_csa_cm2, ff_excess and atrophy to the table (in place; findings
+    appended to ``qc``); return the ``slices.tsv`` rows."""
+    coverage = label_coverage(study.label_boxes, study.shape, study.affine)
+    areas = slice_areas(region, fat.ff, coverage.axis)
+    table["max_csa_cm2"] = areas.max_csa_cm2[1:]
+    is_muscle = table["kind"].isin((MUSCLE, GROUP)).to_numpy()
+    coverage_cut = np.array([coverage.partial(i) for i in range(len(table))], bool)
+    table["ff_excess"] = np.where(is_muscle, ff_excess(table["ff_mean"], study.metadata), np.nan)
+    table["qc_flags"] = [
+        ";".join(f for f in (flags, schema.PARTIAL_COVERAGE if cut else "") if f)
+        for flags, cut in zip(table["qc_flags"], is_muscle & coverage_cut, strict=True)
+    ]
+    body, why_not = body_size(study.metadata)
+    if why_not:
+        qc.append(QCFinding("warning", schema.BODY_SIZE_NOT_USED, why_not,
+                            str(study.files.get("metadata", ""))))  # fmt: skip
+    min_share = settings["atrophy"].get("min_share_muscles", 3)
+    qc.extend(add_atrophy(table, AtrophyInputs(coverage, body, min_share)))
+    return _slice_rows(table, areas.table)
+
+
+def _slice_rows(table: pd.DataFrame, areas: pd.DataFrame) -> pd.DataFrame:
+    """``slices.tsv`` rows: the per-slice areas with the label's study, muscle and side."""
+    names = table[["study_id", "label", "muscle", "side"]]
+    rows = areas.merge(names, on="label", how="left")
+    return rows[list(schema.SLICE_COLUMNS)]
 
 
 def _labelled_region(study, qset: dict[str, Any]) -> tuple[LabelledRegion, _Counts]:

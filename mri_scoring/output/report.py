@@ -37,7 +37,7 @@ MEASURE_UNITS = {
     "ff_contrast": (100.0, "pp", "fat-fraction difference (percentage points)"),
     "edema_fraction": (100.0, "%", "of the muscle core read as edema"),
     "fascial_edema_fraction": (100.0, "%", "of the fascial shell read as edema"),
-    "atrophy": (100.0, "%", "volume share below the expected share"),
+    "atrophy": (100.0, "%", "volume below the expected volume (body size) or share"),
     "share_involved": (100.0, "%", "mean involvement degree over the muscles"),
     "involvement": (100.0, "%", "mean involvement degree over the muscles"),
 }
@@ -177,7 +177,8 @@ MUSCLE_COLUMNS = (  # (column, header, scale, digits)
     ("edema_fraction", "edema (% of core)", 100.0, 1), ("edema_grade", "edema grade", 1.0, 0),
     ("t2_median_ms", "T2 median (ms)", 1.0, 1),
     ("fascial_edema_fraction", "fascial edema (% of shell)", 100.0, 1),
-    ("atrophy_index", "atrophy index (share / expected)", 1.0, 2),
+    ("atrophy_index", "atrophy index (measured / expected)", 1.0, 2),
+    ("atrophy_basis", "atrophy basis", None, 0),
     ("qc_flags", "QC flags", None, 0),
 )  # fmt: skip
 
@@ -221,6 +222,20 @@ def _grade_legend(bands: Mapping[str, Any]) -> str:
         "eroded core of each muscle; fatty voxels are never counted as edema. Empty cells: not "
         "measured.</p>"
     )
+
+
+def _atrophy_note(result) -> str:
+    """One line on what atrophy rests on (global atrophy needs height and mass)."""
+    codes = {q.code for q in result.qc}
+    notes = []
+    if "global_atrophy_not_assessable" in codes:
+        notes.append("<b>Global atrophy is not assessable</b>: without height_m and mass_kg in "
+                     "study.json the atrophy index is each muscle's share of the labelled volume, "
+                     "which cannot show a loss that every muscle shares.")
+    if "partial_coverage" in codes:
+        notes.append("Muscles flagged partial_coverage continue beyond the field of view: their "
+                     "volume-based atrophy is not assessed.")
+    return f"<p class=small>{' '.join(notes)}</p>" if notes else ""
 
 
 def _inputs_section(result, version: Mapping[str, str]) -> str:
@@ -322,6 +337,7 @@ def study_page(result, *, view: str = DEFAULT_VIEW, grades: Mapping[str, Any],
     no_muscle = "<p>No label of this study is a known thigh muscle or compartment.</p>"
     parts.append(_table(muscles) if not muscles.empty else no_muscle)
     parts.append(_grade_legend(grades))
+    parts.append(_atrophy_note(result))
     if not references.empty:
         parts.append("<h3>Reference tissues (checks only, not muscles)</h3>" + _table(
             references, [c for c in MUSCLE_COLUMNS if c[0] in ("muscle", "side", "volume_ml",

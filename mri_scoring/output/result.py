@@ -109,6 +109,9 @@ class StudyResult:
         serialised).
     settings : Settings or None
         The effective settings (grade bands and normal ranges for the report; not serialised).
+    slices : pandas.DataFrame or None
+        Per-slice cross-sections (``slices.tsv``; columns of
+        :data:`~mri_scoring.schema.SLICE_COLUMNS`).
     """
 
     study_id: str
@@ -125,6 +128,7 @@ class StudyResult:
     session: SessionInfo | None = None
     voxel_maps: VoxelMaps | None = field(default=None, repr=False)
     settings: Settings | None = field(default=None, repr=False)
+    slices: pd.DataFrame | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         """One line: id, call, p(IMNM) with its interval, muscle rows and warnings."""

@@ -80,7 +80,7 @@ def save_study(result: StudyResult, out: str | Path, report: bool = True, maps: 
                view: str = DEFAULT_VIEW) -> Path:  # fmt: skip
     """Write one study's outputs into ``out``.
 
-    ``muscles.tsv`` (per muscle and side), ``muscles_pooled.tsv`` (sides pooled), ``groups.tsv``
+    ``muscles.tsv`` (per muscle and side), ``slices.tsv`` (per slice), ``muscles_pooled.tsv`` (sides pooled), ``groups.tsv``
     (per group), ``report.html`` (optional), ``maps/*.nii.gz`` (optional) and, last,
     ``score.json`` (which records the report view and whether maps were written, so a resumed
     batch redoes a study whose outputs were made with other options).
@@ -112,6 +112,8 @@ def save_study(result: StudyResult, out: str | Path, report: bool = True, maps: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "muscles.tsv", table_text(result.muscles))
+    if result.slices is not None:
+        atomic_write(out / "slices.tsv", table_text(result.slices))
     per_muscle, per_group = pooled_tables(result.muscles)
     for name, table in (("muscles_pooled.tsv", per_muscle), ("groups.tsv", per_group)):
         atomic_write(out / name, table_text(_with_study_id(table, result.study_id)))

@@ -73,6 +73,15 @@ def _rows(table: pd.DataFrame, names: tuple[str, ...], fallback: bool) -> pd.Dat
     return pd.concat([muscles, compartments])
 
 
+def _why_empty(rows: pd.DataFrame, column: str, names: tuple[str, ...]) -> str:
+    """Why no row has a value: cut by the field of view (the table says so), or no input."""
+    cut = rows["qc_flags"].astype(str).str.contains("partial_coverage")
+    if cut.all():
+        note = rows["atrophy_note"].iloc[0] if "atrophy_note" in rows else "partial coverage"
+        return f"not assessable for {', '.join(sorted(set(rows['key'])))}: {note}"
+    return f"no {column} for {', '.join(names)} (input image missing)"
+
+
 def _aggregate(table: pd.DataFrame, feature: Feature, names: tuple[str, ...],
                column: str) -> tuple[float, list[str]]:  # fmt: skip
     """Voxel-weighted mean over the listed muscles of ``column`` (sides combined first)."""
@@ -81,7 +90,7 @@ def _aggregate(table: pd.DataFrame, feature: Feature, names: tuple[str, ...],
         raise Unavailable(f"no labelled muscle among {', '.join(names)}")
     values = _side_values(rows, column, feature.sides)
     if values.empty:
-        raise Unavailable(f"no {column} for {', '.join(names)} (input image missing)")
+        raise Unavailable(_why_empty(rows, column, names))
     weights = rows.groupby("key")["voxels"].sum().reindex(values.index).astype(float)
     return float(np.average(values, weights=weights)), sorted(values.index)
 
