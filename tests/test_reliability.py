@@ -133,7 +133,8 @@ def test_only_one_side(study):
     result = ms.score_study(study)
     assert set(result.muscles["side"]) == {"right"}
     assert result.muscles["lr_volume_ratio"].isna().all()
-    assert result.muscles["atrophy_index"].notna().sum() >= 15
+    # the muscles the stack holds whole on the remaining side (the others are partial_coverage)
+    assert result.muscles["atrophy_index"].notna().sum() >= 7
     assert result.likelihood.call == "IMNM"
 
 
