@@ -295,9 +295,7 @@ def make_study(
     study_id : str, optional
         Default ``phantom-<pattern>-<seed>``.
     body : dict, optional
-        ``height_m`` and ``mass_kg`` to write into the metadata (``study.json``); the anatomy's
-        whole-muscle volumes match the published norms at ``anatomy.nominal_body`` of
-        ``configs/phantom.yaml`` (see there). Default: no body size.
+        ``height_m``, ``mass_kg`` for ``study.json`` (norms match at ``anatomy.nominal_body``).
 
     Returns
     -------
@@ -574,11 +572,6 @@ def _truth(labels, ff, edema, fascial, side_specs, table, voxel, affine) -> dict
 
 def _share(mask: np.ndarray) -> float | None:
     return float(mask.mean()) if mask.size else None
-
-
-def nominal_body() -> dict[str, float]:
-    """Height and mass at which the phantom's whole-muscle volumes match the published norms."""
-    return dict(_config()["anatomy"]["nominal_body"])
 
 
 def normal_volume_shares(shape: tuple[int, int, int] = (256, 256, 40)) -> dict[str, float]:

@@ -57,3 +57,10 @@ def batch_command(root: Path, out: Path, *options: str) -> list[str]:
     """The command line of a quiet ``mri-scoring batch`` run, for tests that kill it midway."""
     cli = [sys.executable, "-m", "mri_scoring.cli", "--quiet", "batch"]
     return [*cli, str(root), "--out", str(out), *options]
+
+
+def nominal_body() -> dict[str, float]:
+    """Height and mass at which the phantom's whole muscles have the published norm volumes."""
+    from mri_scoring.config import load_config_file
+
+    return dict(load_config_file("phantom.yaml")["anatomy"]["nominal_body"])

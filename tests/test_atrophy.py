@@ -20,7 +20,9 @@ from mri_scoring.pattern.match import match
 from mri_scoring.pattern.templates import load_template
 from mri_scoring.pipeline import score_study
 
-BODY = phantom.nominal_body()
+from .helpers import nominal_body
+
+BODY = nominal_body()
 FULL = (256, 256, 40)  # the grid on which the phantom's whole-muscle volumes match the norms
 # the template's atrophy cut (its measure is 1 - atrophy_index)
 ATROPHY = 1.0 - next(f for f in load_template().features

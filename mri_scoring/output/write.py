@@ -80,8 +80,9 @@ def save_study(result: StudyResult, out: str | Path, report: bool = True, maps: 
                view: str = DEFAULT_VIEW) -> Path:  # fmt: skip
     """Write one study's outputs into ``out``.
 
-    ``muscles.tsv`` (per muscle and side), ``slices.tsv`` (per slice), ``muscles_pooled.tsv`` (sides pooled), ``groups.tsv``
-    (per group), ``report.html`` (optional), ``maps/*.nii.gz`` (optional) and, last,
+    ``muscles.tsv`` (per muscle and side), ``slices.tsv`` (per slice), ``muscles_pooled.tsv``
+    (sides pooled), ``groups.tsv`` (per group), ``report.html`` (optional), ``maps/*.nii.gz``
+    (optional) and, last,
     ``score.json`` (which records the report view and whether maps were written, so a resumed
     batch redoes a study whose outputs were made with other options).
 
