@@ -472,12 +472,8 @@ def _columns(
         flags.setdefault(int(index), []).append(schema.EDEMA_TOO_FEW_VOXELS)
     for index in np.flatnonzero(few_shell):
         flags.setdefault(int(index), []).append(schema.FASCIAL_TOO_FEW_VOXELS)
-    cols: dict[str, Any] = {
-        "edema_fraction": fraction,
-        "edema_z": z_median,
-        "fascial_edema_fraction": fascial,
-        "edema_source": readout.source,
-    }
+    cols: dict[str, Any] = {"edema_fraction": fraction, "edema_z": z_median,
+                            "fascial_edema_fraction": fascial, "edema_source": readout.source}
     if readout.t2_median is not None:
         cols["t2_median_ms"] = readout.t2_median
     # The voxel maps show exactly what the table counted: not the rows left empty.
@@ -496,12 +492,9 @@ def _unmeasured(region: LabelledRegion, readout: _Readout, qc: list[QCFinding]) 
     """No trustworthy reference: every edema cell empty, every measured muscle flagged."""
     n = region.n_labels
     empty = np.full(n + 1, np.nan)
-    cols: dict[str, Any] = {
-        "edema_fraction": empty,
-        "edema_z": empty.copy(),
-        "fascial_edema_fraction": empty.copy(),
-        "edema_source": readout.source,
-    }
+    cols: dict[str, Any] = {"edema_fraction": empty, "edema_z": empty.copy(),
+                            "fascial_edema_fraction": empty.copy(),
+                            "edema_source": readout.source}
     measured = np.flatnonzero(region.is_muscle & (np.bincount(region.label, minlength=n + 1) > 0))
     flags = {int(i): [schema.EDEMA_REFERENCE_UNTRUSTED] for i in measured}
     return EdemaMeasure(cols, readout.reference, qc, None, None, None, flags)
