@@ -109,4 +109,7 @@ def test_map_files_open_on_the_label_grid_and_count_what_the_table_counted(tmp_p
     for label, row in table[table["kind"] == "muscle"].iterrows():
         assessed = (masks["core"] == label) & ~(ff > fatty)
         edema = int((masks["edema"] == label).sum())
+        if np.isnan(row["edema_fraction"]):  # too few voxels: an empty cell, nothing mapped
+            assert edema == 0, label
+            continue
         assert edema == round(row["edema_fraction"] * int(assessed.sum())), label
