@@ -23,6 +23,7 @@ from . import reference
 from .arrays import LabelledRegion, VoxelSet, label_quantiles
 from .bias import BiasFit, BlockGrid, fit_log_bias, log_bias_at
 from .masks import background_sample
+from .water_t2 import T2Range, t2_range
 
 Z_RANGE = (-20.0, 40.0)
 Z_BINS = 3000
@@ -75,71 +76,6 @@ class EdemaMeasure:
     edema: np.ndarray | None = None
     shell_edema: np.ndarray | None = None
     flags: dict[int, list[str]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class T2Range:
-    """Water-T2 numbers for the study's field strength (ms).
-
-    Attributes
-    ----------
-    normal_ms, sd_ms, edema_ms : float
-        Centre and spread of normal muscle, and the edema-like cut.
-    field_strength_t : float
-        Field strength the numbers are for.
-    stated : bool
-        Whether ``field_strength_t`` came from the study (``study.json``) or was assumed.
-    median_grid_ms : tuple of float
-        Low, high and step of the histogram per-label T2 medians are read from.
-    """
-
-    normal_ms: float
-    sd_ms: float
-    edema_ms: float
-    field_strength_t: float
-    stated: bool
-    median_grid_ms: tuple[float, float, float]
-
-
-def t2_range(eset: dict[str, Any], metadata: dict[str, Any]) -> T2Range:
-    """Normal water-T2 range shifted for the field strength stated in ``study.json``.
-
-    Parameters
-    ----------
-    eset : dict
-        The ``edema`` settings (``t2_normal_ms``, ``t2_normal_sd_ms``, ``t2_edema_ms`` for
-        ``t2_field_strength_t``; ``t2_offset_ms_by_field_t``).
-    metadata : dict
-        Study metadata; ``field_strength_t`` (tesla) is optional.
-
-    Returns
-    -------
-    T2Range
-        Shifted by the offset of the nearest tabulated field strength.
-
-    Examples
-    --------
-    >>> eset = {"t2_normal_ms": 33.0, "t2_normal_sd_ms": 2.5, "t2_edema_ms": 40.0,
-    ...         "t2_field_strength_t": 3.0, "t2_offset_ms_by_field_t": {1.5: 2.0, 3.0: 0.0},
-    ...         "t2_median_grid_ms": [0.0, 200.0, 0.05]}
-    >>> t2_range(eset, {"field_strength_t": 1.5}).edema_ms
-    42.0
-    """
-    stated = metadata.get("field_strength_t")
-    try:
-        field_t = float(stated) if stated is not None else float(eset["t2_field_strength_t"])
-    except (TypeError, ValueError):
-        field_t, stated = float(eset["t2_field_strength_t"]), None
-    offsets = {float(k): float(v) for k, v in eset["t2_offset_ms_by_field_t"].items()}
-    offset = offsets[min(offsets, key=lambda k: abs(k - field_t))] if offsets else 0.0
-    return T2Range(
-        eset["t2_normal_ms"] + offset,
-        eset["t2_normal_sd_ms"],
-        eset["t2_edema_ms"] + offset,
-        field_t,
-        stated is not None,
-        tuple(float(x) for x in eset["t2_median_grid_ms"]),
-    )
 
 
 @dataclass(frozen=True, eq=False)
