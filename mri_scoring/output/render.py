@@ -110,7 +110,8 @@ h3{font-size:14px;margin:14px 0 4px}
 .indeterminate{background:#f2f2f2;border:2px dashed #888;color:#444}
 table{border-collapse:collapse;font-size:12px;margin:8px 0;max-width:100%}
 th,td{border:1px solid #ccc;padding:3px 5px;text-align:right;vertical-align:top}
-th{background:#f3f3f3}td{white-space:nowrap}td.l,th.l{text-align:left;white-space:normal;overflow-wrap:anywhere}
+th{background:#f3f3f3}td{white-space:nowrap}td.l,th.l{text-align:left;white-space:normal}
+td.f{overflow-wrap:anywhere}
 tr.na td{color:#999}
 img{max-width:100%;height:auto}svg{max-width:100%;height:auto}
 .levels{display:flex;flex-wrap:wrap;gap:12px}

@@ -196,7 +196,8 @@ def _table(rows: pd.DataFrame, columns=MUSCLE_COLUMNS) -> str:
             if scale is None:
                 text = html.escape(str(value).replace("_", " ") if column != "qc_flags"
                                    else str(value).replace(";", "; "))  # fmt: skip
-                cells.append(f"<td class=l>{'' if value is None else text}</td>")
+                kind = "l f" if column == "qc_flags" else "l"  # long codes may break anywhere
+                cells.append(f"<td class='{kind}'>{'' if value is None else text}</td>")
             else:
                 cells.append(f"<td>{_fmt(value, digits, scale)}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
