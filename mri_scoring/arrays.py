@@ -27,8 +27,11 @@ def dense_steps(array: np.ndarray) -> tuple[int, ...] | None:
 
 
 def dense_layout(array: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
-    """The array itself if :func:`dense_steps` holds (and it has ``dtype``), else one copy laid
-    out in memory order (a flipped view becomes positively strided, axis order kept)."""
+    """The array itself if it is dense (and of ``dtype``), else one copy in memory order.
+
+    Dense means :func:`dense_steps` holds; a flipped view becomes positively strided, its axis
+    order kept.
+    """
     if dense_steps(array) is not None and (dtype is None or array.dtype == dtype):
         return array
     return np.array(array, dtype=dtype, order="K")

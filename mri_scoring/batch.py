@@ -108,8 +108,10 @@ def completed_summary(folder: Path, options: BatchOptions) -> dict[str, Any] | N
 
 
 def resumed(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome | None:
-    """The :class:`Outcome` of a study already complete in ``out`` (see :func:`completed_summary`),
-    or None when it must be scored."""
+    """The :class:`Outcome` of a study already complete in ``out``, or None to score it.
+
+    Complete means :func:`completed_summary` finds its outputs made with the same settings.
+    """
     try:
         folder = study_out_dir(out, files.study_id)
     except StudyError:
@@ -279,8 +281,9 @@ def run_batch(
     resume: bool = True,
     progress: Callable[[Outcome, int, int, int], None] | None = None,
 ) -> BatchRun:
-    """Run ``task`` over ``studies`` (skipping complete ones with ``resume``), in order or
-    in parallel, and collect every :class:`Outcome`.
+    """Run ``task`` over ``studies``, in order or in parallel, and collect every outcome.
+
+    With ``resume``, studies already complete are not run again.
 
     Parameters
     ----------

@@ -40,12 +40,16 @@ log = logging.getLogger("mri_scoring")
 
 
 class Pattern(StrEnum):
+    """Phantom disease patterns (``phantom --pattern``)."""
+
     imnm = "imnm"
     dm = "dm"
     normal = "normal"
 
 
 class Layout(StrEnum):
+    """Folder layouts the phantom command writes."""
+
     simple = "simple"
     bids = "bids"
 
@@ -99,6 +103,8 @@ def phantom(
 
 
 class LabelScheme(StrEnum):
+    """Label schemes of ``--labels``."""
+
     auto = "auto"
     tsv = "tsv"
     musclemap = "musclemap"
@@ -107,6 +113,8 @@ class LabelScheme(StrEnum):
 
 
 class Engine(StrEnum):
+    """Where ``batch`` runs the studies."""
+
     processes = "processes"
     dask = "dask"
 
@@ -445,8 +453,10 @@ def demo(
     ] = Path("mri-scoring-demo"),
     workers: Annotated[int, typer.Option("--workers", "-j", min=1)] = 1,
 ) -> None:
-    """Score the bundled sample studies into OUT (default ./mri-scoring-demo) and print the
-    result table."""
+    """Score the bundled sample studies into OUT and print the result table.
+
+    OUT defaults to ./mri-scoring-demo.
+    """
     from .config import sample_data_dir
     from .errors import MriScoringError
     from .output.write import iter_results

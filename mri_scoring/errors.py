@@ -51,6 +51,7 @@ class QCFinding:
     file: str = ""
 
     def to_dict(self) -> dict[str, str]:
+        """The finding as plain data (``score.json`` ``qc``)."""
         return asdict(self)
 
     def __str__(self) -> str:

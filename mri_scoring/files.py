@@ -1,5 +1,7 @@
-"""Writing files safely: every output goes to a temporary file in the same folder, then
-``os.replace``, so a reader (or a resumed batch) never sees a partial file."""
+"""Writing files safely, so that a reader (or a resumed batch) never sees a partial file.
+
+Every output goes to a temporary file in the same folder, then ``os.replace``.
+"""
 
 from __future__ import annotations
 

@@ -26,8 +26,10 @@ def band_grade(values: np.ndarray | pd.Series, bands: list[float]) -> np.ndarray
 
 
 def grade(table: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
-    """Add ``mercuri_grade`` (0-4, from ``ff_median``) and ``edema_grade`` (0-3, from
-    ``edema_fraction``) and order the columns as ``schema.MUSCLE_COLUMNS``.
+    """Add ``mercuri_grade`` and ``edema_grade`` and order the columns.
+
+    ``mercuri_grade`` is 0-4, from ``ff_median``; ``edema_grade`` 0-3, from ``edema_fraction``;
+    columns in the order of ``schema.MUSCLE_COLUMNS``.
 
     The FF bands are an [elicited] mapping of Dixon FF onto the Mercuri scale (a Dixon FF is not
     the visually fatty share of the muscle); the edema bands follow Wilks 2025 (see settings).

@@ -66,7 +66,7 @@ _MANUFACTURER = {
 
 @dataclass
 class SeriesSpec:
-    """One series to write.
+    r"""One series to write.
 
     Attributes
     ----------

@@ -99,8 +99,9 @@ def _is_main_guard(test: ast.expr) -> bool:
 
 
 def unguarded_main_script() -> str | None:
-    """The script this call runs from, if it runs in the script's top-level code outside an
-    ``if __name__ == "__main__":`` block; else None.
+    """The script this call runs from, if it runs unguarded at its top level; else None.
+
+    Unguarded: in the script's top-level code outside an ``if __name__ == "__main__":`` block.
 
     Worker processes started by spawn or a fork server import the main script again: top-level
     code that starts workers would then run once more in every worker (Python refuses it with
@@ -163,8 +164,10 @@ def workers_can_start(context: BaseContext) -> bool:
 
 
 def worker_context() -> BaseContext:
-    """The fork-server context with the pipeline preloaded (fast worker start, no inherited
-    threads); where fork is unavailable, spawn."""
+    """The fork-server context with the pipeline preloaded; where fork is unavailable, spawn.
+
+    A fork server starts workers fast and without inherited threads.
+    """
     os.environ[PARENT_PID_VARIABLE] = str(os.getpid())  # read by the fork server it starts
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
@@ -174,8 +177,10 @@ def worker_context() -> BaseContext:
 
 
 def start_worker_server() -> None:
-    """Start the fork server now (no-op if running or unavailable): its imports then overlap
-    with this process's own work instead of delaying the first worker."""
+    """Start the fork server now (no-op if running or unavailable).
+
+    Its imports then overlap with this process's own work instead of delaying the first worker.
+    """
     if worker_context().get_start_method() == "forkserver":
         from multiprocessing import forkserver
 

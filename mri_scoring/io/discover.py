@@ -228,8 +228,11 @@ def _has_role_files(roles: dict[str, list[Path]]) -> bool:
 
 
 def _study_in(folder: Path, names: list[str]) -> StudyFiles | None:
-    """The study a folder holds: a BIDS ``sub-*/[ses-*/]anat`` folder (None when it holds no
-    role file, here or under ``derivatives/``) or the simple layout (roles possibly empty)."""
+    """The study a folder holds: a BIDS ``anat`` folder or the simple layout.
+
+    A BIDS ``sub-*/[ses-*/]anat`` folder gives None when it holds no role file, here or under
+    ``derivatives/``; a simple-layout folder always gives a study (roles possibly empty).
+    """
     if folder.name == "anat" and any(p.startswith("sub-") for p in folder.parts):
         subject_dir = next((p for p in folder.parents if p.name.startswith("sub-")), folder)
         return _bids_study(folder, subject_dir.parent)

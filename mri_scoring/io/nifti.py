@@ -1,5 +1,7 @@
-"""Reading NIfTI: one read per file (hashed as read), gunzip into a buffer sized from the NIfTI
-header (python-isal when installed, zlib otherwise), header checks, reorientation to RAS+.
+"""Reading NIfTI: one read per file, gunzip, header checks, reorientation to RAS+.
+
+Each file is hashed as read and decompressed into a buffer sized from its NIfTI header
+(python-isal when installed, zlib otherwise).
 
 Every failure is a one-line :class:`~mri_scoring.errors.StudyError` naming the file.
 """

@@ -114,11 +114,15 @@ class Study:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """Grid shape (X, Y, Z) of every array."""
         return tuple(int(n) for n in self.labels.shape)  # type: ignore[return-value]
 
     def float_image(self, role: str) -> np.ndarray:
-        """The image of ``role`` as float32: the array itself, or a converted copy when it is
-        kept as stored 16-bit integers (safe for arithmetic; integer sums can overflow)."""
+        """The image of ``role`` as float32, safe for arithmetic.
+
+        The array itself, or a converted copy when it is kept as stored 16-bit integers
+        (integer sums can overflow).
+        """
         return self.images[role].astype(np.float32, copy=False)
 
     @cached_property

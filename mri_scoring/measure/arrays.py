@@ -131,8 +131,10 @@ class VoxelSet:
         return int(self.index.size)
 
     def full_index(self, steps: tuple[int, ...]) -> np.ndarray:
-        """Flat indices of these voxels into an image's memory, given its element steps per
-        axis (:func:`~mri_scoring.arrays.dense_steps`)."""
+        """Flat indices of these voxels into an image's memory.
+
+        ``steps`` are the image's element steps per axis (:func:`~mri_scoring.arrays.dense_steps`).
+        """
         if steps not in self._full:
             wide = np.int32 if int(np.prod(self.full_shape)) < 2**31 else np.int64
             starts = [sl.start for sl in self.region]

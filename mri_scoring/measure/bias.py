@@ -29,8 +29,11 @@ def _poly_terms(coords: np.ndarray, order: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class BlockGrid:
-    """An odd number of blocks per axis, centred on the region, so that a flipped volume gets
-    the mirrored partition (no block boundary falls on the centre or on a voxel centre)."""
+    """An odd number of blocks per axis, centred on the region.
+
+    A flipped volume so gets the mirrored partition (no block boundary falls on the centre or
+    on a voxel centre).
+    """
 
     shape: tuple[int, ...]
     counts: tuple[int, ...]
@@ -39,11 +42,13 @@ class BlockGrid:
     @classmethod
     def make(cls, shape: tuple[int, ...], voxel_size_mm: tuple[float, ...],
              block_mm: float) -> BlockGrid:  # fmt: skip
+        """The grid of blocks about ``block_mm`` wide over a region of ``shape`` voxels."""
         block = np.maximum(block_mm / np.asarray(voxel_size_mm, dtype=float), 1.0)
         counts = tuple(int(np.ceil(n / b)) | 1 for n, b in zip(shape, block, strict=True))
         return cls(tuple(shape), counts, block * (1.0 + 1e-7))
 
     def axis_index(self, axis: int) -> np.ndarray:
+        """Block number of each voxel position along ``axis``."""
         centred = np.arange(self.shape[axis]) - (self.shape[axis] - 1) / 2.0
         index = np.floor(centred / self.width[axis] + self.counts[axis] / 2.0)
         return np.clip(index, 0, self.counts[axis] - 1).astype(np.int32)

@@ -40,6 +40,7 @@ class EdemaReference:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The reference as plain data (``score.json`` ``edema_reference``)."""
         return {"source": self.source, "normal_mode": _finite(self.normal_mode),
                 "normal_sigma": _finite(self.normal_sigma), "threshold": _finite(self.threshold),
                 **self.details}  # fmt: skip

@@ -40,8 +40,9 @@ COHORT_MEASURES = ("ff_median", "edema_fraction", "fascial_edema_fraction")
 
 
 def cohort_values(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """One study's contribution to the cohort heat map: per muscle, the mean over sides of each
-    of ``COHORT_MEASURES``.
+    """One study's contribution to the cohort heat map.
+
+    Per muscle, the mean over sides of each of ``COHORT_MEASURES``.
 
     Parameters
     ----------
@@ -117,8 +118,10 @@ def _bands(matrix: np.ndarray, band: int) -> np.ndarray:
 
 def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame,
                   fascial: pd.DataFrame | None = None) -> str:  # fmt: skip
-    """Cohort heat map as an SVG document: studies (rows, clustered) x muscles, FF, edema and
-    fascial edema (the template's main DM sign), with each study's call as a side bar.
+    """Cohort heat map as an SVG document.
+
+    Studies (rows, clustered) x muscles, FF, edema and fascial edema (the template's main DM
+    sign), with each study's call as a side bar.
 
     The cells are one embedded PNG per panel (any number of studies costs one image, not one
     shape per cell); names and legends are SVG text. With study names shown (up to 80 rows),

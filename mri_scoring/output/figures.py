@@ -79,8 +79,9 @@ def evidence_figure(features: Sequence, total: float, neutral: bool = False) -> 
 
 
 def side_bars_figure(table: pd.DataFrame, normal_ff: float, normal_edema: float) -> str | None:
-    """Per muscle, left and right bars of fat fraction and of edema (both in %), over the
-    normal range shaded.
+    """Per muscle, left and right bars of fat fraction and of edema (both in %).
+
+    The normal range is shaded behind the bars.
 
     Parameters
     ----------

@@ -48,8 +48,10 @@ class Level:
 
 
 def slice_levels(labels: np.ndarray) -> list[int]:
-    """Proximal, mid and distal slice indices: quarter points of the labelled z range, proximal
-    (high z in RAS+) first; empty when nothing is labelled."""
+    """Proximal, mid and distal slice indices; empty when nothing is labelled.
+
+    The quarter points of the labelled z range, proximal (high z in RAS+) first.
+    """
     labelled = np.flatnonzero(labels.any(axis=(0, 1)))
     if labelled.size == 0:
         return []
@@ -64,9 +66,11 @@ def display_range(planes: list[np.ndarray], labels: list[np.ndarray]) -> tuple[f
 
 
 def crop_box(study, levels: list[int]) -> tuple[slice, slice]:
-    """The (x, y) crop shared by every panel: the labels of the levels shown plus a margin of
-    ``BODY_MARGIN_MM`` for skin and subcutaneous fat (the signal is no guide: an FF map or a T2
-    map is noise in the air)."""
+    """The (x, y) crop shared by every panel.
+
+    The labels of the levels shown plus a margin of ``BODY_MARGIN_MM`` for skin and
+    subcutaneous fat (the signal is no guide: an FF map or a T2 map is noise in the air).
+    """
     pad = max(round(BODY_MARGIN_MM / min(study.voxel_size_mm[:2])), 2)
     return body_box([study.labels[:, :, k] > 0 for k in levels], pad)
 

@@ -31,8 +31,10 @@ RAS = np.array([[0, 1], [1, 1], [2, 1]])
 
 
 def _original_grid(study) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Affine and orientation of the label file as stored (RAS+ for in-memory studies), with
-    its sform/qform codes."""
+    """Affine, orientation and sform/qform codes of the label file as stored.
+
+    RAS+ for in-memory studies.
+    """
     label_file = getattr(study, "files", {}).get("labels")
     if label_file is None or not Path(label_file).is_file():
         return study.affine, RAS, 1, 1

@@ -82,8 +82,10 @@ def load_references() -> dict[str, str]:
 
 
 def cited(texts: list[str], references: Mapping[str, str]) -> list[str]:
-    """Keys of ``references`` that appear in any of ``texts`` (as whole words), in order of
-    first citation; every key when none is cited by key."""
+    """Keys of ``references`` cited in any of ``texts`` (as whole words), in citation order.
+
+    Every key when none is cited by key.
+    """
     found: list[str] = []
     for text in texts:
         for key in references:

@@ -184,8 +184,10 @@ class StudyResult:
 
     def save(self, out: str | Path, report: bool = True, maps: bool = False,
              view: str = "radiological") -> Path:  # fmt: skip
-        """Write ``muscles.tsv``, ``muscles_pooled.tsv``, ``groups.tsv``, ``report.html``
-        (optional), the voxel maps (optional, ``maps/``) and, last, ``score.json`` into ``out``.
+        """Write the study's tables, report, maps and ``score.json`` into ``out``.
+
+        ``muscles.tsv``, ``muscles_pooled.tsv``, ``groups.tsv``, ``report.html`` (optional),
+        the voxel maps (optional, ``maps/``) and, last, ``score.json``.
 
         A convenience for :func:`mri_scoring.output.write.save_study` (imported here, when
         called, so that this data type does not depend on the writers).

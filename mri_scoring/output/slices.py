@@ -116,9 +116,10 @@ def panel_zoom(width_voxels: int, target: int = PANEL_TARGET_PIXELS) -> int:
 
 
 def to_display(array: np.ndarray, view: str) -> np.ndarray:
-    """An ``[x, y, ...]`` slice as display rows and columns: anterior (high y) at the top; the
-    patient's right (high x in RAS+) on the left in the radiological view, on the right in the
-    neurological view.
+    """An ``[x, y, ...]`` slice as display rows and columns.
+
+    Anterior (high y) at the top; the patient's right (high x in RAS+) on the left in the
+    radiological view, on the right in the neurological view.
 
     Examples
     --------

@@ -47,6 +47,7 @@ class Evidence:
     source: str
 
     def to_dict(self) -> dict:
+        """The evidence as plain data."""
         return asdict(self)
 
 

@@ -31,6 +31,7 @@ class SoftCut:
     width: float
 
     def degree(self, value: float) -> float:
+        """Soft degree (0-1) of ``value`` past the threshold: a logistic of width ``width``."""
         z = (value - self.threshold) / self.width
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
@@ -132,6 +133,7 @@ class Template:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def feature(self, feature_id: str) -> Feature:
+        """The feature with id ``feature_id`` (KeyError if the template has none)."""
         for f in self.features:
             if f.id == feature_id:
                 return f
