@@ -209,7 +209,7 @@ def make_cohort(n: int, seed: int) -> PhantomCohort:
     Examples
     --------
     >>> cohort = make_cohort(4, seed=1)
-    >>> list(cohort.diagnosis), len(cohort.tables[0]) > 20
+    >>> [str(d) for d in cohort.diagnosis], len(cohort.tables[0]) > 20
     (['IMNM', 'DM', 'IMNM', 'DM'], True)
     """
     diagnosis, findings, names = draw_findings(n, seed)
