@@ -166,10 +166,7 @@ def _rician(rng: np.random.Generator, signal: np.ndarray, sigma: float) -> np.nd
 
 
 def _level_profile(t: float, t0: float, t1: float) -> float:
-    """Radius scale of a muscle at level t (0 outside [t0, t1]).
-
-    Muscles cut by the field of view at t0 = 0 continue above it and stay wide there.
-    """
+    """Radius scale at level t (0 outside [t0, t1]; a muscle cut at t0 = 0 stays wide above)."""
     if t < t0 or t > t1:
         return 0.0
     start = t0 if t0 > 0.01 else t0 - 0.4 * (t1 - t0)
@@ -477,10 +474,7 @@ def make_study(
 
 
 def _band_reach_mm(voxel_size_mm: tuple[float, ...], band_mm: float) -> float:
-    """Outer reach of the fascial fluid band: ``band_mm``, but at least one in-plane voxel.
-
-    So the band is drawn on any grid; a relative 1e-4 absorbs rounding of the distances.
-    """
+    """Fascial band reach: ``band_mm``, at least one in-plane voxel (+1e-4 for rounding)."""
     return max(band_mm, max(voxel_size_mm[0], voxel_size_mm[1])) * (1.0 + 1e-4)
 
 

@@ -133,8 +133,10 @@ def _slice_index(voxels) -> np.ndarray:
 
 def _coverage_and_norms(study, table: pd.DataFrame, region: LabelledRegion, fat: FatMeasure,
                         settings: Settings, qc: list[QCFinding]) -> pd.DataFrame:  # fmt: skip
-    """Add coverage flags, max_csa_cm2, ff_excess and atrophy to the table (in place; findings
-    appended to ``qc``); return the ``slices.tsv`` rows."""
+    """Add coverage flags, max_csa_cm2, ff_excess and atrophy; return the ``slices.tsv`` rows.
+
+    The table is changed in place; findings are appended to ``qc``.
+    """
     coverage = label_coverage(study.label_boxes, study.shape, study.affine)
     areas = slice_areas(region, fat.ff, coverage.axis)
     table["max_csa_cm2"] = areas.max_csa_cm2[1:]
