@@ -52,7 +52,7 @@ def body_size(metadata: dict[str, Any]) -> tuple[BodySize | None, str]:
     >>> body_size({"height_m": 1.75, "mass_kg": 70})[0].height_mass
     122.5
     >>> body_size({"height_m": 175, "mass_kg": 70})[1]
-    'height_m 175 is outside 1.0-2.4 m (centimetres given for metres?): body size not used'
+    'height_m 175 is outside 1-2.4 m (centimetres given for metres?): body size not used'
     """
     height, mass = metadata.get("height_m"), metadata.get("mass_kg")
     if height is None and mass is None:
