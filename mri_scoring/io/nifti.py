@@ -92,7 +92,7 @@ def _declared_bytes(prefix: bytes) -> int | None:
     return offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
 
 
-def _read_up_to(stream, size: int) -> bytes:
+def _read_up_to(stream: io.BufferedIOBase, size: int) -> bytes:
     parts, total = [], 0
     while total < size:
         part = stream.read(size - total)
