@@ -6,17 +6,12 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from . import __version__
-
-if TYPE_CHECKING:  # annotations only: the command line imports the pipeline late
-    from .batch import Outcome
-    from .config import Settings
-    from .pattern.templates import Template
 
 #: Options of the whole program that are accepted after the verb too (``batch -v ...``).
 GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
@@ -180,7 +175,7 @@ def _check_out(out: Path) -> None:
         raise _fail(f"--out {out}: exists and is not a folder; name a new or existing folder", 2)
 
 
-def _knowledge(config: Path | None, template: Path | None) -> tuple[Settings, Template]:
+def _knowledge(config: Path | None, template: Path | None) -> tuple[Any, Any]:
     from .config import load_settings
     from .pattern.templates import load_template
 
@@ -300,7 +295,7 @@ def batch(
     with Progress(*columns, disable=quiet, transient=False) as bar:
         task = bar.add_task("scoring", total=None, done=0, failed=0)
 
-        def progress(outcome: Outcome, done: int, failed: int, total: int) -> None:
+        def progress(outcome: object, done: int, failed: int, total: int) -> None:
             bar.update(task, total=total, completed=done + failed, done=done, failed=failed)
 
         try:
