@@ -7,6 +7,7 @@ module-level function so that it can be sent to worker processes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -15,13 +16,16 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
+from . import __version__
+from .config import Settings, configs_sha256
 from .errors import MriScoringError, StudyError
 from .io.discover import StudyFiles
+from .io.inputs import input_digests
 from .output.cohort import read_cohort_values
 from .output.result import summary_row
 from .output.write import study_out_dir
@@ -44,6 +48,33 @@ class BatchOptions:
     read_threads: int | None = None  # files each study reads at once (None: one per core)
     maps: bool = False  # write each study's voxel maps (maps/*.nii.gz)
     view: str = "radiological"  # orientation of the reports' slice panels
+
+    def output_options(self) -> dict[str, Any]:
+        """Every option that changes an output, as plain values (part of the fingerprint).
+
+        All fields but those in :data:`RUNTIME_ONLY`, so an option added later is compared
+        without anyone remembering to: the settings and template by hash, the prior as used
+        (the template's when none is given), the view only when a report is drawn; plus the
+        hash of the shipped ``configs/``.
+        """
+        values: dict[str, Any] = {"configs_sha256": configs_sha256()}
+        for item in fields(self):
+            if item.name in RUNTIME_ONLY:
+                continue
+            value = getattr(self, item.name)
+            if isinstance(value, Settings | Template):
+                values[f"{item.name}_sha256"] = value.sha256
+            else:
+                values[item.name] = value
+        if values["prior"] is None:
+            values["prior"] = self.template.prior
+        if not self.report:
+            values["view"] = None
+        return values
+
+
+RUNTIME_ONLY = frozenset({"read_threads"})
+"""Fields of :class:`BatchOptions` that change how fast a study is scored, never its outputs."""
 
 
 @dataclass
@@ -81,46 +112,117 @@ def failed(files: StudyFiles, exc: BaseException) -> Outcome:
     )
 
 
-def completed_summary(folder: Path, options: BatchOptions) -> dict[str, Any] | None:
-    """The summary row of a study already scored with the same settings, else None."""
-    score_path, muscles_path = folder / "score.json", folder / "muscles.tsv"
-    if not score_path.is_file() or not muscles_path.is_file():
-        return None
-    if options.report and not (folder / "report.html").is_file():
-        return None
-    try:
-        document = json.loads(score_path.read_text(encoding="utf-8"))
-        outputs = document.get("outputs", {})
-        if options.report and outputs.get("report_view") != options.view:
-            return None  # a report drawn in the other view (or before views existed)
-        if options.maps and not all((folder / "maps" / f"{n}.nii.gz").is_file()
-                                    for n in ("core", "shell")):  # fmt: skip
-            return None
-        if (
-            document.get("config_sha256") != options.settings.sha256
-            or document.get("template_sha256") != options.template.sha256
-            or (options.prior is not None and document.get("prior_imnm") != options.prior)
-        ):
-            return None
-        return summary_row(document)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def fingerprint(files: StudyFiles, options: BatchOptions,
+                known: dict[Path, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """What a study's outputs are made from: its input files, the batch options, the version.
+
+    Parameters
+    ----------
+    files : StudyFiles
+        The discovered study.
+    options : BatchOptions
+        The batch's options.
+    known : dict of Path -> str, optional
+        SHA-256 digests already computed (the loader's, of exactly the bytes it read).
+
+    Returns
+    -------
+    dict
+        ``sha256`` (of the rest, canonical JSON), ``inputs`` (file -> SHA-256), ``options``
+        (every option that changes an output) and ``version``; written to ``score.json`` and
+        compared by :func:`resumed`.
+
+    Raises
+    ------
+    OSError
+        When an input file cannot be read.
+    """
+    parts = {
+        "inputs": input_digests(files, known),
+        "options": options.output_options(),
+        "version": __version__,
+    }
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return {"sha256": hashlib.sha256(text.encode()).hexdigest(), **parts}
+
+
+def fingerprint_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints, in words (for the log of a re-scored study).
+
+    Examples
+    --------
+    >>> old = {"inputs": {"stir.nii.gz": "a", "labels.nii.gz": "b"}, "options": {"prior": 0.05},
+    ...        "version": "0.1.0"}
+    >>> new = {"inputs": {"stir.nii.gz": "c", "labels.nii.gz": "b"}, "options": {"prior": 0.5},
+    ...        "version": "0.1.0"}
+    >>> fingerprint_changes(old, new)
+    ['stir.nii.gz changed', 'prior 0.05 -> 0.5']
+    """
+    changes = []
+    old_in, new_in = old.get("inputs", {}), new.get("inputs", {})
+    for name in sorted(set(old_in) | set(new_in)):
+        if name not in new_in:
+            changes.append(f"{name} is gone")
+        elif name not in old_in:
+            changes.append(f"{name} is new")
+        elif old_in[name] != new_in[name]:
+            changes.append(f"{name} changed")
+    old_opt, new_opt = old.get("options", {}), new.get("options", {})
+    for key in sorted(set(old_opt) | set(new_opt)):
+        if old_opt.get(key) != new_opt.get(key):
+            changes.append(f"{key} {old_opt.get(key)} -> {new_opt.get(key)}")
+    if old.get("version") != new.get("version"):
+        changes.append(f"version {old.get('version')} -> {new.get('version')}")
+    return changes
+
+
+def _outputs_complete(folder: Path, options: BatchOptions) -> bool:
+    """Every file the options ask for is there (``score.json`` is written last)."""
+    needed = ["score.json", "muscles.tsv"] + (["report.html"] if options.report else [])
+    needed += [f"maps/{n}.nii.gz" for n in ("core", "shell")] if options.maps else []
+    return all((folder / name).is_file() for name in needed)
 
 
 def resumed(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome | None:
     """The :class:`Outcome` of a study already complete in ``out``, or None to score it.
 
-    Complete means :func:`completed_summary` finds its outputs made with the same settings.
+    Complete means its outputs are all there and the fingerprint in its ``score.json`` equals
+    the study's :func:`fingerprint` now: same input bytes (every file), same options, same
+    package version. Anything else is scored again (the reason goes to the log).
     """
     try:
         folder = study_out_dir(out, files.study_id)
     except StudyError:
         return None
-    summary = completed_summary(folder, options)
-    if summary is None:
+    if not _outputs_complete(folder, options):
+        return None
+    try:
+        document = json.loads((folder / "score.json").read_text(encoding="utf-8"))
+        stored = document.get("fingerprint") or {}
+        current = fingerprint(files, options)
+        if stored.get("sha256") != current["sha256"]:
+            why = fingerprint_changes(stored, current) if stored else ["no fingerprint"]
+            log.info("%s: scored again (%s)", files.study_id, "; ".join(why) or "fingerprint")
+            return None
+        summary = summary_row(document)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     values = read_cohort_values(folder / "muscles.tsv") if options.report else None
     return Outcome(files.study_id, str(files.folder), summary, skipped=True, cohort=values)
+
+
+def resume_or_run(task: Task, files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
+    """The earlier outcome of a study whose fingerprint is unchanged, else ``task``'s.
+
+    Runs where the task runs (a worker process), so the hashing of a large resumed batch is
+    shared by the workers; bind ``task`` with :func:`functools.partial` (picklable).
+    """
+    try:
+        done = resumed(files, out, options)
+    except Exception as exc:  # never let a resume check stop the batch: score it instead
+        log.debug("resume check of %s failed: %s", files.study_id, exc)
+        done = None
+    return done if done is not None else task(files, out, options)
 
 
 def run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, workers: int,
@@ -283,7 +385,7 @@ def run_batch(
 ) -> BatchRun:
     """Run ``task`` over ``studies``, in order or in parallel, and collect every outcome.
 
-    With ``resume``, studies already complete are not run again.
+    With ``resume``, studies already complete with the same fingerprint are not run again.
 
     Parameters
     ----------
@@ -302,7 +404,7 @@ def run_batch(
     scheduler : str, optional
         Address of a running dask scheduler (``engine="dask"``).
     resume : bool
-        Skip studies whose outputs are complete and were made with the same settings.
+        Reuse the outputs of studies whose fingerprint is unchanged (:func:`resumed`).
     progress : callable, optional
         Called after each study as ``progress(outcome, done, failed, total)``.
 
@@ -329,21 +431,17 @@ def run_batch(
         if progress:
             progress(outcome, counts["done"], counts["failed"], total)
 
-    todo = []
-    for files in studies:
-        done = resumed(files, out, options) if resume else None
-        if done is not None:
-            record(done)
-        else:
-            todo.append(files)
-    if todo:
-        if engine == "dask":
-            run_dask(todo, out, options, workers, scheduler, record, task)
-        elif workers <= 1:
-            for files in todo:
-                record(task(files, out, options))
-        else:
-            run_processes(todo, out, options, workers, record, task)
+    if resume:  # each study's fingerprint is checked where it would be scored
+        task = partial(resume_or_run, task)
+    if not studies:
+        return run
+    if engine == "dask":
+        run_dask(studies, out, options, workers, scheduler, record, task)
+    elif workers <= 1:
+        for files in studies:
+            record(task(files, out, options))
+    else:
+        run_processes(studies, out, options, workers, record, task)
     return run
 
 

@@ -57,6 +57,21 @@ def load_yaml(path: str | Path) -> Any:
 
 
 @cache
+@cache
+def configs_sha256() -> str:
+    """Hash of every shipped knowledge file under ``configs/`` (names and bytes).
+
+    Anatomy, label schemes, norms and layouts change outputs as much as the settings do; a
+    resumed batch compares this hash too (cached per process, as the files are).
+    """
+    digest = hashlib.sha256()
+    root = config_dir()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def load_config_file(name: str) -> Any:
     """Load one shipped config file by name (cached; treat the result as read-only)."""
     return load_yaml(config_dir() / name)

@@ -18,6 +18,7 @@ from .batch import (
     BatchOptions,
     Outcome,
     failed,
+    fingerprint,
     remove_stale_temporaries,
     run_batch,
     safe_engine,
@@ -127,13 +128,14 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
     """
     try:
         target = study_out_dir(out, files.study_id)
-        result = score_study(load_study(files, labels=options.labels, resample=options.resample,
-                                        settings=options.settings,
-                                        read_threads=options.read_threads),
-                             settings=options.settings, template=options.template,
-                             prior=options.prior,
-                             voxel_maps=options.report or options.maps)  # fmt: skip
-        save_study(result, target, report=options.report, maps=options.maps, view=options.view)
+        study = load_study(files, labels=options.labels, resample=options.resample,
+                           settings=options.settings, read_threads=options.read_threads)
+        loaded = {Path(study.files[role]): digest for role, digest in study.input_sha256.items()
+                  if role in study.files}  # fmt: skip
+        result = score_study(study, settings=options.settings, template=options.template,
+                             prior=options.prior, voxel_maps=options.report or options.maps)
+        save_study(result, target, report=options.report, maps=options.maps, view=options.view,
+                   fingerprint=fingerprint(files, options, loaded))
         cohort = cohort_values(result.muscles.to_dict("records")) if options.report else None
         return Outcome(files.study_id, str(files.folder), result.summary_row(), cohort=cohort)
     except Exception as exc:  # a bad study or a bug: recorded, the batch goes on
@@ -162,8 +164,10 @@ def score_batch(
 
     Writes ``OUT/<study_id>/`` per study, then ``summary.tsv`` and ``failures.tsv`` (and, with
     ``report``, the cohort figure and ``index.html``). A failing study is recorded and skipped;
-    with ``resume``, studies whose outputs are complete and were made with the same settings and
-    template are not scored again.
+    with ``resume``, a study is reused only when its fingerprint is unchanged: the SHA-256 of
+    every input file, every option that changes an output (template, settings, shipped
+    configs, prior, labels, resample, report, maps, view) and the package version. Anything
+    else scores it again.
 
     Parameters
     ----------
@@ -176,7 +180,7 @@ def score_batch(
     scheduler : str, optional
         Address of a running dask scheduler (``engine="dask"``).
     resume : bool
-        Skip studies already scored with the same settings and template.
+        Reuse unchanged studies (see above); False scores every study again.
     settings, template, prior, labels, resample, report
         As for :func:`score_study`; ``report`` writes ``report.html`` files.
     maps : bool

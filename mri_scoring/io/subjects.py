@@ -64,6 +64,24 @@ def _bids_parts(folder: Path) -> tuple[str, str, Path | None]:
     return subject, session, subject_dir
 
 
+def sessions_file(folder: Path) -> Path | None:
+    """The subject's ``sub-<label>_sessions.tsv`` for a BIDS session folder (may not exist).
+
+    None when ``folder`` is not inside a ``sub-*/ses-*`` folder.
+
+    Examples
+    --------
+    >>> sessions_file(Path("/data/sub-07/ses-2/anat")).as_posix()
+    '/data/sub-07/sub-07_sessions.tsv'
+    >>> sessions_file(Path("/data/a")) is None
+    True
+    """
+    subject, session, subject_dir = _bids_parts(Path(folder))
+    if subject_dir is None or not session:
+        return None
+    return subject_dir / f"{subject}_sessions.tsv"
+
+
 def _sessions_tsv_date(subject_dir: Path, subject: str, session: str) -> str:
     """``acq_time`` of ``session`` in ``sub-<label>_sessions.tsv`` (BIDS), ``""`` if absent."""
     path = subject_dir / f"{subject}_sessions.tsv"

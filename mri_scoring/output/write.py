@@ -77,14 +77,16 @@ def study_out_dir(out: Path, study_id: str) -> Path:
 
 
 def save_study(result: StudyResult, out: str | Path, report: bool = True, maps: bool = False,
-               view: str = DEFAULT_VIEW) -> Path:  # fmt: skip
+               view: str = DEFAULT_VIEW, fingerprint: dict[str, Any] | None = None,
+               ) -> Path:  # fmt: skip
     """Write one study's outputs into ``out``.
 
     ``muscles.tsv`` (per muscle and side), ``slices.tsv`` (per slice), ``muscles_pooled.tsv``
     (sides pooled), ``groups.tsv`` (per group), ``report.html`` (optional), ``maps/*.nii.gz``
     (optional) and, last,
-    ``score.json`` (which records the report view and whether maps were written, so a resumed
-    batch redoes a study whose outputs were made with other options).
+    ``score.json`` (with the batch's resume fingerprint). An earlier ``score.json`` is removed
+    first, so a run killed midway never leaves old numbers marked complete; a report or maps
+    left from an earlier run with other switches are removed too.
 
     Parameters
     ----------
@@ -99,6 +101,8 @@ def save_study(result: StudyResult, out: str | Path, report: bool = True, maps: 
         and voxel maps in memory.
     view : {"radiological", "neurological"}
         Orientation of the report's slice panels.
+    fingerprint : dict, optional
+        What the outputs were made from (:func:`mri_scoring.batch.fingerprint`), for resume.
 
     Returns
     -------
@@ -112,24 +116,44 @@ def save_study(result: StudyResult, out: str | Path, report: bool = True, maps: 
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "score.json").unlink(missing_ok=True)  # written last: marks the folder complete
     atomic_write(out / "muscles.tsv", table_text(result.muscles))
     if result.slices is not None:
         atomic_write(out / "slices.tsv", table_text(result.slices))
+    else:
+        (out / "slices.tsv").unlink(missing_ok=True)
     per_muscle, per_group = pooled_tables(result.muscles)
     for name, table in (("muscles_pooled.tsv", per_muscle), ("groups.tsv", per_group)):
         atomic_write(out / name, table_text(_with_study_id(table, result.study_id)))
     if report:
         atomic_write(out / "report.html", study_report_html(result, view))
+    else:
+        (out / "report.html").unlink(missing_ok=True)
     if maps:
         if result.voxel_maps is None or result.study is None:
             raise MriScoringError("voxel maps need the study and its voxel maps in memory "
                                   "(score_study keeps them)")  # fmt: skip
         write_maps(out / "maps", result.study, result.voxel_maps)
+    else:
+        _remove_maps(out / "maps")
     document = result.to_dict()
     document["outputs"] = {"report_view": view if report else None, "maps": bool(maps)}
+    if fingerprint is not None:
+        document["fingerprint"] = fingerprint
     text = json.dumps(document, indent=2, sort_keys=False, allow_nan=False)
     atomic_write(out / "score.json", text + "\n")
     return out
+
+
+def _remove_maps(folder: Path) -> None:
+    """Delete the voxel maps an earlier run wrote (``*.nii.gz`` only), and the folder if empty."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for path in folder.glob("*.nii.gz"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _with_study_id(table: pd.DataFrame, study_id: str) -> pd.DataFrame:
