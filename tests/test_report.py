@@ -194,6 +194,25 @@ def test_evidence_bars_follow_the_contributions(tmp_path):
         assert colour == ("#1f6fd1" if contributions[feature] > 0 else "#d1621f")
 
 
+def test_no_involved_muscle_reads_neutral_and_says_so_in_words(tmp_path):
+    """Regression: the notes said "only 0 involved muscle(s)" for a study with nothing involved.
+    The report now says "no involved muscle", and its evidence bars are all grey (indeterminate:
+    not read as IMNM or DM), each within 0.02 of zero."""
+    result = ms.score_study(phantom.make_study("normal", seed=31, shape=(128, 128, 24)))
+    assert result.likelihood.call == "indeterminate" and not result.likelihood.involved_muscles
+    html = _html(result, tmp_path)
+    notes = " ".join(result.likelihood.notes)
+    assert "no involved muscle (the template needs at least 2)" in notes
+    for phrase in ("only 0", "muscle(s)", "(0)", "0% of their weight"):
+        assert phrase not in notes and phrase not in html, phrase
+    svg = evidence_figure(result.likelihood.features, result.likelihood.log10_likelihood_ratio,
+                          neutral=True)  # fmt: skip
+    assert svg in html, "the report draws the neutral figure"
+    bars = re.findall(r'fill="(#\w+)"><title>[a-z_]+: ([+-][\d.]+)</title>', svg)
+    assert bars and {colour for colour, _ in bars} == {"#8c8c8c"}
+    assert max(abs(float(value)) for _, value in bars) < 0.02
+
+
 def test_heatmap_cells_carry_the_measured_values():
     result = ms.score_study(phantom.make_study("imnm", seed=89, shape=SHAPE))
     svg = muscle_heatmap_figure(result.muscles)

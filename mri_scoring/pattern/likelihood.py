@@ -238,12 +238,25 @@ class Likelihood:
         return asdict(self)
 
 
+def _involved_phrase(n: int, only: bool = False) -> str:
+    """How many muscles are involved, in words that read right for 0, 1 and more.
+
+    Examples
+    --------
+    >>> _involved_phrase(0, only=True), _involved_phrase(1, only=True), _involved_phrase(3)
+    ('no involved muscle', 'only 1 involved muscle', '3 involved muscles')
+    """
+    if n == 0:
+        return "no involved muscle"
+    return f"{'only ' if only else ''}{n} involved muscle{'' if n == 1 else 's'}"
+
+
 def _decide(template: Template, applicable: bool, involved: list[str], p_imnm: float,
             low: float, high: float) -> tuple[str, list[str]]:  # fmt: skip
     pos, neg = template.call_positive_at_least, template.call_negative_at_most
     if not applicable:
         return INDETERMINATE, [
-            f"only {len(involved)} involved muscle(s) (template needs "
+            f"{_involved_phrase(len(involved), only=True)} (the template needs at least "
             f"{template.min_involved_muscles}): no meaningful muscle involvement, so "
             "the IMNM-vs-DM question does not apply"
         ]
@@ -304,10 +317,8 @@ def combine(evidence: list[Evidence], template: Template, involved: list[str],
     applicable = len(involved) >= template.min_involved_muscles
     call, notes = _decide(template, applicable, involved, p_imnm, low, high)
     if gate < 0.5:
-        notes.append(
-            f"few involved muscles ({len(involved)}): absent features count only "
-            f"{gate:.0%} of their weight"
-        )
+        share = "almost nothing" if gate < 0.005 else f"only {gate:.0%} of their weight"
+        notes.append(f"{_involved_phrase(len(involved))}: absent features count {share}")
     missing = [c.id for c in contributions if not c.available]
     if missing:
         notes.append(f"unavailable features (contribute nothing): {', '.join(missing)}")
