@@ -65,14 +65,20 @@ def test_elicited_template_is_calibrated_within_stated_bounds_on_a_correlated_co
         "guesses; a fitted template does better, see the fit test)",
         big,
     )
+    # Expected calibration error (count-weighted mean |predicted - observed| over the bins).
+    # Measured: 0.048 here; 0.05-0.12 on other seeds and on 600-study cohorts. The former
+    # evidence model (no involvement gate, no dependence correction, point calls) gives
+    # 0.15-0.22 on the same cohorts and passes every other bound of this test.
+    ece = sum(n * abs(a - b) for a, b, n in rows) / len(p)
+    assert ece <= 0.12, f"expected calibration error {ece:.3f}"
     for name, truth in (("IMNM", 1.0), ("DM", 0.0)):
         made = calls == name
         assert made.sum() >= 0.03 * N, f"the template still makes {name} calls ({made.sum()})"
         precision = float(np.mean(y[made] == truth))
-        assert precision >= 0.8, (
-            f"{name} calls need p past the 0.8 bound, so at least 80 % must be right: "
-            f"{precision:.2f} of {made.sum()}"
-        )
+        # a call needs its whole 90 % interval past the 0.8 bound, so clearly more than 80 %
+        # must be right (measured 0.95-1.0; >= 0.91 on 600-study cohorts). The former model's
+        # confident-absence DM calls were right 0.74-0.82 of the time.
+        assert precision >= 0.85, f"{name} calls right {precision:.2f} of {made.sum()}"
 
 
 @pytest.mark.slow
