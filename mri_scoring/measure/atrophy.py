@@ -170,7 +170,8 @@ def _share_basis(table: pd.DataFrame, eligible: np.ndarray, shares: dict[str, fl
         if len(part) < min_muscles:
             alone = part.index[table.loc[part.index, "atrophy_basis"] == NONE]
             table.loc[alone, "atrophy_note"] = (
-                f"only {len(part)} fully covered muscle(s) on this side: no volume share")
+                f"only {len(part)} fully covered muscle{'' if len(part) == 1 else 's'} on "
+                "this side: no volume share")
             continue
         expected_share = part["muscle"].map(shares)
         expected_share = expected_share / expected_share.sum()
