@@ -126,6 +126,39 @@ def test_removing_or_adding_end_slices_changes_only_the_muscles_cut(keep):
                                whole.loc[still_whole, "volume_ratio"], rtol=1e-12)  # fmt: skip
 
 
+def test_a_field_of_view_cut_in_plane_or_on_a_reordered_grid_flags_the_muscles_it_cuts():
+    """The Build asks for in-plane cuts too, and the stack axis is read from the affine: crop the
+    grid from the patient's right (x) so one thigh's lateral muscles touch the edge, then store
+    the same arrays with z first. Truth: the labels on the grid's faces, by numpy."""
+    study = phantom.make_study("normal", seed=3, shape=(128, 128, 24), roles=("ff",), body=BODY)
+    keep = 24
+    affine = study.affine.copy()
+    affine[:3, 3] += affine[:3, 0] * keep
+    cropped = dataclasses.replace(
+        study, labels=np.ascontiguousarray(study.labels[keep:]), affine=affine,
+        images={k: np.ascontiguousarray(v[keep:]) for k, v in study.images.items()},
+    )  # fmt: skip
+    order = (2, 0, 1)  # array axes (z, x, y): the stack axis is now the first one
+    swap = np.eye(4)[:, [*order, 3]]
+    reordered = dataclasses.replace(
+        cropped, labels=np.ascontiguousarray(cropped.labels.transpose(order)),
+        affine=cropped.affine @ swap,
+        images={k: np.ascontiguousarray(v.transpose(order)) for k, v in cropped.images.items()},
+    )  # fmt: skip
+    z_cut = _end_labels(study.labels)  # cut by the first or last slice already
+    tables = [_muscles(quantify(variant).table) for variant in (cropped, reordered)]
+    for cut in tables:
+        flagged = cut["qc_flags"].str.contains("partial_coverage")
+        assert set(cut.loc[flagged, "label"]) == _end_labels(cropped.labels) & set(cut["label"])
+        in_plane = cut.loc[flagged & ~cut["label"].isin(z_cut)]
+        assert len(in_plane) >= 2, "the crop cuts some muscles that reach no end slice"
+        assert in_plane["atrophy_note"].str.contains("in-plane edge").all()
+        assert in_plane["volume_ratio"].isna().all() and in_plane["lr_volume_ratio"].isna().all()
+    for column in ("qc_flags", "atrophy_basis", "atrophy_note"):
+        assert tables[0][column].equals(tables[1][column]), column
+    np.testing.assert_allclose(tables[1]["volume_ratio"], tables[0]["volume_ratio"], rtol=1e-12)
+
+
 def _oe_evidence(table):
     evidence = match(table, load_template())
     return next(e for e in evidence if e.id == "obturator_externus_atrophy")
