@@ -9,11 +9,13 @@ echoes with different slice counts).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
@@ -22,7 +24,7 @@ from .dicom_roles import SeriesInfo
 _UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
 
-def _tokens(value) -> tuple[str, ...]:
+def _tokens(value: object) -> tuple[str, ...]:
     if value is None:
         return ()
     values = value if isinstance(value, (list, tuple, MultiValue)) else [value]
@@ -48,7 +50,7 @@ class _Slice:
     echo_ms: float | None
 
 
-def _frames(ds) -> list[_Slice]:
+def _frames(ds: Dataset) -> list[_Slice]:
     """Slice geometry and echo time of every frame (classic: one; enhanced: per frame)."""
     if "PerFrameFunctionalGroupsSequence" in ds:
         shared = (
@@ -74,14 +76,14 @@ def _frames(ds) -> list[_Slice]:
                    _normal(ds.ImageOrientationPatient), echo)]  # fmt: skip
 
 
-def _normal(orientation) -> np.ndarray:
+def _normal(orientation: Sequence[float] | None) -> np.ndarray:
     if orientation is None:
         return np.zeros(3)
     o = np.asarray(orientation, float)
     return np.cross(o[:3], o[3:])
 
 
-def _pixel_bytes(ds) -> int | None:
+def _pixel_bytes(ds: Dataset) -> int | None:
     syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", ""))
     if syntax not in _UNCOMPRESSED or "Rows" not in ds:
         return None  # compressed or not an image: leave it to dcm2niix
@@ -174,14 +176,14 @@ def discover_series(folder: str | Path) -> Scan:
     return scan
 
 
-def _float(value) -> float | None:
+def _float(value: object) -> float | None:
     try:
         return float(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
 
 
-def _image_type(ds) -> tuple[str, ...]:
+def _image_type(ds: Dataset) -> tuple[str, ...]:
     tokens = list(_tokens(ds.get("ImageType")))
     try:
         frame = ds.PerFrameFunctionalGroupsSequence[0]
@@ -195,7 +197,7 @@ def _image_type(ds) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tokens))
 
 
-def _mixed_frame_types(ds) -> str | None:
+def _mixed_frame_types(ds: Dataset) -> str | None:
     """The distinct FrameType values of an enhanced file when there are several, else None.
 
     One Philips enhanced mDixon file may hold water, fat and fat-fraction frames (dcm2niix issue

@@ -137,7 +137,7 @@ def stand_in(name: str) -> str:
     return str(_norms()["muscle_volume"]["stand_ins"].get(name, "share"))
 
 
-def normal_thigh_ff(age_years: Any, sex: Any) -> float | None:
+def normal_thigh_ff(age_years: object, sex: object) -> float | None:
     """Mean healthy thigh intramuscular fat fraction for an age and sex (whole-thigh mean).
 
     Linear between the UK Biobank band midpoints (50 and 80 years), held constant outside them
@@ -146,7 +146,7 @@ def normal_thigh_ff(age_years: Any, sex: Any) -> float | None:
     Parameters
     ----------
     age_years : float
-        Age in years.
+        Age in years (any other ``study.json`` value, or none, gives None).
     sex : str
         ``study.json`` sex (``M``/``F``, ``male``/``female``; case-insensitive).
 

@@ -19,6 +19,7 @@ from ..anatomy import GROUP, MUSCLE
 from ..arrays import dense_layout
 from ..config import Settings, load_settings
 from ..errors import QCFinding
+from ..io.study import Study
 from .arrays import LabelledRegion, VoxelSet
 from .atrophy import AtrophyInputs, add_atrophy
 from .coverage import label_coverage, slice_areas
@@ -74,7 +75,9 @@ class _Counts:
     shell: np.ndarray
 
 
-def quantify(study, settings: Settings | None = None, *, voxel_maps: bool = False) -> MuscleTable:
+def quantify(
+    study: Study, settings: Settings | None = None, *, voxel_maps: bool = False
+) -> MuscleTable:
     """Measure every label of a study in one pass.
 
     Parameters
@@ -106,7 +109,7 @@ def quantify(study, settings: Settings | None = None, *, voxel_maps: bool = Fals
     )
 
 
-def _voxel_maps(study, region: LabelledRegion, fat: FatMeasure,
+def _voxel_maps(study: Study, region: LabelledRegion, fat: FatMeasure,
                 edema: EdemaMeasure) -> VoxelMaps:  # fmt: skip
     """The measured voxels by flat C-order index into the grid, with their label values."""
     shape = study.shape
@@ -125,13 +128,13 @@ def _voxel_maps(study, region: LabelledRegion, fat: FatMeasure,
     )  # fmt: skip
 
 
-def _slice_index(voxels) -> np.ndarray:
+def _slice_index(voxels: VoxelSet) -> np.ndarray:
     """Slice (z) index of each voxel of a VoxelSet on the full grid (int16 below 32768)."""
     dtype = np.int16 if voxels.full_shape[2] < 2**15 else np.int32
     return voxels.ijk[2].astype(dtype) + dtype(voxels.region[2].start)
 
 
-def _coverage_and_norms(study, table: pd.DataFrame, region: LabelledRegion, fat: FatMeasure,
+def _coverage_and_norms(study: Study, table: pd.DataFrame, region: LabelledRegion, fat: FatMeasure,
                         settings: Settings, qc: list[QCFinding]) -> pd.DataFrame:  # fmt: skip
     """Add coverage flags, max_csa_cm2, ff_excess and atrophy; return the ``slices.tsv`` rows.
 
@@ -163,7 +166,7 @@ def _slice_rows(table: pd.DataFrame, areas: pd.DataFrame) -> pd.DataFrame:
     return rows[list(schema.SLICE_COLUMNS)]
 
 
-def _labelled_region(study, qset: dict[str, Any]) -> tuple[LabelledRegion, _Counts]:
+def _labelled_region(study: Study, qset: dict[str, Any]) -> tuple[LabelledRegion, _Counts]:
     """Cores, shells and labelled voxels of the region around all labels, read once."""
     voxel = study.voxel_size_mm
     n = len(study.label_values)
@@ -202,7 +205,7 @@ def _labelled_region(study, qset: dict[str, Any]) -> tuple[LabelledRegion, _Coun
     return labelled_region, _Counts(voxels, core_count, small_core, shell_count)
 
 
-def _assemble(study, infos: list, counts: _Counts, fat: FatMeasure,
+def _assemble(study: Study, infos: list, counts: _Counts, fat: FatMeasure,
               edema: EdemaMeasure) -> pd.DataFrame:  # fmt: skip
     rows = np.arange(1, len(infos) + 1)
     data: dict[str, Any] = {

@@ -137,7 +137,7 @@ def epg_cpmg(t2_ms: np.ndarray, t1_ms: float, b1: np.ndarray, params: EpgParamet
     ca = np.cos(alpha)[:, None]
     out = np.empty((t2.size, params.n_echoes))
 
-    def relax_and_shift():
+    def relax_and_shift() -> None:
         nonlocal fp, fm, z
         fp *= e2
         fm *= e2
@@ -251,7 +251,7 @@ def fit_mono(
 class _Dictionary:
     """EPG curves over a (water T2, B1) grid, with the orthonormal basis of each atom."""
 
-    def __init__(self, params: EpgParameters, t2_grid: np.ndarray, b1_grid: np.ndarray):
+    def __init__(self, params: EpgParameters, t2_grid: np.ndarray, b1_grid: np.ndarray) -> None:
         self.t2_grid, self.b1_grid = t2_grid, b1_grid
         t2, b1 = np.meshgrid(t2_grid, b1_grid, indexing="ij")
         water = epg_cpmg(t2, params.water_t1_ms, b1, params).reshape(-1, params.n_echoes)
