@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import yaml
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import Tags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -67,7 +70,7 @@ class PatternClassifier(ClassifierMixin, BaseEstimator):
         self.class_prior = class_prior
         self.gate_column = gate_column
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         return tags
@@ -110,7 +113,7 @@ class PatternClassifier(ClassifierMixin, BaseEstimator):
             s0[:] = float(self.prior_strength)
         return p0, s0
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Estimate per-class feature probabilities, strengths and group weights.
 
         Parameters
@@ -204,7 +207,7 @@ class PatternClassifier(ClassifierMixin, BaseEstimator):
                 return i
         return len(names) - 1
 
-    def _joint_log(self, X) -> np.ndarray:
+    def _joint_log(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self, "feature_prob_")
         X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
         d, gate = self._split(X)
@@ -216,7 +219,7 @@ class PatternClassifier(ClassifierMixin, BaseEstimator):
             out[:, i] = np.where(available, per_feature, 0.0).sum(axis=1)
         return out + np.log(self.class_prior_)
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Posterior class probabilities, columns in the order of ``classes_``.
 
         Parameters
@@ -232,7 +235,7 @@ class PatternClassifier(ClassifierMixin, BaseEstimator):
         proba = np.exp(joint)
         return proba / proba.sum(axis=1, keepdims=True)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Most probable class per study.
 
         Parameters

@@ -15,6 +15,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,9 @@ from ..grading import grade
 from .likelihood import combine, evidence_frame
 from .match import involved_muscles, match
 from .templates import Template, load_template
+
+if TYPE_CHECKING:  # the classifier imports scikit-learn: fit_template imports it when called
+    from .classifier import PatternClassifier
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +215,11 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def fitted_template_data(
-    template: Template, model, cohort: CohortEvidence, figures: dict[str, float], folds: int
+    template: Template,
+    model: PatternClassifier,
+    cohort: CohortEvidence,
+    figures: dict[str, float],
+    folds: int,
 ) -> dict:
     """The fitted template as YAML-ready data: the original with fitted numbers and provenance."""
     data = load_yaml(Path(template.path))
@@ -291,7 +299,7 @@ def fit_template(
         )
     y = (cohort.diagnosis == template.positive).astype(float)
 
-    def model():
+    def model() -> PatternClassifier:
         return PatternClassifier(template=template.path, gate_column=True)
 
     out_of_fold = np.empty(len(y))

@@ -68,7 +68,8 @@ def _points(x: np.ndarray, y: np.ndarray) -> str:
     )
 
 
-def _plots(y, p_fit, p_elicited, figures) -> str:
+def _plots(y: np.ndarray, p_fit: np.ndarray, p_elicited: np.ndarray,
+           figures: dict[str, float]) -> str:  # fmt: skip
     roc = _axes("ROC (out-of-fold)", "false-positive rate", "true-positive rate")
     cal = _axes("calibration (out-of-fold)", "predicted p", "observed share")
     for p, colour in ((p_fit, _FITTED), (p_elicited, _ELICITED)):

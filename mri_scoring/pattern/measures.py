@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..anatomy import GROUP, MUSCLE, group_of, groups
+from ..config import Settings
 
 if TYPE_CHECKING:
     from .templates import Feature
@@ -95,7 +96,7 @@ def _aggregate(table: pd.DataFrame, feature: Feature, names: tuple[str, ...],
     return float(np.average(values, weights=weights)), sorted(values.index)
 
 
-def _ff_difference(table: pd.DataFrame, feature: Feature, settings: Any,
+def _ff_difference(table: pd.DataFrame, feature: Feature, settings: Settings,
                    excess: bool) -> tuple[float, list[str]]:  # fmt: skip
     target, used = _aggregate(table, feature, feature.muscles, "ff_median")
     reference, used_ref = _aggregate(table, feature, feature.reference, "ff_median")
@@ -105,7 +106,7 @@ def _ff_difference(table: pd.DataFrame, feature: Feature, settings: Any,
 
 
 def _share_involved(table: pd.DataFrame, feature: Feature,
-                    settings: Any) -> tuple[float, list[str]]:  # fmt: skip
+                    settings: Settings) -> tuple[float, list[str]]:  # fmt: skip
     """Mean over the listed muscles of the per-muscle degree (the max over per-muscle cuts)."""
     rows = _rows(table, feature.muscles, feature.group_fallback)
     if rows.empty:
@@ -125,7 +126,9 @@ def _share_involved(table: pd.DataFrame, feature: Feature,
 
 
 def _column(column: str) -> Callable[..., tuple[float, list[str]]]:
-    def measure(table: pd.DataFrame, feature: Feature, settings: Any) -> tuple[float, list[str]]:
+    def measure(
+        table: pd.DataFrame, feature: Feature, settings: Settings
+    ) -> tuple[float, list[str]]:
         return _aggregate(table, feature, feature.muscles, column)
 
     return measure

@@ -10,7 +10,8 @@ import hashlib
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from types import EllipsisType
+from typing import Any, TypeVar
 
 from ..anatomy import groups, vocabulary
 from ..config import config_dir, load_yaml
@@ -21,6 +22,8 @@ SIDE_RULES = ("mean", "max", "min")
 DEFAULT_TEMPLATE = "imnm_vs_dm.yaml"
 DEFAULT_STRENGTH = 10.0
 """Beta pseudo-counts of a probability whose template entry names no ``strength``."""
+
+_T = TypeVar("_T")  # the type a template field is checked to have
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,8 @@ class _Checker:
     def fail(self, where: str, message: str) -> ConfigError:
         return ConfigError(f"{self.path}: {where}: {message}")
 
-    def get(self, data: dict, key: str, where: str, kind: type | tuple, default: Any = ...):
+    def get(self, data: dict, key: str, where: str, kind: type[_T] | tuple[type[_T], ...],
+            default: _T | EllipsisType = ...) -> _T:  # fmt: skip
         if key not in data:
             if default is ...:
                 raise self.fail(where, f"missing field '{key}'")
@@ -161,7 +165,7 @@ class _Checker:
         return value
 
     def number(self, data: dict, key: str, where: str, low: float, high: float,
-               default: Any = ..., open_low: bool = False) -> float:  # fmt: skip
+               default: float | EllipsisType = ..., open_low: bool = False) -> float:  # fmt: skip
         value = float(self.get(data, key, where, (int, float), default))
         if not math.isfinite(value) or value > high or value < low or (open_low and value <= low):
             bound = f"({low}, {high}]" if open_low else f"[{low}, {high}]"
@@ -215,7 +219,7 @@ def _probability(check: _Checker, data: dict, key: str, where: str) -> float:
     return value
 
 
-def _feature(check: _Checker, data: Any, index: int, default_strength: float) -> Feature:
+def _feature(check: _Checker, data: object, index: int, default_strength: float) -> Feature:
     if not isinstance(data, dict):
         raise check.fail(f"features[{index}]", "each feature must be a mapping")
     feature_id = check.get(data, "id", f"features[{index}]", str)
