@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -23,8 +23,11 @@ from .longitudinal import (
 )
 from .subject_page import subject_page_html
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .result import StudyResult
 
-def _as_record(item: Any) -> SessionRecord | None:
+
+def _as_record(item: SessionRecord | StudyResult | str | Path) -> SessionRecord | None:
     if isinstance(item, SessionRecord):
         return item
     if isinstance(item, (str, Path)):
@@ -34,7 +37,9 @@ def _as_record(item: Any) -> SessionRecord | None:
     raise TypeError(f"expected a StudyResult, a study output folder or a SessionRecord: {item!r}")
 
 
-def compare_sessions(results: Iterable[Any]) -> SessionComparison:
+def compare_sessions(
+    results: Iterable[SessionRecord | StudyResult | str | Path],
+) -> SessionComparison:
     """Per-muscle change between each subject's sessions, against repeatability bands.
 
     Parameters

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..anatomy import GROUP, MUSCLE
+from ..io.study import Study
+from ..measure.maps import VoxelMaps
 from .figures import colour_bar, swatch_legend
 from .render import png_indexed_bytes
 from .slices import (
@@ -65,7 +67,7 @@ def display_range(planes: list[np.ndarray], labels: list[np.ndarray]) -> tuple[f
     return 0.0, (float(np.percentile(sample, 99.5)) * 1.2 if sample.size else 1.0)
 
 
-def crop_box(study, levels: list[int]) -> tuple[slice, slice]:
+def crop_box(study: Study, levels: list[int]) -> tuple[slice, slice]:
     """The (x, y) crop shared by every panel.
 
     The labels of the levels shown plus a margin of ``BODY_MARGIN_MM`` for skin and
@@ -84,7 +86,7 @@ def _anatomy_role(images: dict) -> str | None:
     return None
 
 
-def _plane(study, role: str, k: int) -> np.ndarray:
+def _plane(study: Study, role: str, k: int) -> np.ndarray:
     if role == "dixon":
         return study.images["fat"][:, :, k].astype(np.float32) + study.images["water"][:, :, k]
     return study.images[role][:, :, k].astype(np.float32)
@@ -94,8 +96,8 @@ def _window(role: str, planes: list[np.ndarray], labels: list[np.ndarray]) -> tu
     return (0.0, 1.0) if role == "ff" else display_range(planes, labels)
 
 
-def build_levels(study, maps, view: str, edema_threshold: float | None = None,
-                 ) -> tuple[list[Level], str]:  # fmt: skip
+def build_levels(study: Study, maps: VoxelMaps | None, view: str,
+                 edema_threshold: float | None = None) -> tuple[list[Level], str]:  # fmt: skip
     """Draw the panels of every level and the legend HTML above them.
 
     Parameters
@@ -158,7 +160,8 @@ def build_levels(study, maps, view: str, edema_threshold: float | None = None,
     return out, _legend(specs, windows, edema_threshold)
 
 
-def _legend(specs, windows, edema_threshold: float | None) -> str:
+def _legend(specs: list[tuple[str, str, bool, bool]], windows: dict[str, tuple[float, float]],
+            edema_threshold: float | None) -> str:  # fmt: skip
     parts = []
     if any(ff for _, _, ff, _ in specs):
         ticks = [(p / 100, f"{p}") for p in (0, 20, 40, 60, 80, 100)]

@@ -25,12 +25,14 @@ import nibabel as nib
 import numpy as np
 
 from ..files import atomic_write
+from ..io.study import Study
+from ..measure.maps import VoxelMaps
 
 MAP_NAMES = ("fat_fraction", "core", "edema", "shell", "fascial_edema")
 RAS = np.array([[0, 1], [1, 1], [2, 1]])
 
 
-def _original_grid(study) -> tuple[np.ndarray, np.ndarray, int, int]:
+def _original_grid(study: Study) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Affine, orientation and sform/qform codes of the label file as stored.
 
     RAS+ for in-memory studies.
@@ -61,7 +63,7 @@ def to_stored_orientation(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(nib.orientations.apply_orientation(array, back))
 
 
-def write_maps(folder: str | Path, study, maps) -> list[Path]:
+def write_maps(folder: str | Path, study: Study, maps: VoxelMaps) -> list[Path]:
     """Write the voxel maps of one study into ``folder`` (created), atomically.
 
     Parameters

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from ..anatomy import GROUP, MUSCLE, REFERENCE
 from ..config import config_dir, load_settings, load_yaml
+from ..errors import QCFinding
 from ..schema import DISCLAIMER
 from .figures import evidence_figure, muscle_heatmap_figure, side_bars_figure
 from .levels import build_levels, levels_html
 from .render import CSS
 from .slices import VIEWS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .result import StudyResult  # StudyResult.save imports the writer, which imports this
 
 DEFAULT_VIEW = "radiological"
 FF_SOURCES = {"dixon": "Dixon fat/water images (fat / (fat + water), noise bias removed)",
@@ -97,7 +101,7 @@ def cited(texts: list[str], references: Mapping[str, str]) -> list[str]:
 # --------------------------------------------------------------------------- sections
 
 
-def _call_section(result) -> str:
+def _call_section(result: StudyResult) -> str:
     like, template, esc = result.likelihood, result.template, html.escape
     interval = getattr(like, "p_imnm_interval", None)
     spread = ""
@@ -122,7 +126,7 @@ def _call_section(result) -> str:
     )
 
 
-def _qc_section(result) -> str:
+def _qc_section(result: StudyResult) -> str:
     esc = html.escape
     sources = result.muscles.get("ff_source", pd.Series(dtype=str))
     ff = next((s for s in sources if isinstance(s, str) and s), "")
@@ -133,7 +137,7 @@ def _qc_section(result) -> str:
     lines = [f"<li>fat fraction from {esc(FF_SOURCES.get(ff, no_ff))}</li>",
              f"<li>edema from {esc(EDEMA_SOURCES.get(edema, no_edema))}</li>"]
 
-    def item(q) -> str:
+    def item(q: QCFinding) -> str:
         where = f" ({esc(Path(q.file).name)})" if q.file else ""
         return f"<li><b>{esc(q.level)}</b> {esc(q.code)}: {esc(q.message)}{where}</li>"
 
@@ -146,7 +150,7 @@ def _qc_section(result) -> str:
     return f"<h2>Quality control</h2>{head}<ul class=small>{''.join(lines)}{rest}</ul>"
 
 
-def _evidence_table(result) -> str:
+def _evidence_table(result: StudyResult) -> str:
     measures = {f.id: f for f in result.template.features}
     head = ("<tr><th class=l>feature</th><th>value</th><th>cut-off</th><th>degree</th>"
             "<th>log10 LR</th><th>P(·|IMNM)</th><th>P(·|DM)</th>"
@@ -185,7 +189,9 @@ MUSCLE_COLUMNS = (  # (column, header, scale, digits)
 )  # fmt: skip
 
 
-def _table(rows: pd.DataFrame, columns=MUSCLE_COLUMNS) -> str:
+def _table(
+    rows: pd.DataFrame, columns: Sequence[tuple[str, str, float | None, int]] = MUSCLE_COLUMNS
+) -> str:
     columns = [c for c in columns if c[0] in rows.columns and
                (c[2] is None or rows[c[0]].notna().any())]  # fmt: skip
     head = "".join(f"<th class={'l' if s is None else ''}>{html.escape(h)}</th>"
@@ -227,7 +233,7 @@ def _grade_legend(bands: Mapping[str, Any]) -> str:
     )
 
 
-def _atrophy_note(result) -> str:
+def _atrophy_note(result: StudyResult) -> str:
     """One line on what atrophy rests on (global atrophy needs height and mass)."""
     codes = {q.code for q in result.qc}
     notes = []
@@ -241,7 +247,7 @@ def _atrophy_note(result) -> str:
     return f"<p class=small>{' '.join(notes)}</p>" if notes else ""
 
 
-def _inputs_section(result, version: Mapping[str, str]) -> str:
+def _inputs_section(result: StudyResult, version: Mapping[str, str]) -> str:
     esc = html.escape
     folder = result.study.path if result.study is not None else None
     items = "".join(f"<li>{esc(role)}: {esc(v['file'])} <span class=small>sha256 "
@@ -257,7 +263,7 @@ def _inputs_section(result, version: Mapping[str, str]) -> str:
     )
 
 
-def _references_section(result) -> str:
+def _references_section(result: StudyResult) -> str:
     references = load_references()
     texts = [f.source for f in result.likelihood.features]
     keys = cited(texts, references) if references else []
@@ -273,7 +279,7 @@ def _references_section(result) -> str:
 # --------------------------------------------------------------------------- the page
 
 
-def study_page(result, *, view: str = DEFAULT_VIEW, grades: Mapping[str, Any],
+def study_page(result: StudyResult, *, view: str = DEFAULT_VIEW, grades: Mapping[str, Any],
                normal_ff: float, software: Mapping[str, str], disclaimer: str,
                muscle_heatmap: str | None = None) -> str:  # fmt: skip
     """The self-contained ``report.html`` of one study.
@@ -355,7 +361,7 @@ def study_page(result, *, view: str = DEFAULT_VIEW, grades: Mapping[str, Any],
     return "\n".join(parts)
 
 
-def study_report_html(result, view: str = DEFAULT_VIEW) -> str:
+def study_report_html(result: StudyResult, view: str = DEFAULT_VIEW) -> str:
     """The self-contained ``report.html`` of one study.
 
     Parameters

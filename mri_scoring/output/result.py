@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, overload
 
 import numpy as np
 import pandas as pd
@@ -28,19 +28,25 @@ from ..pattern.templates import Template
 from ..schema import DISCLAIMER, SUMMARY_FIXED
 
 SOFTWARE = ("numpy", "scipy", "nibabel", "pandas", "scikit-learn", "scikit-image", "PyYAML")
+JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
+"""A JSON document or any part of one (what :func:`json_safe` returns)."""
 
 
-def json_safe(value: Any) -> Any:
+@overload
+def json_safe(value: dict[Any, Any]) -> dict[str, JSONValue]: ...
+@overload
+def json_safe(value: object) -> JSONValue: ...
+def json_safe(value: object) -> JSONValue:
     """Plain JSON data: NaN and infinities become None, numpy scalars Python numbers.
 
     Parameters
     ----------
-    value : Any
+    value : object
         Nested dicts, lists and tuples of numbers, strings, None and numpy scalars.
 
     Returns
     -------
-    Any
+    JSONValue
         The same structure, safe for ``json.dumps(..., allow_nan=False)``.
 
     Examples
