@@ -18,6 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, fields
 from functools import partial
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -283,7 +284,7 @@ def run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, work
                     )
 
 
-def _pool(context: Any, workers: int) -> ProcessPoolExecutor:
+def _pool(context: BaseContext, workers: int) -> ProcessPoolExecutor:
     """A process pool whose workers die with this process (see :mod:`mri_scoring.workers`)."""
     return ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                initializer=worker_started, initargs=(os.getpid(),))  # fmt: skip

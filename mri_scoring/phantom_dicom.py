@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+if TYPE_CHECKING:  # pragma: no cover (annotations only: at run time no package code is imported)
+    from .io.study import Study
 
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4.1"
@@ -102,7 +106,8 @@ class SeriesSpec:
     private_image_type: str | None = None
 
 
-def vendor_series(vendor: str, role: str, number: int, data: np.ndarray, **kwargs) -> SeriesSpec:
+def vendor_series(vendor: str, role: str, number: int, data: np.ndarray,
+                  **kwargs: object) -> SeriesSpec:  # fmt: skip
     """A :class:`SeriesSpec` named as ``vendor`` names the ``role`` series.
 
     Parameters
@@ -262,14 +267,15 @@ def write_series(folder: str | Path, spec: SeriesSpec, affine: np.ndarray, ctx: 
     return paths
 
 
-def _item(**values) -> Dataset:
+def _item(**values: object) -> Dataset:
     item = Dataset()
     for key, value in values.items():
         setattr(item, key, value)
     return item
 
 
-def _write_enhanced(folder, spec, affine, ctx, stored, series_uid) -> Path:
+def _write_enhanced(folder: Path, spec: SeriesSpec, affine: np.ndarray, ctx: ExportContext,
+                    stored: np.ndarray, series_uid: str) -> Path:  # fmt: skip
     nx, ny, nz, ne = stored.shape
     ds = _base(ctx, spec, ENHANCED_MR_IMAGE, series_uid)
     uid = generate_uid()
@@ -368,7 +374,8 @@ def cpmg_isochromats(t2_ms: np.ndarray, t1_ms: float, b1: float, spacing_ms: flo
     cr, sr = np.cos(r), np.sin(r)
     out = np.empty((t2.shape[0], n_echoes))
 
-    def free(mx, my, mz):
+    def free(mx: np.ndarray, my: np.ndarray,
+             mz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         x, y = mx * ct - my * st, mx * st + my * ct
         return x * e2, y * e2, 1.0 + (mz - 1.0) * e1
 
@@ -412,7 +419,7 @@ def mese_echoes(water: np.ndarray, fat: np.ndarray, t2_water_ms: np.ndarray, *,
 
 
 def export_study(
-    study,
+    study: Study,
     folder: str | Path,
     *,
     vendor: str = "siemens",
