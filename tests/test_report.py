@@ -23,12 +23,21 @@ SECTIONS = [
     "Quality control",
     "Result",
     "Evidence per feature",
-    "Slices: fat fraction and edema",
     "Per-muscle heat map",
     "Per-muscle measures",
     "Inputs and software",
     "References",
 ]
+# What the slice and side-bar sections show, by the images a study has: a heading names only
+# what was measured (a T1w-only study has no edema; an FF map alone, no edema).
+SHOWN = {
+    ("fat", "water", "stir"): ("Slices: fat fraction and edema", "Fat fraction and edema"),
+    ("ff",): ("Slices: fat fraction", "Fat fraction"),
+    ("t2map",): ("Slices: edema (water T2 map)", "Edema"),
+    ("ff", "t2map"): ("Slices: fat fraction and edema", "Fat fraction and edema"),
+    ("t1w",): ("Slices: fat fraction (T1w, semi-quantitative) and the T1-weighted image",
+               "Fat fraction"),
+}
 
 
 def _report(study):
@@ -40,25 +49,20 @@ def _html(result, tmp_path):
     return (out / "report.html").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize(
-    "roles",
-    [
-        ("fat", "water", "stir"),
-        ("ff",),
-        ("t2map",),
-        ("ff", "t2map"),
-        ("t1w",),
-    ],
-)
+@pytest.mark.parametrize("roles", list(SHOWN))
 def test_report_sections_and_embedded_figures(tmp_path, roles):
     study = phantom.make_study("imnm", seed=80, shape=SHAPE, roles=roles)
     page = _html(_report(study), tmp_path)
-    for section in SECTIONS:
+    slices, bars = SHOWN[roles]
+    for section in [*SECTIONS, slices, f"{bars} per muscle, left and right"]:
         assert f"<h2>{section}</h2>" in page, section
+    assert len(re.findall("<h2>Slices", page)) == 1
     svgs = re.findall(r"<svg role=\"img\"[^>]*><title>([^<]*)</title>", page)
     assert svgs[0] == "log10 likelihood-ratio contribution per feature"
     assert "per-muscle heat map" in svgs
-    assert "fat fraction and edema per muscle, left and right" in svgs
+    assert f"{bars.lower()} per muscle, left and right" in svgs
+    if "Edema" not in bars and "and edema" not in bars:  # no edema: none in the bars' legend
+        assert "edema &lt;" not in page and "edema <" not in page
     panels = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]{200,})"', page)
     # Per level: FF over the anatomy and STIR / T2 (or the T1w image alone), or only one.
     assert len(panels) == (6 if len(roles) > 1 or roles == ("t1w",) else 3)
@@ -83,6 +87,24 @@ def test_qc_warnings_come_first(tmp_path):
     page = _html(_report(study), tmp_path)
     assert page.index("Quality-control warnings") < page.index("<h2>Result</h2>")
     assert "ff_semiquantitative" in page
+    # The FF source line says where the (semi-quantitative) fat fraction came from; it once
+    # read "no fat-fraction image: FF not measured" beside a page full of T1w fat fractions.
+    assert "<li>fat fraction from T1w intensities (semi-quantitative" in page
+    assert "FF not measured" not in page and "fat fraction not measured" not in page
+    assert "<li>edema not measured (no STIR or T2 map)</li>" in page
+
+
+def test_every_measure_source_has_its_line_in_the_report():
+    """A source value the measurement stage writes (schema) that the report does not know would
+    be printed raw or, as once for the T1w estimate, as "not measured"."""
+    from mri_scoring.output.report import EDEMA_SOURCES, FF_SOURCES
+    from mri_scoring.schema import EDEMA_SOURCES as EDEMA_VALUES
+    from mri_scoring.schema import FF_SOURCES as FF_VALUES
+
+    assert set(FF_SOURCES) == set(FF_VALUES)
+    assert set(EDEMA_SOURCES) == set(EDEMA_VALUES)
+    measured = [text for key, text in [*FF_SOURCES.items(), *EDEMA_SOURCES.items()] if key]
+    assert not [text for text in measured if "not measured" in text]
 
 
 def test_cohort_index_and_heatmap(tmp_path):

@@ -150,11 +150,32 @@ def side_bars_figure(table: pd.DataFrame, normal_ff: float, normal_edema: float)
         x += 110
     body.append(f'<rect x="{x:.1f}" y="{legend_y - 8:.1f}" width="10" height="8" '
                 f'fill="{NORMAL_FILL}" stroke="#9c9"/>')  # fmt: skip
-    body.append(svg_text(x + 14, legend_y, f"normal range (FF < {normal_ff * 100:g} %, edema < "
-                         f"{normal_edema * 100:g} %); n/m: not measured", 10))  # fmt: skip
+    ranges = {"ff_median": f"FF < {normal_ff * 100:g} %",
+              "edema_fraction": f"edema < {normal_edema * 100:g} %"}  # fmt: skip
+    shown = ", ".join(ranges[column] for column, _, _ in panels)
+    body.append(svg_text(x + 14, legend_y, f"normal range ({shown}); n/m: not measured", 10))
     width = label_width + len(panels) * (plot_width + gap) + 10
     return svg_document(max(width, x + 400), legend_y + 10, body,
-                        "fat fraction and edema per muscle, left and right")  # fmt: skip
+                        f"{side_bars_measures(table)} per muscle, left and right")  # fmt: skip
+
+
+def side_bars_measures(table: pd.DataFrame) -> str:
+    """What :func:`side_bars_figure` shows, as words.
+
+    "fat fraction and edema", "fat fraction", "edema" or "": only measures with a value in
+    some muscle are drawn.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"kind": ["muscle"], "ff_median": [0.1], "edema_fraction": [None]})
+    >>> side_bars_measures(rows)
+    'fat fraction'
+    """
+    rows = table[table["kind"] == "muscle"]
+    names = {"ff_median": "fat fraction", "edema_fraction": "edema"}
+    shown = [name for column, name in names.items()
+             if column in rows.columns and pd.to_numeric(rows[column]).notna().any()]  # fmt: skip
+    return " and ".join(shown)
 
 
 def colour_bar(colours: Callable[[np.ndarray], np.ndarray], ticks: Sequence[tuple[float, str]],

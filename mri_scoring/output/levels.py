@@ -96,6 +96,58 @@ def _window(role: str, planes: list[np.ndarray], labels: list[np.ndarray]) -> tu
     return (0.0, 1.0) if role == "ff" else display_range(planes, labels)
 
 
+FF_SOURCE_TITLES = {"dixon": "Dixon", "ff": "FF map", "t1w": "T1w, semi-quantitative"}
+
+
+def _panel_specs(study: Study, maps: VoxelMaps | None) -> list[tuple[str, str, bool, bool]]:
+    """The panels of each level as (caption, image role, draws FF colour, draws edema marks)."""
+    anatomy = _anatomy_role(study.images)
+    if anatomy is None:
+        return []
+    has_ff = maps is not None and maps.ff is not None
+    second = next((r for r in ("stir", "t2map") if r in study.images), None)
+    if second is None and "t1w" in study.images and (has_ff or anatomy != "t1w"):
+        second = "t1w"
+    specs = []
+    if has_ff:
+        specs.append((f"fat fraction ({FF_SOURCE_TITLES.get(anatomy, anatomy)}) over the muscles",
+                      anatomy, True, False))  # fmt: skip
+    elif anatomy != second:
+        specs.append((ROLE_TITLES.get(anatomy, "Dixon fat + water"), anatomy, False, False))
+    if second is not None:
+        marked = maps is not None and maps.edema is not None and second != "t1w"
+        title = ROLE_TITLES[second] + (", edema and fascial-shell hits" if marked else "")
+        specs.append((title, second, False, marked))
+    return specs
+
+
+def slices_heading(study: Study, maps: VoxelMaps | None) -> str:
+    """The slice section's heading: what its panels show, and only that.
+
+    A T1w-only study shows a semi-quantitative fat fraction and the T1w image, no edema; a
+    study with STIR but no fat-fraction source shows edema only.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as NS
+    >>> t1w_only = NS(images={"t1w": None})
+    >>> slices_heading(t1w_only, NS(ff=[0.1], edema=None))
+    'Slices: fat fraction (T1w, semi-quantitative) and the T1-weighted image'
+    >>> slices_heading(NS(images={"fat": 0, "water": 0, "stir": 0}), NS(ff=[0.1], edema=[1]))
+    'Slices: fat fraction and edema'
+    """
+    shown = []
+    for caption, role, ff_colour, marked in _panel_specs(study, maps):
+        if ff_colour:
+            source = FF_SOURCE_TITLES.get(_anatomy_role(study.images) or "", "")
+            shown.append("fat fraction" + (f" ({source})" if "semi" in source else ""))
+        elif marked:
+            shown.append(f"edema ({ROLE_TITLES[role]})" if not shown else "edema")
+        else:
+            shown.append(f"the {caption} image")
+    return "Slices: " + " and ".join(shown) if shown else "Slices"
+
+
 def build_levels(study: Study, maps: VoxelMaps | None, view: str,
                  edema_threshold: float | None = None) -> tuple[list[Level], str]:  # fmt: skip
     """Draw the panels of every level and the legend HTML above them.
@@ -114,26 +166,11 @@ def build_levels(study: Study, maps: VoxelMaps | None, view: str,
     (list of Level, str)
     """
     levels = slice_levels(study.labels)
-    anatomy = _anatomy_role(study.images)
-    if not levels or anatomy is None:
+    specs = _panel_specs(study, maps)
+    if not levels or not specs:
         return [], ""
     muscle_values = np.array(sorted(v for v, info in study.label_info.items()
                                     if info.kind in (MUSCLE, GROUP)), dtype=np.int64)  # fmt: skip
-    has_ff = maps is not None and maps.ff is not None
-    second = next((r for r in ("stir", "t2map") if r in study.images), None)
-    if second is None and "t1w" in study.images and (has_ff or anatomy != "t1w"):
-        second = "t1w"
-    specs = []  # (title, role, draws FF colour, draws edema marks)
-    if has_ff:
-        source = {"dixon": "Dixon", "ff": "FF map", "t1w": "T1w, semi-quantitative"}
-        specs.append((f"fat fraction ({source.get(anatomy, anatomy)}) over the muscles",
-                      anatomy, True, False))  # fmt: skip
-    elif anatomy != second:
-        specs.append((ROLE_TITLES.get(anatomy, "Dixon fat + water"), anatomy, False, False))
-    if second is not None:
-        marked = maps is not None and maps.edema is not None and second != "t1w"
-        title = ROLE_TITLES[second] + (", edema and fascial-shell hits" if marked else "")
-        specs.append((title, second, False, marked))
     planes = {(role, k): _plane(study, role, k) for _, role, _, _ in specs for k in levels}
     label_planes = [study.labels[:, :, k] for k in levels]
     windows = {role: _window(role, [planes[(role, k)] for k in levels], label_planes)

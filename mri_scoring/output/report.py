@@ -21,8 +21,13 @@ from ..anatomy import GROUP, MUSCLE, REFERENCE
 from ..config import config_dir, load_settings, load_yaml
 from ..errors import QCFinding
 from ..schema import DISCLAIMER
-from .figures import evidence_figure, muscle_heatmap_figure, side_bars_figure
-from .levels import build_levels, levels_html
+from .figures import (
+    evidence_figure,
+    muscle_heatmap_figure,
+    side_bars_figure,
+    side_bars_measures,
+)
+from .levels import build_levels, levels_html, slices_heading
 from .render import CSS
 from .slices import VIEWS
 
@@ -30,11 +35,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from .result import StudyResult  # StudyResult.save imports the writer, which imports this
 
 DEFAULT_VIEW = "radiological"
-FF_SOURCES = {"dixon": "Dixon fat/water images (fat / (fat + water), noise bias removed)",
-              "ff_map": "the fat-fraction map given",
-              "t1w_gmm": "T1w intensities (semi-quantitative two-tissue estimate, not PDFF)"}
-EDEMA_SOURCES = {"stir": "STIR, against the study's own normal muscle (bias field removed)",
-                 "t2map": "the water-T2 map, against a threshold in ms"}  # fmt: skip
+FF_SOURCES = {  # by ``ff_source`` value (mri_scoring.schema.FF_SOURCES)
+    "dixon": "fat fraction from Dixon fat/water images (fat / (fat + water), noise bias removed)",
+    "ff_map": "fat fraction from the fat-fraction map given",
+    "t1w_semiquantitative": "fat fraction from T1w intensities (semi-quantitative: linear "
+    "between the leanest muscle and fat; not a PDFF)",
+    "": "fat fraction not measured (no Dixon images, fat-fraction map or T1w image)",
+}
+EDEMA_SOURCES = {  # by ``edema_source`` value (mri_scoring.schema.EDEMA_SOURCES)
+    "stir": "edema from STIR, against the study's own normal muscle (bias field removed)",
+    "t2map": "edema from the water-T2 map, against a threshold in ms",
+    "": "edema not measured (no STIR or T2 map)",
+}
 # How a template measure's value reads, as (scale, unit, what).
 MEASURE_UNITS = {
     "ff_excess": (100.0, "pp", "fat fraction above the reference muscles (percentage points)"),
@@ -132,10 +144,8 @@ def _qc_section(result: StudyResult) -> str:
     ff = next((s for s in sources if isinstance(s, str) and s), "")
     sources = result.muscles.get("edema_source", pd.Series(dtype=str))
     edema = next((s for s in sources if isinstance(s, str) and s), "")
-    no_ff = "no fat-fraction image: FF not measured"
-    no_edema = "no STIR or T2 map: edema not measured"
-    lines = [f"<li>fat fraction from {esc(FF_SOURCES.get(ff, no_ff))}</li>",
-             f"<li>edema from {esc(EDEMA_SOURCES.get(edema, no_edema))}</li>"]
+    lines = [f"<li>{esc(FF_SOURCES.get(ff, f'fat fraction from {ff}'))}</li>",
+             f"<li>{esc(EDEMA_SOURCES.get(edema, f'edema from {edema}'))}</li>"]
 
     def item(q: QCFinding) -> str:
         where = f" ({esc(Path(q.file).name)})" if q.file else ""
@@ -335,11 +345,13 @@ def study_page(result: StudyResult, *, view: str = DEFAULT_VIEW, grades: Mapping
             threshold if result.edema_reference.get("source") == "t2map" else None,
         )
         if levels:
-            parts.append("<h2>Slices: fat fraction and edema</h2>" + levels_html(levels, legend,
-                                                                                 view))  # fmt: skip
+            heading = slices_heading(result.study, getattr(result, "voxel_maps", None))
+            parts.append(f"<h2>{esc(heading)}</h2>" + levels_html(levels, legend, view))
     bars = side_bars_figure(table, normal_ff, float(grades["edema_fraction_bands"][0]))
     if bars:
-        parts.append("<h2>Fat and edema per muscle, left and right</h2>" + bars)
+        shown = side_bars_measures(table)
+        parts.append(f"<h2>{esc(shown[0].upper() + shown[1:])} per muscle, left and right</h2>"
+                     + bars)  # fmt: skip
     if muscle_heatmap:
         parts.append("<h2>Per-muscle heat map</h2>" + muscle_heatmap)
     parts.append("<h2>Per-muscle measures</h2>")
