@@ -93,6 +93,34 @@ def test_template_sources_name_only_known_keys():
             assert not missing, f"{where}: unknown reference keys {missing}"
 
 
+AUTHOR_YEAR = re.compile(r"(?<![\w./-])[a-z][a-z_]*(?:19|20)\d\d[a-z]?(?![\w-])")
+
+
+def _author_year_words(text: str) -> list[str]:
+    """Words shaped like a citation key (``firstauthor2018``, ``ukbiobank_thigh2024``)."""
+    return AUTHOR_YEAR.findall(text)
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_author_year_key_anywhere_in_configs_resolves(path):
+    """However a key is cited (a ``[ref: ]``, a ``source`` field, prose in a comment such as
+    "(references.yaml: grimm2018)"), it must be in references.yaml: longitudinal.yaml once
+    cited grimm2018 in prose only, a key references.yaml did not have, and the ``[ref: ]`` and
+    ``source`` checks above did not see it."""
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        missing = [k for k in _author_year_words(line) if k not in REFERENCES]
+        assert not missing, f"{path.name}:{number}: unknown reference keys {missing}"
+
+
+def test_the_author_year_finder():
+    assert _author_year_words("RMS CV (grimm2018); [ref: day2019]; t2map.nii.gz") == [
+        "grimm2018", "day2019"
+    ]  # fmt: skip
+    assert _author_year_words("ukbiobank_thigh2024, x/a2019.yaml, 2018, v2018-1") == [
+        "ukbiobank_thigh2024"
+    ]  # fmt: skip
+
+
 def test_the_leading_key_parser():
     assert _leading_keys("day2019, wang2023: pelvic muscles") == ["day2019", "wang2023"]
     assert _leading_keys("elicited: normal phantom shares") == ["elicited"]
