@@ -1,7 +1,8 @@
 """The reports as a browser lays them out (headless Chromium, when installed).
 
-Guards against pages that scroll sideways in an 800 px window, images that do not decode, and
-slice panels shrunk to thumbnails (each must be at least 400 px wide in a 1,280 px window).
+Guards against pages that scroll sideways in an 800 px window, images that do not decode,
+figure labels drawn over each other, and slice panels shrunk to thumbnails (each must be at
+least 400 px wide in a 1,280 px window).
 Skipped, with the reason, when no Chromium is installed (``apt-get install chromium``).
 """
 
@@ -37,10 +38,26 @@ window.addEventListener('load', function () {
   var wide = [].slice.call(document.querySelectorAll('body *')).filter(function (e) {
     return e.getBoundingClientRect().right > window.innerWidth + 0.5;
   }).map(function (e) { return e.tagName; });
+  var clashes = [];
+  [].slice.call(document.querySelectorAll('svg')).forEach(function (svg) {
+    var boxes = [].slice.call(svg.querySelectorAll('text')).map(function (t) {
+      return {text: t.textContent, r: t.getBoundingClientRect()};
+    }).filter(function (b) { return b.r.width > 0 && b.text.trim(); });
+    for (var i = 0; i < boxes.length; i++) {
+      for (var j = i + 1; j < boxes.length; j++) {
+        var a = boxes[i].r, b = boxes[j].r;
+        var w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+        var h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+        // closer than 3 px side by side reads as one word ("fascial edemaatrophy")
+        if (w > -3 && h > 2) { clashes.push(boxes[i].text + ' / ' + boxes[j].text); }
+      }
+    }
+  });
   var out = document.createElement('pre');
   out.id = 'probe';
   out.textContent = JSON.stringify({inner: window.innerWidth,
-    scroll: document.documentElement.scrollWidth, images: images, wide: wide});
+    scroll: document.documentElement.scrollWidth, images: images, wide: wide,
+    clashes: clashes});
   document.body.appendChild(out);
 });
 </script>"""
@@ -70,6 +87,9 @@ def _check(page: Path, panels: int) -> None:
             f"(elements past the edge: {sorted(set(layout['wide']))})"
         )
         assert all(i["decoded"] for i in layout["images"]), f"undecoded image in {page}"
+        # Figure labels drawn over or against each other (the heat map's "fascial edema" and
+        # "atrophy (1 - index)" titles once ran into one another) are unreadable.
+        assert not layout["clashes"], f"{page.parent.name}: overlapping labels {layout['clashes']}"
         shown = [i for i in layout["images"] if i["panel"]]
         assert len(shown) == panels, page
         if width == 1280:

@@ -252,8 +252,10 @@ def muscle_heatmap_figure(table: pd.DataFrame) -> str | None:
     body = []
     for c, (label, side, _) in enumerate(columns):
         x = label_width + c * cell_w
-        if c % len(sides) == 0:
-            body.append(svg_text(x + cell_w * len(sides) / 2, 14, label, 11, "middle"))
+        if c % len(sides) == 0:  # "atrophy (1 - index)" is wider than its two columns
+            for line, text in enumerate(label.replace(" (", "\n(").split("\n")):
+                body.append(svg_text(x + cell_w * len(sides) / 2, 14 + 13 * line, text, 11,
+                                     "middle"))  # fmt: skip
         body.append(svg_text(x + cell_w / 2, top - 8, side, 10, "middle", "#555"))
     for r, muscle in enumerate(order):
         y = top + r * cell_h
