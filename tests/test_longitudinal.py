@@ -118,6 +118,30 @@ def test_muscle_labelled_in_one_session_is_not_assessable_not_a_change():
     assert rows.loc["rectus_femoris", "change_ff"] == "stable"
 
 
+def test_subject_page_lists_only_the_changes_beyond_the_bands():
+    """The page's table of changes holds the muscles that got worse or better, not every muscle
+    (a volume cut by the field of view is "not assessable" almost everywhere, and listing those
+    rows once buried the changes); names read as words; a feature that moved is shown."""
+    from mri_scoring.output.subject_page import subject_page_html
+
+    muscles = [("rectus_femoris", "left", 0.05), ("biceps_femoris_long_head", "left", 0.05),
+               ("gracilis", "left", 0.10)]  # fmt: skip
+    a = _record("s1", "2024-01-01", muscles)
+    b = _record("s2", "2024-06-01", [*muscles[:1], ("biceps_femoris_long_head", "left", 0.20)])
+    a.features.update({"p_imnm": 0.2, "hamstrings_am_fat": 0.1})
+    b.features.update({"p_imnm": 0.7, "hamstrings_am_fat": 0.9})
+    comparison = compare_records([a, b])
+    page = subject_page_html("P2", [a, b], comparison, "research only")
+    changes = page[page.index("<h2>Changes beyond") : page.index("<h3>Template features")]
+    assert "biceps femoris long head" in changes and "worse (+15.0 points)" in changes
+    assert "rectus femoris" not in changes  # stable: not a change
+    assert "gracilis" not in changes  # labelled in one session: not assessable, counted only
+    assert "2 of 3 muscle rows" in changes and "fat fraction in 1" in changes
+    features = page[page.index("<h3>Template features") :]
+    assert "p(IMNM)</td>" in features and "0.20 → 0.70" in features and ">higher<" in features
+    assert "hamstrings am fat" in features
+
+
 def test_sessions_ordered_by_date_and_first_last_pair():
     """Session labels in the wrong order must not reverse the direction of change."""
     late = _record("a", "2024-09-01", [("rectus_femoris", "left", 0.30)])

@@ -88,13 +88,26 @@ def _line_chart(title: str, labels: list[str], series: dict[str, list[float]], y
     return "".join(parts)
 
 
+CHANGES = ("worse", "better")  # of a muscle measure against its band
+MEASURE_CHANGES = (("change_ff", "delta_ff", 100, "points"),
+                   ("change_edema", "delta_edema_fraction", 100, "points"),
+                   ("change_volume", "delta_volume_ml", 1, "ml"))  # fmt: skip
+
+
+def _name(text: object) -> str:
+    """A muscle, group or feature id as words (``biceps_femoris_long_head``)."""
+    return html.escape(str(text).replace("_", " "))
+
+
 def _changes_table(comparison: SessionComparison) -> str:
+    """Rows with a change beyond a band (worse/better), then a count of what was not assessable.
+
+    Stable and not-assessable rows are left out of the table: listing every muscle under
+    "changes beyond the bands" (as once, because a volume cut by the field of view is "not
+    assessable" in almost every muscle) buries the few that changed.
+    """
     muscles = comparison.muscles
-    changed = muscles[
-        (muscles[["change_ff", "change_edema", "change_volume"]] != "stable").any(axis=1)
-    ]
-    if changed.empty:
-        return "<p>Every muscle is stable within the repeatability bands.</p>"
+    changed = muscles[muscles[[c for c, *_ in MEASURE_CHANGES]].isin(CHANGES).any(axis=1)]
     cells = []
     for _, row in changed.iterrows():
 
@@ -105,18 +118,47 @@ def _changes_table(comparison: SessionComparison) -> str:
             return f'<td style="color:{colour}">{html.escape(label)} ({text})</td>'
 
         cells.append(
-            f"<tr><td>{html.escape(str(row['muscle']))}</td><td>{html.escape(str(row['side']))}"
+            f"<tr><td>{_name(row['muscle'])}</td><td>{html.escape(str(row['side']))}"
             f"</td><td>{html.escape(str(row['session_from']))} → "
             f"{html.escape(str(row['session_to']))}</td>"
-            + cell(row["change_ff"], row["delta_ff"], 100, "points")
-            + cell(row["change_edema"], row["delta_edema_fraction"], 100, "points")
-            + cell(row["change_volume"], row["delta_volume_ml"], 1, "ml")
+            + "".join(cell(row[c], row[d], scale, unit) for c, d, scale, unit in MEASURE_CHANGES)
             + "</tr>"
         )
-    return (
+    table = (
         "<table><thead><tr><th>muscle</th><th>side</th><th>sessions</th><th>fat fraction</th>"
         "<th>edema</th><th>volume</th></tr></thead><tbody>" + "".join(cells) + "</tbody></table>"
+        if cells else "<p>No muscle changed beyond the repeatability bands.</p>"
+    )  # fmt: skip
+    counts = []
+    for column, _, _, _ in MEASURE_CHANGES:
+        n = int((muscles[column] == NOT_ASSESSABLE).sum())
+        if n:
+            what = column.removeprefix("change_").replace("ff", "fat fraction")
+            counts.append(f"{what} in {n}")
+    stable = len(muscles) - len(changed)
+    summary = (f"<p>{stable} of {len(muscles)} muscle rows (muscle, side, pair) show no change "
+               "beyond the bands." + (f" Not assessable: {', '.join(counts)} rows (labelled or "
+               "measured in one session only, or cut by the field of view)." if counts else "")
+               + "</p>")  # fmt: skip
+    return table + summary
+
+
+def _feature_changes(comparison: SessionComparison) -> str:
+    """Template features and p(IMNM) that moved beyond their band (higher/lower)."""
+    features = comparison.features
+    moved = features[features["change"].isin(("higher", "lower"))]
+    if moved.empty:
+        return "<p>No template feature and no p(IMNM) moved beyond its band.</p>"
+    rows = "".join(
+        f"<tr><td>{'p(IMNM)' if r['feature'] == 'p_imnm' else _name(r['feature'])}</td>"
+        f"<td>{html.escape(str(r['session_from']))} → {html.escape(str(r['session_to']))}</td>"
+        f"<td>{r['value_from']:.2f} → {r['value_to']:.2f}</td>"
+        f'<td style="color:{CHANGE_COLOURS[r["change"]]}">{html.escape(r["change"])}</td></tr>'
+        for _, r in moved.iterrows()
     )
+    return ("<table><thead><tr><th>feature</th><th>sessions</th><th>value</th><th>change</th>"
+            "</tr></thead><tbody>" + rows + "</tbody></table>"
+            "<p>A pattern feature or p(IMNM) going up is not worse in itself.</p>")  # fmt: skip
 
 
 def subject_page_html(subject_id: str, sessions: list[SessionRecord],
@@ -151,7 +193,8 @@ def subject_page_html(subject_id: str, sessions: list[SessionRecord],
                 by_session = dict(zip(part.loc[part["side"] == side, "session_id"],
                                       part.loc[part["side"] == side, "value"], strict=True))
                 series[side] = [by_session.get(s, math.nan) for s in ids]
-            charts.append(_line_chart(f"{group}: {title}", labels, series, y_max, " %"))
+            charts.append(_line_chart(f"{group.replace('_', ' ')}: {title}", labels, series,
+                                      y_max, " %"))  # fmt: skip
     p_series = {"": [r.features.get("p_imnm") or math.nan for r in sessions]}
     charts.append(_line_chart("p(IMNM)", labels, p_series, 1.0, " %"))
     rows = "".join(
@@ -188,6 +231,8 @@ padding:.2rem .5rem;text-align:left}} .warn{{color:#92400e}}
 <div class="charts">{"".join(charts)}</div>
 <h2>Changes beyond the repeatability bands</h2>
 {_changes_table(comparison)}
+<h3>Template features and p(IMNM)</h3>
+{_feature_changes(comparison)}
 <p>Bands (configs/longitudinal.yaml): a change inside them is "stable"; "n/a" = not assessable
 (the muscle was labelled or measured in one session only, or cut by the field of view).</p>
 </body></html>
