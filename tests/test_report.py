@@ -288,3 +288,15 @@ def test_fat_fraction_colour_lies_only_on_measured_muscle_voxels():
         voxels = int(np.isin(study.labels[:, :, level.k], muscle).sum()) * zoom * zoom
         assert coloured <= voxels, "FF colour outside the muscles"
         assert coloured >= 0.5 * voxels, "muscles left without their FF colour"
+
+
+def test_zero_evidence_is_not_printed_as_negative(tmp_path):
+    """A normal study's contributions are tiny negatives: shown as "-0.00" they read as
+    evidence for DM (the sample-normal report printed "log10 LR = -0.00" in five places)."""
+    from mri_scoring.config import sample_data_dir
+
+    result = ms.score_study(ms.load_study(sample_data_dir() / "sample-normal"))
+    assert result.likelihood.log10_likelihood_ratio < 0  # the case this guards
+    assert round(result.likelihood.log10_likelihood_ratio, 2) == 0
+    page = _html(result, tmp_path)
+    assert "-0.00" not in page and "log10 LR = +0.00" in page

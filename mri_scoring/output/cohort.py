@@ -23,6 +23,7 @@ from .render import (
     CSS,
     png_data_uri,
     ramp_rgb,
+    signed,
     svg_document,
     svg_ramp_legend,
     svg_text,
@@ -277,7 +278,7 @@ def write_cohort_report(
         rows.append(
             f"<tr><td class=l>{name}</td><td class=l>{esc(str(row['call']))}</td>"
             f"<td>{row['p_imnm']:.3f}</td><td>{interval}</td>"
-            f"<td>{row['log10_likelihood_ratio']:+.2f}</td><td class=l>{qc_text}</td></tr>"
+            f"<td>{signed(row['log10_likelihood_ratio'])}</td><td class=l>{qc_text}</td></tr>"
         )
     failures = failures if failures is not None else _read_failures(out / "failures.tsv")
     failed = "".join(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .render import hex_colour, ramp_rgb, svg_document, svg_ramp_legend, svg_text
+from .render import hex_colour, ramp_rgb, signed, svg_document, svg_ramp_legend, svg_text
 
 IMNM_COLOUR, DM_COLOUR, NEUTRAL_COLOUR = "#1f6fd1", "#d1621f", "#8c8c8c"
 SIDE_COLOURS = {"left": "#7b3294", "right": "#1b9e77"}  # purple / green: no call colour
@@ -48,7 +48,7 @@ def evidence_figure(features: Sequence, total: float, neutral: bool = False) -> 
     zero = label_width + plot_width / 2.0
     scale = plot_width / 2.0 / reach
     height = top + row * len(features) + 46
-    body = [svg_text(zero, 16, f"total log10 LR = {total:+.2f}", 12, "middle")]
+    body = [svg_text(zero, 16, f"total log10 LR = {signed(total)}", 12, "middle")]
     for i, (feature, value) in enumerate(zip(features, values, strict=True)):
         y = top + i * row
         body.append(svg_text(label_width - 8, y + row / 2 + 4, feature.id.replace("_", " "),
@@ -60,9 +60,9 @@ def evidence_figure(features: Sequence, total: float, neutral: bool = False) -> 
         x, width = (zero, value * scale) if value >= 0 else (zero + value * scale, -value * scale)
         body.append(f'<rect x="{x:.1f}" y="{y + 4:.1f}" width="{width:.1f}" '
                     f'height="{row - 8:.1f}" fill="{colour}"><title>'
-                    f"{html.escape(feature.id)}: {value:+.3f}</title></rect>")  # fmt: skip
+                    f"{html.escape(feature.id)}: {signed(value, 3)}</title></rect>")  # fmt: skip
         end = x + width + 4 if value >= 0 else x - 4
-        body.append(svg_text(end, y + row / 2 + 4, f"{value:+.2f}", 10,
+        body.append(svg_text(end, y + row / 2 + 4, signed(value), 10,
                              "start" if value >= 0 else "end", "#444"))  # fmt: skip
     bottom = top + row * len(features)
     body.append(f'<line x1="{zero:.1f}" y1="{top - 4:.1f}" x2="{zero:.1f}" y2="{bottom:.1f}" '

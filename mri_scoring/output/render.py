@@ -18,6 +18,19 @@ import numpy as np
 from ..svg import svg_document as svg_document  # re-exported for the figures
 from ..svg import svg_text as svg_text
 
+
+def signed(value: float, digits: int = 2) -> str:
+    """``value`` with its sign, never "-0.00": a contribution that rounds to zero is zero.
+
+    Examples
+    --------
+    >>> signed(-0.0004), signed(0.37), signed(-1.234, 1)
+    ('+0.00', '+0.37', '-1.2')
+    """
+    rounded = round(float(value), digits) + 0.0  # -0.0 + 0.0 is +0.0
+    return f"{rounded:+.{digits}f}"
+
+
 # "magma" reversed (light = low, dark = high), sampled at 9 evenly spaced points: the
 # perceptually uniform colour map of van der Walt & Smith (CC0), as matplotlib ships it.
 MAGMA_R = np.array(

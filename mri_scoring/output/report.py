@@ -28,7 +28,7 @@ from .figures import (
     side_bars_measures,
 )
 from .levels import build_levels, levels_html, slices_heading
-from .render import CSS
+from .render import CSS, signed
 from .slices import VIEWS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,6 +64,11 @@ def _fmt(value: object, digits: int = 1, scale: float = 1.0) -> str:
     if isinstance(value, (float, np.floating, int, np.integer)) and not isinstance(value, bool):
         return f"{float(value) * scale:.{digits}f}"
     return html.escape(str(value))
+
+
+def _signed(value: object) -> str:
+    """A contribution with its sign ("+0.00", never "-0.00"); empty when there is none."""
+    return signed(float(value)) if _fmt(value) else ""
 
 
 # --------------------------------------------------------------------------- references
@@ -122,12 +127,12 @@ def _call_section(result: StudyResult) -> str:
     if like.call == "indeterminate":
         box = (f"<div class='call indeterminate'>call: <b>indeterminate</b></div>"
                f"<p class=small>p(IMNM) = {like.p_imnm:.3f}{spread}, log10 LR = "
-               f"{like.log10_likelihood_ratio:+.2f}: computed, but not read as IMNM or DM "
+               f"{signed(like.log10_likelihood_ratio)}: computed, but not read as IMNM or DM "
                "(see the notes). Evidence bars are grey for this reason.</p>")  # fmt: skip
     else:
         box = (f"<div class='call {esc(like.call)}'>call: <b>{esc(like.call)}</b> &nbsp; "
                f"p(IMNM) = {like.p_imnm:.3f}{spread} &nbsp; log10 LR = "
-               f"{like.log10_likelihood_ratio:+.2f}</div>")  # fmt: skip
+               f"{signed(like.log10_likelihood_ratio)}</div>")  # fmt: skip
     notes = "".join(f"<li>{esc(n)}</li>" for n in like.notes)
     return (
         "<h2>Result</h2>" + box + (f"<ul>{notes}</ul>" if notes else "")
@@ -177,7 +182,7 @@ def _evidence_table(result: StudyResult) -> str:
             f"<tr class={'' if f.available else 'na'}><td class=l>{_fmt(f.description)}"
             f"<br><span class=small>{html.escape(what)}</span></td><td>{value}</td>"
             f"<td>{cut_text}</td><td>{_fmt(f.degree, 2)}</td>"
-            f"<td>{_fmt(f.log10_lr_contribution, 2)}</td><td>{_fmt(f.p_imnm, 2)}</td>"
+            f"<td>{_signed(f.log10_lr_contribution)}</td><td>{_fmt(f.p_imnm, 2)}</td>"
             f"<td>{_fmt(f.p_dm, 2)}</td><td class=l><span class=small>{_fmt(used)}</span></td>"
             f"<td class=l><span class=small>{_fmt(f.source)}</span></td></tr>"
         )

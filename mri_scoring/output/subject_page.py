@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .longitudinal import NOT_ASSESSABLE, SessionComparison, SessionRecord
+from .render import signed
 
 GROUP_ORDER = ("quadriceps", "hamstrings", "adductors", "pelvic_hip", "anterior_other")
 SIDE_COLOURS = {"left": "#1f6fb4", "right": "#c2410c", "": "#444444"}
@@ -113,7 +114,7 @@ def _changes_table(comparison: SessionComparison) -> str:
 
         def cell(change: str, delta: float, scale: float, unit: str) -> str:
             colour = CHANGE_COLOURS.get(change, "#6b7280")
-            text = "–" if not np.isfinite(delta) else f"{delta * scale:+.1f} {unit}"
+            text = "–" if not np.isfinite(delta) else f"{signed(delta * scale, 1)} {unit}"
             label = change if change != NOT_ASSESSABLE else "n/a"
             return f'<td style="color:{colour}">{html.escape(label)} ({text})</td>'
 
