@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import signal
@@ -182,7 +183,9 @@ def test_batch_long_tables_stack_every_study(cohort, tmp_path):
 def test_one_broken_study_fails_alone_with_exit_1(cohort, tmp_path):
     root = shutil.copytree(cohort, tmp_path / "root")
     (root / "site" / "p1" / "labels.nii.gz").write_bytes(b"\x1f\x8b broken")
-    result = runner.invoke(app, ["batch", str(root), "--out", str(tmp_path / "out"), "--no-report"])
+    for role in ("fat", "water", "ff", "stir", "t2map"):  # p0 T1w-only: a QC warning to list
+        (root / "site" / "p0" / f"{role}.nii.gz").unlink()
+    result = runner.invoke(app, ["batch", str(root), "--out", str(tmp_path / "out")])  # + index
     assert result.exit_code == 1, result.output
     failures = pd.read_csv(tmp_path / "out" / "failures.tsv", sep="\t")
     assert list(failures["study_id"]) == ["p1"]
@@ -190,6 +193,17 @@ def test_one_broken_study_fails_alone_with_exit_1(cohort, tmp_path):
     summary = pd.read_csv(tmp_path / "out" / "summary.tsv", sep="\t")
     assert list(summary["study_id"]) == ["p0", "sub-07_ses-01", "sub-07_ses-02"]
     assert not (tmp_path / "out" / "p1").exists()
+    # index.html lists the failure with its reason (not only a count) and each study's QC.
+    index = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    failed = index[index.index("<h2>Failed studies (1)</h2>") :]
+    assert "<td class=l>p1</td>" in failed
+    assert html.escape(failures["error"][0]) in failed
+    assert "<th class=l>QC warnings</th>" in index
+    assert "ff_semiquantitative" in summary.set_index("study_id").loc["p0", "qc"]
+    for _, row in summary.iterrows():
+        qc = row["qc"] if isinstance(row["qc"], str) and row["qc"] else "none"
+        study_row = index[index.index(f">{row['study_id']}<") :].split("</tr>")[0]
+        assert f"<td class=l>{html.escape(qc.replace(';', '; '))}</td>" in study_row
 
 
 @pytest.mark.slow
