@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import re
 from xml.etree import ElementTree
@@ -300,3 +301,49 @@ def test_zero_evidence_is_not_printed_as_negative(tmp_path):
     assert round(result.likelihood.log10_likelihood_ratio, 2) == 0
     page = _html(result, tmp_path)
     assert "-0.00" not in page and "log10 LR = +0.00" in page
+
+
+def test_report_contents_a_reader_relies_on(tmp_path):
+    """Issue 17's list for the page itself: units in every header, grade legends, the QC
+    "no warnings" line with info findings still listed, inputs and software, full references,
+    reference tissues (marrow) outside the muscle table, and a neutral indeterminate display."""
+    from mri_scoring import __version__
+    from mri_scoring.config import sample_data_dir
+    from mri_scoring.output.figures import NEUTRAL_COLOUR
+    from mri_scoring.output.report import load_references
+
+    folder = sample_data_dir() / "sample-normal"
+    result = ms.score_study(ms.load_study(folder))
+    assert result.likelihood.call == "indeterminate"
+    assert not [q for q in result.qc if q.level == "warning"]
+    page = _html(result, tmp_path)
+    qc = page[page.index("<h2>Quality control</h2>") : page.index("<h2>Result</h2>")]
+    assert "<p class=ok>No quality-control warnings.</p>" in qc
+    assert all(q.code in qc for q in result.qc)  # info findings are listed too
+    assert "<div class='call indeterminate'>" in page and "p(IMNM) = 0.500 (90 % interval" in page
+    evidence = page[page.index("<h2>Evidence per feature</h2>") : page.index("<table>")]
+    bars = re.findall(r'fill="(#\w+)"><title>', evidence)
+    assert bars and set(bars) == {NEUTRAL_COLOUR}  # no IMNM or DM colour for a non-call
+    measures = page[page.index("<h2>Per-muscle measures</h2>") : page.index("Reference tissues")]
+    for header in ("volume (ml)", "FF median (%)", "edema (% of core)", "Mercuri grade (FF)"):
+        assert f">{header}</th>" in measures, header
+    assert "femur marrow" not in measures and "femur_marrow" not in measures
+    assert "<b>Mercuri grade</b> here is derived from the core median fat fraction" in page
+    assert "<b>Edema grade</b>" in page
+    marrow = page[page.index("Reference tissues") : page.index("<h2>Inputs and software")]
+    assert "femur marrow" in marrow
+    inputs = page[page.index("<h2>Inputs and software") : page.index("<h2>References")]
+    assert f"study folder: {folder.resolve()}" in inputs
+    assert all(v["file"] in inputs for v in result.inputs.values())
+    assert f"mri_scoring {__version__}" in inputs
+    references = page[page.index("<h2>References") :]
+    cited = re.findall(r"<li id='ref-([a-z0-9_]+)'>", references)
+    assert "wang2023" in cited and "pinal_fernandez2017" in cited
+    full = load_references()
+    assert all(html.escape(full[key]) in references for key in cited)  # full citations
+
+
+def test_t2_map_report_gives_t2_in_ms(tmp_path):
+    study = phantom.make_study("dm", seed=92, shape=SHAPE, roles=("ff", "t2map"))
+    page = _html(ms.score_study(study), tmp_path)
+    assert ">T2 median (ms)</th>" in page and "water T2 (ms; edema &gt; " in page
