@@ -144,3 +144,26 @@ def test_explicit_scheme_warns_that_the_label_table_is_ignored(tmp_path):
     assert "--labels musclesense" in finding.message and "differently" in finding.message
     default = ms.load_study(folder)
     assert not [q for q in default.qc if q.code == "label_table_ignored"]
+
+
+def test_maps_and_view_options_reach_the_outputs(tmp_path):
+    """--maps writes the voxel maps (score and batch); --view neurological turns the panels
+    (the report says so and puts L on the viewer's left); without it the view is radiological.
+    Regression guard: options accepted by the CLI but dropped before the writer."""
+    folder, _ = write_phantom(tmp_path / "in" / "s1", "dm", seed=5, shape=SHAPE)
+    names = ("core", "edema", "fat_fraction", "fascial_edema", "shell")
+    result = runner.invoke(app, ["score", str(folder), "--out", str(tmp_path / "a"), "--maps",
+                                 "--view", "neurological"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "a" / "maps").iterdir()) == sorted(
+        f"{n}.nii.gz" for n in names)  # fmt: skip
+    page = (tmp_path / "a" / "report.html").read_text(encoding="utf-8")
+    assert "Neurological view" in page and "<b class='mk left'>L</b>" in page
+    result = runner.invoke(app, ["batch", str(tmp_path / "in"), "--out", str(tmp_path / "b"),
+                                 "--maps"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    study_id = next(p.name for p in (tmp_path / "b").iterdir() if (p / "maps").is_dir())
+    page = (tmp_path / "b" / study_id / "report.html").read_text(encoding="utf-8")
+    assert "Radiological view" in page and "<b class='mk left'>R</b>" in page
+    result = runner.invoke(app, ["score", str(folder), "--out", str(tmp_path / "c")])
+    assert result.exit_code == 0 and not (tmp_path / "c" / "maps").exists()
