@@ -124,6 +124,14 @@ def test_cohort_index_and_heatmap(tmp_path):
     assert {p.shape[0] for p in panels} == {4 * 14}  # 4 studies, 14 px each
     for study_id in ("phantom-imnm-83", "phantom-dm-84"):
         assert f">{study_id}</text>" in svg
+    # Per-cell titles (tooltips): one per study, muscle and panel, with the value it shows.
+    titles = re.findall(r"<title>([^<,]+), ([^<,]+), ([^<:]+): ([^<]+)</title>", svg)
+    assert len(titles) == 4 * 22 * 3
+    muscles = pd.read_csv(tmp_path / "out" / "phantom-dm-84" / "muscles.tsv", sep="\t")
+    expected = muscles[muscles["muscle"] == "adductor_magnus"]["ff_median"].mean() * 100
+    shown = next(v for s, m, p, v in titles
+                 if (s, m, p) == ("phantom-dm-84", "adductor magnus", "fat fraction"))  # fmt: skip
+    assert shown == f"{expected:.1f} % FF"
 
 
 def _svg_panels(svg: str) -> list[np.ndarray]:
