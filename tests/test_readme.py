@@ -71,3 +71,22 @@ def test_the_package_imports_only_declared_dependencies():
                 continue
             unknown |= {f"{t} ({path.name})" for t in tops if t not in allowed}
     assert not unknown, f"imports of undeclared packages: {sorted(unknown)}"
+
+
+def test_readme_follow_up_section_names_every_column_and_the_shipped_bands():
+    """Issue 18: the README documents the follow-up columns, the bands and their sources. A
+    column added to the table or a band changed in configs/ must show up there too."""
+    from mri_scoring.output.longitudinal import FEATURE_COLUMNS, MUSCLE_COLUMNS, bands
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Follow-up over time") : text.index("## Speed and memory")]
+    section = " ".join(section.split())  # line breaks fall anywhere
+    missing = [c for c in (*MUSCLE_COLUMNS, *FEATURE_COLUMNS) if f"`{c}`" not in section]
+    assert not missing, f"README follow-up section lacks columns {missing}"
+    band = bands()
+    for shown in (f"fat fraction ±{band['ff']:.2f}", f"volume ±{band['volume_relative']:.0%}",
+                  f"edema fraction ±{band['edema_fraction']:.2f}",
+                  f"p(IMNM) ±{band['p_imnm']:.2f}"):  # fmt: skip
+        assert shown.replace("%", " %") in section, shown
+    assert band["feature_degree"] == band["p_imnm"]  # "feature degree and p(IMNM) ±0.25"
+    assert "Grimm et al. 2018" in section and "`configs/longitudinal.yaml`" in section
