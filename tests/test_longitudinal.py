@@ -195,6 +195,12 @@ def test_different_templates_are_compared_with_a_warning():
     comparison = compare_records([a, b])
     assert comparison.warnings == ["P2: s1 and s2 scored with different templates"]
     assert set(comparison.muscles["note"]) == {"scored with different templates"}
+    a = _record("s1", "2024-01-01", [("rectus_femoris", "left", 0.05)], config_sha256="x")
+    b = _record("s2", "2024-02-01", [("rectus_femoris", "left", 0.05)], config_sha256="y")
+    comparison = compare_records([a, b])
+    assert comparison.warnings == ["P2: s1 and s2 scored with different settings"]
+    assert set(comparison.features["note"]) == {"scored with different settings"}
+    assert set(comparison.muscles["change_ff"]) == {"stable"}  # compared all the same
 
 
 def test_bids_session_dates_come_from_sessions_tsv(tmp_path):
