@@ -12,6 +12,12 @@ shrinks and fat takes its place). Images are made from the truth as a scanner wo
 Dixon water/fat magnitudes with Rician noise and a smooth coil bias, a fat-fraction map, a STIR
 image with its own bias, a water-T2 map (ms) and a T1-weighted image, all with partial-volume blur.
 
+This module draws a study (:func:`make_study`) from the parts, each its own job:
+``phantom_anatomy`` (geometry, tissue codes, random fields, bias, Rician noise),
+``phantom_truth`` (the truth's own definitions: :func:`truth_interior`, the truth table) and
+``phantom_write`` (:func:`write_study`). Their public names are re-exported here. None of them
+imports measurement code or reads the measurement settings (``tests/test_phantom.py``).
+
 Examples
 --------
 >>> from mri_scoring import phantom
@@ -30,9 +36,32 @@ import numpy as np
 from scipy import ndimage
 
 from .anatomy import groups, match_label_name, vocabulary
-from .config import load_config_file
 from .io.discover import IMAGE_ROLES
 from .io.study import Study
+from .phantom_anatomy import (
+    DEFAULT_FOV_MM,
+    FASCIAL_FLUID,
+    MUSCLE,
+    SEPTUM_FAT,
+    SKIN,
+    SUBCUT_FAT,
+    TISSUE_CODES,
+    apply_atrophy,
+    band_reach_mm,
+    bias_field,
+    build_anatomy,
+    phantom_config,
+    phantom_muscles,
+    rician,
+    smooth_field,
+)
+from .phantom_truth import (
+    MuscleSpec,
+    interior_depth_mm,
+    normal_volume_shares,
+    truth_interior,
+    truth_table,
+)
 from .phantom_write import write_study
 
 # The phantom's public names: the functions made here and those of its parts, re-exported so
@@ -55,21 +84,6 @@ __all__ = [
 ]
 
 PATTERNS = ("normal", "imnm", "dm")
-# Tissue codes of the phantom's tissue map.
-AIR, SKIN, SUBCUT_FAT, SEPTUM_FAT, CORTEX, MARROW, MUSCLE, FASCIAL_FLUID = range(8)
-_TISSUE_NAMES = {"air": AIR, "skin": SKIN, "subcutaneous_fat": SUBCUT_FAT,
-                 "septum_fat": SEPTUM_FAT, "cortex": CORTEX, "marrow": MARROW}  # fmt: skip
-DEFAULT_FOV_MM = (420.0, 420.0, 400.0)
-
-
-@dataclass
-class MuscleSpec:
-    """Truth to impose on one muscle of one side."""
-
-    ff: float
-    edema: float
-    fascial: bool
-    atrophy: float
 
 
 @dataclass(repr=False)  # the one-line Study repr, not 40,000 characters of arrays
@@ -77,15 +91,6 @@ class PhantomStudy(Study):
     """A :class:`~mri_scoring.io.study.Study` made by :func:`make_study`, with its ground truth."""
 
     truth: dict[str, Any] = field(default_factory=dict)
-
-
-def _config() -> dict:
-    return load_config_file("phantom.yaml")
-
-
-def phantom_muscles() -> list[str]:
-    """Muscles the phantom draws, in label order."""
-    return list(_config()["anatomy"]["muscles"])
 
 
 def label_table() -> dict[int, str]:
@@ -127,7 +132,7 @@ def pattern_specs(
         Template feature states to realise (``feature_realisation`` in the phantom config),
         applied on top of ``pattern``.
     """
-    config = _config()
+    config = phantom_config()
     if pattern not in config["patterns"]:
         raise ValueError(f"unknown phantom pattern {pattern!r}; expected one of {PATTERNS}")
     specs = {m: dict(config["defaults"]) for m in phantom_muscles()}
@@ -151,116 +156,6 @@ def pattern_specs(
             raise ValueError(f"unknown muscles or groups in overrides: {sorted(unknown)}")
         _apply_fragment(specs, overrides)
     return specs
-
-
-def _smooth_field(rng: np.random.Generator, shape: tuple, sigma_vox: tuple) -> np.ndarray:
-    """Standardised Gaussian random field (float32, mean 0, sd 1)."""
-    noise = rng.standard_normal(shape, dtype=np.float32)
-    smooth = ndimage.gaussian_filter(noise, sigma=sigma_vox, mode="wrap")
-    return ((smooth - smooth.mean()) / (smooth.std() + 1e-12)).astype(np.float32)
-
-
-def _bias_field(rng: np.random.Generator, shape: tuple, amplitude: float) -> np.ndarray:
-    """Smooth multiplicative field 1 + amplitude * g, g in [-1, 1] (low-order polynomial)."""
-    axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape]
-    x, y, z = np.meshgrid(*axes, indexing="ij", sparse=True)
-    terms = [x, y, z, x * y, x * x - 0.33, y * y - 0.33, x * z, y * z]
-    coefficients = rng.uniform(-1.0, 1.0, len(terms))
-    g = sum(c * t for c, t in zip(coefficients, terms, strict=True))
-    g = np.broadcast_to(g, shape).astype(np.float32)
-    g /= max(float(np.abs(g).max()), 1e-6)
-    return 1.0 + amplitude * g
-
-
-def _rician(rng: np.random.Generator, signal: np.ndarray, sigma: float) -> np.ndarray:
-    if sigma <= 0:
-        return signal.astype(np.float32)
-    real = signal + rng.normal(0.0, sigma, signal.shape).astype(np.float32)
-    imag = rng.normal(0.0, sigma, signal.shape).astype(np.float32)
-    return np.hypot(real, imag).astype(np.float32)
-
-
-def _level_profile(t: float, t0: float, t1: float) -> float:
-    """Radius scale at level t (0 outside [t0, t1]; a muscle cut at t0 = 0 stays wide above)."""
-    if t < t0 or t > t1:
-        return 0.0
-    start = t0 if t0 > 0.01 else t0 - 0.4 * (t1 - t0)
-    return 0.45 + 0.55 * float(np.sin(np.pi * (t - start) / (t1 - start)))
-
-
-def _build_anatomy(shape: tuple, voxel: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Label map, tissue map and normalised radius of each muscle voxel (for atrophy ranking)."""
-    anatomy = _config()["anatomy"]
-    muscles = anatomy["muscles"]
-    nx, ny, nz = shape
-    dx, dy, _dz = voxel
-    x_mm = (np.arange(nx) - (nx - 1) / 2.0) * dx
-    y_mm = (np.arange(ny) - (ny - 1) / 2.0) * dy
-    xx, yy = np.meshgrid(x_mm, y_mm, indexing="ij")
-    labels = np.zeros(shape, np.int16)
-    tissue = np.zeros(shape, np.uint8)
-    radius = np.zeros(shape, np.float32)
-    septum = max(anatomy["septum_mm"], 0.75 * min(dx, dy))
-    names = list(muscles)
-    for k in range(nz):
-        t = 1.0 - k / max(nz - 1, 1)  # k = nz-1 is the most proximal (superior) slice
-        skin_prox, skin_dist = anatomy["skin_radius_mm"]
-        skin_r = skin_prox + (skin_dist - skin_prox) * t
-        muscle_r = skin_r - anatomy["subcutaneous_fat_mm"]
-        for side_index, (sign, centre) in enumerate(
-            ((-1.0, -anatomy["thigh_centre_x_mm"]), (1.0, anatomy["thigh_centre_x_mm"]))
-        ):
-            u = sign * (xx - centre)
-            v = yy
-            rho = np.hypot(u, v)
-            body = rho < skin_r
-            sl_tissue = np.where(body, SUBCUT_FAT, AIR).astype(np.uint8)
-            sl_tissue[(rho >= skin_r - anatomy["skin_mm"]) & body] = SKIN
-            compartment = rho < muscle_r
-            sl_tissue[compartment] = SEPTUM_FAT
-            distances, radii, values = [], [], []
-            for i, name in enumerate(names):
-                u0, v0, u1, v1, a, b, t0, t1 = muscles[name]
-                scale = _level_profile(t, t0, t1)
-                if scale <= 0:
-                    continue
-                f = (t - t0) / max(t1 - t0, 1e-6)
-                cu, cv = u0 + (u1 - u0) * f, v0 + (v1 - v0) * f
-                r = np.hypot((u - cu) / (a * scale), (v - cv) / (b * scale))
-                distances.append((r - 1.0) * np.sqrt(a * b) * scale)
-                radii.append(r)
-                values.append(2 * i + 1 + side_index)
-            d = np.stack(distances)
-            order = np.argsort(d, axis=0)
-            d1 = np.take_along_axis(d, order[:1], 0)[0]
-            d2 = np.take_along_axis(d, order[1:2], 0)[0] if len(d) > 1 else d1 + 1e6
-            r1 = np.take_along_axis(np.stack(radii), order[:1], 0)[0]
-            owner = np.asarray(values)[order[0]]
-            is_muscle = compartment & (d1 < anatomy["gap_fill_mm"]) & (d2 - d1 >= septum)
-            is_muscle &= rho >= anatomy["femur_radius_mm"]
-            sl_tissue[is_muscle] = MUSCLE
-            sl_tissue[rho < anatomy["femur_radius_mm"]] = CORTEX
-            sl_tissue[rho < anatomy["marrow_radius_mm"]] = MARROW
-            in_side = body
-            tissue[..., k][in_side] = sl_tissue[in_side]
-            labels[..., k][in_side & is_muscle] = owner[in_side & is_muscle]
-            labels[..., k][in_side & (rho < anatomy["marrow_radius_mm"])] = 91 + side_index
-            radius[..., k][in_side & is_muscle] = r1[in_side & is_muscle]
-    return labels, tissue, radius
-
-
-def _apply_atrophy(labels, tissue, radius, value: int, factor: float) -> None:
-    """Keep the share ``factor`` of the muscle nearest its centre per slice; fat fills the rest."""
-    for k in range(labels.shape[2]):
-        where = np.nonzero(labels[..., k] == value)
-        n = where[0].size
-        if n == 0:
-            continue
-        keep = round(factor * n)
-        order = np.argsort(radius[..., k][where], kind="stable")
-        drop = order[keep:]
-        labels[where[0][drop], where[1][drop], k] = 0
-        tissue[where[0][drop], where[1][drop], k] = SEPTUM_FAT
 
 
 def make_study(
@@ -320,7 +215,7 @@ def make_study(
         interior's non-fatty voxels: true FF at most ``truth.fatty_voxel_ff``),
         ``fascial_edema``, ``atrophy_factor``, ``z_range``, ``centroid_x_mm``).
     """
-    config = _config()
+    config = phantom_config()
     signal = config["signal"]
     rng = np.random.default_rng(seed)
     shape = tuple(int(n) for n in shape)
@@ -331,7 +226,7 @@ def make_study(
     specs = pattern_specs(pattern, overrides, features)
     jitter = config["side_jitter"]
 
-    labels, tissue, radius = _build_anatomy(shape, voxel)
+    labels, tissue, radius = build_anatomy(shape, voxel)
     table = label_table()
     side_specs: dict[int, MuscleSpec] = {}
     for value, name in table.items():
@@ -346,14 +241,14 @@ def make_study(
         side_specs[value] = MuscleSpec(ff, edema, bool(base["fascial"]), float(base["atrophy"]))
     for value, spec in side_specs.items():
         if spec.atrophy < 1.0:
-            _apply_atrophy(labels, tissue, radius, value, spec.atrophy)
+            apply_atrophy(labels, tissue, radius, value, spec.atrophy)
     if not reference_labels:
         labels[labels >= 91] = 0
 
     texture_sigma = tuple(signal["texture_mm"] / v for v in voxel)
     edema_sigma = tuple(signal["edema_patch_mm"] / v for v in voxel)
-    texture = _smooth_field(rng, shape, texture_sigma)
-    patches = _smooth_field(rng, shape, edema_sigma)
+    texture = smooth_field(rng, shape, texture_sigma)
+    patches = smooth_field(rng, shape, edema_sigma)
 
     # Per-voxel fat fraction and proton density.
     ff_target = np.zeros(256, np.float32)
@@ -365,9 +260,9 @@ def make_study(
     pd = np.zeros(shape, np.float32)
     tissues = config["tissue"]
     for name, value in tissues["ff"].items():
-        ff[tissue == _TISSUE_NAMES[name]] = value
+        ff[tissue == TISSUE_CODES[name]] = value
     for name, value in tissues["pd"].items():
-        pd[tissue == _TISSUE_NAMES[name]] = value
+        pd[tissue == TISSUE_CODES[name]] = value
     lab_muscle = labels[muscle_mask].astype(np.intp)
     ff[muscle_mask] = np.clip(
         ff_target[lab_muscle] * np.exp(log_sd * texture[muscle_mask] - log_sd**2 / 2), 0.0, 0.98
@@ -395,12 +290,12 @@ def make_study(
         )
         nearest = muscle_labels[tuple(indices)]
         del indices
-        coverage_field = _smooth_field(rng, shape, edema_sigma)
+        coverage_field = smooth_field(rng, shape, edema_sigma)
         cover_cut = np.quantile(coverage_field, 1.0 - signal["fascial_coverage"])
         fascial = (
             (muscle_labels == 0)
             & np.isin(nearest, fascial_values)
-            & (distance <= _band_reach_mm(voxel, signal["fascial_band_mm"]))
+            & (distance <= band_reach_mm(voxel, signal["fascial_band_mm"]))
             & np.isin(tissue, (SEPTUM_FAT, SUBCUT_FAT))
             & (coverage_field > cover_cut)
         )
@@ -412,14 +307,14 @@ def make_study(
     fat = pd * ff
     blur = (blur_voxels, blur_voxels, blur_voxels / 2.0)
     images: dict[str, np.ndarray] = {}
-    dixon_bias = _bias_field(rng, shape, bias)
+    dixon_bias = bias_field(rng, shape, bias)
     if blur_voxels > 0:
         water_b = ndimage.gaussian_filter(water, blur)
         fat_b = ndimage.gaussian_filter(fat, blur)
     else:
         water_b, fat_b = water, fat
-    water_img = _rician(rng, water_b * dixon_bias, noise)
-    fat_img = _rician(rng, fat_b * dixon_bias, noise)
+    water_img = rician(rng, water_b * dixon_bias, noise)
+    fat_img = rician(rng, fat_b * dixon_bias, noise)
     if "water" in roles or "fat" in roles:
         images["water"], images["fat"] = water_img, fat_img
     if "ff" in roles:
@@ -428,7 +323,7 @@ def make_study(
         images["ff"] = np.where(total > floor, fat_img / np.maximum(total, 1e-6), 0.0).astype(
             np.float32
         )
-    stir_bias_field = _bias_field(rng, shape, stir_bias)
+    stir_bias_field = bias_field(rng, shape, stir_bias)
     if "stir" in roles:
         stir = (
             water * (1.0 + signal["stir_edema_gain"] * edema)
@@ -437,10 +332,10 @@ def make_study(
         stir[fascial] = signal["stir_fascial"]
         if blur_voxels > 0:
             stir = ndimage.gaussian_filter(stir, blur)
-        images["stir"] = _rician(rng, stir * stir_bias_field, noise)
+        images["stir"] = rician(rng, stir * stir_bias_field, noise)
     if "t2map" in roles:
         t2 = np.zeros(shape, np.float32)
-        t2_texture = _smooth_field(rng, shape, texture_sigma)
+        t2_texture = smooth_field(rng, shape, texture_sigma)
         t2[muscle_mask] = (
             signal["t2_muscle_ms"]
             + signal["t2_texture_ms"] * t2_texture[muscle_mask]
@@ -456,14 +351,14 @@ def make_study(
         t1 = signal["t1_muscle"] * water + signal["t1_fat"] * fat
         if blur_voxels > 0:
             t1 = ndimage.gaussian_filter(t1, blur)
-        images["t1w"] = _rician(rng, t1 * _bias_field(rng, shape, bias), noise)
+        images["t1w"] = rician(rng, t1 * bias_field(rng, shape, bias), noise)
     images = {role: images[role] for role in IMAGE_ROLES if role in images}
 
     affine = np.diag([*voxel, 1.0])
     affine[:3, 3] = [-(n - 1) / 2.0 * v for n, v in zip(shape, voxel, strict=True)]
     present = {int(v) for v in np.unique(labels) if v}
     label_info = {v: match_label_name(table[v], v) for v in present}
-    truth = _truth(labels, ff, edema, fascial, side_specs, table, voxel, affine)
+    truth = truth_table(labels, ff, edema, fascial, side_specs, table, voxel, affine)
     truth.update(
         pattern=pattern,
         seed=seed,
@@ -482,125 +377,13 @@ def make_study(
         affine=affine,
         images=images,
         label_info=label_info,
-        metadata={"study_id": study_id or f"phantom-{pattern}-{seed}", "phantom": True,
-                  **(body or {})},
+        metadata={
+            "study_id": study_id or f"phantom-{pattern}-{seed}",
+            "phantom": True,
+            **(body or {}),
+        },
         truth=truth,
     )
-
-
-def _band_reach_mm(voxel_size_mm: tuple[float, ...], band_mm: float) -> float:
-    """Fascial band reach: ``band_mm``, at least one in-plane voxel (+1e-4 for rounding)."""
-    return max(band_mm, max(voxel_size_mm[0], voxel_size_mm[1])) * (1.0 + 1e-4)
-
-
-def interior_depth_mm(voxel_size_mm: tuple[float, ...]) -> float:
-    """Depth below which a voxel of a muscle is not part of the truth interior (mm).
-
-    ``truth.interior_depth_mm`` of ``configs/phantom.yaml``, but at least one in-plane voxel
-    diagonal: the partial-volume blur (Gaussian, sigma ``blur_voxels`` = 0.5 voxel) then
-    leaves an interior voxel with less than 0.1 % of its signal from outside the muscle.
-
-    Parameters
-    ----------
-    voxel_size_mm : tuple of float
-        Voxel size (mm) per axis.
-
-    Returns
-    -------
-    float
-        Depth (mm).
-    """
-    depth = float(_config()["truth"]["interior_depth_mm"])
-    return max(depth, float(np.hypot(voxel_size_mm[0], voxel_size_mm[1])) * (1.0 + 1e-4))
-
-
-def truth_interior(inside: np.ndarray, voxel_size_mm: tuple[float, ...]) -> np.ndarray:
-    """The phantom's own definition of a muscle's interior: a Euclidean erosion in mm.
-
-    A voxel is interior when its centre lies farther than :func:`interior_depth_mm` from the
-    centre of every voxel outside the mask (``scipy.ndimage.distance_transform_edt`` with the
-    voxel size as sampling; outside the array counts as outside). This definition is written
-    independently of the measurement's core (a box erosion by separable window minima, in
-    ``mri_scoring.measure.masks``). With square in-plane voxels the measurement's box contains
-    this ball, so its core is a subset of this interior; the two are identical when the in-plane
-    voxel is at least 1.42 mm and slices are thicker than 1.5 in-plane voxels (every test grid).
-    ``tests/test_phantom.py`` checks both statements and the size of the difference elsewhere.
-
-    Parameters
-    ----------
-    inside : ndarray of bool
-        Mask of one muscle.
-    voxel_size_mm : tuple of float
-        Voxel size (mm) per axis.
-
-    Returns
-    -------
-    ndarray of bool
-        Same shape as ``inside``.
-    """
-    padded = np.pad(np.asarray(inside, bool), 1)
-    distance = ndimage.distance_transform_edt(padded, sampling=voxel_size_mm)
-    return distance[1:-1, 1:-1, 1:-1] > interior_depth_mm(voxel_size_mm)
-
-
-def _truth(labels, ff, edema, fascial, side_specs, table, voxel, affine) -> dict[str, Any]:
-    fatty_ff = _config()["truth"]["fatty_voxel_ff"]
-    voxel_ml = float(np.prod(voxel)) / 1000.0
-    boxes = ndimage.find_objects(labels)
-    muscles: dict[str, dict] = {}
-    for value, spec in sorted(side_specs.items()):
-        name = table[value]
-        box = boxes[value - 1] if value <= len(boxes) else None
-        entry: dict[str, Any] = {
-            "label": value,
-            "muscle": name.rsplit("_", 1)[0],
-            "side": name.rsplit("_", 1)[1],
-            "target_ff": spec.ff,
-            "fascial_edema": spec.fascial,
-            "atrophy_factor": spec.atrophy,
-        }
-        if box is None:
-            entry.update(voxels=0, volume_ml=0.0)
-            muscles[name] = entry
-            continue
-        inside = labels[box] == value
-        values = ff[box][inside]
-        core = truth_interior(inside, voxel)
-        ks = np.nonzero(inside.any(axis=(0, 1)))[0] + box[2].start
-        xs = np.nonzero(inside)[0] + box[0].start
-        entry.update(
-            voxels=int(inside.sum()),
-            volume_ml=float(inside.sum() * voxel_ml),
-            ff_mean=float(values.mean()),
-            ff_median=float(np.median(values)),
-            ff_median_core=float(np.median(ff[box][core])) if core.any() else None,
-            edema_fraction=float(edema[box][inside].mean()),
-            edema_fraction_core=_share(edema[box][core & (ff[box] <= fatty_ff)]),
-            z_range=[int(ks.min()), int(ks.max())],
-            centroid_x_mm=float(affine[0, 0] * xs.mean() + affine[0, 3]),
-        )
-        muscles[name] = entry
-    return {"muscles": muscles, "fascial_voxels": int(fascial.sum())}
-
-
-def _share(mask: np.ndarray) -> float | None:
-    return float(mask.mean()) if mask.size else None
-
-
-def normal_volume_shares(shape: tuple[int, int, int] = (256, 256, 40)) -> dict[str, float]:
-    """Share of each muscle in the summed muscle volume of one normal phantom thigh.
-
-    The normative shares in ``configs/normative.yaml`` are [elicited] and the phantom is checked
-    against them, so that a normal phantom reads an atrophy index near 1.
-    """
-    voxel = tuple(f / n for f, n in zip(DEFAULT_FOV_MM, shape, strict=True))
-    labels, _, _ = _build_anatomy(shape, voxel)
-    counts = np.bincount(labels.ravel(), minlength=100)
-    per_muscle = {
-        m: float(counts[2 * i + 1] + counts[2 * i + 2]) for i, m in enumerate(phantom_muscles())
-    }
-    total = sum(per_muscle.values())
-    return {m: v / total for m, v in per_muscle.items()}
 
 
 def check_vocabulary() -> None:
