@@ -9,6 +9,8 @@ bias and Rician noise. Nothing here reads the measurement code or its settings.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
 
@@ -28,7 +30,7 @@ TISSUE_CODES = {
 DEFAULT_FOV_MM = (420.0, 420.0, 400.0)
 
 
-def phantom_config() -> dict:
+def phantom_config() -> dict[str, Any]:
     """The phantom's knowledge file, ``configs/phantom.yaml`` (cached; treat as read-only)."""
     return load_config_file("phantom.yaml")
 
@@ -38,14 +40,16 @@ def phantom_muscles() -> list[str]:
     return list(phantom_config()["anatomy"]["muscles"])
 
 
-def smooth_field(rng: np.random.Generator, shape: tuple, sigma_vox: tuple) -> np.ndarray:
+def smooth_field(
+    rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: tuple[float, ...]
+) -> np.ndarray:
     """Standardised Gaussian random field (float32, mean 0, sd 1)."""
     noise = rng.standard_normal(shape, dtype=np.float32)
     smooth = ndimage.gaussian_filter(noise, sigma=sigma_vox, mode="wrap")
     return ((smooth - smooth.mean()) / (smooth.std() + 1e-12)).astype(np.float32)
 
 
-def bias_field(rng: np.random.Generator, shape: tuple, amplitude: float) -> np.ndarray:
+def bias_field(rng: np.random.Generator, shape: tuple[int, ...], amplitude: float) -> np.ndarray:
     """Smooth multiplicative field 1 + amplitude * g, g in [-1, 1] (low-order polynomial)."""
     axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape]
     x, y, z = np.meshgrid(*axes, indexing="ij", sparse=True)
@@ -74,7 +78,9 @@ def _level_profile(t: float, t0: float, t1: float) -> float:
     return 0.45 + 0.55 * float(np.sin(np.pi * (t - start) / (t1 - start)))
 
 
-def build_anatomy(shape: tuple, voxel: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def build_anatomy(
+    shape: tuple[int, ...], voxel: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Label map, tissue map and normalised radius of each muscle voxel (for atrophy ranking)."""
     anatomy = phantom_config()["anatomy"]
     muscles = anatomy["muscles"]
@@ -135,7 +141,9 @@ def build_anatomy(shape: tuple, voxel: tuple) -> tuple[np.ndarray, np.ndarray, n
     return labels, tissue, radius
 
 
-def apply_atrophy(labels, tissue, radius, value: int, factor: float) -> None:
+def apply_atrophy(
+    labels: np.ndarray, tissue: np.ndarray, radius: np.ndarray, value: int, factor: float
+) -> None:
     """Keep the share ``factor`` of the muscle nearest its centre per slice; fat fills the rest."""
     for k in range(labels.shape[2]):
         where = np.nonzero(labels[..., k] == value)

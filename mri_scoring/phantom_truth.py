@@ -78,7 +78,16 @@ def truth_interior(inside: np.ndarray, voxel_size_mm: tuple[float, ...]) -> np.n
     return distance[1:-1, 1:-1, 1:-1] > interior_depth_mm(voxel_size_mm)
 
 
-def truth_table(labels, ff, edema, fascial, side_specs, table, voxel, affine) -> dict[str, Any]:
+def truth_table(
+    labels: np.ndarray,
+    ff: np.ndarray,
+    edema: np.ndarray,
+    fascial: np.ndarray,
+    side_specs: dict[int, MuscleSpec],
+    table: dict[int, str],
+    voxel: tuple[float, ...],
+    affine: np.ndarray,
+) -> dict[str, Any]:
     """The truth of a drawn study, per ``<muscle>_<side>`` (the fields: ``make_study``).
 
     Parameters
