@@ -59,26 +59,52 @@ def _package_imports(module: str) -> set[str]:
     return found
 
 
-def test_phantom_imports_no_measurement_code():
-    """Guards against circular proof: truth computed with the measurement's own core or rules
-    (phantom.py once imported core_mask and shell_reach_mm from quantify)."""
-    seen, todo = set(), ["mri_scoring.phantom"]
+PHANTOM_MODULES = sorted(f"mri_scoring.{p.stem}" for p in PACKAGE.glob("phantom*.py"))
+
+
+def _reached(start: str) -> set[str]:
+    """Package modules ``start`` imports, directly or through other package modules."""
+    seen, todo = set(), [start]
     while todo:
         module = todo.pop()
         if module in seen:
             continue
         seen.add(module)
         todo.extend(m for m in _package_imports(module) if m not in seen)
-    measuring = sorted(
-        m for m in seen if m.startswith("mri_scoring.measure") or m.endswith("quantify")
+    return seen
+
+
+def _measuring(modules: set[str]) -> list[str]:
+    return sorted(
+        m for m in modules if m.startswith("mri_scoring.measure") or m.endswith("quantify")
     )
-    assert not measuring, f"phantom.py reaches measurement code through its imports: {measuring}"
 
 
-def test_truth_reads_no_measurement_settings():
+def test_the_phantom_modules_and_the_import_walk_are_what_they_claim():
+    """Guards against checks that cannot fail: the split phantom is all covered, the walk follows
+    its known edges, and a module that does reach measurement code is flagged."""
+    parts = {"phantom", "phantom_anatomy", "phantom_truth", "phantom_write"}
+    assert {f"mri_scoring.{name}" for name in parts} <= set(PHANTOM_MODULES)
+    reached = _reached("mri_scoring.phantom")
+    assert {"mri_scoring.phantom_truth", "mri_scoring.phantom_anatomy"} <= reached
+    assert "mri_scoring.phantom_write" in reached and "mri_scoring.config" in reached
+    assert "mri_scoring.measure.quantify" in _measuring(_reached("mri_scoring.pipeline"))
+
+
+@pytest.mark.parametrize("module", PHANTOM_MODULES)
+def test_phantom_imports_no_measurement_code(module):
+    """Guards against circular proof: truth computed with the measurement's own core or rules
+    (phantom.py once imported core_mask and shell_reach_mm from quantify). Every phantom module,
+    imports under ``TYPE_CHECKING`` included."""
+    measuring = _measuring(_reached(module))
+    assert not measuring, f"{module} reaches measurement code through its imports: {measuring}"
+
+
+@pytest.mark.parametrize("module", PHANTOM_MODULES)
+def test_truth_reads_no_measurement_settings(module):
     """The truth's interior and fatty-voxel rule come from configs/phantom.yaml, not from the
     measurement's settings.yaml (changing a measurement setting must not move the truth)."""
-    source = (PACKAGE / "phantom.py").read_text(encoding="utf-8")
+    source = (PACKAGE / f"{module.rsplit('.', 1)[1]}.py").read_text(encoding="utf-8")
     assert "settings.yaml" not in source and "load_settings" not in source
 
 
