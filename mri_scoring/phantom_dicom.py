@@ -89,7 +89,10 @@ class SeriesSpec:
     repetition_time_ms, inversion_time_ms : float
         TR and (for inversion recovery) TI.
     scale : float
-        Stored value = round(data * scale).
+        Real-world value = data * scale; stored value = round(data * scale / rescale_slope).
+    rescale_slope : float
+        RescaleSlope written in the header (vendors scale series differently; a reader that
+        ignores it gets the stored values).
     private_image_type : str, optional
         Philips private image type (2005,1011), e.g. ``W``.
     """
@@ -103,6 +106,7 @@ class SeriesSpec:
     repetition_time_ms: float = 3000.0
     inversion_time_ms: float | None = None
     scale: float = 1000.0
+    rescale_slope: float = 1.0
     private_image_type: str | None = None
 
 
@@ -206,7 +210,7 @@ def _base(ctx: ExportContext, spec: SeriesSpec, sop_class: str, series_uid: str)
 
 def _stored(spec: SeriesSpec) -> np.ndarray:
     data = spec.data if spec.data.ndim == 4 else spec.data[..., None]
-    return np.clip(np.round(data * spec.scale), 0, 65535).astype(np.uint16)
+    return np.clip(np.round(data * spec.scale / spec.rescale_slope), 0, 65535).astype(np.uint16)
 
 
 def write_series(folder: str | Path, spec: SeriesSpec, affine: np.ndarray, ctx: ExportContext,
@@ -259,7 +263,7 @@ def write_series(folder: str | Path, spec: SeriesSpec, affine: np.ndarray, ctx: 
             ds.SpacingBetweenSlices = ds.SliceThickness
             ds.SliceLocation = position[2]
             ds.Rows, ds.Columns = ny, nx
-            ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+            ds.RescaleIntercept, ds.RescaleSlope = 0, spec.rescale_slope
             ds.PixelData = np.ascontiguousarray(stored[:, :, k, e].T).tobytes()
             path = folder / f"{spec.number:03d}_{instance:04d}.dcm"
             pydicom.dcmwrite(path, ds, enforce_file_format=True)
@@ -293,7 +297,7 @@ def _write_enhanced(folder: Path, spec: SeriesSpec, affine: np.ndarray, ctx: Exp
         PlaneOrientationSequence=[_item(ImageOrientationPatient=orientation)],
         MRTimingAndRelatedParametersSequence=[_item(RepetitionTime=spec.repetition_time_ms)],
         PixelValueTransformationSequence=[
-            _item(RescaleIntercept=0, RescaleSlope=1, RescaleType="US")
+            _item(RescaleIntercept=0, RescaleSlope=spec.rescale_slope, RescaleType="US")
         ],
     )
     ds.SharedFunctionalGroupsSequence = [shared]
@@ -428,6 +432,7 @@ def export_study(
     affine: np.ndarray | None = None,
     first_number: int = 2,
     patient_id: str = "PHANTOM01",
+    rescale_slopes: dict[str, float] | None = None,
 ) -> dict[str, int]:
     """Write the images of a phantom study as one DICOM series per role.
 
@@ -449,6 +454,8 @@ def export_study(
     first_number : int
         Series number of the first series.
     patient_id : str
+    rescale_slopes : dict of str -> float, optional
+        RescaleSlope per role (default 1): the same real values stored with other integers.
 
     Returns
     -------
@@ -468,6 +475,7 @@ def export_study(
             data = study.images[role]
         number = first_number + offset
         spec = vendor_series(vendor, role, number, data)
+        spec.rescale_slope = (rescale_slopes or {}).get(role, 1.0)
         write_series(folder / f"{number:03d}", spec, affine, ctx, enhanced=role in enhanced)
         numbers[role] = number
     return numbers

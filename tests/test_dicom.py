@@ -90,10 +90,13 @@ GEOMETRIES = {"axial": lambda s: s, "flipped": _flipped, "oblique": _oblique}
 def test_converted_study_scores_like_its_nifti(study, tmp_path, vendor, geometry, enhanced):
     """Guards orientation and scaling errors of the DICOM path (a flipped row order, a lost
     slope, an oblique affine taken as axial): any of them moves muscles off their labels or
-    changes FF, so the per-muscle FF would differ from the NIfTI truth."""
+    changes FF, so the per-muscle FF would differ from the NIfTI truth. Water and fat carry
+    different RescaleSlopes (FF = F / (F + W) hides a slope both share): a reader that drops
+    them reads fat at half its value."""
     acquired = GEOMETRIES[geometry](study)
     reference = phantom.write_study(acquired, tmp_path / "nifti")
-    pdm.export_study(acquired, tmp_path / "dicom", vendor=vendor, enhanced=enhanced)
+    pdm.export_study(acquired, tmp_path / "dicom", vendor=vendor, enhanced=enhanced,
+                     rescale_slopes={"fat": 0.5, "stir": 0.25})  # fmt: skip
     report = convert_dicom(tmp_path / "dicom", tmp_path / "bids", subject="P1", session="01")
     assert set(report.outputs) == {"water", "fat", "stir", "t1w"}, _tsv(tmp_path / "bids")
     assert report.messages == []
@@ -137,6 +140,10 @@ def test_batch_discovers_converted_output_as_it_is(study, tmp_path):
     assert not claimed & {"sub-P2_MESE.nii.gz", "sub-P2_inphase.nii.gz", "sub-P2_opphase.nii.gz"}
     sidecar = json.loads((report.anat / "sub-P2_MESE.json").read_text())
     assert sidecar["EchoTime"] == pytest.approx([0.01 * k for k in range(1, 17)])
+    mese_image = nib.load(report.anat / "sub-P2_MESE.nii.gz")
+    assert mese_image.shape == (*study.shape, 16), "raw echoes: one 4-D file, echo last"
+    first, last = (float(np.asanyarray(mese_image.dataobj[..., k]).sum()) for k in (0, 15))
+    assert last < 0.5 * first, "echoes stacked in TE order: the signal decays along the train"
     assert score_study(found).likelihood.call == "IMNM"
 
 
