@@ -238,6 +238,21 @@ def test_ff_excess_against_the_uk_biobank_means():
     assert quantify(study).table["ff_excess"].isna().all(), "no sex: no norm, an empty cell"
 
 
+@pytest.mark.parametrize(("age", "sex", "normal"), [
+    (80, "female", 0.0883),  # women 75-84 y: 8.83 %
+    (30, "F", 0.0694),       # younger than any band: held at the 45-54 y mean, not extrapolated
+    (92, "m", 0.0785),       # older than any band: held at the 75-84 y mean
+])  # fmt: skip
+def test_ff_excess_uses_the_womens_figures_and_holds_outside_the_bands(age, sex, normal):
+    """The women's table is used for women (a men's norm would read them 1.0 point fattier at
+    45-54 y), and ages outside the published bands take the nearest band's mean. Truth: the
+    UK Biobank abstract's figures, typed in here."""
+    study = phantom.make_study("normal", seed=6, shape=(64, 64, 10), roles=("ff",))
+    study.metadata.update(age_years=age, sex=sex)
+    muscles = quantify(study).table.query("kind == 'muscle'")
+    np.testing.assert_allclose(muscles["ff_excess"], muscles["ff_mean"] - normal, atol=1e-12)
+
+
 @pytest.mark.parametrize("metadata, fragment", [
     ({"height_m": 175, "mass_kg": 70}, "centimetres"),
     ({"height_m": 1.75}, "mass_kg missing"),
