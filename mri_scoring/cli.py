@@ -201,6 +201,7 @@ def score(
     other errors (settings, template).
     """
     from .errors import MriScoringError, StudyError
+    from .output.render import signed
     from .pipeline import score_study
 
     _check_paths(study, out)
@@ -227,7 +228,7 @@ def score(
             log.warning("%s: %s%s", finding.code, finding.message, where)
     typer.echo(
         f"{result.study_id}\t{like.call}\tp(IMNM)={like.p_imnm:.3f}\t"
-        f"log10LR={like.log10_likelihood_ratio:+.2f}\t-> {out}"
+        f"log10LR={signed(like.log10_likelihood_ratio)}\t-> {out}"
     )
 
 
@@ -459,6 +460,7 @@ def demo(
     """
     from .config import sample_data_dir
     from .errors import MriScoringError
+    from .output.render import signed
     from .output.write import iter_results
     from .pipeline import score_batch
 
@@ -473,7 +475,7 @@ def demo(
     for document in iter_results(target):
         available = [f for f in document["features"] if f["available"]]
         top = max(available, key=lambda f: abs(f["log10_lr_contribution"]), default=None)
-        evidence = f"{top['id']} ({top['log10_lr_contribution']:+.2f})" if top else "none"
+        evidence = f"{top['id']} ({signed(top['log10_lr_contribution'])})" if top else "none"
         typer.echo(
             f"{document['study_id']:<28}{document['call']:<15}"
             f"{document['p_imnm']:>8.3f}  {evidence}"

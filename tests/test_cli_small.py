@@ -99,6 +99,17 @@ def test_demo_says_which_file_to_open(tmp_path):
     assert str(tmp_path / "demo" / "index.html") in last and last.startswith("Open ")
     assert (tmp_path / "demo" / "index.html").is_file()
     assert "report.html" in result.output and "score.json" in result.output
+    # sample-normal's evidence is a tiny negative: "-0.00" would read as evidence for DM
+    assert "-0.00" not in result.output and "(+0.00)" in result.output
+
+
+def test_score_line_never_prints_minus_zero(tmp_path):
+    """Regression: ``score`` printed sample-normal's log10 LR (-0.0004) as "log10LR=-0.00"."""
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["score", str(sample_data_dir() / "sample-normal"), "--out",
+                                 str(out), "--no-report"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "log10LR=+0.00" in result.output and "-0.00" not in result.output
 
 
 def test_missing_path_in_the_api_says_does_not_exist(tmp_path):
