@@ -75,6 +75,14 @@ def test_report_sections_and_embedded_figures(tmp_path, roles):
     assert "Research software" in page and "Not a diagnostic device" in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page)
     assert "<script" not in page.lower() and "<link" not in page.lower()
+    # The heat map and the grade legend name only what was measured: no all-grey edema columns
+    # and no edema-grade legend in a T1w-only or FF-only study, no Mercuri legend without FF.
+    heatmap = page[page.index("<h2>Per-muscle heat map</h2>") : page.index("<h2>Per-muscle m")]
+    legend = page[page.index("<h2>Per-muscle measures</h2>") : page.index("Reference tissues")]
+    edema, fat = "dema" in bars, "Fat" in bars
+    assert (">edema</text>" in heatmap) == edema and ("edema, fascial" in heatmap) == edema
+    assert ("<b>Edema grade</b>" in legend) == edema
+    assert (">fat fraction</text>" in heatmap) == fat == ("<b>Mercuri grade</b>" in legend)
 
 
 def test_unavailable_features_are_shown_with_why(tmp_path):

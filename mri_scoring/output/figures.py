@@ -228,7 +228,8 @@ HEATMAP_MEASURES = (  # column, title, full-scale value (0-1), unit text
 def muscle_heatmap_figure(table: pd.DataFrame) -> str | None:
     """Heat map of muscles x {FF, edema, fascial edema, atrophy}, left and right side by side.
 
-    Each cell's tooltip gives the muscle, side, measure and value in % (or "not measured").
+    Each cell's tooltip gives the muscle, side, measure and value in % (or "not measured"). A
+    measure the study has no value of at all (edema in a T1w-only study) gets no columns.
 
     Returns
     -------
@@ -241,8 +242,11 @@ def muscle_heatmap_figure(table: pd.DataFrame) -> str | None:
     rows["atrophy_loss"] = 1.0 - rows["atrophy_index"].astype(float)
     order = list(dict.fromkeys(rows.sort_values(["group", "muscle"])["muscle"]))
     sides = [s for s in ("left", "right", "") if (rows["side"] == s).any()]
+    shown = [m for m in HEATMAP_MEASURES if rows[m[0]].astype(float).notna().any()]
+    if not shown:
+        return None
     columns, matrix = [], []
-    for measure, label, high, unit in HEATMAP_MEASURES:
+    for measure, label, high, unit in shown:
         for side in sides:
             part = rows[rows["side"] == side].set_index("muscle")[measure].astype(float)
             part = part[~part.index.duplicated()].reindex(order).to_numpy()
@@ -273,8 +277,10 @@ def muscle_heatmap_figure(table: pd.DataFrame) -> str | None:
                         "</title></rect>")  # fmt: skip
     legend_y = top + len(order) * cell_h + 14
     body.append(svg_text(label_width - 6, legend_y + 9, "0 %", 10, "end"))
-    body.append(svg_ramp_legend(label_width, legend_y, "FF 80 %; edema, fascial edema, atrophy "
-                                "100 %; grey: not measured"))  # fmt: skip
+    full = [f"FF {m[2] * 100:g} %" for m in shown if m[0] == "ff_median"]
+    others = [m[1].split(" (")[0] for m in shown if m[0] != "ff_median"]
+    caption = "; ".join(full + ([", ".join(others) + " 100 %"] if others else []))
+    body.append(svg_ramp_legend(label_width, legend_y, f"{caption}; grey: not measured"))
     width = label_width + len(columns) * cell_w + 20
     return svg_document(max(width, label_width + 560), legend_y + 24, body,
                         "per-muscle heat map")  # fmt: skip

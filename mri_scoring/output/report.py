@@ -227,7 +227,9 @@ def _table(
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _grade_legend(bands: Mapping[str, Any]) -> str:
+def _grade_legend(bands: Mapping[str, Any], muscles: pd.DataFrame) -> str:
+    """What the grades mean, for the measures this study has (no edema grade without edema)."""
+
     def ranges(edges: list[float]) -> str:
         points = [0.0, *edges]
         parts = []
@@ -238,14 +240,22 @@ def _grade_legend(bands: Mapping[str, Any]) -> str:
             parts.append(f"{g}: {span}")
         return "; ".join(parts)
 
-    return (
-        "<p class=small><b>Mercuri grade</b> here is derived from the core median fat fraction "
-        f"(grade by FF band: {ranges(list(bands['mercuri_ff_bands']))}); it is not a visual "
-        "T1w read. <b>Edema grade</b> from the share of the muscle core read as edema "
-        f"({ranges(list(bands['edema_fraction_bands']))}). FF and edema are measured in the "
-        "eroded core of each muscle; fatty voxels are never counted as edema. Empty cells: not "
-        "measured.</p>"
-    )
+    fat, edema = (c in muscles and muscles[c].notna().any() for c in ("ff_median",
+                                                                        "edema_fraction"))
+    parts = []
+    if fat:
+        parts.append("<b>Mercuri grade</b> here is derived from the core median fat fraction "
+                     f"(grade by FF band: {ranges(list(bands['mercuri_ff_bands']))}); it is "
+                     "not a visual T1w read.")  # fmt: skip
+    if edema:
+        parts.append("<b>Edema grade</b> from the share of the muscle core read as edema "
+                     f"({ranges(list(bands['edema_fraction_bands']))}).")  # fmt: skip
+    measured = " and ".join(n for n, m in (("FF", fat), ("edema", edema)) if m)
+    if measured:
+        parts.append(f"{measured} {'are' if fat and edema else 'is'} measured in the eroded "
+                     "core of each muscle" + ("; fatty voxels are never counted as edema."
+                                              if fat and edema else "."))  # fmt: skip
+    return "<p class=small>" + " ".join([*parts, "Empty cells: not measured."]) + "</p>"
 
 
 def _atrophy_note(result: StudyResult) -> str:
@@ -362,7 +372,7 @@ def study_page(result: StudyResult, *, view: str = DEFAULT_VIEW, grades: Mapping
     parts.append("<h2>Per-muscle measures</h2>")
     no_muscle = "<p>No label of this study is a known thigh muscle or compartment.</p>"
     parts.append(_table(muscles) if not muscles.empty else no_muscle)
-    parts.append(_grade_legend(grades))
+    parts.append(_grade_legend(grades, muscles))
     parts.append(_atrophy_note(result))
     if not references.empty:
         parts.append("<h3>Reference tissues (checks only, not muscles)</h3>" + _table(
