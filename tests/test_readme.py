@@ -90,3 +90,24 @@ def test_readme_follow_up_section_names_every_column_and_the_shipped_bands():
         assert shown.replace("%", " %") in section, shown
     assert band["feature_degree"] == band["p_imnm"]  # "feature degree and p(IMNM) ±0.25"
     assert "Grimm et al. 2018" in section and "`configs/longitudinal.yaml`" in section
+
+
+@pytest.mark.slow
+def test_readme_names_every_file_a_batch_with_maps_writes(tmp_path):
+    """Issue 17: muscles_long.tsv, features_long.tsv, the qc column and the --maps files were
+    written but named nowhere in the README. Judged on what a batch of the sample studies with
+    ``maps=True`` really writes, so a file added later must be documented too."""
+    import mri_scoring as ms
+    from mri_scoring.config import sample_data_dir
+
+    out = tmp_path / "out"
+    summary = ms.score_batch(sample_data_dir(), out, maps=True)
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## What comes out") : text.index("**Exit codes.**")]
+    written = {p.name for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    assert {"muscles_long.tsv", "features_long.tsv", "fat_fraction.nii.gz"} <= written
+    missing = sorted(name for name in written if f"`{name}`" not in section)
+    assert not missing, f"README 'What comes out' does not name {missing}"
+    assert "qc" in summary.columns and "`qc`" in section
+    for option in ("--maps", "--view neurological"):
+        assert option in section, option
