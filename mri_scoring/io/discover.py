@@ -175,7 +175,9 @@ def _bids_study(anat: Path, root: Path) -> StudyFiles | None:
     roles = match_roles(names, anat)
     subject, session = _bids_entities(anat, root)
     if "labels" not in roles:
-        pattern = f"derivatives/*/{subject}/" + (f"{session}/" if session else "") + "anat"
+        pattern = _layouts()["bids_derivatives_anat"].format(
+            subject=subject, session=f"{session}/" if session else ""
+        )
         for seg_dir in sorted(root.glob(pattern)):
             seg_roles = match_roles(_list_files(seg_dir), seg_dir)
             for role in ("labels", "label_table"):

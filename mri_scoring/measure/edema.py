@@ -231,7 +231,7 @@ def _stir_readout(
     # normal muscle, so the reference is not moved (and the low quantile is not trusted).
     darker_share = eset["stir_darker_cluster_share"] if ff_flat is not None else np.inf
     level = reference.anchored_normal_level(
-        values, eset["stir_min_ratio"], darker_share, eset["stir_z_threshold"]
+        values, reference.ReferenceRule.from_settings(eset, darker_share)
     )
     threshold = max(
         level.mode + eset["stir_z_threshold"] * level.sigma, level.mode * eset["stir_min_ratio"]
@@ -241,11 +241,19 @@ def _stir_readout(
     if "t2map" in region.images:
         t2_values = region.gather("t2map")[ok][values <= threshold]
         t2_values = t2_values[np.isfinite(t2_values) & (t2_values > 0)]
-        reference_t2 = float(np.median(t2_values)) if t2_values.size >= 50 else None
+        enough = t2_values.size >= eset["reference_min_voxels"]
+        reference_t2 = float(np.median(t2_values)) if enough else None
     prior = eset["stir_normal_to_fat_ratio"]
     verdict = reference.judge_reference(
         level,
-        suppressed_fat_levels(region, ff_flat, coef, qset["fatty_voxel_ff"]),
+        suppressed_fat_levels(
+            region,
+            ff_flat,
+            coef,
+            qset["fatty_voxel_ff"],
+            min_voxels=eset["suppressed_fat_min_voxels"],
+            body_floor=eset["background_body_floor"],
+        ),
         tuple(prior) if prior else None,
         reference_t2,
         t2.edema_ms,
@@ -325,7 +333,13 @@ def _reference_findings(
 
 
 def suppressed_fat_levels(
-    region: LabelledRegion, ff_flat: np.ndarray | None, coef: np.ndarray, fat_ff: float
+    region: LabelledRegion,
+    ff_flat: np.ndarray | None,
+    coef: np.ndarray,
+    fat_ff: float,
+    *,
+    min_voxels: int = 100,
+    body_floor: float = 0.25,
 ) -> dict[str, float]:
     """Bias-corrected STIR of suppressed fat: labelled marrow and unlabelled fat tissue.
 
@@ -340,19 +354,24 @@ def suppressed_fat_levels(
     fat_ff : float
         Tissue with FF above this is fat (``fatty_voxel_ff``); only FF above ``(1 + fat_ff) / 2``
         is used, so that partial volume with muscle does not lift the level.
+    min_voxels : int
+        A tissue's median is taken from at least this many voxels (``suppressed_fat_min_voxels``).
+    body_floor : float
+        Unlabelled voxels with Dixon water + fat below this share of its 99th percentile are air,
+        not tissue (``background_body_floor``).
 
     Returns
     -------
     dict of str to float
-        ``marrow`` and ``unlabelled_fat`` medians (STIR / fitted bias), each from at least 100
-        voxels.
+        ``marrow`` and ``unlabelled_fat`` medians (STIR / fitted bias), each from at least
+        ``min_voxels`` voxels.
     """
     cut = 0.5 * (1.0 + fat_ff)
     levels: dict[str, float] = {}
     if ff_flat is not None:
         marrow = np.isin(region.label, np.flatnonzero(region.kinds == REFERENCE))
         marrow &= np.nan_to_num(ff_flat, nan=0.0) > cut
-        if marrow.sum() >= 100:
+        if marrow.sum() >= min_voxels:
             index = np.flatnonzero(marrow)
             voxels = VoxelSet(region.voxels.index[index], region.voxels.region, region.study.shape)
             levels["marrow"] = _median_corrected(region, voxels, coef)
@@ -366,9 +385,9 @@ def suppressed_fat_levels(
             fat, water = region.gather("fat", voxels), region.gather("water", voxels)
             total = fat + water
             with np.errstate(invalid="ignore", divide="ignore"):
-                ff = np.where(total > 0.25 * np.quantile(total, 0.99), fat / total, np.nan)
+                ff = np.where(total > body_floor * np.quantile(total, 0.99), fat / total, np.nan)
         keep = np.flatnonzero(np.nan_to_num(ff, nan=0.0) > cut)
-        if keep.size >= 100:
+        if keep.size >= min_voxels:
             chosen = VoxelSet(voxels.index[keep], voxels.region, region.study.shape)
             levels["unlabelled_fat"] = _median_corrected(region, chosen, coef)
     return levels

@@ -324,15 +324,22 @@ class SwapCheck:
         Fat and marrow reading below this FF suggest a swap.
     body_floor_sigma : float
         Unlabelled voxels with F+W above this many noise sigmas are body tissue, not air.
+    min_body_voxels : int
+        The unlabelled-tissue reading needs more than this many body voxels.
     """
 
     min_ff: float
     body_floor_sigma: float
+    min_body_voxels: int = 100
 
     @classmethod
     def from_settings(cls, qset: dict[str, Any]) -> SwapCheck:
         """The check the ``quantify`` settings describe."""
-        return cls(float(qset["swap_check_min_ff"]), float(qset["swap_check_body_floor_sigma"]))
+        return cls(
+            float(qset["swap_check_min_ff"]),
+            float(qset["swap_check_body_floor_sigma"]),
+            int(qset["swap_check_min_body_voxels"]),
+        )
 
 
 def swap_check(
@@ -369,7 +376,7 @@ def swap_check(
         total = fat + water
         floor = check.body_floor_sigma * sigma if sigma else np.quantile(total, 0.5)
         body = total > floor
-        if body.sum() > 100:
+        if body.sum() > check.min_body_voxels:
             readings.append(
                 (
                     "unlabelled body tissue (subcutaneous/intermuscular fat)",

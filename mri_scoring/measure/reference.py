@@ -56,18 +56,67 @@ def half_sample_mode(values: np.ndarray) -> float:
     return float(x.mean())
 
 
-def normal_mode_and_sigma(values: np.ndarray, sample: int = 200_000) -> tuple[float, float]:
+ONE_SD_TAIL = 0.3173
+"""Share of a Gaussian's half below its mode that lies more than one SD below it (2 x 0.1587)."""
+
+
+@dataclass(frozen=True)
+class ReferenceRule:
+    """How the normal-muscle STIR level is read (from ``settings.yaml`` ``edema``).
+
+    Attributes
+    ----------
+    min_ratio : float
+        Edema-like voxels are at least this ratio above normal (``stir_min_ratio``).
+    z_threshold : float
+        Edema-like voxels are also above ``mode + z_threshold * sigma`` (``stir_z_threshold``).
+    darker_share : float
+        Share of the voxels a darker cluster must hold to be taken as the normal muscle
+        (``stir_darker_cluster_share``; infinite: never move).
+    min_voxels : int
+        ... and at least this many voxels (``reference_min_voxels``).
+    max_moves : int
+        At most this many moves down to a darker cluster (``reference_max_moves``).
+    mode_quantile : float
+        The mode is looked for below this quantile of the values (``reference_mode_quantile``).
+    """
+
+    min_ratio: float
+    z_threshold: float
+    darker_share: float
+    min_voxels: int = 50
+    max_moves: int = 3
+    mode_quantile: float = 0.6
+
+    @classmethod
+    def from_settings(cls, edema: dict[str, Any], darker_share: float) -> ReferenceRule:
+        """The rule from the ``edema`` settings section, with the darker-cluster share given."""
+        return cls(
+            min_ratio=float(edema["stir_min_ratio"]),
+            z_threshold=float(edema["stir_z_threshold"]),
+            darker_share=float(darker_share),
+            min_voxels=int(edema["reference_min_voxels"]),
+            max_moves=int(edema["reference_max_moves"]),
+            mode_quantile=float(edema["reference_mode_quantile"]),
+        )
+
+
+def normal_mode_and_sigma(
+    values: np.ndarray, mode_quantile: float = 0.6, sample: int = 200_000
+) -> tuple[float, float]:
     """Mode of normal tissue and its spread from the dark side of the distribution.
 
     Edema only brightens, so the part of the distribution below the normal peak is normal tissue
-    and noise. The mode is the half-sample mode of the values below the 60th percentile; sigma is
-    read where the cumulative count reaches 31.7 % of the mass below the mode (one SD for a
-    Gaussian), which edema cannot reach.
+    and noise. The mode is the half-sample mode of the values below the ``mode_quantile``
+    quantile; sigma is read where the cumulative count reaches :data:`ONE_SD_TAIL` of the mass
+    below the mode (one SD for a Gaussian), which edema cannot reach.
 
     Parameters
     ----------
     values : ndarray
         Bias-corrected STIR of assessable muscle voxels (linear units).
+    mode_quantile : float
+        Quantile below which the mode is looked for (``reference_mode_quantile``).
     sample : int
         At most about this many values are looked at (strided).
 
@@ -78,12 +127,12 @@ def normal_mode_and_sigma(values: np.ndarray, sample: int = 200_000) -> tuple[fl
     """
     step = max(values.size // sample, 1)
     subset = np.sort(values[::step])
-    low = subset[: max(int(0.6 * subset.size), 4)]
+    low = subset[: max(int(mode_quantile * subset.size), 4)]
     mode = half_sample_mode(low)
     below = subset[subset <= mode]
     if below.size < 10:
         return mode, float(np.std(subset))
-    one_sd = float(below[int(0.3173 * below.size)])
+    one_sd = float(below[int(ONE_SD_TAIL * below.size)])
     return mode, max(mode - one_sd, 1e-6)
 
 
@@ -114,29 +163,21 @@ class NormalLevel:
     reference_share: float
 
 
-def anchored_normal_level(
-    values: np.ndarray, min_ratio: float, min_share: float, z_threshold: float, max_steps: int = 3
-) -> NormalLevel:
+def anchored_normal_level(values: np.ndarray, rule: ReferenceRule) -> NormalLevel:
     """Normal-muscle level that moves down to a darker cluster when one exists.
 
     The main peak of the distribution is the normal level only if nothing substantial lies
-    clearly below it. Voxels darker than ``mode / min_ratio`` are as far below the peak as an
-    edema-like voxel must be above it; when they are at least ``min_share`` of the muscle, the
-    peak is edematous muscle and their own mode is the normal level (repeated up to
-    ``max_steps`` times).
+    clearly below it. Voxels darker than ``mode / rule.min_ratio`` are as far below the peak as
+    an edema-like voxel must be above it; when they are at least ``rule.darker_share`` of the
+    muscle (and ``rule.min_voxels``), the peak is edematous muscle and their own mode is the
+    normal level (repeated up to ``rule.max_moves`` times).
 
     Parameters
     ----------
     values : ndarray
         Bias-corrected STIR of assessable (non-fatty, core) muscle voxels, linear units.
-    min_ratio : float
-        Edema-like voxels are at least this ratio above normal (``stir_min_ratio``).
-    min_share : float
-        Share of the voxels a darker cluster must hold to be taken as the normal muscle.
-    z_threshold : float
-        Edema-like voxels are also above ``mode + z_threshold * sigma``.
-    max_steps : int
-        At most this many moves.
+    rule : ReferenceRule
+        Ratios, shares and counts that decide (from the settings).
 
     Returns
     -------
@@ -148,26 +189,26 @@ def anchored_normal_level(
 
     >>> rng = np.random.default_rng(0)
     >>> v = np.concatenate([rng.normal(1.0, 0.03, 2000), rng.normal(1.9, 0.05, 8000)])
-    >>> level = anchored_normal_level(v, 1.2, 0.05, 3.0)
+    >>> level = anchored_normal_level(v, ReferenceRule(1.2, 3.0, 0.05))
     >>> round(level.mode, 1), level.steps
     (1.0, 1)
     """
-    mode, sigma = normal_mode_and_sigma(values)
+    mode, sigma = normal_mode_and_sigma(values, rule.mode_quantile)
     apparent, steps = mode, 0
-    floor = max(min_share * values.size, 50)
-    for _ in range(max_steps):
-        darker = values[values < mode / min_ratio]
+    floor = max(rule.darker_share * values.size, rule.min_voxels)
+    for _ in range(rule.max_moves):
+        darker = values[values < mode / rule.min_ratio]
         if darker.size < floor:
             break
-        mode, sigma = normal_mode_and_sigma(darker)
+        mode, sigma = normal_mode_and_sigma(darker, rule.mode_quantile)
         steps += 1
-    threshold = max(mode + z_threshold * sigma, mode * min_ratio)
+    threshold = max(mode + rule.z_threshold * sigma, mode * rule.min_ratio)
     return NormalLevel(
         mode=mode,
         sigma=sigma,
         steps=steps,
         apparent_mode=apparent,
-        darker_share=float(np.mean(values < mode / min_ratio)),
+        darker_share=float(np.mean(values < mode / rule.min_ratio)),
         reference_share=float(np.mean(values <= threshold)),
     )
 
