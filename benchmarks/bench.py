@@ -57,28 +57,34 @@ def fmt(stats, reference: float | None = None) -> str:
 PEAK_WRAPPER = (
     "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
     "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(u.ru_utime + u.ru_stime); print(u.ru_maxrss)"
 )
 
 
-def run_process(command: list[str], runs: int) -> tuple[float, float, float, int]:
-    """Wall time of a child process (median/min/max) and its peak RSS in bytes.
+def run_process(command: list[str], runs: int) -> tuple[float, float, float, int, float]:
+    """Wall time of a child process (median/min/max), its peak RSS (bytes) and CPU time (s).
 
     The peak is read by a small wrapper process: a child forked from this (large) benchmark
-    process would report this process's memory as its own peak.
+    process would report this process's memory as its own peak. One untimed run first, as a user
+    who runs the command twice sees it (byte-compiled modules, files in the page cache), in the
+    environment a user has (``PYTHONDONTWRITEBYTECODE`` removed). CPU time (user + system, median)
+    is printed too: on a shared machine it varies less than wall time.
     """
-    times, peaks = [], []
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    wrapped = [sys.executable, "-c", PEAK_WRAPPER, *command]
+    subprocess.run(wrapped, check=True, capture_output=True, env=env)
+    times, peaks, cpu = [], [], []
     for _ in range(runs):
         start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-c", PEAK_WRAPPER, *command],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
+        done = subprocess.run(wrapped, check=True, capture_output=True, text=True, env=env)
         times.append(time.perf_counter() - start)
-        peaks.append(int(done.stdout.strip().splitlines()[-1]) * 1024)
-    return statistics.median(times), min(times), max(times), max(peaks)
+        cpu_s, peak_kib = done.stdout.strip().splitlines()[-2:]
+        cpu.append(float(cpu_s))
+        peaks.append(int(peak_kib) * 1024)
+    return (
+        statistics.median(times), min(times), max(times), max(peaks), statistics.median(cpu)
+    )
 
 
 def machine() -> str:
@@ -197,6 +203,9 @@ def main() -> None:
     print(f"   process: load files only         {fmt(load_proc)}")
     print(f"   process: mri-scoring score       {fmt(score_proc, load_proc[0])}  (vs load-only)")
     print(f"   process: score --no-report       {fmt(nr_proc, load_proc[0])}  (vs load-only)")
+    for name, proc in (("load files only", load_proc), ("score", score_proc),
+                       ("score --no-report", nr_proc)):  # fmt: skip
+        print(f"   CPU time: {name:<22} {proc[4]:6.2f} s   x{proc[4] / load_proc[4]:5.2f}")
 
     print("\n3. per-label statistics, per channel")
     labels = study.labels

@@ -180,3 +180,30 @@ def test_myoqmri_maps_are_recognised_and_unused_images_noted(tmp_path):
     assert set(study.images) == {"t2map", "ff"}
     [note] = [q for q in study.qc if q.code == "image_not_used"]
     assert "P01_b1.nii.gz" in note.message and "P01_t2" not in note.message
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "reversed", "permuted"])
+def test_label_profiles_count_what_boolean_masks_count(layout: str) -> None:
+    """Per-slab counts equal those of one boolean mask per label, in any memory layout.
+
+    The truth is the naive definition (``(labels == v).sum(axis=...)``); the wrong answers this
+    guards against are counts taken along the memory axis instead of the array axis (F order,
+    permuted strides) and labels outside ``values`` counted as one of them.
+    """
+    from mri_scoring.io.label_geometry import label_profiles
+
+    rng = np.random.default_rng(3)
+    labels = rng.choice([0, 0, 0, 2, 5, 7, 9], size=(13, 11, 6)).astype(np.uint8)
+    if layout == "F":
+        labels = np.asfortranarray(labels)
+    elif layout == "reversed":
+        labels = labels[::-1, :, ::-1]
+    elif layout == "permuted":
+        labels = np.ascontiguousarray(labels.transpose(2, 0, 1)).transpose(1, 2, 0)
+    values = np.array([2, 5, 9])  # 7 is labelled but not asked for
+    profiles = label_profiles(labels, values)
+    for row, value in enumerate(values):
+        mask = labels == value
+        assert profiles.lr[row].tolist() == mask.sum(axis=(1, 2)).tolist()
+        assert profiles.pa[row].tolist() == mask.sum(axis=(0, 2)).tolist()
+    assert profiles.lr.sum() == np.isin(labels, values).sum()

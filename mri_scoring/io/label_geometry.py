@@ -74,14 +74,22 @@ def label_profiles(labels: np.ndarray, values: np.ndarray) -> LabelProfiles:
     lut = np.zeros(max(high, int(labels.max(initial=0))) + 1, np.int64)
     lut[values] = np.arange(1, values.size + 1)
     k = values.size + 1
-    lr = np.zeros((k, labels.shape[0]), np.int64)
-    pa = np.zeros((k, labels.shape[1]), np.int64)
-    n_y = labels.shape[1]
-    y_index = np.arange(n_y, dtype=np.int64)[:, None]
-    for i in range(labels.shape[0]):  # one slab at a time: bounded memory
-        slab = lut[labels[i]]
-        lr[:, i] = np.bincount(slab.ravel(), minlength=k)
-        pa += np.bincount((slab * n_y + y_index).ravel(), minlength=k * n_y).reshape(k, n_y)
+    n_x, n_y = labels.shape[0], labels.shape[1]
+    lr = np.zeros(k * n_x, np.int64)
+    pa = np.zeros(k * n_y, np.int64)
+    # One slab of the axis outermost in memory at a time (bounded memory, contiguous reads), and
+    # only its labelled voxels: a thigh map is mostly background.
+    outer = int(np.argmax(np.abs(labels.strides)))
+    rest = [axis for axis in range(labels.ndim) if axis != outer]
+    for i in range(labels.shape[outer]):
+        slab = labels[(slice(None),) * outer + (i,)]  # a view (np.take would copy slowly)
+        where = np.nonzero(slab)
+        rows = lut[slab[where]]
+        x = where[rest.index(0)] if outer != 0 else np.full(rows.size, i)
+        y = where[rest.index(1)] if outer != 1 else np.full(rows.size, i)
+        lr += np.bincount(rows * n_x + x, minlength=k * n_x)
+        pa += np.bincount(rows * n_y + y, minlength=k * n_y)
+    lr, pa = lr.reshape(k, n_x), pa.reshape(k, n_y)
     return LabelProfiles(values, lr[1:], pa[1:])
 
 
