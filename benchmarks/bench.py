@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -35,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def timed(fn, runs: int) -> tuple[float, float, float, object]:
+def timed(fn: Callable[[], object], runs: int) -> tuple[float, float, float, object]:
     """Median, min and max seconds of ``runs`` calls (after one warm-up), and the last result."""
     result = fn()
     times = []
@@ -46,7 +47,7 @@ def timed(fn, runs: int) -> tuple[float, float, float, object]:
     return statistics.median(times), min(times), max(times), result
 
 
-def fmt(stats, reference: float | None = None) -> str:
+def fmt(stats: tuple, reference: float | None = None) -> str:
     median, low, high = stats[:3]
     text = f"{median:7.3f} s  ({low:.3f}-{high:.3f})"
     if reference:
@@ -212,7 +213,7 @@ def main() -> None:
     values = [int(v) for v in study.label_values]
     channel = study.images["water"]
 
-    def naive():
+    def naive() -> None:
         for v in values:
             voxels = channel[labels == v]
             voxels.mean(), np.median(voxels), np.percentile(voxels, 90)
@@ -235,7 +236,7 @@ def main() -> None:
             extractor.enableFeatureClassByName("firstorder")
             image = sitk.GetImageFromArray(channel.T.astype(np.float32))
 
-            def pyrad():
+            def pyrad() -> None:
                 mask = sitk.GetImageFromArray(labels.T.astype(np.int32))
                 for v in values:
                     extractor.execute(image, mask, label=v)

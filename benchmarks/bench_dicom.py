@@ -17,6 +17,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -24,13 +25,13 @@ import numpy as np
 
 from mri_scoring import phantom
 from mri_scoring import phantom_dicom as pdm
-from mri_scoring.io.dicom import convert_dicom
+from mri_scoring.io.dicom import ConversionReport, convert_dicom
 from mri_scoring.io.dicom_roles import assign_roles, load_rules
 from mri_scoring.io.dicom_series import discover_series
 from mri_scoring.measure.t2fit import fit_t2
 
 
-def _timed(fn, runs: int) -> tuple[float, float, float]:
+def _timed(fn: Callable[[], object], runs: int) -> tuple[float, float, float]:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -70,7 +71,7 @@ def main() -> None:
     t = _timed(lambda: assign_roles(discover_series(mese_dir).series, rules), args.runs)
     rows.append(("discover + roles, MESE series (pydicom headers)", t))
 
-    def convert(src: Path, name: str):
+    def convert(src: Path, name: str) -> ConversionReport:
         out = work / f"out-{name}"
         shutil.rmtree(out, ignore_errors=True)
         return convert_dicom(src, out, subject="bench")
