@@ -130,6 +130,24 @@ class VoxelSet:
     def __len__(self) -> int:
         return int(self.index.size)
 
+    def subset(self, keep: np.ndarray) -> VoxelSet:
+        """The voxels a boolean mask or an index array selects (coordinates kept, not recomputed).
+
+        Examples
+        --------
+        >>> cube = (slice(0, 2),) * 3
+        >>> voxels = VoxelSet(np.array([0, 5, 7]), cube, (2, 2, 2))
+        >>> chosen = voxels.subset(np.array([False, True, True]))
+        >>> chosen.index.tolist(), [c.tolist() for c in chosen.ijk]
+        ([5, 7], [[1, 1], [0, 1], [1, 1]])
+        """
+        chosen = object.__new__(VoxelSet)
+        chosen.region, chosen.full_shape, chosen.shape = self.region, self.full_shape, self.shape
+        chosen.index = self.index[keep]
+        chosen.ijk = tuple(c[keep] for c in self.ijk)
+        chosen._full = {}
+        return chosen
+
     def full_index(self, steps: tuple[int, ...]) -> np.ndarray:
         """Flat indices of these voxels into an image's memory.
 

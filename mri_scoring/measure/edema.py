@@ -216,8 +216,9 @@ def _stir_readout(
     grid = BlockGrid.make(region.voxels.shape, region.study.voxel_size_mm, eset["stir_block_mm"])
     values = np.log(stir[ok]).astype(np.float32)
     del stir
+    reference_voxels = region.voxels.subset(ok)  # the bias field is evaluated only where used
     coef = fit_log_bias(
-        grid.ids_at(region.voxels)[ok],
+        grid.ids_at(reference_voxels),
         values,
         grid,
         BiasFit.from_settings(
@@ -225,7 +226,7 @@ def _stir_readout(
             eset["stir_block_quantile" if ff_flat is not None else "stir_block_quantile_no_ff"],
         ),
     )
-    values -= log_bias_at(coef, region.voxels)[ok]
+    values -= log_bias_at(coef, reference_voxels)
     np.exp(values, out=values)
     # Without a fat fraction, fatty muscle is dark on STIR: a darker cluster may be fat, not
     # normal muscle, so the reference is not moved (and the low quantile is not trusted).
@@ -372,9 +373,7 @@ def suppressed_fat_levels(
         marrow = np.isin(region.label, np.flatnonzero(region.kinds == REFERENCE))
         marrow &= np.nan_to_num(ff_flat, nan=0.0) > cut
         if marrow.sum() >= min_voxels:
-            index = np.flatnonzero(marrow)
-            voxels = VoxelSet(region.voxels.index[index], region.voxels.region, region.study.shape)
-            levels["marrow"] = _median_corrected(region, voxels, coef)
+            levels["marrow"] = _median_corrected(region, region.voxels.subset(marrow), coef)
     images = region.images
     if ("fat" in images and "water" in images) or "ff" in images:
         sample = background_sample(region.labels, len(region.voxels), 20_000)
