@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .longitudinal import NOT_ASSESSABLE, SessionComparison, SessionRecord
-from .render import signed
+from .render import CSS, signed
 
 GROUP_ORDER = ("quadriceps", "hamstrings", "adductors", "pelvic_hip", "anterior_other")
 SIDE_COLOURS = {"left": "#1f6fb4", "right": "#c2410c", "": "#444444"}
@@ -210,9 +210,7 @@ def subject_page_html(subject_id: str, sessions: list[SessionRecord],
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Follow-up {html.escape(subject_id)}</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:1.5rem;max-width:980px;color:#111}}
-.note{{background:#fef3c7;padding:.5rem .8rem;border-radius:4px}}
+<style>{CSS}
 .charts{{display:flex;flex-wrap:wrap;gap:.6rem}} .chart{{max-width:100%;height:auto}}
 .t{{font-size:12px;font-weight:600}} .l{{font-size:10px;fill:#444}} .ax{{stroke:#999}}
 table{{border-collapse:collapse;font-size:.9rem}} td,th{{border-bottom:1px solid #ddd;
@@ -220,7 +218,7 @@ padding:.2rem .5rem;text-align:left}} .warn{{color:#92400e}}
 .key span{{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem}}
 </style></head><body>
 <h1>Follow-up: {html.escape(subject_id)}</h1>
-<p class="note">{html.escape(disclaimer)}</p>
+<p class="disclaimer">{html.escape(disclaimer)}</p>
 {warning_block}
 <h2>Sessions</h2>
 <table><thead><tr><th>session</th><th>date</th><th>study</th></tr></thead><tbody>{rows}
