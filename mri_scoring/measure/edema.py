@@ -231,12 +231,9 @@ def _stir_readout(
     # Without a fat fraction, fatty muscle is dark on STIR: a darker cluster may be fat, not
     # normal muscle, so the reference is not moved (and the low quantile is not trusted).
     darker_share = eset["stir_darker_cluster_share"] if ff_flat is not None else np.inf
-    level = reference.anchored_normal_level(
-        values, reference.ReferenceRule.from_settings(eset, darker_share)
-    )
-    threshold = max(
-        level.mode + eset["stir_z_threshold"] * level.sigma, level.mode * eset["stir_min_ratio"]
-    )
+    rule = reference.ReferenceRule.from_settings(eset, darker_share)
+    level = reference.anchored_normal_level(values, rule)
+    threshold = rule.edema_threshold(level.mode, level.sigma)
     shell_norm = region.gather("stir", region.shell) / np.exp(log_bias_at(coef, region.shell))
     reference_t2 = None
     if "t2map" in region.images:
@@ -387,8 +384,7 @@ def suppressed_fat_levels(
                 ff = np.where(total > body_floor * np.quantile(total, 0.99), fat / total, np.nan)
         keep = np.flatnonzero(np.nan_to_num(ff, nan=0.0) > cut)
         if keep.size >= min_voxels:
-            chosen = VoxelSet(voxels.index[keep], voxels.region, region.study.shape)
-            levels["unlabelled_fat"] = _median_corrected(region, chosen, coef)
+            levels["unlabelled_fat"] = _median_corrected(region, voxels.subset(keep), coef)
     return levels
 
 

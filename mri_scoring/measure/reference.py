@@ -100,6 +100,16 @@ class ReferenceRule:
             mode_quantile=float(edema["reference_mode_quantile"]),
         )
 
+    def edema_threshold(self, mode: float, sigma: float) -> float:
+        """The level above which a voxel is edema-like, for a normal level and its spread.
+
+        Examples
+        --------
+        >>> ReferenceRule(1.2, 3.0, 0.05).edema_threshold(1.0, 0.1)
+        1.3
+        """
+        return max(mode + self.z_threshold * sigma, mode * self.min_ratio)
+
 
 def normal_mode_and_sigma(
     values: np.ndarray, mode_quantile: float = 0.6, sample: int = 200_000
@@ -202,7 +212,7 @@ def anchored_normal_level(values: np.ndarray, rule: ReferenceRule) -> NormalLeve
             break
         mode, sigma = normal_mode_and_sigma(darker, rule.mode_quantile)
         steps += 1
-    threshold = max(mode + rule.z_threshold * sigma, mode * rule.min_ratio)
+    threshold = rule.edema_threshold(mode, sigma)
     return NormalLevel(
         mode=mode,
         sigma=sigma,
