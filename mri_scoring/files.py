@@ -8,6 +8,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TypeAlias
+
+JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
+"""A JSON document or any part of one (what the package writes with ``json.dumps``)."""
 
 
 def _umask() -> int:

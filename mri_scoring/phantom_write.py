@@ -9,17 +9,12 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
-from typing import TypeAlias
 
 import nibabel as nib
 import numpy as np
 
-from .files import atomic_write
+from .files import JSONValue, atomic_write
 from .io.study import Study
-
-# What json.dumps writes here (the same alias as mri_scoring.output.result, which the phantom
-# does not import: that room reaches the measurement code).
-JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
 
 
 def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path, kind: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, TypeAlias, overload
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,7 @@ import pandas as pd
 from .. import __version__
 from ..config import Settings
 from ..errors import QCFinding
+from ..files import JSONValue
 from ..io.study import Study
 from ..io.subjects import SessionInfo
 from ..measure.maps import VoxelMaps
@@ -28,8 +29,6 @@ from ..pattern.templates import Template
 from ..schema import DISCLAIMER, SUMMARY_FIXED
 
 SOFTWARE = ("numpy", "scipy", "nibabel", "pandas", "scikit-learn", "scikit-image", "PyYAML")
-JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
-"""A JSON document or any part of one (what :func:`json_safe` returns)."""
 
 
 @overload
