@@ -190,7 +190,7 @@ def test_label_profiles_count_what_boolean_masks_count(layout: str) -> None:
     guards against are counts taken along the memory axis instead of the array axis (F order,
     permuted strides) and labels outside ``values`` counted as one of them.
     """
-    from mri_scoring.io.label_geometry import label_profiles
+    from mri_scoring.io.label_profiles import label_profiles
 
     rng = np.random.default_rng(3)
     labels = rng.choice([0, 0, 0, 2, 5, 7, 9], size=(13, 11, 6)).astype(np.uint8)
@@ -206,4 +206,43 @@ def test_label_profiles_count_what_boolean_masks_count(layout: str) -> None:
         mask = labels == value
         assert profiles.lr[row].tolist() == mask.sum(axis=(1, 2)).tolist()
         assert profiles.pa[row].tolist() == mask.sum(axis=(0, 2)).tolist()
+        assert profiles.si[row].tolist() == mask.sum(axis=(0, 1)).tolist()
     assert profiles.lr.sum() == np.isin(labels, values).sum()
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "reversed", "permuted"])
+@pytest.mark.parametrize("scale", [1, 300])
+def test_one_walk_finds_the_values_present_and_their_boxes(layout: str, scale: int) -> None:
+    """Values present and bounding boxes from the per-axis counts equal numpy's and scipy's.
+
+    Truth: ``np.unique`` and ``scipy.ndimage.find_objects`` on the map renumbered 1..K. Scale
+    300 takes the two-walk path (values above 255). Wrong answers guarded against: a box one
+    voxel short at its far end, boxes in memory-axis order for F-ordered or permuted maps, a
+    labelled-but-absent value given a box, a value missed because it lies in one slab only.
+    """
+    from scipy import ndimage
+
+    from mri_scoring.io.label_profiles import label_profiles
+
+    rng = np.random.default_rng(5)
+    labels = np.zeros((17, 12, 7), np.uint16)
+    for value in (2, 5, 9, 11):
+        i, j, k = rng.integers(0, 10, 3)
+        labels[i : i + rng.integers(1, 7), j : j + 3, k % 7 : k % 7 + 2] = value * scale
+    labels[16, 11, 6] = 13 * scale  # one voxel in the last slab of every axis
+    if layout == "F":
+        labels = np.asfortranarray(labels)
+    elif layout == "reversed":
+        labels = labels[::-1, :, ::-1]
+    elif layout == "permuted":
+        labels = np.ascontiguousarray(labels.transpose(2, 0, 1)).transpose(1, 2, 0)
+    present = np.unique(labels)
+    present = present[present != 0]
+    profiles = label_profiles(labels)
+    assert profiles.values.tolist() == present.tolist()
+    compact = np.searchsorted(present, labels) + 1
+    compact[labels == 0] = 0
+    assert profiles.boxes() == ndimage.find_objects(compact)
+    asked = np.array([3 * scale, *present.tolist()])  # 3 x scale is absent: no box
+    assert label_profiles(labels, asked).boxes() == [None, *ndimage.find_objects(compact)]
+    assert profiles.select(asked).boxes() == [None, *ndimage.find_objects(compact)]

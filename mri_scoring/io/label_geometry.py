@@ -20,77 +20,8 @@ import numpy as np
 from ..anatomy import GROUP, MUSCLE, SIDES, LabelInfo, SchemeMatch
 from ..config import Settings
 from ..errors import QCFinding, StudyError
+from .label_profiles import LabelProfiles, label_profiles
 from .tables import shown_values
-
-
-@dataclass(frozen=True)
-class LabelProfiles:
-    """Per-label voxel counts along the left-right and posterior-anterior voxel axes.
-
-    Attributes
-    ----------
-    values : ndarray of int64, shape (K,)
-        Label values, in the order of the rows (row ``i`` is ``values[i]``).
-    lr : ndarray of int64, shape (K, X)
-        Voxels of each label in each slab of voxel axis 0 (left -> right in RAS+).
-    pa : ndarray of int64, shape (K, Y)
-        Voxels of each label in each slab of voxel axis 1 (posterior -> anterior).
-    """
-
-    values: np.ndarray
-    lr: np.ndarray
-    pa: np.ndarray
-
-    def centre_index(self, row: int, axis: str = "lr") -> float:
-        """Mean voxel index of label row ``row`` along ``axis`` (``"lr"`` or ``"pa"``)."""
-        counts = self.lr[row] if axis == "lr" else self.pa[row]
-        return float(counts @ np.arange(counts.size) / max(int(counts.sum()), 1))
-
-
-def label_profiles(labels: np.ndarray, values: np.ndarray) -> LabelProfiles:
-    """Count every label's voxels per left-right and per posterior-anterior slab, in one pass.
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (X, Y, Z)
-        Label map on the RAS+ grid (0 = background).
-    values : ndarray of int
-        The label values to count (sorted, 0 excluded).
-
-    Returns
-    -------
-    LabelProfiles
-
-    Examples
-    --------
-    >>> labels = np.zeros((4, 3, 1), int)
-    >>> labels[0, 0, 0] = labels[1, 2, 0] = 5
-    >>> profiles = label_profiles(labels, np.array([5]))
-    >>> profiles.lr.tolist(), profiles.pa.tolist()
-    ([[1, 1, 0, 0]], [[1, 0, 1]])
-    """
-    values = np.asarray(values, dtype=np.int64)
-    high = int(values.max()) if values.size else 0
-    lut = np.zeros(max(high, int(labels.max(initial=0))) + 1, np.int64)
-    lut[values] = np.arange(1, values.size + 1)
-    k = values.size + 1
-    n_x, n_y = labels.shape[0], labels.shape[1]
-    lr = np.zeros(k * n_x, np.int64)
-    pa = np.zeros(k * n_y, np.int64)
-    # One slab of the axis outermost in memory at a time (bounded memory, contiguous reads), and
-    # only its labelled voxels: a thigh map is mostly background.
-    outer = int(np.argmax(np.abs(labels.strides)))
-    rest = [axis for axis in range(labels.ndim) if axis != outer]
-    for i in range(labels.shape[outer]):
-        slab = labels[(slice(None),) * outer + (i,)]  # a view (np.take would copy slowly)
-        where = np.nonzero(slab)
-        rows = lut[slab[where]]
-        x = where[rest.index(0)] if outer != 0 else np.full(rows.size, i)
-        y = where[rest.index(1)] if outer != 1 else np.full(rows.size, i)
-        lr += np.bincount(rows * n_x + x, minlength=k * n_x)
-        pa += np.bincount(rows * n_y + y, minlength=k * n_y)
-    lr, pa = lr.reshape(k, n_x), pa.reshape(k, n_y)
-    return LabelProfiles(values, lr[1:], pa[1:])
 
 
 def midline_index(profile: np.ndarray, trough_ratio: float) -> float | None:
@@ -286,13 +217,14 @@ def split_offset(values: set[int]) -> int:
 
 def resolve_geometry(
     labels: np.ndarray,
+    profiles: LabelProfiles,
     affine: np.ndarray,
     info: dict[int, LabelInfo],
     identified: SchemeMatch | None,
     label_path: Path,
     qc: list[QCFinding],
     settings: Settings,
-) -> tuple[np.ndarray, dict[int, LabelInfo]]:
+) -> tuple[np.ndarray, dict[int, LabelInfo], LabelProfiles]:
     """Check sides against the anatomy; split unsided labels; confirm a guessed scheme.
 
     Parameters
@@ -300,6 +232,9 @@ def resolve_geometry(
     labels : ndarray of int, shape (X, Y, Z)
         The label map on the RAS+ grid (unsided labels are split in place, or in a wider copy
         when the left values would not fit its dtype).
+    profiles : LabelProfiles
+        Counts of the map as given (:func:`.label_profiles.label_profiles`; rows for at least
+        the values present).
     affine : ndarray, shape (4, 4)
         Voxel -> world (RAS+, mm).
     info : dict of int -> LabelInfo
@@ -317,6 +252,9 @@ def resolve_geometry(
     -------
     labels : ndarray
     info : dict of int -> LabelInfo
+    profiles : LabelProfiles
+        Counts of the returned map, one row per value of ``info`` in sorted order (counted
+        again when labels were split).
 
     Raises
     ------
@@ -334,7 +272,7 @@ def resolve_geometry(
     """
     load = settings["load"]
     values = np.array(sorted(info), dtype=np.int64)
-    profiles = label_profiles(labels, values)
+    profiles = profiles.select(values)
     muscles = {v for v, i in info.items() if i.kind in (MUSCLE, GROUP)}
     sides = {v: i.side for v, i in info.items() if i.kind in (MUSCLE, GROUP)}
     check = check_sides(
@@ -373,7 +311,8 @@ def resolve_geometry(
                     str(label_path),
                 )
             )
-        return labels, info
+            profiles = label_profiles(labels, np.array(sorted(info), dtype=np.int64))
+        return labels, info, profiles
     if check.midline_index is None:
         if any(s in SIDES for s in sides.values()):
             qc.append(
@@ -385,7 +324,7 @@ def resolve_geometry(
                     str(label_path),
                 )
             )
-        return labels, info
+        return labels, info, profiles
     wrong = [*check.wrong, *check.both_sides]
     if wrong:
         x_mm = world_x(affine, check.midline_index, labels.shape)
@@ -400,4 +339,4 @@ def resolve_geometry(
                 str(label_path),
             )
         )
-    return labels, info
+    return labels, info, profiles

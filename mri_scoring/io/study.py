@@ -12,7 +12,6 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from ..anatomy import LabelInfo
 from ..arrays import smallest_label_dtype
@@ -20,6 +19,7 @@ from ..config import Settings, load_settings
 from ..errors import QCFinding, StudyError
 from .discover import IMAGE_ROLES, StudyFiles, study_files, unclaimed_images
 from .label_geometry import resolve_geometry
+from .label_profiles import LabelProfiles, label_profiles
 from .nifti import (
     Volume,
     grid_text,
@@ -72,6 +72,9 @@ class Study:
         The study folder, if loaded from disk.
     input_sha256 : dict of str -> str
         SHA-256 of each source file's bytes, by role (hashed as the file is read).
+    profiles : LabelProfiles or None
+        Per-label voxel counts along each axis, when the loader already counted them (else
+        counted on first use of :attr:`label_boxes`).
     """
 
     study_id: str
@@ -84,6 +87,7 @@ class Study:
     files: dict[str, Path] = field(default_factory=dict)
     path: Path | None = None
     input_sha256: dict[str, str] = field(default_factory=dict)
+    profiles: LabelProfiles | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         """One line: id, grid, image roles and label count (not the arrays).
@@ -149,13 +153,14 @@ class Study:
 
     @cached_property
     def label_boxes(self) -> list[tuple[slice, ...] | None]:
-        """Bounding box of each label (``ndimage.find_objects`` on the compact labels)."""
-        compact = self.compact_labels()
-        if compact.flags.f_contiguous and not compact.flags.c_contiguous:
-            # find_objects is 4x faster along memory order: use the C-ordered transposed view.
-            boxes = ndimage.find_objects(compact.T, max_label=len(self.label_values))
-            return [None if b is None else b[::-1] for b in boxes]
-        return list(ndimage.find_objects(compact, max_label=len(self.label_values)))
+        """Bounding box of each label, in the order of :attr:`label_values` (None: no voxel).
+
+        The boxes ``scipy.ndimage.find_objects`` gives for :meth:`compact_labels`, read off the
+        per-axis label counts (one walk over the map, or none when the loader counted them).
+        """
+        if self.profiles is not None:
+            return self.profiles.select(self.label_values).boxes()
+        return label_profiles(self.labels, self.label_values).boxes()
 
 
 def _fat_fraction_map(volume: Volume, declared: str | None, settings: Settings) -> np.ndarray:
@@ -324,12 +329,13 @@ def load_study(
 
     table_path = table_for(label_path, roles)
     table = read_label_table(table_path) if table_path and labels in ("auto", "tsv") else None
-    values = _present_values(label_array)
+    counted = label_profiles(label_array)  # one walk: the values present and where they lie
+    values = {int(v) for v in counted.values}
     if table_path and labels not in ("auto", "tsv"):  # an explicit scheme sets the table aside
         qc.append(ignored_table_finding(table_path, labels, values))
     label_info, identified = resolve_labels(values, table, labels, label_path, qc, settings)
-    label_array, label_info = resolve_geometry(
-        label_array, label_volume.affine, label_info, identified, label_path, qc, settings
+    label_array, label_info, profiles = resolve_geometry(
+        label_array, counted, label_volume.affine, label_info, identified, label_path, qc, settings
     )
     study_id = found.study_id  # from study.json or the folder (BIDS: sub/ses), made unique
     files = {"labels": label_path, **image_paths}
@@ -348,6 +354,7 @@ def load_study(
         files=files,
         path=found.folder,
         input_sha256=hashes,
+        profiles=profiles,
     )
     if not any(info.kind in ("muscle", "group") for info in label_info.values()):
         qc.append(
@@ -359,13 +366,3 @@ def load_study(
             )
         )
     return study
-
-
-def _present_values(labels: np.ndarray) -> set[int]:
-    """Label values present in the map (0 excluded), without sorting the volume."""
-    high = int(labels.max())
-    if high < 1 << 24:
-        seen = np.zeros(high + 1, bool)
-        seen[labels.ravel(order="K")] = True
-        return {int(v) for v in np.flatnonzero(seen) if v}
-    return {int(v) for v in np.unique(labels) if v}

@@ -27,18 +27,22 @@ RICIAN_TABLE_TOP = 20.0
 def _rician_median_table() -> tuple[np.ndarray, np.ndarray]:
     """Median of a Rician magnitude (sigma = 1) as a function of the true amplitude A.
 
-    The Rice density x exp(-(x - A)^2 / 2) i0e(x A) is integrated numerically on a fine grid
-    (scipy.special only: scipy.stats costs half a second to import).
+    The Rice density x exp(-(x - A)^2 / 2) I0(x A) exp(-x A) is integrated numerically (the
+    trapezoid rule, step 0.005) over the part of the grid within 9 sigma of A: the density beyond
+    holds less than 1e-18 of the mass. numpy's I0 keeps scipy out of the scoring process (its
+    import costs a quarter of a second); I0(z) exp(-z) is exact to rounding for z <= 600 (here
+    x <= 30, A <= 20).
     """
-    from scipy.special import i0e
-
     amplitude = np.concatenate([np.linspace(0.0, 4.0, 161), np.linspace(4.1, 20.0, 160)])
+    step = 0.005
     x = np.linspace(0.0, 30.0, 6001)
     median = np.empty_like(amplitude)
     for n, a in enumerate(amplitude):  # row by row: no 321 x 6001 temporaries
-        density = x * np.exp(-0.5 * (x - a) ** 2) * i0e(x * a)
-        cdf = np.cumsum((density[1:] + density[:-1]) * 0.5 * (x[1] - x[0]))
-        median[n] = np.interp(0.5 * cdf[-1], cdf, x[1:])
+        lo, hi = max(int((a - 9.0) / step), 0), min(int((a + 9.0) / step) + 2, x.size)
+        xs = x[lo:hi]
+        density = xs * np.exp(-0.5 * (xs - a) ** 2 - xs * a) * np.i0(xs * a)
+        cdf = np.cumsum((density[1:] + density[:-1]) * (0.5 * step))
+        median[n] = np.interp(0.5 * cdf[-1], cdf, xs[1:])
     return median, amplitude
 
 

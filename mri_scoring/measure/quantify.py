@@ -182,10 +182,10 @@ def _labelled_region(study: Study, qset: dict[str, Any]) -> tuple[LabelledRegion
     shell = exclusive_shell(lab, voxel, qset["fascial_shell_mm"])
     shell[~is_muscle[shell]] = 0
 
-    labelled = VoxelSet(np.flatnonzero(lab), region, study.shape)
+    labelled = VoxelSet(np.flatnonzero(lab != 0), region, study.shape)  # bool: fast nonzero
     lab_flat = lab.ravel()[labelled.index]  # compact dtype (uint8): 1 byte per voxel
     core_flat = core.ravel()[labelled.index]
-    shell_voxels = VoxelSet(np.flatnonzero(shell), region, study.shape)
+    shell_voxels = VoxelSet(np.flatnonzero(shell != 0), region, study.shape)
     shell_lab = shell.ravel()[shell_voxels.index]
     del core, shell
 
