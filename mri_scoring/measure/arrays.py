@@ -51,6 +51,35 @@ def label_quantiles(
     ndarray, shape (n_labels + 1, len(quantiles))
         NaN for labels with no values.
     """
+    hist = label_histogram(labels, values, n_labels, value_range, bins)
+    return histogram_quantiles(hist, quantiles, value_range)
+
+
+def label_histogram(
+    labels: np.ndarray,
+    values: np.ndarray,
+    n_labels: int,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    bins: int = FF_BINS,
+) -> np.ndarray:
+    """Counts per label and value bin (values outside ``value_range`` go to the end bins).
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (N,)
+        Label of each value, 0..n_labels.
+    values : ndarray, shape (N,)
+    n_labels : int
+        Highest label.
+    value_range : tuple of float
+        Histogram range (units of ``values``).
+    bins : int
+        Histogram resolution.
+
+    Returns
+    -------
+    ndarray of int64, shape (n_labels + 1, bins)
+    """
     lo, hi = value_range
     width = (hi - lo) / bins
     hist = np.zeros((n_labels + 1) * bins, np.int64)
@@ -60,10 +89,38 @@ def label_quantiles(
         np.clip(index, 0, bins - 1, out=index)
         index += labels[part] * np.intp(bins)
         hist += np.bincount(index, minlength=hist.size)
-    hist = hist.reshape(n_labels + 1, bins)
+    return hist.reshape(n_labels + 1, bins)
+
+
+def histogram_quantiles(
+    hist: np.ndarray, quantiles: tuple[float, ...], value_range: tuple[float, float] = (0.0, 1.0)
+) -> np.ndarray:
+    """Quantiles of each row of a :func:`label_histogram`, linear within a bin.
+
+    Parameters
+    ----------
+    hist : ndarray of int, shape (rows, bins)
+    quantiles : tuple of float
+        In [0, 1].
+    value_range : tuple of float
+        The histogram's range.
+
+    Returns
+    -------
+    ndarray, shape (rows, len(quantiles))
+        NaN for empty rows.
+
+    Examples
+    --------
+    >>> hist = np.array([[0, 0, 0, 0], [1, 1, 1, 1]])
+    >>> histogram_quantiles(hist, (0.5,)).tolist()
+    [[nan], [0.5]]
+    """
+    lo, hi = value_range
+    width = (hi - lo) / hist.shape[1]
     cdf = np.cumsum(hist, axis=1)
     counts = cdf[:, -1]
-    out = np.full((n_labels + 1, len(quantiles)), np.nan)
+    out = np.full((hist.shape[0], len(quantiles)), np.nan)
     rows = np.flatnonzero(counts)
     for j, q in enumerate(quantiles):
         target = q * counts[rows]
@@ -88,12 +145,31 @@ def mean_by_label(labels: np.ndarray, values: np.ndarray, n_labels: int) -> np.n
     -------
     ndarray of float64, shape (n_labels + 1,)
     """
+    counts, sums = sums_by_label(labels, values, n_labels)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, np.nan)
+
+
+def sums_by_label(
+    labels: np.ndarray, values: np.ndarray, n_labels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Count and sum of ``values`` per label 0..n_labels (float64).
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (N,)
+    values : ndarray, shape (N,)
+    n_labels : int
+
+    Returns
+    -------
+    counts, sums : ndarray of float64, shape (n_labels + 1,)
+    """
     counts = np.bincount(labels, minlength=n_labels + 1).astype(float)
     sums = np.zeros(n_labels + 1)
     for part in chunks(values.size):  # bincount copies its weights to float64: chunk them
         sums += np.bincount(labels[part], weights=values[part], minlength=n_labels + 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / counts, np.nan)
+    return counts, sums
 
 
 class VoxelSet:

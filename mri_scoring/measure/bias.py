@@ -187,4 +187,10 @@ def log_bias_at(coef: np.ndarray, voxels: VoxelSet) -> np.ndarray:
     slope = (cz + cxz * x[:, None] + cyz * y[None, :]).astype(np.float32)
     zz = z.astype(np.float32)
     i, j, k = voxels.ijk
-    return plane[i, j] + slope[i, j] * zz[k] + np.float32(czz) * zz[k] ** 2
+    in_plane = i.astype(np.int32) * np.int32(plane.shape[1])
+    in_plane += j  # flat (x, y) index: one computation for both tables
+    bias = slope.ravel()[in_plane]
+    bias *= zz[k]
+    bias += plane.ravel()[in_plane]
+    bias += (np.float32(czz) * zz**2)[k]
+    return bias

@@ -16,7 +16,15 @@ import numpy as np
 from .. import schema
 from ..anatomy import REFERENCE
 from ..errors import QCFinding
-from .arrays import LabelledRegion, VoxelSet, chunks, label_quantiles, mean_by_label
+from .arrays import (
+    FF_BINS,
+    LabelledRegion,
+    VoxelSet,
+    chunks,
+    histogram_quantiles,
+    label_histogram,
+    sums_by_label,
+)
 from .masks import background_sample
 from .noise import NoiseEstimate, dixon_noise
 
@@ -248,7 +256,7 @@ def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
     -------
     FatMeasure
     """
-    images, n = region.images, region.n_labels
+    images = region.images
     qc: list[QCFinding] = []
     noise_sigma, noise = None, NoiseEstimate(None, "")
     if "fat" in images and "water" in images:
@@ -281,19 +289,38 @@ def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
     else:
         return FatMeasure(None)
 
-    columns: dict[str, np.ndarray] = {}
-    ok = np.isfinite(ff_flat)
-    lab_flat = region.label
-    for mask, suffix, quantiles in ((ok & region.use_core, "", (0.5, 0.9)), (ok, "_whole", (0.5,))):
-        labels_in, values_in = lab_flat[mask], ff_flat[mask]
-        columns["ff_mean" + suffix] = mean_by_label(labels_in, values_in, n)
-        q = label_quantiles(labels_in, values_in, n, quantiles)
-        columns["ff_median" + suffix] = q[:, 0]
-        if len(quantiles) > 1:
-            columns["ff_p90"] = q[:, 1]
-        del labels_in, values_in
+    columns = _ff_columns(region, ff_flat)
     qc.extend(swap_check(region, ff_flat, noise_sigma, SwapCheck.from_settings(qset)))
     return FatMeasure(ff_flat, source, noise_sigma, columns, qc, noise.source)
+
+
+def _ff_columns(region: LabelledRegion, ff_flat: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean, median and p90 of FF in each label's core, and mean and median over the whole label.
+
+    One pass over the measurable voxels: each is counted under (label, in core); the whole
+    label's counts, sums and histogram are the sums of its two parts.
+    """
+    n = region.n_labels
+    ok = np.isfinite(ff_flat)
+    key = region.label[ok].astype(np.intp)
+    key <<= 1
+    key |= region.use_core[ok]
+    values = ff_flat[ok]
+    del ok
+    counts, sums = sums_by_label(key, values, 2 * n + 1)
+    hist = label_histogram(key, values, 2 * n + 1).reshape(n + 1, 2, FF_BINS)
+    del key, values
+    core_q = histogram_quantiles(hist[:, 1], (0.5, 0.9))
+    whole_q = histogram_quantiles(hist.sum(axis=1), (0.5,))
+    counts, sums = counts.reshape(n + 1, 2), sums.reshape(n + 1, 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        core_mean = np.where(counts[:, 1] > 0, sums[:, 1] / counts[:, 1], np.nan)
+        whole_count = counts.sum(axis=1)
+        whole_mean = np.where(whole_count > 0, sums.sum(axis=1) / whole_count, np.nan)
+    return {
+        "ff_mean": core_mean, "ff_median": core_q[:, 0], "ff_p90": core_q[:, 1],
+        "ff_mean_whole": whole_mean, "ff_median_whole": whole_q[:, 0],
+    }  # fmt: skip
 
 
 def _t1w_fat_fraction(

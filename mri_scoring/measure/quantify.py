@@ -180,13 +180,15 @@ def _labelled_region(study: Study, qset: dict[str, Any]) -> tuple[LabelledRegion
 
     core = core_mask(lab, voxel, qset["core_erosion_mm"])
     shell = exclusive_shell(lab, voxel, qset["fascial_shell_mm"])
-    shell[~is_muscle[shell]] = 0
 
     labelled = VoxelSet(np.flatnonzero(lab != 0), region, study.shape)  # bool: fast nonzero
     lab_flat = lab.ravel()[labelled.index]  # compact dtype (uint8): 1 byte per voxel
     core_flat = core.ravel()[labelled.index]
-    shell_voxels = VoxelSet(np.flatnonzero(shell != 0), region, study.shape)
-    shell_lab = shell.ravel()[shell_voxels.index]
+    shell_index = np.flatnonzero(shell != 0)
+    shell_lab = shell.ravel()[shell_index]
+    muscle_shell = is_muscle[shell_lab]  # shells are kept of muscles only
+    shell_voxels = VoxelSet(shell_index[muscle_shell], region, study.shape)
+    shell_lab = shell_lab[muscle_shell]
     del core, shell
 
     voxels = np.bincount(lab_flat, minlength=n + 1)
