@@ -46,7 +46,7 @@ class BatchOptions:
     labels: str = "auto"
     resample: bool = False
     report: bool = True
-    read_threads: int | None = None  # files each study reads at once (None: one per core)
+    threads: int | None = None  # threads each study reads and measures with (None: per core)
     maps: bool = False  # write each study's voxel maps (maps/*.nii.gz)
     view: str = "radiological"  # orientation of the reports' slice panels
 
@@ -74,7 +74,7 @@ class BatchOptions:
         return values
 
 
-RUNTIME_ONLY = frozenset({"read_threads"})
+RUNTIME_ONLY = frozenset({"threads"})
 """Fields of :class:`BatchOptions` that change how fast a study is scored, never its outputs."""
 
 

@@ -70,6 +70,7 @@ def score_study(
     labels: str = "auto",
     resample: bool = False,
     voxel_maps: bool = True,
+    threads: int | None = None,
 ) -> StudyResult:
     """Score one study: quantify, grade, match the template, combine the likelihood.
 
@@ -88,6 +89,9 @@ def score_study(
     voxel_maps : bool
         Keep the per-voxel masks and FF behind the table (``result.voxel_maps``) for the
         report's slice figures and ``save(maps=True)``; a few bytes per labelled voxel.
+    threads : int, optional
+        Threads to read and measure with (default: one per core); the numbers do not depend
+        on it.
 
     Returns
     -------
@@ -96,8 +100,9 @@ def score_study(
     settings = settings or load_settings()
     template = template or load_template()
     if not isinstance(study, Study):
-        study = load_study(study, labels=labels, resample=resample, settings=settings)
-    measured = quantify(study, settings, voxel_maps=voxel_maps)
+        study = load_study(study, labels=labels, resample=resample, settings=settings,
+                           read_threads=threads)  # fmt: skip
+    measured = quantify(study, settings, voxel_maps=voxel_maps, threads=threads)
     table = grade(measured.table, settings)
     evidence = match(table, template, settings)
     likelihood = combine(evidence, template, involved_muscles(table, template), prior)
@@ -129,11 +134,12 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
     try:
         target = study_out_dir(out, files.study_id)
         study = load_study(files, labels=options.labels, resample=options.resample,
-                           settings=options.settings, read_threads=options.read_threads)
+                           settings=options.settings, read_threads=options.threads)
         loaded = {Path(study.files[role]): digest for role, digest in study.input_sha256.items()
                   if role in study.files}  # fmt: skip
         result = score_study(study, settings=options.settings, template=options.template,
-                             prior=options.prior, voxel_maps=options.report or options.maps)
+                             prior=options.prior, voxel_maps=options.report or options.maps,
+                             threads=options.threads)
         save_study(result, target, report=options.report, maps=options.maps, view=options.view,
                    fingerprint=fingerprint(files, options, loaded))
         cohort = cohort_values(result.muscles.to_dict("records")) if options.report else None
@@ -203,7 +209,7 @@ def score_batch(
     engine, workers = safe_engine(engine, workers, scheduler)
     if engine == "processes" and workers > 1:
         start_worker_server()  # its imports overlap with discovery and the resume checks
-    # Parallel studies use the cores: each then reads its files one at a time.
+    # Parallel studies use the cores: each then reads and measures in one thread.
     parallel = workers > 1 or engine == "dask"
     if view not in VIEWS:
         raise MriScoringError(f"--view must be one of {', '.join(VIEWS)}, got {view!r}")

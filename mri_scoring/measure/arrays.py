@@ -6,14 +6,43 @@ Per-label statistics are ``np.bincount`` reductions; quantiles come from per-lab
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..arrays import dense_layout, dense_steps
 
 FF_BINS = 2000
+MAX_THREADS = 4
+"""Threads one study is measured with at most: the independent steps are few and short."""
+
+T = TypeVar("T")
+
+
+def thread_count(threads: int | None) -> int:
+    """Threads to measure with: ``threads``, or one per core (at most :data:`MAX_THREADS`)."""
+    return max(1, threads if threads else min(os.cpu_count() or 1, MAX_THREADS))
+
+
+def run_parallel(tasks: Sequence[Callable[[], T]], threads: int) -> list[T]:
+    """Results of independent tasks, run in up to ``threads`` threads (in order when 1).
+
+    Worth it for tasks that spend their time in numpy calls that release the GIL (ufuncs,
+    gathers, sorting); the results come back in the order of ``tasks``.
+
+    Examples
+    --------
+    >>> run_parallel([lambda: 1, lambda: 2], threads=2)
+    [1, 2]
+    """
+    if threads <= 1 or len(tasks) <= 1:
+        return [task() for task in tasks]
+    with ThreadPoolExecutor(min(threads, len(tasks)), thread_name_prefix="mri_scoring") as pool:
+        return list(pool.map(lambda task: task(), tasks))
 
 
 def chunks(size: int, chunk: int = 1 << 20) -> list[slice]:
@@ -255,14 +284,20 @@ class VoxelSet:
 
 
 class LazyValues:
-    """Values of an image at a :class:`VoxelSet`, read slice by slice on indexing."""
+    """Values of an image at a :class:`VoxelSet`, read slice by slice on indexing.
+
+    The image's flat indices are resolved when the view is made, so slices may be read from
+    several threads at once.
+    """
 
     def __init__(self, voxels: VoxelSet, image: np.ndarray) -> None:
-        self.voxels, self.image = voxels, image
+        dense = dense_layout(image)
+        self._memory = dense.ravel(order="K")
+        self._index = voxels.full_index(dense_steps(dense))
         self.shape = (len(voxels),)
 
     def __getitem__(self, part: slice) -> np.ndarray:
-        return self.voxels.values(self.image, part)
+        return self._memory[self._index[part]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -293,6 +328,8 @@ class LabelledRegion:
         Images by role, each in a dense memory layout.
     n_labels : int
         Number of labels.
+    threads : int
+        Threads the measures may use for independent steps (1: none).
     """
 
     study: Any
@@ -306,6 +343,7 @@ class LabelledRegion:
     shell_label: np.ndarray
     images: dict[str, np.ndarray]
     n_labels: int
+    threads: int = 1
 
     def gather(self, role: str, voxels: VoxelSet | None = None) -> np.ndarray:
         """float32 values of image ``role`` at ``voxels`` (default: the labelled voxels).

@@ -8,7 +8,7 @@ estimate calibrated between the leanest muscle and fat, flagged as such.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from .arrays import (
     chunks,
     histogram_quantiles,
     label_histogram,
+    run_parallel,
     sums_by_label,
 )
 from .masks import background_sample
@@ -106,7 +107,7 @@ def rician_median_unbias(magnitude: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def dixon_fat_fraction(
-    fat: np.ndarray, water: np.ndarray, sigma: float | None, floor_sigma: float
+    fat: np.ndarray, water: np.ndarray, sigma: float | None, floor_sigma: float, threads: int = 1
 ) -> np.ndarray:
     """Fat fraction F/(F+W) with magnitude-noise bias removed; NaN below the noise floor.
 
@@ -123,6 +124,8 @@ def dixon_fat_fraction(
         Noise sigma (None: no correction, no floor).
     floor_sigma : float
         Voxels with F+W below ``floor_sigma * sigma`` are NaN (noise, not tissue).
+    threads : int
+        Chunks computed at once (each thread writes its own part of the result).
 
     Returns
     -------
@@ -130,7 +133,8 @@ def dixon_fat_fraction(
         Fat fraction (0-1) per voxel, NaN where not measurable.
     """
     ff = np.empty(np.shape(fat), np.float32)
-    for part in chunks(ff.size, 1 << 18):  # bounded temporaries, whatever the number of voxels
+
+    def one_chunk(part: slice) -> None:
         f = np.asarray(fat[part], dtype=np.float32)
         w = np.asarray(water[part], dtype=np.float32)
         total = f + w
@@ -143,6 +147,11 @@ def dixon_fat_fraction(
             out[total < floor_sigma * sigma] = np.nan
         out[~np.isfinite(out)] = np.nan
         ff[part] = out
+
+    if sigma:
+        rician_inverse_lookup()  # built once, before the threads would race to build it
+    # bounded temporaries (a few chunks at a time), whatever the number of voxels
+    run_parallel([partial(one_chunk, part) for part in chunks(ff.size, 1 << 18)], threads)
     return ff
 
 
@@ -268,6 +277,7 @@ def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
             region.voxels.lazy(images["water"]),
             noise_sigma,
             qset["dixon_noise_floor_sigma"],
+            region.threads,
         )
         source = "dixon"
     elif "ff" in images:

@@ -9,6 +9,7 @@ atrophy (:mod:`.atrophy`). Missing inputs leave their columns NaN and say why (Q
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,9 +21,9 @@ from ..arrays import dense_layout
 from ..config import Settings, load_settings
 from ..errors import QCFinding
 from ..io.study import Study
-from .arrays import LabelledRegion, VoxelSet
+from .arrays import LabelledRegion, VoxelSet, run_parallel, thread_count
 from .atrophy import AtrophyInputs, add_atrophy
-from .coverage import label_coverage, slice_areas
+from .coverage import Coverage, SliceAreas, label_coverage, slice_areas
 from .edema import EdemaMeasure, EdemaReference, measure_edema
 from .fat import FatMeasure, measure_fat
 from .maps import VoxelMaps
@@ -76,7 +77,11 @@ class _Counts:
 
 
 def quantify(
-    study: Study, settings: Settings | None = None, *, voxel_maps: bool = False
+    study: Study,
+    settings: Settings | None = None,
+    *,
+    voxel_maps: bool = False,
+    threads: int | None = None,
 ) -> MuscleTable:
     """Measure every label of a study in one pass.
 
@@ -89,6 +94,9 @@ def quantify(
     voxel_maps : bool
         Also return the per-voxel masks and values behind the table (:class:`VoxelMaps`, for
         figures and map files; a few bytes per labelled voxel).
+    threads : int, optional
+        Threads for the independent steps (default: one per core, at most 4). A batch running
+        one process per core passes 1. The numbers do not depend on it.
 
     Returns
     -------
@@ -96,13 +104,20 @@ def quantify(
     """
     settings = settings or load_settings()
     qset, eset = settings["quantify"], settings["edema"]
-    region, counts = _labelled_region(study, qset)
+    region, counts = _labelled_region(study, qset, thread_count(threads))
     fat = measure_fat(region, qset)
-    edema = measure_edema(region, fat.ff, qset, eset)
+    coverage = label_coverage(study.label_boxes, study.shape, study.affine)
+    edema, areas = run_parallel(
+        [
+            partial(measure_edema, region, fat.ff, qset, eset),
+            partial(slice_areas, region, fat.ff, coverage.axis),
+        ],
+        region.threads,
+    )
     infos = [study.label_info[int(v)] for v in study.label_values]
     table = _assemble(study, infos, counts, fat, edema)
     qc = [*fat.qc, *edema.qc]
-    slices = _coverage_and_norms(study, table, region, fat, settings, qc)
+    slices = _coverage_and_norms(study, table, coverage, areas, settings, qc)
     maps = _voxel_maps(study, region, fat, edema) if voxel_maps else None
     return MuscleTable(
         table, qc, edema.reference, fat.noise_sigma, maps, fat.noise_source, slices
@@ -134,14 +149,12 @@ def _slice_index(voxels: VoxelSet) -> np.ndarray:
     return voxels.ijk[2].astype(dtype) + dtype(voxels.region[2].start)
 
 
-def _coverage_and_norms(study: Study, table: pd.DataFrame, region: LabelledRegion, fat: FatMeasure,
+def _coverage_and_norms(study: Study, table: pd.DataFrame, coverage: Coverage, areas: SliceAreas,
                         settings: Settings, qc: list[QCFinding]) -> pd.DataFrame:  # fmt: skip
     """Add coverage flags, max_csa_cm2, ff_excess and atrophy; return the ``slices.tsv`` rows.
 
     The table is changed in place; findings are appended to ``qc``.
     """
-    coverage = label_coverage(study.label_boxes, study.shape, study.affine)
-    areas = slice_areas(region, fat.ff, coverage.axis)
     table["max_csa_cm2"] = areas.max_csa_cm2[1:]
     is_muscle = table["kind"].isin((MUSCLE, GROUP)).to_numpy()
     coverage_cut = np.array([coverage.partial(i) for i in range(len(table))], bool)
@@ -166,7 +179,9 @@ def _slice_rows(table: pd.DataFrame, areas: pd.DataFrame) -> pd.DataFrame:
     return rows[list(schema.SLICE_COLUMNS)]
 
 
-def _labelled_region(study: Study, qset: dict[str, Any]) -> tuple[LabelledRegion, _Counts]:
+def _labelled_region(
+    study: Study, qset: dict[str, Any], threads: int
+) -> tuple[LabelledRegion, _Counts]:
     """Cores, shells and labelled voxels of the region around all labels, read once."""
     voxel = study.voxel_size_mm
     n = len(study.label_values)
@@ -178,19 +193,23 @@ def _labelled_region(study: Study, qset: dict[str, Any]) -> tuple[LabelledRegion
     region = padded_region(study.label_boxes, study.shape, shell_half)
     lab = np.ascontiguousarray(study.compact_labels(region))  # uint8 for up to 255 labels
 
-    core = core_mask(lab, voxel, qset["core_erosion_mm"])
-    shell = exclusive_shell(lab, voxel, qset["fascial_shell_mm"])
+    def labelled_voxels() -> tuple[VoxelSet, np.ndarray, np.ndarray]:
+        core = core_mask(lab, voxel, qset["core_erosion_mm"])
+        labelled = VoxelSet(np.flatnonzero(lab != 0), region, study.shape)  # bool: fast nonzero
+        # compact dtype (uint8): 1 byte per voxel
+        return labelled, lab.ravel()[labelled.index], core.ravel()[labelled.index]
 
-    labelled = VoxelSet(np.flatnonzero(lab != 0), region, study.shape)  # bool: fast nonzero
-    lab_flat = lab.ravel()[labelled.index]  # compact dtype (uint8): 1 byte per voxel
-    core_flat = core.ravel()[labelled.index]
-    shell_index = np.flatnonzero(shell != 0)
-    shell_lab = shell.ravel()[shell_index]
-    muscle_shell = is_muscle[shell_lab]  # shells are kept of muscles only
-    shell_voxels = VoxelSet(shell_index[muscle_shell], region, study.shape)
-    shell_lab = shell_lab[muscle_shell]
-    del core, shell
+    def shell_voxels() -> tuple[VoxelSet, np.ndarray]:
+        shell = exclusive_shell(lab, voxel, qset["fascial_shell_mm"])
+        index = np.flatnonzero(shell != 0)
+        owner = shell.ravel()[index]
+        muscle_shell = is_muscle[owner]  # shells are kept of muscles only
+        return VoxelSet(index[muscle_shell], region, study.shape), owner[muscle_shell]
 
+    # The two chains read the label map only: they run side by side.
+    (labelled, lab_flat, core_flat), (shell, shell_lab) = run_parallel(
+        [labelled_voxels, shell_voxels], threads
+    )
     voxels = np.bincount(lab_flat, minlength=n + 1)
     core_count = np.bincount(lab_flat[core_flat], minlength=n + 1)
     small_core = (core_count < qset["min_core_voxels"]) & (voxels > 0)
@@ -200,8 +219,8 @@ def _labelled_region(study: Study, qset: dict[str, Any]) -> tuple[LabelledRegion
     images = {role: dense_layout(image) for role, image in study.images.items()}
     labelled_region = LabelledRegion(
         study=study, labels=lab, voxels=labelled, label=lab_flat, use_core=use_core,
-        kinds=kinds, is_muscle=is_muscle, shell=shell_voxels, shell_label=shell_lab,
-        images=images, n_labels=n,
+        kinds=kinds, is_muscle=is_muscle, shell=shell, shell_label=shell_lab,
+        images=images, n_labels=n, threads=threads,
     )  # fmt: skip
     shell_count = np.bincount(shell_lab, minlength=n + 1)
     return labelled_region, _Counts(voxels, core_count, small_core, shell_count)
