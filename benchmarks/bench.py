@@ -176,6 +176,7 @@ def main() -> None:
     study = load_stats[3]
     template = load_template()
     q_stats = timed(lambda: quantify(study), args.runs)
+    q1_stats = timed(lambda: quantify(study, threads=1), args.runs)
     table = q_stats[3].table
     g_stats = timed(lambda: grade(table), args.runs)
     graded = g_stats[3]
@@ -188,11 +189,12 @@ def main() -> None:
     for name, stats in (
         ("load (ours)", load_stats),
         ("quantify", q_stats),
+        ("quantify, one thread", q1_stats),
         ("grade", g_stats),
         ("match + likelihood", l_stats),
         ("report", r_stats),
     ):
-        print(f"   {name:<22}{fmt(stats, reference)}")
+        print(f"   {name:<24}{fmt(stats, reference)}")
     with tempfile.TemporaryDirectory() as tmp:
         loader = [
             sys.executable,

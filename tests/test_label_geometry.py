@@ -182,6 +182,17 @@ def test_myoqmri_maps_are_recognised_and_unused_images_noted(tmp_path):
     assert "P01_b1.nii.gz" in note.message and "P01_t2" not in note.message
 
 
+def _in_layout(labels: np.ndarray, layout: str) -> np.ndarray:
+    """The same map in another memory layout: C, F, flipped (negative strides) or permuted."""
+    if layout == "F":
+        return np.asfortranarray(labels)
+    if layout == "reversed":
+        return labels[::-1, :, ::-1]
+    if layout == "permuted":
+        return np.ascontiguousarray(labels.transpose(2, 0, 1)).transpose(1, 2, 0)
+    return labels
+
+
 @pytest.mark.parametrize("layout", ["C", "F", "reversed", "permuted"])
 def test_label_profiles_count_what_boolean_masks_count(layout: str) -> None:
     """Per-slab counts equal those of one boolean mask per label, in any memory layout.
@@ -194,12 +205,7 @@ def test_label_profiles_count_what_boolean_masks_count(layout: str) -> None:
 
     rng = np.random.default_rng(3)
     labels = rng.choice([0, 0, 0, 2, 5, 7, 9], size=(13, 11, 6)).astype(np.uint8)
-    if layout == "F":
-        labels = np.asfortranarray(labels)
-    elif layout == "reversed":
-        labels = labels[::-1, :, ::-1]
-    elif layout == "permuted":
-        labels = np.ascontiguousarray(labels.transpose(2, 0, 1)).transpose(1, 2, 0)
+    labels = _in_layout(labels, layout)
     values = np.array([2, 5, 9])  # 7 is labelled but not asked for
     profiles = label_profiles(labels, values)
     for row, value in enumerate(values):
@@ -230,12 +236,7 @@ def test_one_walk_finds_the_values_present_and_their_boxes(layout: str, scale: i
         i, j, k = rng.integers(0, 10, 3)
         labels[i : i + rng.integers(1, 7), j : j + 3, k % 7 : k % 7 + 2] = value * scale
     labels[16, 11, 6] = 13 * scale  # one voxel in the last slab of every axis
-    if layout == "F":
-        labels = np.asfortranarray(labels)
-    elif layout == "reversed":
-        labels = labels[::-1, :, ::-1]
-    elif layout == "permuted":
-        labels = np.ascontiguousarray(labels.transpose(2, 0, 1)).transpose(1, 2, 0)
+    labels = _in_layout(labels, layout)
     present = np.unique(labels)
     present = present[present != 0]
     profiles = label_profiles(labels)

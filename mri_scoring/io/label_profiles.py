@@ -42,10 +42,6 @@ class LabelProfiles:
         counts = getattr(self, axis)[row]
         return float(counts @ np.arange(counts.size) / max(int(counts.sum()), 1))
 
-    def present(self) -> np.ndarray:
-        """The values with at least one voxel (sorted)."""
-        return self.values[self.si.sum(axis=1) > 0]
-
     def select(self, values: np.ndarray) -> LabelProfiles:
         """The rows of ``values`` in their order; a value without voxels gets a row of zeros.
 

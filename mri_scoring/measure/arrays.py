@@ -161,24 +161,6 @@ def histogram_quantiles(
     return out
 
 
-def mean_by_label(labels: np.ndarray, values: np.ndarray, n_labels: int) -> np.ndarray:
-    """Mean of ``values`` per label 0..n_labels (NaN where a label has no values).
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (N,)
-    values : ndarray, shape (N,)
-    n_labels : int
-
-    Returns
-    -------
-    ndarray of float64, shape (n_labels + 1,)
-    """
-    counts, sums = sums_by_label(labels, values, n_labels)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / counts, np.nan)
-
-
 def sums_by_label(
     labels: np.ndarray, values: np.ndarray, n_labels: int
 ) -> tuple[np.ndarray, np.ndarray]:
