@@ -101,7 +101,6 @@ def present_values(labels: np.ndarray) -> np.ndarray:
         seen = np.zeros(high + 1, bool)
         for slab in _slabs(labels):
             seen[slab[slab != 0]] = True  # a boolean mask: fast nonzero
-        seen[0] = False
         return np.flatnonzero(seen).astype(np.int64)
     values = np.unique(labels)
     return values[values != 0].astype(np.int64)
@@ -147,7 +146,7 @@ def label_profiles(labels: np.ndarray, values: np.ndarray | None = None) -> Labe
     counts = [np.zeros(k * n, np.int64) for n in sizes]
     # One slab of the axis outermost in memory at a time (bounded memory, contiguous reads), and
     # only its labelled voxels: a thigh map is mostly background.
-    outer = int(np.argmax(np.abs(labels.strides)))
+    outer = _outer_axis(labels)
     for i, slab in enumerate(_slabs(labels)):
         flat, (slow_axis, fast_axis), fast_size = _flat_slab(slab, outer)
         # nonzero of a boolean array is several times faster than of an integer one
@@ -179,5 +178,10 @@ def _flat_slab(slab: np.ndarray, outer: int) -> tuple[np.ndarray, tuple[int, int
 
 def _slabs(labels: np.ndarray) -> list[np.ndarray]:
     """Views of the slabs of the axis outermost in memory, in index order (np.take would copy)."""
-    outer = int(np.argmax(np.abs(labels.strides)))
+    outer = _outer_axis(labels)
     return [labels[(slice(None),) * outer + (i,)] for i in range(labels.shape[outer])]
+
+
+def _outer_axis(labels: np.ndarray) -> int:
+    """The axis with the largest memory step: its slabs are contiguous (or nearly) in memory."""
+    return int(np.argmax(np.abs(labels.strides)))

@@ -161,10 +161,8 @@ def histogram_quantiles(
     return out
 
 
-def sums_by_label(
-    labels: np.ndarray, values: np.ndarray, n_labels: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Count and sum of ``values`` per label 0..n_labels (float64).
+def sums_by_label(labels: np.ndarray, values: np.ndarray, n_labels: int) -> np.ndarray:
+    """Sum of ``values`` per label 0..n_labels (float64).
 
     Parameters
     ----------
@@ -174,13 +172,12 @@ def sums_by_label(
 
     Returns
     -------
-    counts, sums : ndarray of float64, shape (n_labels + 1,)
+    ndarray of float64, shape (n_labels + 1,)
     """
-    counts = np.bincount(labels, minlength=n_labels + 1).astype(float)
     sums = np.zeros(n_labels + 1)
     for part in chunks(values.size):  # bincount copies its weights to float64: chunk them
         sums += np.bincount(labels[part], weights=values[part], minlength=n_labels + 1)
-    return counts, sums
+    return sums
 
 
 class VoxelSet:
@@ -256,9 +253,11 @@ class VoxelSet:
         return self._full[steps]
 
     def values(self, image: np.ndarray, part: slice = slice(None)) -> np.ndarray:
-        """The image's values at these voxels (or a slice of them), read in place."""
-        image = dense_layout(image)  # a flipped or sliced view is copied (quantify does it once)
-        return image.ravel(order="K")[self.full_index(dense_steps(image))[part]]
+        """The image's values at these voxels (or a slice of them), read in place.
+
+        A flipped or sliced view is copied first (quantify makes its images dense once).
+        """
+        return LazyValues(self, image)[part]
 
     def lazy(self, image: np.ndarray) -> LazyValues:
         """A view of the image's values at these voxels that reads only the slices asked for."""

@@ -308,7 +308,8 @@ def _ff_columns(region: LabelledRegion, ff_flat: np.ndarray) -> dict[str, np.nda
     """Mean, median and p90 of FF in each label's core, and mean and median over the whole label.
 
     One pass over the measurable voxels: each is counted under (label, in core); the whole
-    label's counts, sums and histogram are the sums of its two parts.
+    label's sums and histogram are the sums of its two parts, and the histogram's rows give the
+    voxel counts.
     """
     n = region.n_labels
     ok = np.isfinite(ff_flat)
@@ -317,12 +318,12 @@ def _ff_columns(region: LabelledRegion, ff_flat: np.ndarray) -> dict[str, np.nda
     key |= region.use_core[ok]
     values = ff_flat[ok]
     del ok
-    counts, sums = sums_by_label(key, values, 2 * n + 1)
+    sums = sums_by_label(key, values, 2 * n + 1).reshape(n + 1, 2)
     hist = label_histogram(key, values, 2 * n + 1).reshape(n + 1, 2, FF_BINS)
     del key, values
+    counts = hist.sum(axis=2).astype(float)  # every value falls in one bin: the voxel counts
     core_q = histogram_quantiles(hist[:, 1], (0.5, 0.9))
     whole_q = histogram_quantiles(hist.sum(axis=1), (0.5,))
-    counts, sums = counts.reshape(n + 1, 2), sums.reshape(n + 1, 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         core_mean = np.where(counts[:, 1] > 0, sums[:, 1] / counts[:, 1], np.nan)
         whole_count = counts.sum(axis=1)
