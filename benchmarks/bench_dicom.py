@@ -24,11 +24,11 @@ import nibabel as nib
 import numpy as np
 
 from mri_scoring import phantom
-from mri_scoring import phantom_dicom as pdm
 from mri_scoring.io.dicom import ConversionReport, convert_dicom
 from mri_scoring.io.dicom_roles import assign_roles, load_rules
 from mri_scoring.io.dicom_series import discover_series
 from mri_scoring.measure.t2fit import fit_t2
+from mri_scoring.phantom import dicom_export as pdm
 
 
 def _timed(fn: Callable[[], object], runs: int) -> tuple[float, float, float]:

@@ -44,7 +44,6 @@ _SUBMODULES = (
     "schema",
     "grading",
     "pattern",
-    "phantom_cohort",
     "pipeline",
     "output",
     "batch",
@@ -52,7 +51,6 @@ _SUBMODULES = (
     "arrays",
     "errors",
     "files",
-    "output",
 )
 
 __all__ = [*_LAZY, "__version__", "phantom"]

@@ -1,10 +1,10 @@
 """Calibration and cohort fitting on phantom cohorts from an independent generator.
 
-The cohorts come from :mod:`mri_scoring.phantom_cohort`: findings move with a latent severity and
-a latent per finding group (within-group correlation), drawn from the generator's own model, not
-from the template's features or probabilities; the generator's exact likelihood ratio gives the
-Bayes-optimal AUC. The tests work on measured tables (no image volumes), so 200 studies take
-seconds.
+The cohorts come from :mod:`mri_scoring.phantom.cohort_tables`: findings move with a latent
+severity and a latent per finding group (within-group correlation), drawn from the generator's
+own model, not from the template's features or probabilities; the generator's exact likelihood
+ratio gives the Bayes-optimal AUC. The tests work on measured tables (no image volumes), so 200
+studies take seconds.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from mri_scoring.pattern.fit_report import reliability
 from mri_scoring.pattern.likelihood import combine
 from mri_scoring.pattern.match import involved_muscles, match
 from mri_scoring.pattern.templates import load_template
-from mri_scoring.phantom_cohort import make_cohort, write_cohort
+from mri_scoring.phantom.cohort_tables import make_cohort, write_cohort
 
 TEMPLATE = load_template()
 N = 200
@@ -147,7 +147,7 @@ def test_fit_refuses_bad_labels_with_one_line(tmp_path):
 def test_generator_bayes_ratio_is_exact_on_a_tiny_case():
     """The quadrature likelihood ratio matches a Monte Carlo estimate of the same generator
     (independent computation: simulate many studies and count identical finding vectors)."""
-    from mri_scoring import phantom_cohort as pc
+    from mri_scoring.phantom import cohort_tables as pc
 
     diagnosis, findings, _ = pc.draw_findings(200_000, seed=5)
     empty = ~findings.any(axis=1)

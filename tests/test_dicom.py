@@ -1,8 +1,8 @@
 """DICOM in, BIDS out: series roles, dcm2niix conversion, MESE T2 maps, bad exports.
 
-Truth comes from phantom studies written as DICOM by ``mri_scoring.phantom_dicom`` (pydicom; it
-imports no measurement code): the converted study, with the phantom's label map put on the
-converted grid under ``derivatives/``, must score what the phantom's own NIfTI scores.
+Truth comes from phantom studies written as DICOM by ``mri_scoring.phantom.dicom_export``
+(pydicom; it imports no measurement code): the converted study, with the phantom's label map put
+on the converted grid under ``derivatives/``, must score what the phantom's own NIfTI scores.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from mri_scoring import phantom
-from mri_scoring import phantom_dicom as pdm
 from mri_scoring.io import dicom as dicom_io
 from mri_scoring.io.dicom import DicomError, convert_dicom
 from mri_scoring.io.dicom_roles import SeriesInfo, assign_roles, classify, load_rules
 from mri_scoring.io.discover import discover_studies
+from mri_scoring.phantom import dicom_export as pdm
 from mri_scoring.pipeline import score_study
 
 SHAPE = (64, 64, 10)

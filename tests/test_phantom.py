@@ -59,7 +59,18 @@ def _package_imports(module: str) -> set[str]:
     return found
 
 
-PHANTOM_MODULES = sorted(f"mri_scoring.{p.stem}" for p in PACKAGE.glob("phantom*.py"))
+PHANTOM_DIR = PACKAGE / "phantom"
+# Every module of the phantom subpackage, its __init__ included (as "mri_scoring.phantom").
+PHANTOM_MODULES = sorted(
+    "mri_scoring.phantom" if p.stem == "__init__" else f"mri_scoring.phantom.{p.stem}"
+    for p in PHANTOM_DIR.glob("*.py")
+)
+
+
+def _phantom_source(module: str) -> Path:
+    """The file of a module named in ``PHANTOM_MODULES``."""
+    tail = module.removeprefix("mri_scoring.phantom").lstrip(".")
+    return PHANTOM_DIR / f"{tail or '__init__'}.py"
 
 
 def _reached(start: str) -> set[str]:
@@ -83,18 +94,20 @@ def _measuring(modules: set[str]) -> list[str]:
 def test_the_phantom_modules_and_the_import_walk_are_what_they_claim():
     """Guards against checks that cannot fail: the split phantom is all covered, the walk follows
     its known edges, and a module that does reach measurement code is flagged."""
-    parts = {"phantom", "phantom_anatomy", "phantom_truth", "phantom_write"}
-    assert {f"mri_scoring.{name}" for name in parts} <= set(PHANTOM_MODULES)
+    assert PHANTOM_MODULES, "the phantom subpackage enumerated no module"
+    parts = {"", ".studies", ".drawing", ".truth", ".writer", ".cohort_tables", ".dicom_export"}
+    assert {f"mri_scoring.phantom{name}" for name in parts} == set(PHANTOM_MODULES)
+    assert not list(PACKAGE.glob("phantom*.py")), "a phantom module outside the subpackage"
     reached = _reached("mri_scoring.phantom")
-    assert {"mri_scoring.phantom_truth", "mri_scoring.phantom_anatomy"} <= reached
-    assert "mri_scoring.phantom_write" in reached and "mri_scoring.config" in reached
+    assert {"mri_scoring.phantom.truth", "mri_scoring.phantom.drawing"} <= reached
+    assert "mri_scoring.phantom.writer" in reached and "mri_scoring.config" in reached
     assert "mri_scoring.measure.quantify" in _measuring(_reached("mri_scoring.pipeline"))
 
 
 @pytest.mark.parametrize("module", PHANTOM_MODULES)
 def test_phantom_imports_no_measurement_code(module):
     """Guards against circular proof: truth computed with the measurement's own core or rules
-    (phantom.py once imported core_mask and shell_reach_mm from quantify). Every phantom module,
+    (the phantom once imported core_mask and shell_reach_mm from quantify). Every phantom module,
     imports under ``TYPE_CHECKING`` included."""
     measuring = _measuring(_reached(module))
     assert not measuring, f"{module} reaches measurement code through its imports: {measuring}"
@@ -104,7 +117,7 @@ def test_phantom_imports_no_measurement_code(module):
 def test_truth_reads_no_measurement_settings(module):
     """The truth's interior and fatty-voxel rule come from configs/phantom.yaml, not from the
     measurement's settings.yaml (changing a measurement setting must not move the truth)."""
-    source = (PACKAGE / f"{module.rsplit('.', 1)[1]}.py").read_text(encoding="utf-8")
+    source = _phantom_source(module).read_text(encoding="utf-8")
     assert "settings.yaml" not in source and "load_settings" not in source
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .phantom_anatomy import DEFAULT_FOV_MM, build_anatomy, phantom_config, phantom_muscles
+from .drawing import DEFAULT_FOV_MM, build_anatomy, phantom_config, phantom_muscles
 
 
 @dataclass

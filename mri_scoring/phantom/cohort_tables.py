@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
-from .anatomy import group_of
-from .config import config_dir, load_yaml
-from .files import atomic_write
+from ..anatomy import group_of
+from ..config import config_dir, load_yaml
+from ..files import atomic_write
 
 CLASSES = ("IMNM", "DM")
 _QUADRATURE_NODES = 24

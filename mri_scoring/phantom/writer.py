@@ -13,8 +13,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .files import JSONValue, atomic_write
-from .io.study import Study
+from ..files import JSONValue, atomic_write
+from ..io.study import Study
 
 
 def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path, kind: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .config import load_config_file
+from ..config import load_config_file
 
 # Tissue codes of the phantom's tissue map.
 AIR, SKIN, SUBCUT_FAT, SEPTUM_FAT, CORTEX, MARROW, MUSCLE, FASCIAL_FLUID = range(8)

@@ -1,4 +1,4 @@
-"""Synthetic bilateral thigh phantoms with known ground truth.
+"""Draw a synthetic bilateral thigh study with known ground truth (:func:`make_study`).
 
 The phantom is a stack of axial slices from the hip (proximal) to above the knee (distal), both
 thighs side by side, left thigh at negative world x (RAS+). Each thigh has skin, subcutaneous fat,
@@ -12,11 +12,11 @@ shrinks and fat takes its place). Images are made from the truth as a scanner wo
 Dixon water/fat magnitudes with Rician noise and a smooth coil bias, a fat-fraction map, a STIR
 image with its own bias, a water-T2 map (ms) and a T1-weighted image, all with partial-volume blur.
 
-This module draws a study (:func:`make_study`) from the parts, each its own job:
-``phantom_anatomy`` (geometry, tissue codes, random fields, bias, Rician noise),
-``phantom_truth`` (the truth's own definitions: :func:`truth_interior`, the truth table) and
-``phantom_write`` (:func:`write_study`). Their public names are re-exported here. None of them
-imports measurement code or reads the measurement settings (``tests/test_phantom.py``).
+This module draws a study (:func:`make_study`) from the parts of the ``phantom`` subpackage, each
+its own job: ``drawing`` (geometry, tissue codes, random fields, bias, Rician noise), ``truth``
+(the truth's own definitions: :func:`truth_interior`, the truth table) and ``writer``
+(:func:`write_study`). The subpackage re-exports their public names. None of them imports
+measurement code or reads the measurement settings (``tests/test_phantom.py``).
 
 Examples
 --------
@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .anatomy import groups, match_label_name, vocabulary
-from .io.discover import IMAGE_ROLES
-from .io.study import Study
-from .phantom_anatomy import (
+from ..anatomy import groups, match_label_name, vocabulary
+from ..io.discover import IMAGE_ROLES
+from ..io.study import Study
+from .drawing import (
     DEFAULT_FOV_MM,
     FASCIAL_FLUID,
     MUSCLE,
@@ -55,17 +55,18 @@ from .phantom_anatomy import (
     rician,
     smooth_field,
 )
-from .phantom_truth import (
+from .truth import (
     MuscleSpec,
     interior_depth_mm,
     normal_volume_shares,
     truth_interior,
     truth_table,
 )
-from .phantom_write import write_study
+from .writer import write_study
 
-# The phantom's public names: the functions made here and those of its parts, re-exported so
-# that ``from mri_scoring import phantom; phantom.write_study(...)`` is the one way in.
+# The phantom's public names: the functions made here and those of its parts, re-exported by
+# the subpackage so that ``from mri_scoring import phantom; phantom.write_study(...)`` is the
+# one way in.
 __all__ = [
     "DEFAULT_FOV_MM",
     "IMAGE_ROLES",
