@@ -48,7 +48,7 @@ _SUBMODULES = (
     "output",
     "batch",
     "io",
-    "arrays",
+    "memory_layout",
     "errors",
     "files",
 )

@@ -130,7 +130,7 @@ def test_the_graph_resolves_relative_and_function_level_imports():
     graph = import_graph()
     assert "mri_scoring.io.study" in graph["mri_scoring.pipeline"]
     assert "mri_scoring.output.write" in graph["mri_scoring.output.result"]
-    assert "mri_scoring.arrays" in graph["mri_scoring.io.nifti"]
+    assert "mri_scoring.memory_layout" in graph["mri_scoring.io.nifti"]
 
 
 def test_no_import_cycle():

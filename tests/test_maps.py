@@ -77,7 +77,7 @@ def test_map_files_open_on_the_label_grid_and_count_what_the_table_counted(tmp_p
     import nibabel as nib
 
     from mri_scoring.io.study import load_study
-    from mri_scoring.output.maps import write_maps
+    from mri_scoring.output.map_files import write_maps
 
     from .helpers import reorient_folder
 

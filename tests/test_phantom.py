@@ -302,8 +302,8 @@ def test_same_seed_same_files_different_seed_differs(tmp_path):
 
 
 def test_normative_shares_match_the_normal_phantom():
-    """configs/normative.yaml is consistent with the phantom within 10 % relative (or 0.002)."""
-    shares = load_config_file("normative.yaml")["shares"]
+    """configs/norms_volume_shares.yaml agrees with the phantom within 10 % relative (or 0.002)."""
+    shares = load_config_file("norms_volume_shares.yaml")["shares"]
     measured = phantom.normal_volume_shares()
     for muscle, share in measured.items():
         assert abs(shares[muscle] - share) <= max(0.1 * share, 0.002), muscle

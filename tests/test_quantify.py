@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mri_scoring import phantom
-from mri_scoring.arrays import dense_steps
 from mri_scoring.grading import grade, pooled_tables
 from mri_scoring.io.study import load_study
-from mri_scoring.measure.arrays import VoxelSet, label_quantiles
 from mri_scoring.measure.quantify import quantify
+from mri_scoring.measure.voxel_sets import VoxelSet, label_quantiles
+from mri_scoring.memory_layout import dense_steps
 from mri_scoring.pattern.templates import load_template
 
 from .helpers import nominal_body, reorient_folder

@@ -10,9 +10,9 @@ import pytest
 
 from mri_scoring import phantom
 from mri_scoring.anatomy import identify_scheme, label_scheme, match_label_name
-from mri_scoring.arrays import dense_steps
 from mri_scoring.io.discover import discover_studies, sanitise_id
 from mri_scoring.io.study import load_study
+from mri_scoring.memory_layout import dense_steps
 
 from .helpers import TINY, reorient_folder, write_phantom
 

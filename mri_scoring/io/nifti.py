@@ -20,8 +20,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..arrays import dense_layout, smallest_label_dtype
 from ..errors import QCFinding, StudyError
+from ..memory_layout import dense_layout, smallest_label_dtype
 
 
 def _describe_read_error(exc: BaseException) -> str:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..anatomy import LabelInfo
-from ..arrays import smallest_label_dtype
 from ..config import Settings, load_settings
 from ..errors import QCFinding, StudyError
+from ..memory_layout import smallest_label_dtype
 from .discover import IMAGE_ROLES, StudyFiles, study_files, unclaimed_images
 from .label_geometry import resolve_geometry
 from .label_profiles import LabelProfiles, label_profiles

@@ -8,7 +8,7 @@ Two bases, chosen per muscle (column ``atrophy_basis``):
   the expected volume stands in as its normative share relative to the fully covered listed
   muscles of its side times their summed norm (marked in ``atrophy_note``).
 * ``share`` -- without height and mass: the muscle's share of the summed volume of the fully
-  covered muscles of its side against normative shares (``configs/normative.yaml``,
+  covered muscles of its side against normative shares (``configs/norms_volume_shares.yaml``,
   [elicited]), renormalised over the same muscles. A share cancels body size, and with it any
   loss all muscles share.
 * ``none`` -- not assessed, with the reason in ``atrophy_note``: a muscle cut by the field of
@@ -38,7 +38,7 @@ BODY_SIZE, SHARE, NONE = "body_size", "share", "none"
 
 
 def normative_shares() -> dict[str, float]:
-    """Normative volume shares (``configs/normative.yaml``), groups as sums of their members.
+    """Normative volume shares (``configs/norms_volume_shares.yaml``), groups summed.
 
     A union of other members (``biceps_femoris``, see :func:`~mri_scoring.anatomy.unions`) is
     not added to a group's sum: its parts already are.
@@ -48,7 +48,7 @@ def normative_shares() -> dict[str, float]:
     dict of str to float
         Muscle or group name -> share of the summed muscle volume of one thigh.
     """
-    shares = dict(load_config_file("normative.yaml")["shares"])
+    shares = dict(load_config_file("norms_volume_shares.yaml")["shares"])
     combined = unions()
     for group, members in groups().items():
         shares.setdefault(group, sum(shares.get(m, 0.0) for m in members if m not in combined))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .arrays import VoxelSet, label_quantiles
+from .voxel_sets import VoxelSet, label_quantiles
 
 
 def _poly_terms(coords: np.ndarray, order: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .arrays import LabelledRegion, chunks
+from .voxel_sets import LabelledRegion, chunks
 
 FIRST_SLICE, LAST_SLICE, IN_PLANE = "first_slice", "last_slice", "in_plane"
 

@@ -20,9 +20,9 @@ from .. import schema
 from ..anatomy import REFERENCE
 from ..errors import QCFinding
 from . import reference
-from .arrays import LabelledRegion, VoxelSet, label_quantiles
 from .bias import BiasFit, BlockGrid, fit_log_bias, log_bias_at
 from .masks import background_sample
+from .voxel_sets import LabelledRegion, VoxelSet, label_quantiles
 from .water_t2 import T2Range, t2_range
 
 Z_RANGE = (-20.0, 40.0)

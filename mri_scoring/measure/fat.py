@@ -16,7 +16,9 @@ import numpy as np
 from .. import schema
 from ..anatomy import REFERENCE
 from ..errors import QCFinding
-from .arrays import (
+from .masks import background_sample
+from .noise import NoiseEstimate, dixon_noise
+from .voxel_sets import (
     FF_BINS,
     LabelledRegion,
     VoxelSet,
@@ -26,8 +28,6 @@ from .arrays import (
     run_parallel,
     sums_by_label,
 )
-from .masks import background_sample
-from .noise import NoiseEstimate, dixon_noise
 
 RICIAN_TABLE_TOP = 20.0
 

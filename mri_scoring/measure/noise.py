@@ -15,8 +15,8 @@ import numpy as np
 
 from .. import schema
 from ..errors import QCFinding
-from .arrays import LabelledRegion
 from .masks import core_mask
+from .voxel_sets import LabelledRegion
 
 BACKGROUND, TISSUE, NONE = "background", "tissue_differences", "none"
 NOISE_SOURCES = (BACKGROUND, TISSUE, NONE, "")

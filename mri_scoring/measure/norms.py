@@ -1,6 +1,6 @@
 """Normative values a study is compared with: muscle volume from body size, thigh fat by age/sex.
 
-The numbers live in ``configs/norms.yaml`` with their sources (keys of
+The numbers live in ``configs/norms_body_age_sex.yaml`` with their sources (keys of
 ``configs/references.yaml``) and provenance marks; this module only reads and applies them.
 """
 
@@ -16,7 +16,7 @@ from ..config import load_config_file
 
 
 def _norms() -> dict[str, Any]:
-    return load_config_file("norms.yaml")
+    return load_config_file("norms_body_age_sex.yaml")
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def normal_thigh_ff(age_years: object, sex: object) -> float | None:
     """Mean healthy thigh intramuscular fat fraction for an age and sex (whole-thigh mean).
 
     Linear between the UK Biobank band midpoints (50 and 80 years), held constant outside them
-    (``configs/norms.yaml``, ``thigh_fat``).
+    (``configs/norms_body_age_sex.yaml``, ``thigh_fat``).
 
     Parameters
     ----------

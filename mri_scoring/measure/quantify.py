@@ -1,7 +1,7 @@
 """Per-muscle measures of one study, assembled into one table in one pass over the labels.
 
 The work is confined to the bounding box of the labels (padded by the shell reach). The label
-map is read once into a :class:`~.arrays.LabelledRegion` (cores, shells, labelled voxels); the
+map is read once into a :class:`~.voxel_sets.LabelledRegion` (cores, shells, labelled voxels); the
 measures read through it: fat fraction (:mod:`.fat`), edema and fascial edema (:mod:`.edema`),
 atrophy (:mod:`.atrophy`). Missing inputs leave their columns NaN and say why (QC findings).
 """
@@ -17,18 +17,18 @@ import pandas as pd
 
 from .. import schema
 from ..anatomy import GROUP, MUSCLE
-from ..arrays import dense_layout
 from ..config import Settings, load_settings
 from ..errors import QCFinding
 from ..io.study import Study
-from .arrays import LabelledRegion, VoxelSet, run_parallel, thread_count
+from ..memory_layout import dense_layout
 from .atrophy import AtrophyInputs, add_atrophy
 from .coverage import Coverage, SliceAreas, label_coverage, slice_areas
 from .edema import EdemaMeasure, EdemaReference, measure_edema
 from .fat import FatMeasure, measure_fat
-from .maps import VoxelMaps
 from .masks import core_mask, exclusive_shell, padded_region, shell_reach_mm, steps_within
 from .norms import body_size, ff_excess
+from .voxel_maps import VoxelMaps
+from .voxel_sets import LabelledRegion, VoxelSet, run_parallel, thread_count
 
 
 @dataclass

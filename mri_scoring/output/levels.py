@@ -4,7 +4,7 @@ Three axial levels (proximal, mid, distal thirds of the labelled range) are show
 or two panels cropped to the body: the fat fraction as measured, in colour over the muscles, on
 the Dixon sum (or the FF map, or the T1w image), and STIR or the water-T2 map with the voxels
 counted as edema and the fascial-shell hits marked (the T1w image when there is neither). The
-per-voxel values come from :class:`~mri_scoring.measure.maps.VoxelMaps`, the arrays the table
+per-voxel values come from :class:`~mri_scoring.measure.voxel_maps.VoxelMaps`, the arrays the table
 was counted from: nothing is measured here.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from ..anatomy import GROUP, MUSCLE
 from ..io.study import Study
-from ..measure.maps import VoxelMaps
+from ..measure.voxel_maps import VoxelMaps
 from .figures import colour_bar, swatch_legend
 from .render import png_indexed_bytes
 from .slices import (

@@ -23,7 +23,7 @@ from ..errors import QCFinding
 from ..files import JSONValue
 from ..io.study import Study
 from ..io.subjects import SessionInfo
-from ..measure.maps import VoxelMaps
+from ..measure.voxel_maps import VoxelMaps
 from ..pattern.likelihood import Likelihood
 from ..pattern.templates import Template
 from ..schema import DISCLAIMER, SUMMARY_FIXED

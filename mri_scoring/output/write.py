@@ -19,7 +19,7 @@ from ..files import atomic_write
 from ..grading import pooled_tables
 from ..io.discover import sanitise_id
 from ..schema import SUMMARY_FIXED
-from .maps import write_maps
+from .map_files import write_maps
 from .report import DEFAULT_VIEW, study_report_html
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,7 +97,7 @@ def save_study(result: StudyResult, out: str | Path, report: bool = True, maps: 
     report : bool
         Also write ``report.html``.
     maps : bool
-        Also write the voxel maps (:mod:`~mri_scoring.output.maps`); needs the result's study
+        Also write the voxel maps (:mod:`~mri_scoring.output.map_files`); needs the result's study
         and voxel maps in memory.
     view : {"radiological", "neurological"}
         Orientation of the report's slice panels.

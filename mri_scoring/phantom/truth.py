@@ -158,8 +158,8 @@ def _share(mask: np.ndarray) -> float | None:
 def normal_volume_shares(shape: tuple[int, int, int] = (256, 256, 40)) -> dict[str, float]:
     """Share of each muscle in the summed muscle volume of one normal phantom thigh.
 
-    The normative shares in ``configs/normative.yaml`` are [elicited] and the phantom is checked
-    against them, so that a normal phantom reads an atrophy index near 1.
+    The normative shares in ``configs/norms_volume_shares.yaml`` are [elicited] and the phantom is
+    checked against them, so that a normal phantom reads an atrophy index near 1.
     """
     voxel = tuple(f / n for f, n in zip(DEFAULT_FOV_MM, shape, strict=True))
     labels, _, _ = build_anatomy(shape, voxel)

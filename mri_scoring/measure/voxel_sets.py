@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..arrays import dense_layout, dense_steps
+from ..memory_layout import dense_layout, dense_steps
 
 FF_BINS = 2000
 MAX_THREADS = 4
@@ -235,7 +235,8 @@ class VoxelSet:
     def full_index(self, steps: tuple[int, ...]) -> np.ndarray:
         """Flat indices of these voxels into an image's memory.
 
-        ``steps`` are the image's element steps per axis (:func:`~mri_scoring.arrays.dense_steps`).
+        ``steps`` are the image's element steps per axis
+        (:func:`~mri_scoring.memory_layout.dense_steps`).
         """
         if steps not in self._full:
             wide = np.int32 if int(np.prod(self.full_shape)) < 2**31 else np.int64

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..files import atomic_write
 from ..io.study import Study
-from ..measure.maps import VoxelMaps
+from ..measure.voxel_maps import VoxelMaps
 
 MAP_NAMES = ("fat_fraction", "core", "edema", "shell", "fascial_edema")
 RAS = np.array([[0, 1], [1, 1], [2, 1]])
