@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .config import Settings, load_settings
-from .schema import MUSCLE_COLUMNS
+from .schema import muscle_columns
 
 
 def band_grade(values: np.ndarray | pd.Series, bands: list[float]) -> np.ndarray:
@@ -29,7 +29,7 @@ def grade(table: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame
     """Add ``mercuri_grade`` and ``edema_grade`` and order the columns.
 
     ``mercuri_grade`` is 0-4, from ``ff_median``; ``edema_grade`` 0-3, from ``edema_fraction``;
-    columns in the order of ``schema.MUSCLE_COLUMNS``.
+    columns in the order of ``schema.muscle_columns()``.
 
     The FF bands are an [elicited] mapping of Dixon FF onto the Mercuri scale (a Dixon FF is not
     the visually fatty share of the muscle); the edema bands follow Wilks 2025 (see settings).
@@ -38,7 +38,7 @@ def grade(table: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame
     out = table.copy()
     out["mercuri_grade"] = band_grade(out["ff_median"], bands["mercuri_ff_bands"])
     out["edema_grade"] = band_grade(out["edema_fraction"], bands["edema_fraction_bands"])
-    ordered = [c for c in MUSCLE_COLUMNS if c in out.columns]
+    ordered = [c for c in muscle_columns() if c in out.columns]
     return out[ordered + [c for c in out.columns if c not in ordered]]
 
 

@@ -47,7 +47,7 @@ from .output.write import (
 from .pattern.likelihood import combine
 from .pattern.match import involved_muscles, match
 from .pattern.templates import Template, load_template
-from .schema import DISCLAIMER, MUSCLE_COLUMNS
+from .schema import DISCLAIMER, muscle_columns
 from .workers import start_worker_server
 
 
@@ -106,7 +106,7 @@ def score_study(
     table = grade(measured.table, settings)
     evidence = match(table, template, settings)
     likelihood = combine(evidence, template, involved_muscles(table, template), prior)
-    columns = [c for c in MUSCLE_COLUMNS if c in table.columns]
+    columns = [c for c in muscle_columns() if c in table.columns]
     return StudyResult(
         study_id=study.study_id,
         muscles=table[columns],

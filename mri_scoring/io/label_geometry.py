@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import schema
 from ..anatomy import GROUP, MUSCLE, SIDES, LabelInfo, SchemeMatch
 from ..config import Settings
 from ..errors import QCFinding, StudyError
@@ -304,7 +305,7 @@ def resolve_geometry(
             qc.append(
                 QCFinding(
                     "info",
-                    "unsided_labels_split",
+                    schema.UNSIDED_LABELS_SPLIT,
                     f"{len(split)} unsided labels lie in both thighs and were split at the body "
                     f"midline (x = {x_mm:+.0f} mm, from the {source}): right parts keep their "
                     f"values, left parts carry value + {offset}",
@@ -318,7 +319,7 @@ def resolve_geometry(
             qc.append(
                 QCFinding(
                     "info",
-                    "side_check_skipped",
+                    schema.SIDE_CHECK_SKIPPED,
                     "sides not checked: no gap between two thighs and no muscles named on both "
                     "sides to find the body midline from",
                     str(label_path),
@@ -332,7 +333,7 @@ def resolve_geometry(
         qc.append(
             QCFinding(
                 "warning",
-                "side_mismatch",
+                schema.SIDE_MISMATCH,
                 "muscles lie on the other side of the body midline (x = "
                 f"{x_mm:+.0f} mm, RAS+: the patient's left is toward -x) from their name: "
                 f"{shown_values(names, 8)}; check the label table or the image orientation",

@@ -20,6 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from .. import schema
 from ..errors import QCFinding, StudyError
 from ..memory_layout import dense_layout, smallest_label_dtype
 
@@ -220,7 +221,7 @@ def read_volume(
     zooms = np.asarray(header["pixdim"][1:4], dtype=float)
     valid_zooms = bool(np.all(np.isfinite(zooms)) and np.all(zooms > 0))
     if not valid_zooms and int(header["sform_code"]) > 0:
-        qc.append(QCFinding("warning", "header_pixdim_invalid",
+        qc.append(QCFinding("warning", schema.HEADER_PIXDIM_INVALID,
                             f"pixdim {tuple(float(z) for z in zooms)} is invalid; the sform "
                             "affine gives the voxel size", str(path)))  # fmt: skip
     elif not valid_zooms:
@@ -238,7 +239,7 @@ def read_volume(
         qc.append(
             QCFinding(
                 "warning",
-                "header_scl_slope_zero",
+                schema.HEADER_SCL_SLOPE_ZERO,
                 "scl_slope is 0 in the header; treated as unscaled (1)",
                 str(path),
             )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import schema
 from ..anatomy import LabelInfo
 from ..config import Settings, load_settings
 from ..errors import QCFinding, StudyError
@@ -253,7 +254,7 @@ def load_study(
         qc.append(
             QCFinding(
                 "info",
-                "image_not_used",
+                schema.IMAGE_NOT_USED,
                 f"image files found but not used (their names match no role in "
                 f"configs/layouts.yaml): {shown_values([p.name for p in unused], 8)}",
                 str(found.folder),
@@ -266,7 +267,7 @@ def load_study(
             qc.append(
                 QCFinding(
                     "warning",
-                    "dixon_incomplete",
+                    schema.DIXON_INCOMPLETE,
                     f"{a} image without {b} image: Dixon fat fraction needs both; {a} ignored",
                     str(image_paths[a]),
                 )
@@ -302,7 +303,7 @@ def load_study(
             qc.append(
                 QCFinding(
                     "info",
-                    "resampled",
+                    schema.RESAMPLED,
                     f"{image_path.name} resampled onto the label grid (linear)",
                     str(image_path),
                 )
@@ -316,7 +317,7 @@ def load_study(
             qc.append(
                 QCFinding(
                     "warning",
-                    "nonfinite_voxels",
+                    schema.NONFINITE_VOXELS,
                     f"{n_bad} NaN or infinite voxels excluded",
                     str(image_path),
                 )
@@ -360,7 +361,7 @@ def load_study(
         qc.append(
             QCFinding(
                 "warning",
-                "no_known_muscle",
+                schema.NO_KNOWN_MUSCLE,
                 "no label is a known thigh muscle or compartment",
                 str(label_path),
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import schema
 from ..anatomy import LabelInfo, SchemeMatch, identify_scheme, label_scheme, match_label_name
 from ..config import Settings
 from ..errors import QCFinding, StudyError
@@ -168,7 +169,7 @@ def resolve_labels(
         qc.append(
             QCFinding(
                 "info",
-                "label_scheme_detected",
+                schema.LABEL_SCHEME_DETECTED,
                 f"no label table; values identified as the {identified.name} scheme",
                 str(label_path),
             )
@@ -178,7 +179,7 @@ def resolve_labels(
         qc.append(
             QCFinding(
                 "warning",
-                "label_not_in_table",
+                schema.LABEL_NOT_IN_TABLE,
                 f"label values {shown_values(missing)} are in the map but not in the table; kept "
                 "as unknown and excluded from templates",
                 str(label_path),
@@ -195,7 +196,7 @@ def resolve_labels(
         qc.append(
             QCFinding(
                 "warning",
-                "label_unknown",
+                schema.LABEL_UNKNOWN,
                 f"names the vocabulary does not know (kept, excluded from "
                 f"templates): {shown_values(unknown)}",
                 str(label_path),
@@ -245,7 +246,7 @@ def ignored_table_finding(table_path: Path, scheme_option: str, values: set[int]
         )
     return QCFinding(
         "warning",
-        "label_table_ignored",
+        schema.LABEL_TABLE_IGNORED,
         f"--labels {scheme_option} was given: the label table {table_path.name} is ignored; "
         f"{detail}",
         str(table_path),

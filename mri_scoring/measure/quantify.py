@@ -27,6 +27,7 @@ from .edema import EdemaMeasure, EdemaReference, measure_edema
 from .fat import FatMeasure, measure_fat
 from .masks import core_mask, exclusive_shell, padded_region, shell_reach_mm, steps_within
 from .norms import body_size, ff_excess
+from .registry import MeasureInputs, run_registered
 from .voxel_maps import VoxelMaps
 from .voxel_sets import LabelledRegion, VoxelSet, run_parallel, thread_count
 
@@ -39,7 +40,7 @@ class MuscleTable:
     ----------
     table : pandas.DataFrame
         One row per label (muscles, compartments, reference tissues, unknown names); the columns
-        of :data:`~mri_scoring.schema.MUSCLE_COLUMNS` that measuring fills. Missing measures are
+        of :func:`~mri_scoring.schema.muscle_columns` that measuring fills. Missing measures are
         NaN.
     qc : list of QCFinding
         Findings raised while measuring (fat-water swap, semi-quantitative FF, ...).
@@ -118,6 +119,7 @@ def quantify(
     table = _assemble(study, infos, counts, fat, edema)
     qc = [*fat.qc, *edema.qc]
     slices = _coverage_and_norms(study, table, coverage, areas, settings, qc)
+    run_registered(MeasureInputs(study, region, table, fat.ff))
     maps = _voxel_maps(study, region, fat, edema) if voxel_maps else None
     return MuscleTable(
         table, qc, edema.reference, fat.noise_sigma, maps, fat.noise_source, slices
@@ -248,7 +250,8 @@ def _assemble(study: Study, infos: list, counts: _Counts, fat: FatMeasure,
         data[column] = edema_cols[column][rows] if column in edema_cols else np.nan
     data["edema_source"] = edema_cols.get("edema_source", "")
     data["shell_voxels"] = counts.shell[rows]
-    table = pd.DataFrame(data)
+    order = [c for c in schema.muscle_columns() if c in data]  # schema order, extras after
+    table = pd.DataFrame({c: data[c] for c in [*order, *(c for c in data if c not in order)]})
     flags = []
     for i, info in enumerate(infos):
         row_flags = []

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..files import atomic_write
 from ..io.discover import sanitise_id
-from ..schema import DISCLAIMER
+from ..schema import DISCLAIMER, cohort_columns
 from .render import (
     CALL_RGB,
     CSS,
@@ -37,7 +37,9 @@ COHORT_MAX_ROWS = 3000  # beyond, the cohort heat map averages bands of studies 
 CALL_ORDER = ("IMNM", "DM", "indeterminate")
 
 
-COHORT_MEASURES = ("ff_median", "edema_fraction", "fascial_edema_fraction")
+COHORT_MEASURES = cohort_columns()
+"""The heat map's channels: the muscle-table columns marked ``cohort`` in
+:data:`mri_scoring.schema.COLUMNS`."""
 
 
 def cohort_values(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import schema
 from ..config import load_config_file
 
 MUSCLE_COLUMNS = (
@@ -162,7 +163,7 @@ def _value(row: pd.Series | None, column: str) -> float:
 
 def _partial(row: pd.Series | None) -> bool:
     flags = "" if row is None else str(row.get("qc_flags", "") or "")
-    return "partial_coverage" in flags.split(";")
+    return schema.PARTIAL_COVERAGE in flags.split(";")
 
 
 def _muscle_rows(a: SessionRecord, b: SessionRecord, pair: str, note: str,

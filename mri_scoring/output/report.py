@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .. import schema
 from ..anatomy import GROUP, MUSCLE, REFERENCE
 from ..config import config_dir, load_settings, load_yaml
 from ..errors import QCFinding
-from ..schema import DISCLAIMER
+from ..schema import DISCLAIMER, report_columns
 from .figures import (
     evidence_figure,
     muscle_heatmap_figure,
@@ -191,22 +192,19 @@ def _evidence_table(result: StudyResult) -> str:
             "the likelihood ratio (positive favours IMNM).</p>")  # fmt: skip
 
 
-MUSCLE_COLUMNS = (  # (column, header, scale, digits)
-    ("muscle", "muscle", None, 0), ("side", "side", None, 0), ("group", "group", None, 0),
-    ("volume_ml", "volume (ml)", 1.0, 1), ("ff_median", "FF median (%)", 100.0, 1),
-    ("ff_p90", "FF p90 (%)", 100.0, 1), ("mercuri_grade", "Mercuri grade (FF)", 1.0, 0),
-    ("edema_fraction", "edema (% of core)", 100.0, 1), ("edema_grade", "edema grade", 1.0, 0),
-    ("t2_median_ms", "T2 median (ms)", 1.0, 1),
-    ("fascial_edema_fraction", "fascial edema (% of shell)", 100.0, 1),
-    ("atrophy_index", "atrophy index (measured / expected)", 1.0, 2),
-    ("atrophy_basis", "atrophy basis", None, 0),
-    ("qc_flags", "QC flags", None, 0),
-)  # fmt: skip
+def muscle_table_columns() -> list[tuple[str, str, float | None, int]]:
+    """The per-muscle table's (column, header, scale, digits); scale None: a text column.
+
+    Read from :func:`mri_scoring.schema.report_columns` at each call.
+    """
+    return [(c.name, c.header, c.report_scale, c.report_digits) for c in report_columns()]
 
 
 def _table(
-    rows: pd.DataFrame, columns: Sequence[tuple[str, str, float | None, int]] = MUSCLE_COLUMNS
+    rows: pd.DataFrame, columns: Sequence[tuple[str, str, float | None, int]] | None = None
 ) -> str:
+    if columns is None:
+        columns = muscle_table_columns()
     columns = [c for c in columns if c[0] in rows.columns and
                (c[2] is None or rows[c[0]].notna().any())]  # fmt: skip
     head = "".join(f"<th class={'l' if s is None else ''}>{html.escape(h)}</th>"
@@ -266,7 +264,7 @@ def _atrophy_note(result: StudyResult) -> str:
         notes.append("<b>Global atrophy is not assessable</b>: without height_m and mass_kg in "
                      "study.json the atrophy index is each muscle's share of the labelled volume, "
                      "which cannot show a loss that every muscle shares.")
-    if "partial_coverage" in codes:
+    if schema.PARTIAL_COVERAGE in codes:
         notes.append("Muscles flagged partial_coverage continue beyond the field of view: their "
                      "volume-based atrophy is not assessed.")
     return f"<p class=small>{' '.join(notes)}</p>" if notes else ""
@@ -375,9 +373,11 @@ def study_page(result: StudyResult, *, view: str = DEFAULT_VIEW, grades: Mapping
     parts.append(_grade_legend(grades, muscles))
     parts.append(_atrophy_note(result))
     if not references.empty:
-        parts.append("<h3>Reference tissues (checks only, not muscles)</h3>" + _table(
-            references, [c for c in MUSCLE_COLUMNS if c[0] in ("muscle", "side", "volume_ml",
-                                                               "ff_median")]))  # fmt: skip
+        shown = ("muscle", "side", "volume_ml", "ff_median")
+        columns = [c for c in muscle_table_columns() if c[0] in shown]
+        parts.append(
+            "<h3>Reference tissues (checks only, not muscles)</h3>" + _table(references, columns)
+        )
     if not others.empty:
         names = ", ".join(sorted(str(m) for m in others["muscle"]))
         parts.append(f"<p class=small>Labels not recognised as thigh muscles (not measured "

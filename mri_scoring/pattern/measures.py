@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .. import schema
 from ..anatomy import GROUP, MUSCLE, group_of, groups
 from ..config import Settings
 
@@ -76,7 +77,7 @@ def _rows(table: pd.DataFrame, names: tuple[str, ...], fallback: bool) -> pd.Dat
 
 def _why_empty(rows: pd.DataFrame, column: str, names: tuple[str, ...]) -> str:
     """Why no row has a value: cut by the field of view (the table says so), or no input."""
-    cut = rows["qc_flags"].astype(str).str.contains("partial_coverage")
+    cut = rows["qc_flags"].astype(str).str.contains(schema.PARTIAL_COVERAGE)
     if cut.all():
         note = rows["atrophy_note"].iloc[0] if "atrophy_note" in rows else "partial coverage"
         return f"not assessable for {', '.join(sorted(set(rows['key'])))}: {note}"
