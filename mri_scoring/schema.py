@@ -143,7 +143,7 @@ COLUMNS: tuple[Column, ...] = (
        "median fat fraction over the whole mask"),
     _m("ff_source", "text", "FF source", "dixon, ff_map, t1w_semiquantitative or empty"),
     _m("mercuri_grade", "grade", "Mercuri grade (FF)",
-       "0-4 from ff_median and grading.mercuri_ff_bands", _0),
+       "0-4 from ff_median and grades.mercuri_ff_bands", _0),
     _m("edema_fraction", "fraction", "edema (% of core)", "share of the core read as edema",
        _PCT, cohort=True),
     _m("edema_z", "z", "edema z", "STIR core median against the normal-muscle reference, in SDs"),
