@@ -4,6 +4,14 @@ Research software. Not a medical device; not for diagnosis.
 
 Names are imported on first use, so ``import mri_scoring`` stays cheap for the command line.
 
+Subpackages (stages in data-flow order): :mod:`.io`, :mod:`.measure`, :mod:`.pattern`,
+:mod:`.output`, and :mod:`.phantom` (synthetic studies). Modules: :mod:`.grading` (grades),
+:mod:`.batch` (many studies), :mod:`.workers` and :mod:`._forkserver_warmup` (the batch's
+processes), :mod:`.pipeline` (composes the stages), :mod:`.cli` (the command line); neutral
+ground any stage may use: :mod:`.schema` (output columns, QC codes), :mod:`.config`,
+:mod:`.anatomy`, :mod:`.errors`, :mod:`.files`, :mod:`.memory_layout`, :mod:`.svg`.
+``docs/architecture.md`` lists every module with its job.
+
 Examples
 --------
 >>> import mri_scoring as ms
@@ -51,6 +59,9 @@ _SUBMODULES = (
     "memory_layout",
     "errors",
     "files",
+    "svg",
+    "workers",
+    "cli",
 )
 
 __all__ = [*_LAZY, "__version__", "phantom"]

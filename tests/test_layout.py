@@ -9,6 +9,7 @@ are left out: they only name types for annotations.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,47 @@ def test_a_stage_imports_no_later_stage():
             if (_stage(t) or 0) > here and (name, t) not in ALLOWED_LATE
         ]
     assert not late, "stages import later stages: " + "; ".join(late)
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def _children(package: Path) -> list[str]:
+    """Modules and subpackages directly in a package folder (``__init__.py`` aside)."""
+    modules = [p.stem for p in package.glob("*.py") if p.name != "__init__.py"]
+    return sorted(modules + [p.name for p in package.iterdir() if (p / "__init__.py").exists()])
+
+
+def unlisted(package: Path, docstring: str) -> list[str]:
+    """The package's modules its ``__init__`` docstring does not name (as ``.x``/``x`` in ``)."""
+    return [m for m in _children(package) if not re.search(rf"[`.~]{re.escape(m)}`", docstring)]
+
+
+def undocumented(text: str) -> list[str]:
+    """Package modules whose path (``io/nifti.py``) is not in backticks in the text."""
+    paths = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")]
+    return sorted(p for p in paths if not p.endswith("__init__.py") and f"`{p}`" not in text)
+
+
+def test_every_package_lists_its_modules():
+    missing = []
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        docstring = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        missing += [f"{init.parent.name}/{m}" for m in unlisted(init.parent, docstring)]
+    assert not missing, "modules missing from their package's __init__ docstring: " + str(missing)
+    # the check fails on a module missing from the list
+    assert unlisted(PACKAGE / "measure", "* :mod:`.masks`") != []
+
+
+def test_architecture_lists_every_module():
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    assert undocumented(text) == [], "add them to docs/architecture.md's module table"
+    assert undocumented(text.replace("`measure/fat.py`", "")) == ["measure/fat.py"]
+
+
+def test_no_two_modules_share_a_file_name():
+    names: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name != "__init__.py":
+            names.setdefault(path.name, []).append(path.relative_to(PACKAGE).as_posix())
+    assert {n: p for n, p in names.items() if len(p) > 1} == {}

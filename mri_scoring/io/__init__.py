@@ -2,11 +2,19 @@
 
 - :mod:`~mri_scoring.io.discover` — which files of a folder play which role (simple layout,
   BIDS with sessions, MuscleMap/Musclesense outputs): :class:`StudyFiles`.
+- :mod:`~mri_scoring.io.inputs` — every file a study's scoring reads and their SHA-256 digests.
 - :mod:`~mri_scoring.io.nifti` — reading NIfTI (gunzip, header checks, RAS+ reorientation).
 - :mod:`~mri_scoring.io.tables` — label tables, label schemes, ``study.json``.
+- :mod:`~mri_scoring.io.label_profiles` — one walk over the label map: values, per-axis counts.
+- :mod:`~mri_scoring.io.label_geometry` — the body midline, sides from anatomy, unsided labels
+  split.
 - :mod:`~mri_scoring.io.study` — the :class:`Study` container, :func:`load_study` and its
   spatial checks.
+- :mod:`~mri_scoring.io.subjects` — which subject and session a study is, and when.
+- :mod:`~mri_scoring.io.dicom`, :mod:`~mri_scoring.io.dicom_series`,
+  :mod:`~mri_scoring.io.dicom_roles` — DICOM exports to BIDS study folders.
 
 Data flows one way: ``discover`` → ``nifti``/``tables`` → ``study``. Nothing here imports a
-later stage (measurement, grading, pattern, output).
+later stage (measurement, grading, pattern, output), except ``dicom``, which fits the MESE T2
+map with :mod:`mri_scoring.measure.t2fit`.
 """
