@@ -19,6 +19,28 @@ from functools import cache
 
 from .config import config_dir, load_config_file
 
+__all__ = [
+    "GROUP",
+    "MUSCLE",
+    "OTHER_MUSCLE",
+    "REFERENCE",
+    "SCHEME_FILES",
+    "SIDES",
+    "UNKNOWN",
+    "LabelInfo",
+    "LabelScheme",
+    "SchemeMatch",
+    "group_of",
+    "groups",
+    "identify_scheme",
+    "label_scheme",
+    "match_label_name",
+    "normalise",
+    "side_tokens",
+    "unions",
+    "vocabulary",
+]
+
 SIDES = ("left", "right")
 # Kinds of label. OTHER_MUSCLE: a known muscle outside the thigh vocabulary (calf, trunk,
 # shoulder): measured and listed, never in a template, group or atrophy share.

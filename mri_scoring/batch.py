@@ -33,6 +33,24 @@ from .output.write import study_out_dir
 from .pattern.templates import Template
 from .workers import unguarded_main_script, worker_context, worker_started, workers_can_start
 
+__all__ = [
+    "RUNTIME_ONLY",
+    "BatchOptions",
+    "BatchRun",
+    "Outcome",
+    "Task",
+    "failed",
+    "fingerprint",
+    "fingerprint_changes",
+    "remove_stale_temporaries",
+    "resume_or_run",
+    "resumed",
+    "run_batch",
+    "run_dask",
+    "run_processes",
+    "safe_engine",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -18,6 +18,16 @@ import yaml
 
 from .errors import ConfigError
 
+__all__ = [
+    "Settings",
+    "config_dir",
+    "configs_sha256",
+    "load_config_file",
+    "load_settings",
+    "load_yaml",
+    "sample_data_dir",
+]
+
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 

@@ -11,6 +11,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+__all__ = [
+    "ConfigError",
+    "MriScoringError",
+    "QCFinding",
+    "StudyError",
+]
 
 class MriScoringError(Exception):
     """Base class of the errors this package raises on purpose."""

@@ -10,6 +10,11 @@ import tempfile
 from pathlib import Path
 from typing import TypeAlias
 
+__all__ = [
+    "JSONValue",
+    "atomic_write",
+]
+
 JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
 """A JSON document or any part of one (what the package writes with ``json.dumps``)."""
 

@@ -8,6 +8,11 @@ import pandas as pd
 from .config import Settings, load_settings
 from .schema import muscle_columns
 
+__all__ = [
+    "band_grade",
+    "grade",
+    "pooled_tables",
+]
 
 def band_grade(values: np.ndarray | pd.Series, bands: list[float]) -> np.ndarray:
     """Number of band edges at or below each value (0..len(bands)); NaN stays NaN.

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = [
+    "dense_layout",
+    "dense_steps",
+    "smallest_label_dtype",
+]
 
 def dense_steps(array: np.ndarray) -> tuple[int, ...] | None:
     """Element steps per axis if the array fills its memory densely with positive strides.

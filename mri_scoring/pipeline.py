@@ -50,6 +50,11 @@ from .pattern.templates import Template, load_template
 from .schema import DISCLAIMER, muscle_columns
 from .workers import start_worker_server
 
+__all__ = [
+    "score_batch",
+    "score_one",
+    "score_study",
+]
 
 def _inputs(study: Study) -> dict[str, dict[str, str]]:
     """Role -> source file (relative to the study folder) and its SHA-256, for ``score.json``."""

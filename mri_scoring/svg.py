@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import html
 
+__all__ = [
+    "svg_document",
+    "svg_text",
+]
 
 def svg_text(x: float, y: float, text: str, size: int = 11, anchor: str = "start",
              colour: str = "#222", extra: str = "") -> str:  # fmt: skip

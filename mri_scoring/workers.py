@@ -23,6 +23,18 @@ import threading
 import time
 from multiprocessing.context import BaseContext
 
+__all__ = [
+    "PARENT_PID_VARIABLE",
+    "PRELOAD",
+    "die_with_parent",
+    "server_started",
+    "start_worker_server",
+    "unguarded_main_script",
+    "worker_context",
+    "worker_started",
+    "workers_can_start",
+]
+
 PRELOAD = ["mri_scoring.pipeline", "mri_scoring._forkserver_warmup"]
 
 #: Environment variable naming the batch process's pid, for the fork server it starts.

@@ -215,3 +215,36 @@ def test_no_two_modules_share_a_file_name():
         if path.name != "__init__.py":
             names.setdefault(path.name, []).append(path.relative_to(PACKAGE).as_posix())
     assert {n: p for n, p in names.items() if len(p) > 1} == {}
+
+
+def test_every_public_module_declares_all():
+    """Each module (not ``_private``) has ``__all__``, naming only what it defines or imports."""
+    wrong = []
+    for name, path in _modules().items():
+        if path.name.startswith("_") and path.name != "__init__.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bound = {
+            name.id
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            for name in (target.elts if isinstance(target, ast.Tuple) else [target])
+            if isinstance(name, ast.Name)
+        }
+        if "__all__" not in bound:
+            if path.name != "__init__.py" or name == "mri_scoring":
+                wrong.append(f"{name}: no __all__")
+            continue
+        if name == "mri_scoring":
+            continue  # the root's names are imported on first use (its __getattr__)
+        defined = {getattr(n, "name", None) for n in tree.body} | bound
+        defined |= {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom)
+                    for a in n.names}  # fmt: skip
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(
+                getattr(t, "id", "") == "__all__" for t in node.targets
+            ) and isinstance(node.value, (ast.List, ast.Tuple)):
+                wrong += [f"{name}: {e.value}" for e in node.value.elts
+                          if isinstance(e, ast.Constant) and e.value not in defined]  # fmt: skip
+    assert not wrong, wrong

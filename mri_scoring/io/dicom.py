@@ -37,6 +37,16 @@ from ..files import atomic_write
 from .dicom_roles import Assignment, RoleRules, SeriesInfo, assign_roles, load_rules
 from .dicom_series import discover_series
 
+__all__ = [
+    "T2FIT_PIPELINE",
+    "TSV_COLUMNS",
+    "ConversionReport",
+    "DicomError",
+    "bids_label",
+    "convert_dicom",
+    "dcm2niix_path",
+]
+
 log = logging.getLogger(__name__)
 T2FIT_PIPELINE = "mri_scoring-t2fit"
 

@@ -15,6 +15,19 @@ from typing import Any
 from ..config import load_config_file, load_yaml
 from ..errors import ConfigError
 
+__all__ = [
+    "ROLES",
+    "SKIP",
+    "Assignment",
+    "Classification",
+    "RoleRules",
+    "SeriesInfo",
+    "assign_roles",
+    "classify",
+    "load_rules",
+    "read_role_map",
+]
+
 ROLES = ("water", "fat", "ff", "inphase", "opphase", "stir", "t1w", "mese", "t2map")
 SKIP = "skip"
 

@@ -21,6 +21,11 @@ from pydicom.multival import MultiValue
 
 from .dicom_roles import SeriesInfo
 
+__all__ = [
+    "Scan",
+    "discover_series",
+]
+
 _UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
 

@@ -19,6 +19,17 @@ from pathlib import Path
 from ..config import load_config_file
 from ..errors import StudyError
 
+__all__ = [
+    "IMAGE_ROLES",
+    "StudyFiles",
+    "discover_studies",
+    "match_roles",
+    "sanitise_id",
+    "strip_nifti_suffix",
+    "study_files",
+    "unclaimed_images",
+]
+
 log = logging.getLogger(__name__)
 
 IMAGE_ROLES = ("fat", "water", "ff", "stir", "t2map", "t1w")

@@ -17,6 +17,12 @@ from pathlib import Path
 from .discover import StudyFiles, strip_nifti_suffix
 from .subjects import sessions_file
 
+__all__ = [
+    "file_sha256",
+    "input_digests",
+    "study_input_files",
+]
+
 _CHUNK_BYTES = 1 << 20
 
 

@@ -24,6 +24,15 @@ from ..errors import QCFinding, StudyError
 from .label_profiles import LabelProfiles, label_profiles
 from .tables import shown_values
 
+__all__ = [
+    "SideCheck",
+    "check_sides",
+    "midline_index",
+    "resolve_geometry",
+    "split_offset",
+    "split_unsided",
+    "world_x",
+]
 
 def midline_index(profile: np.ndarray, trough_ratio: float) -> float | None:
     """The voxel index (axis 0) of the gap between two thighs, or None if there is no gap.

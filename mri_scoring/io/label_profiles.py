@@ -11,6 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = [
+    "DIRECT_VALUE_LIMIT",
+    "LabelProfiles",
+    "label_profiles",
+    "present_values",
+]
+
 # Label values below this are counted under their own value in one walk; a map with larger
 # values is walked twice (the values present first, then the counts of those values only).
 DIRECT_VALUE_LIMIT = 256

@@ -24,6 +24,19 @@ from .. import schema
 from ..errors import QCFinding, StudyError
 from ..memory_layout import dense_layout, smallest_label_dtype
 
+__all__ = [
+    "GUNZIP_CHUNK",
+    "HEADER_BYTES",
+    "MAX_DEFLATE_RATIO",
+    "NiftiFile",
+    "Volume",
+    "grid_text",
+    "integer_labels",
+    "open_all",
+    "read_volume",
+    "resample_to",
+    "same_grid",
+]
 
 def _describe_read_error(exc: BaseException) -> str:
     cause = exc.__cause__ or exc.__context__

@@ -41,6 +41,10 @@ from .tables import (
     table_for,
 )
 
+__all__ = [
+    "Study",
+    "load_study",
+]
 
 @dataclass
 class Study:

@@ -13,6 +13,12 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+__all__ = [
+    "SessionInfo",
+    "iso_date",
+    "session_info",
+    "sessions_file",
+]
 
 @dataclass(frozen=True)
 class SessionInfo:

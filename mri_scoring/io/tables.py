@@ -16,6 +16,17 @@ from ..config import Settings
 from ..errors import QCFinding, StudyError
 from .discover import strip_nifti_suffix
 
+__all__ = [
+    "LABEL_OPTIONS",
+    "ignored_table_finding",
+    "read_label_table",
+    "read_metadata",
+    "resolve_labels",
+    "shown_values",
+    "sidecar_units",
+    "table_for",
+]
+
 LABEL_OPTIONS = ("auto", "tsv", "musclemap", "musclesense", "totalsegmentator")
 
 

@@ -34,6 +34,15 @@ from ..errors import QCFinding
 from .coverage import IN_PLANE, Coverage
 from .norms import BodySize, expected_volume_ml, stand_in
 
+__all__ = [
+    "BODY_SIZE",
+    "NONE",
+    "SHARE",
+    "AtrophyInputs",
+    "add_atrophy",
+    "normative_shares",
+]
+
 BODY_SIZE, SHARE, NONE = "body_size", "share", "none"
 
 

@@ -15,6 +15,12 @@ import numpy as np
 
 from .voxel_sets import VoxelSet, label_quantiles
 
+__all__ = [
+    "BiasFit",
+    "BlockGrid",
+    "fit_log_bias",
+    "log_bias_at",
+]
 
 def _poly_terms(coords: np.ndarray, order: int) -> np.ndarray:
     """Polynomial design matrix (N, terms) of normalised coordinates, up to ``order``."""

@@ -19,6 +19,17 @@ import pandas as pd
 
 from .voxel_sets import LabelledRegion, chunks
 
+__all__ = [
+    "FIRST_SLICE",
+    "IN_PLANE",
+    "LAST_SLICE",
+    "Coverage",
+    "SliceAreas",
+    "label_coverage",
+    "slice_areas",
+    "stack_axis",
+]
+
 FIRST_SLICE, LAST_SLICE, IN_PLANE = "first_slice", "last_slice", "in_plane"
 
 

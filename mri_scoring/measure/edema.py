@@ -25,6 +25,15 @@ from .masks import background_sample
 from .voxel_sets import LabelledRegion, VoxelSet, label_quantiles
 from .water_t2 import T2Range, t2_range
 
+__all__ = [
+    "Z_BINS",
+    "Z_RANGE",
+    "EdemaMeasure",
+    "EdemaReference",
+    "measure_edema",
+    "suppressed_fat_levels",
+]
+
 Z_RANGE = (-20.0, 40.0)
 Z_BINS = 3000
 

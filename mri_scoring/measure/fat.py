@@ -29,6 +29,19 @@ from .voxel_sets import (
     sums_by_label,
 )
 
+__all__ = [
+    "RICIAN_TABLE_TOP",
+    "FatMeasure",
+    "SwapCheck",
+    "dixon_fat_fraction",
+    "measure_fat",
+    "rician_inverse_lookup",
+    "rician_median_unbias",
+    "swap_check",
+    "t1w_anchors",
+    "t1w_fat_fraction",
+]
+
 RICIAN_TABLE_TOP = 20.0
 
 

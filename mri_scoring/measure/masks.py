@@ -8,6 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = [
+    "background_sample",
+    "core_mask",
+    "core_reach_mm",
+    "exclusive_shell",
+    "padded_region",
+    "shell_reach_mm",
+    "steps_below",
+    "steps_within",
+    "window",
+]
 
 def core_reach_mm(voxel_size_mm: tuple[float, ...], core_mm: float) -> float:
     """Distance from a core voxel's centre to the nearest outside voxel centre.

@@ -18,6 +18,17 @@ from ..errors import QCFinding
 from .masks import core_mask
 from .voxel_sets import LabelledRegion
 
+__all__ = [
+    "BACKGROUND",
+    "NOISE_SOURCES",
+    "NONE",
+    "TISSUE",
+    "NoiseEstimate",
+    "dixon_noise",
+    "estimate_noise_sigma",
+    "tissue_noise_sigma",
+]
+
 BACKGROUND, TISSUE, NONE = "background", "tissue_differences", "none"
 NOISE_SOURCES = (BACKGROUND, TISSUE, NONE, "")
 """How a noise sigma was found ("" = no Dixon images)."""

@@ -14,6 +14,14 @@ import numpy as np
 from ..anatomy import groups
 from ..config import load_config_file
 
+__all__ = [
+    "BodySize",
+    "body_size",
+    "expected_volume_ml",
+    "ff_excess",
+    "normal_thigh_ff",
+    "stand_in",
+]
 
 def _norms() -> dict[str, Any]:
     return load_config_file("norms_body_age_sex.yaml")

@@ -31,6 +31,10 @@ from .registry import MeasureInputs, run_registered
 from .voxel_maps import VoxelMaps
 from .voxel_sets import LabelledRegion, VoxelSet, run_parallel, thread_count
 
+__all__ = [
+    "MuscleTable",
+    "quantify",
+]
 
 @dataclass
 class MuscleTable:

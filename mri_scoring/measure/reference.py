@@ -23,6 +23,22 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "FROM_T2MAP",
+    "ONE_SD_TAIL",
+    "REANCHORED",
+    "TRUSTED",
+    "UNTRUSTED",
+    "UNVERIFIED",
+    "NormalLevel",
+    "ReferenceRule",
+    "ReferenceVerdict",
+    "anchored_normal_level",
+    "half_sample_mode",
+    "judge_reference",
+    "normal_mode_and_sigma",
+]
+
 TRUSTED, REANCHORED, UNVERIFIED, UNTRUSTED, FROM_T2MAP = (
     "trusted", "reanchored", "unverified", "untrusted", "from_t2map",
 )  # fmt: skip

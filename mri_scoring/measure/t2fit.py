@@ -46,6 +46,18 @@ import numpy as np
 
 from ..config import load_settings
 
+__all__ = [
+    "METHODS",
+    "EpgParameters",
+    "T2Fit",
+    "background_sigma",
+    "epg_cpmg",
+    "fit_epg",
+    "fit_mono",
+    "fit_t2",
+    "floor_corrected",
+]
+
 METHODS = ("mono", "epg")
 _CHUNK_VOXELS = 2048
 

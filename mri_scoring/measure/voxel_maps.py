@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = [
+    "VoxelMaps",
+]
 
 @dataclass(frozen=True, eq=False)
 class VoxelMaps:

@@ -16,6 +16,22 @@ import numpy as np
 
 from ..memory_layout import dense_layout, dense_steps
 
+__all__ = [
+    "FF_BINS",
+    "MAX_THREADS",
+    "LabelledRegion",
+    "LazyValues",
+    "T",
+    "VoxelSet",
+    "chunks",
+    "histogram_quantiles",
+    "label_histogram",
+    "label_quantiles",
+    "run_parallel",
+    "sums_by_label",
+    "thread_count",
+]
+
 FF_BINS = 2000
 MAX_THREADS = 4
 """Threads one study is measured with at most: the independent steps are few and short."""

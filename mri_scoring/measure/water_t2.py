@@ -8,6 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = [
+    "T2Range",
+    "t2_range",
+]
 
 @dataclass(frozen=True)
 class T2Range:

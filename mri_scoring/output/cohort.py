@@ -32,6 +32,18 @@ from .render import (
 if TYPE_CHECKING:  # pragma: no cover
     from ..pattern.templates import Template
 
+__all__ = [
+    "CALL_ORDER",
+    "COHORT_MAX_ROWS",
+    "COHORT_MEASURES",
+    "MAX_CLUSTERED_STUDIES",
+    "cohort_figure",
+    "cohort_order",
+    "cohort_values",
+    "read_cohort_values",
+    "write_cohort_report",
+]
+
 MAX_CLUSTERED_STUDIES = 2000
 COHORT_MAX_ROWS = 3000  # beyond, the cohort heat map averages bands of studies per row
 CALL_ORDER = ("IMNM", "DM", "indeterminate")

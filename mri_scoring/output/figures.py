@@ -15,6 +15,21 @@ import pandas as pd
 
 from .render import hex_colour, ramp_rgb, signed, svg_document, svg_ramp_legend, svg_text
 
+__all__ = [
+    "DM_COLOUR",
+    "HEATMAP_MEASURES",
+    "IMNM_COLOUR",
+    "NEUTRAL_COLOUR",
+    "NORMAL_FILL",
+    "SIDE_COLOURS",
+    "colour_bar",
+    "evidence_figure",
+    "muscle_heatmap_figure",
+    "side_bars_figure",
+    "side_bars_measures",
+    "swatch_legend",
+]
+
 IMNM_COLOUR, DM_COLOUR, NEUTRAL_COLOUR = "#1f6fd1", "#d1621f", "#8c8c8c"
 SIDE_COLOURS = {"left": "#7b3294", "right": "#1b9e77"}  # purple / green: no call colour
 NORMAL_FILL = "#dcefdc"

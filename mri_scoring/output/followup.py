@@ -27,6 +27,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .result import StudyResult
 
 
+__all__ = [
+    "compare_sessions",
+    "write_followup",
+]
+
 def _as_record(item: SessionRecord | StudyResult | str | Path) -> SessionRecord | None:
     if isinstance(item, SessionRecord):
         return item

@@ -34,6 +34,20 @@ from .slices import (
     view_markers,
 )
 
+__all__ = [
+    "BODY_MARGIN_MM",
+    "FF_SOURCE_TITLES",
+    "LEVEL_NAMES",
+    "ROLE_TITLES",
+    "Level",
+    "build_levels",
+    "crop_box",
+    "display_range",
+    "levels_html",
+    "slice_levels",
+    "slices_heading",
+]
+
 LEVEL_NAMES = ("proximal", "mid", "distal")
 BODY_MARGIN_MM = 35.0  # kept around the labels: skin and subcutaneous fat [elicited]
 ROLE_TITLES = {"stir": "STIR", "t2map": "water T2 map", "t1w": "T1-weighted"}

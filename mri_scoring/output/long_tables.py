@@ -21,6 +21,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+__all__ = [
+    "FEATURE_COLUMNS",
+    "write_long_tables",
+]
+
 FEATURE_COLUMNS = ["study_id", "feature", "available", "value", "degree",
                    "log10_lr_contribution"]  # fmt: skip
 

@@ -30,6 +30,19 @@ import pandas as pd
 from .. import schema
 from ..config import load_config_file
 
+__all__ = [
+    "FEATURE_COLUMNS",
+    "MUSCLE_COLUMNS",
+    "NOT_ASSESSABLE",
+    "SessionComparison",
+    "SessionRecord",
+    "bands",
+    "compare_records",
+    "read_record",
+    "record_from_document",
+    "subjects_with_followup",
+]
+
 MUSCLE_COLUMNS = (
     "subject_id", "muscle", "side", "pair", "session_from", "session_to", "days",
     "delta_ff", "delta_edema_fraction", "delta_volume_ml", "delta_volume_ratio",

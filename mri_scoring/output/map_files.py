@@ -28,6 +28,13 @@ from ..files import atomic_write
 from ..io.study import Study
 from ..measure.voxel_maps import VoxelMaps
 
+__all__ = [
+    "MAP_NAMES",
+    "RAS",
+    "to_stored_orientation",
+    "write_maps",
+]
+
 MAP_NAMES = ("fat_fraction", "core", "edema", "shell", "fascial_edema")
 RAS = np.array([[0, 1], [1, 1], [2, 1]])
 

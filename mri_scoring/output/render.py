@@ -18,6 +18,20 @@ import numpy as np
 from ..svg import svg_document as svg_document  # re-exported for the figures
 from ..svg import svg_text as svg_text
 
+__all__ = [
+    "CALL_RGB",
+    "CSS",
+    "MAGMA_R",
+    "MISSING_RGB",
+    "PNG_ZLIB_LEVEL",
+    "hex_colour",
+    "png_bytes",
+    "png_data_uri",
+    "png_indexed_bytes",
+    "ramp_rgb",
+    "signed",
+    "svg_ramp_legend",
+]
 
 def signed(value: float, digits: int = 2) -> str:
     """``value`` with its sign, never "-0.00": a contribution that rounds to zero is zero.

@@ -35,6 +35,18 @@ from .slices import VIEWS
 if TYPE_CHECKING:  # pragma: no cover
     from .result import StudyResult  # StudyResult.save imports the writer, which imports this
 
+__all__ = [
+    "DEFAULT_VIEW",
+    "EDEMA_SOURCES",
+    "FF_SOURCES",
+    "MEASURE_UNITS",
+    "cited",
+    "load_references",
+    "muscle_table_columns",
+    "study_page",
+    "study_report_html",
+]
+
 DEFAULT_VIEW = "radiological"
 FF_SOURCES = {  # by ``ff_source`` value (mri_scoring.schema.FF_SOURCES)
     "dixon": "fat fraction from Dixon fat/water images (fat / (fat + water), noise bias removed)",

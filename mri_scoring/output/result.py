@@ -28,6 +28,15 @@ from ..pattern.likelihood import Likelihood
 from ..pattern.templates import Template
 from ..schema import DISCLAIMER, SUMMARY_FIXED
 
+__all__ = [
+    "SOFTWARE",
+    "StudyResult",
+    "json_safe",
+    "qc_codes",
+    "software_versions",
+    "summary_row",
+]
+
 SOFTWARE = ("numpy", "scipy", "nibabel", "pandas", "scikit-learn", "scikit-image", "PyYAML")
 
 

@@ -17,6 +17,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+__all__ = [
+    "BODY_PAD_VOXELS",
+    "EDEMA_RGB",
+    "GREY_LEVELS",
+    "MAGMA",
+    "MARK_INDEX",
+    "OUTLINE_INDEX",
+    "OUTLINE_RGB",
+    "PALETTE",
+    "PANEL_TARGET_PIXELS",
+    "RAMP_LEVELS",
+    "SHELL_RGB",
+    "VIEWS",
+    "PanelLayers",
+    "body_box",
+    "draw_panel",
+    "overlay_rgb",
+    "panel_zoom",
+    "thin_outline",
+    "to_display",
+    "view_markers",
+]
+
 VIEWS = ("radiological", "neurological")
 OUTLINE_RGB = (70, 235, 110)
 EDEMA_RGB = (0, 200, 255)

@@ -14,6 +14,16 @@ import pandas as pd
 from .longitudinal import NOT_ASSESSABLE, SessionComparison, SessionRecord
 from .render import CSS, signed
 
+__all__ = [
+    "CHANGES",
+    "CHANGE_COLOURS",
+    "GROUP_ORDER",
+    "MEASURE_CHANGES",
+    "SIDE_COLOURS",
+    "group_trajectory",
+    "subject_page_html",
+]
+
 GROUP_ORDER = ("quadriceps", "hamstrings", "adductors", "pelvic_hip", "anterior_other")
 SIDE_COLOURS = {"left": "#1f6fb4", "right": "#c2410c", "": "#444444"}
 CHANGE_COLOURS = {"worse": "#b91c1c", "better": "#15803d", "higher": "#7c3aed", "lower": "#0e7490"}

@@ -26,6 +26,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..pattern.templates import Template
     from .result import StudyResult
 
+__all__ = [
+    "FAILURE_COLUMNS",
+    "failure_table",
+    "inside",
+    "iter_results",
+    "save_study",
+    "study_out_dir",
+    "summary_table",
+    "table_text",
+    "write_batch_tables",
+]
+
 FAILURE_COLUMNS = ["study_id", "path", "error"]
 """Columns of ``failures.tsv``."""
 

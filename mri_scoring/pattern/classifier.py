@@ -23,6 +23,10 @@ from ..errors import ConfigError
 from .likelihood import log_virtual_evidence
 from .templates import Template, effective_number
 
+__all__ = [
+    "PatternClassifier",
+]
+
 _EM_ITERATIONS = 50
 _MIN_ROWS_FOR_CORRELATION = 8  # per class: fewer rows keep the template's elicited correlation
 

@@ -33,6 +33,15 @@ from .templates import Template, load_template
 if TYPE_CHECKING:  # the classifier imports scikit-learn: fit_template imports it when called
     from .classifier import PatternClassifier
 
+__all__ = [
+    "CohortEvidence",
+    "FitResult",
+    "cohort_evidence",
+    "fit_template",
+    "fitted_template_data",
+    "read_labels",
+]
+
 log = logging.getLogger(__name__)
 
 

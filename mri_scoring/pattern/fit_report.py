@@ -10,6 +10,11 @@ from scipy.stats import beta
 from ..svg import svg_document, svg_text
 from .templates import Template
 
+__all__ = [
+    "fit_report_html",
+    "reliability",
+]
+
 _SIZE, _PAD = 260.0, 40.0
 _FITTED, _ELICITED = "#1f5fa8", "#b0522a"
 

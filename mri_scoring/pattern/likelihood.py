@@ -38,6 +38,22 @@ from ..errors import ConfigError
 from .match import Evidence
 from .templates import Template
 
+__all__ = [
+    "INDETERMINATE",
+    "INTERVAL_DRAWS",
+    "INTERVAL_LEVELS",
+    "INTERVAL_SEED",
+    "FeatureContribution",
+    "Likelihood",
+    "combine",
+    "credible_interval",
+    "evidence_frame",
+    "involvement_gate",
+    "log_virtual_evidence",
+    "posterior",
+    "soft_log10_lr",
+]
+
 INDETERMINATE = "indeterminate"
 INTERVAL_DRAWS = 4000
 """Monte Carlo draws for the credible interval (the 5 % quantile's error is ~0.3 % at this n)."""

@@ -16,6 +16,11 @@ from ..config import Settings, load_settings
 from .measures import MEASURES, Unavailable, prepare
 from .templates import Template
 
+__all__ = [
+    "Evidence",
+    "involved_muscles",
+    "match",
+]
 
 @dataclass(frozen=True)
 class Evidence:

@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from .templates import Feature
 
 
+__all__ = [
+    "MEASURES",
+    "PER_MUSCLE_COLUMNS",
+    "Measure",
+    "Unavailable",
+    "prepare",
+]
+
 class Unavailable(Exception):
     """Raised by a measure when the table cannot support it (the reason is the message)."""
 

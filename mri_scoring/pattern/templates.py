@@ -18,6 +18,18 @@ from ..config import config_dir, load_yaml
 from ..errors import ConfigError
 from .measures import MEASURES, PER_MUSCLE_COLUMNS
 
+__all__ = [
+    "DEFAULT_STRENGTH",
+    "DEFAULT_TEMPLATE",
+    "SIDE_RULES",
+    "EvidenceGroup",
+    "Feature",
+    "SoftCut",
+    "Template",
+    "effective_number",
+    "load_template",
+]
+
 SIDE_RULES = ("mean", "max", "min")
 DEFAULT_TEMPLATE = "imnm_vs_dm.yaml"
 DEFAULT_STRENGTH = 10.0

@@ -22,6 +22,16 @@ from ..anatomy import group_of
 from ..config import config_dir, load_yaml
 from ..files import atomic_write
 
+__all__ = [
+    "CLASSES",
+    "PhantomCohort",
+    "bayes_log10_lr",
+    "draw_findings",
+    "make_cohort",
+    "render_tables",
+    "write_cohort",
+]
+
 CLASSES = ("IMNM", "DM")
 _QUADRATURE_NODES = 24
 

@@ -24,6 +24,19 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 if TYPE_CHECKING:  # pragma: no cover (annotations only: at run time no package code is imported)
     from ..io.study import Study
 
+__all__ = [
+    "ENHANCED_MR_IMAGE",
+    "MR_IMAGE",
+    "VENDOR_SERIES",
+    "ExportContext",
+    "SeriesSpec",
+    "cpmg_isochromats",
+    "export_study",
+    "mese_echoes",
+    "vendor_series",
+    "write_series",
+]
+
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 _LPS = np.diag([-1.0, -1.0, 1.0])

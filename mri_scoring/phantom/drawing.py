@@ -16,6 +16,27 @@ from scipy import ndimage
 
 from ..config import load_config_file
 
+__all__ = [
+    "AIR",
+    "CORTEX",
+    "DEFAULT_FOV_MM",
+    "FASCIAL_FLUID",
+    "MARROW",
+    "MUSCLE",
+    "SEPTUM_FAT",
+    "SKIN",
+    "SUBCUT_FAT",
+    "TISSUE_CODES",
+    "apply_atrophy",
+    "band_reach_mm",
+    "bias_field",
+    "build_anatomy",
+    "phantom_config",
+    "phantom_muscles",
+    "rician",
+    "smooth_field",
+]
+
 # Tissue codes of the phantom's tissue map.
 AIR, SKIN, SUBCUT_FAT, SEPTUM_FAT, CORTEX, MARROW, MUSCLE, FASCIAL_FLUID = range(8)
 # Tissue names of ``configs/phantom.yaml`` (``tissue.ff``, ``tissue.pd``) -> tissue code.

@@ -17,6 +17,13 @@ from scipy import ndimage
 
 from .drawing import DEFAULT_FOV_MM, build_anatomy, phantom_config, phantom_muscles
 
+__all__ = [
+    "MuscleSpec",
+    "interior_depth_mm",
+    "normal_volume_shares",
+    "truth_interior",
+    "truth_table",
+]
 
 @dataclass
 class MuscleSpec:

@@ -16,6 +16,9 @@ import numpy as np
 from ..files import JSONValue, atomic_write
 from ..io.study import Study
 
+__all__ = [
+    "write_study",
+]
 
 def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path, kind: str) -> None:
     if kind == "labels":
