@@ -53,7 +53,7 @@ MUSCLE, GROUP, REFERENCE, OTHER_MUSCLE, UNKNOWN = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class LabelInfo:
     """What one label value means.
 
@@ -190,10 +190,17 @@ def match_label_name(name: str, value: int = 0) -> LabelInfo:
         if token[0] in ("l", "r") and _resolve(token[1:]) is not None:
             resolved, side = _resolve(token[1:]), side_tokens()[token[0]]
     if resolved is None:
-        return LabelInfo(value, name, UNKNOWN, "_".join(stem_tokens) or normalise(name), side, "")
+        return LabelInfo(
+            value=value,
+            name=name,
+            kind=UNKNOWN,
+            muscle="_".join(stem_tokens) or normalise(name),
+            side=side,
+            group="",
+        )
     kind, canonical = resolved
     group = group_of(canonical) if kind == MUSCLE else (canonical if kind == GROUP else "")
-    return LabelInfo(value, name, kind, canonical, side, group)
+    return LabelInfo(value=value, name=name, kind=kind, muscle=canonical, side=side, group=group)
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class BatchOptions:
     """What every study of a batch is scored with (picklable: sent to worker processes)."""
 
@@ -96,7 +96,7 @@ RUNTIME_ONLY = frozenset({"threads"})
 """Fields of :class:`BatchOptions` that change how fast a study is scored, never its outputs."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Outcome:
     """Result of one study in a batch."""
 
@@ -119,14 +119,14 @@ def failed(files: StudyFiles, exc: BaseException) -> Outcome:
     traceback goes to the debug log) so that the batch goes on.
     """
     if isinstance(exc, MriScoringError):
-        return Outcome(files.study_id, str(files.folder), error=str(exc))
+        return Outcome(study_id=files.study_id, path=str(files.folder), error=str(exc))
     if isinstance(exc, MemoryError):
-        return Outcome(files.study_id, str(files.folder), error="out of memory")
+        return Outcome(study_id=files.study_id, path=str(files.folder), error="out of memory")
     log.debug("internal error in %s:\n%s", files.folder, traceback.format_exc())
     first = str(exc).splitlines()[0] if str(exc) else ""
     return Outcome(
-        files.study_id,
-        str(files.folder),
+        study_id=files.study_id,
+        path=str(files.folder),
         error=f"internal error ({type(exc).__name__}: {first})",
     )
 
@@ -227,7 +227,13 @@ def resumed(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome | No
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     values = read_cohort_values(folder / "muscles.tsv") if options.report else None
-    return Outcome(files.study_id, str(files.folder), summary, skipped=True, cohort=values)
+    return Outcome(
+        study_id=files.study_id,
+        path=str(files.folder),
+        summary=summary,
+        skipped=True,
+        cohort=values,
+    )
 
 
 def resume_or_run(task: Task, files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
@@ -292,8 +298,8 @@ def run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, work
                 except BrokenProcessPool:
                     report(
                         Outcome(
-                            files.study_id,
-                            str(files.folder),
+                            study_id=files.study_id,
+                            path=str(files.folder),
                             error=(
                                 "worker process died while scoring this study (out of memory or "
                                 "crash)"
@@ -343,8 +349,8 @@ def run_dask(todo: list[StudyFiles], out: Path, options: BatchOptions, workers: 
                 files = future.files  # type: ignore[attr-defined]
                 report(
                     Outcome(
-                        files.study_id,
-                        str(files.folder),
+                        study_id=files.study_id,
+                        path=str(files.folder),
                         error=f"worker failed ({type(exc).__name__}: {exc})",
                     )
                 )

@@ -148,7 +148,12 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
         save_study(result, target, report=options.report, maps=options.maps, view=options.view,
                    fingerprint=fingerprint(files, options, loaded))
         cohort = cohort_values(result.muscles.to_dict("records")) if options.report else None
-        return Outcome(files.study_id, str(files.folder), result.summary_row(), cohort=cohort)
+        return Outcome(
+            study_id=files.study_id,
+            path=str(files.folder),
+            summary=result.summary_row(),
+            cohort=cohort,
+        )
     except Exception as exc:  # a bad study or a bug: recorded, the batch goes on
         return failed(files, exc)
 
@@ -218,9 +223,17 @@ def score_batch(
     parallel = workers > 1 or engine == "dask"
     if view not in VIEWS:
         raise MriScoringError(f"--view must be one of {', '.join(VIEWS)}, got {view!r}")
-    options = BatchOptions(settings or load_settings(), template or load_template(), prior,
-                           labels, resample, report, 1 if parallel else None, maps,
-                           view)  # fmt: skip
+    options = BatchOptions(
+        settings=settings or load_settings(),
+        template=template or load_template(),
+        prior=prior,
+        labels=labels,
+        resample=resample,
+        report=report,
+        threads=1 if parallel else None,
+        maps=maps,
+        view=view,
+    )
     studies = [s for s in discover_studies(root) if not inside(s.folder, out)]
     for study in studies:
         if inside(out, study.folder):

@@ -118,8 +118,13 @@ def test_batch_discovers_converted_output_as_it_is(study, tmp_path):
     pdm.export_study(study, tmp_path / "dicom", roles=("water", "fat", "inphase", "opphase",
                                                        "stir", "t1w"))  # fmt: skip
     ctx = pdm.ExportContext("siemens")
-    ff = pdm.SeriesSpec(20, "t1_vibe_dixon_tra_FF", "DERIVED\\PRIMARY\\DIXON\\FAT_FRACTION",
-                        study.images["ff"], scanning_sequence="GR")  # fmt: skip
+    ff = pdm.SeriesSpec(
+        number=20,
+        description="t1_vibe_dixon_tra_FF",
+        image_type="DERIVED\\PRIMARY\\DIXON\\FAT_FRACTION",
+        data=study.images["ff"],
+        scanning_sequence="GR",
+    )
     pdm.write_series(tmp_path / "dicom" / "020", ff, study.affine, ctx)
     echoes = pdm.mese_echoes(study.images["water"], study.images["fat"], study.images["t2map"])
     mese = pdm.vendor_series("siemens", "mese", 30, echoes,
@@ -186,9 +191,15 @@ def test_vendor_names_are_classified(vendor):
     for role in ("water", "fat", "inphase", "opphase", "stir", "t1w", "mese", "localizer"):
         description, image_type, sequence, ti = pdm.VENDOR_SERIES[vendor][role]
         echoes = tuple(10.0 * k for k in range(1, 17)) if role == "mese" else (12.0,)
-        info = SeriesInfo("1", 5, description, image_type=tuple(image_type.split("\\")),
-                          scanning_sequence=tuple(sequence.split("\\")), echo_times_ms=echoes,
-                          inversion_time_ms=ti)  # fmt: skip
+        info = SeriesInfo(
+            uid="1",
+            number=5,
+            description=description,
+            image_type=tuple(image_type.split("\\")),
+            scanning_sequence=tuple(sequence.split("\\")),
+            echo_times_ms=echoes,
+            inversion_time_ms=ti,
+        )
         got = classify(info, RULES)
         expected = None if role == "localizer" else role
         assert got.role == expected, f"{vendor} {role}: {got}"
@@ -199,12 +210,28 @@ def test_names_alone_and_unknown_and_ambiguous_series():
     unrecognised and a series that matches two roles equally is skipped, never guessed."""
     plain = ("ORIGINAL", "PRIMARY", "M")
     assert (
-        classify(SeriesInfo("1", 1, "t1_vibe_dixon_cor_W", image_type=plain), RULES).role == "water"
+        classify(
+            SeriesInfo(uid="1", number=1, description="t1_vibe_dixon_cor_W", image_type=plain),
+            RULES,
+        ).role
+        == "water"
     )
-    assert classify(SeriesInfo("2", 2, "FatFrac: IDEAL IQ", image_type=plain), RULES).role == "ff"
-    unknown = classify(SeriesInfo("3", 3, "b1map_sag", image_type=plain), RULES)
+    assert (
+        classify(
+            SeriesInfo(uid="2", number=2, description="FatFrac: IDEAL IQ", image_type=plain), RULES
+        ).role
+        == "ff"
+    )
+    unknown = classify(
+        SeriesInfo(uid="3", number=3, description="b1map_sag", image_type=plain), RULES
+    )
     assert unknown.role is None and unknown.reason.startswith("unrecognised")
-    both = classify(SeriesInfo("4", 4, "dixon", image_type=("DERIVED", "PRIMARY", "W", "F")), RULES)
+    both = classify(
+        SeriesInfo(
+            uid="4", number=4, description="dixon", image_type=("DERIVED", "PRIMARY", "W", "F")
+        ),
+        RULES,
+    )
     assert both.role is None and "ambiguous" in both.reason
 
 
@@ -212,9 +239,11 @@ def test_two_series_for_one_role_clearer_wins_then_later(tmp_path):
     """Two water series: the one with an image-type token beats a name-only one; between
     equals the later (a repeat) wins; the loser is listed with the winner's number."""
     token = ("DERIVED", "PRIMARY", "DIXON", "WATER")
-    a = SeriesInfo("a", 3, "t1_vibe_dixon_W", image_type=token)
-    b = SeriesInfo("b", 8, "t1_vibe_dixon_W", image_type=token)
-    c = SeriesInfo("c", 12, "water_repeat_w", image_type=("ORIGINAL", "PRIMARY", "M"))
+    a = SeriesInfo(uid="a", number=3, description="t1_vibe_dixon_W", image_type=token)
+    b = SeriesInfo(uid="b", number=8, description="t1_vibe_dixon_W", image_type=token)
+    c = SeriesInfo(
+        uid="c", number=12, description="water_repeat_w", image_type=("ORIGINAL", "PRIMARY", "M")
+    )
     out = {x.series.uid: x for x in assign_roles([a, b, c], RULES)}
     assert out["b"].role == "water"
     assert out["a"].role is None and "series 8" in out["a"].status and "later" in out["a"].status

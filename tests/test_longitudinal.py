@@ -140,7 +140,15 @@ def _record(session: str, date: str, muscles: list[tuple[str, str, float]], **kw
           "volume_ml": 50.0, "ff_median": ff, "edema_fraction": 0.0, "qc_flags": ""}
          for m, s, ff in muscles]
     )  # fmt: skip
-    return SessionRecord("P2_" + session, "P2", session, date, table, {"p_imnm": 0.5}, **kwargs)
+    return SessionRecord(
+        study_id="P2_" + session,
+        subject_id="P2",
+        session_id=session,
+        date=date,
+        muscles=table,
+        features={"p_imnm": 0.5},
+        **kwargs,
+    )
 
 
 def test_muscle_labelled_in_one_session_is_not_assessable_not_a_change():

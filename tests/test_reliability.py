@@ -269,7 +269,9 @@ def test_a_worker_that_dies_fails_only_its_study(pristine, tmp_path):
         shutil.copytree(pristine, root / name)
         (root / name / "study.json").write_text(json.dumps({"study_id": name}))
     studies = discover_studies(root)
-    options = BatchOptions(ms.config.load_settings(), ms.load_template(), report=False)
+    options = BatchOptions(
+        settings=ms.config.load_settings(), template=ms.load_template(), report=False
+    )
     outcomes: list[Outcome] = []
     out = tmp_path / "out"
     out.mkdir()

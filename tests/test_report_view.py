@@ -72,7 +72,7 @@ def test_outlines_are_one_pixel_thin_after_zoom():
     labels = np.zeros((20, 20), np.int16)
     labels[:10] = 1
     labels[10:] = 2
-    layers = PanelLayers(np.zeros((20, 20), np.float32), 0.0, 1.0, labels)
+    layers = PanelLayers(anatomy=np.zeros((20, 20), np.float32), low=0.0, high=1.0, labels=labels)
     rgb = PALETTE[draw_panel(layers, (slice(0, 20), slice(0, 20)), "neurological", zoom=4)]
     assert rgb.shape == (80, 80, 3)
     lit = rgb.sum(axis=2) > 0

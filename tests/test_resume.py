@@ -243,7 +243,7 @@ def test_every_option_but_the_runtime_ones_is_in_the_fingerprint() -> None:
     from mri_scoring.batch import RUNTIME_ONLY, BatchOptions
 
     template = load_template()
-    base = BatchOptions(load_settings(), template, report=True)
+    base = BatchOptions(settings=load_settings(), template=template, report=True)
     other = {
         "settings": load_settings({"quantify": {"core_erosion_mm": 3.0}}),
         "template": dataclasses.replace(template, sha256="0" * 64),

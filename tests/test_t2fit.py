@@ -57,7 +57,9 @@ def rician(signal, sigma, n, seed):
 def test_epg_matches_bloch_simulation(b1):
     """Guards a wrong EPG (phase convention, shift, relaxation order): stimulated echoes at low
     B1 would differ from the isochromat simulation."""
-    epg = epg_cpmg(np.array([35.0]), 1400.0, np.array([b1]), EpgParameters(10.0, 16))[0]
+    epg = epg_cpmg(
+        np.array([35.0]), 1400.0, np.array([b1]), EpgParameters(echo_spacing_ms=10.0, n_echoes=16)
+    )[0]
     assert np.allclose(epg, bloch_cpmg(35.0, 1400.0, b1), atol=1e-9)
 
 

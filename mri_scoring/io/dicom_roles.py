@@ -32,7 +32,7 @@ ROLES = ("water", "fat", "ff", "inphase", "opphase", "stir", "t1w", "mese", "t2m
 SKIP = "skip"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SeriesInfo:
     """Header facts of one DICOM series (one SeriesInstanceUID).
 
@@ -91,7 +91,7 @@ class Classification:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class _Rule:
     role: str
     clarity: int
@@ -117,7 +117,13 @@ def _compile(entry: dict, role: str, where: str) -> _Rule:
             pattern = re.compile(entry["description"], re.IGNORECASE)
         except re.error as exc:
             raise ConfigError(f"{where}: role '{role}': bad description pattern: {exc}") from None
-    return _Rule(role, int(entry.get("clarity", 1)), str(entry.get("source", "")), entry, pattern)
+    return _Rule(
+        role=role,
+        clarity=int(entry.get("clarity", 1)),
+        source=str(entry.get("source", "")),
+        conditions=entry,
+        pattern=pattern,
+    )
 
 
 @dataclass(frozen=True)

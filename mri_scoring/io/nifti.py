@@ -52,7 +52,7 @@ def _describe_read_error(exc: BaseException) -> str:
     return f"cannot read as NIfTI ({text})"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Volume:
     """A 3-D image read from ``path``: voxels (RAS+, memory order as read) and affine (mm)."""
 
@@ -280,7 +280,9 @@ def read_volume(
     except MemoryError:
         raise StudyError(f"not enough memory to read an image of shape {shape}", path) from None
     float_storage = nifti.voxels.dtype.kind in "fc"
-    return Volume(data, affine, path, nifti.sha256, float_storage)  # memory order as read
+    return Volume(
+        data=data, affine=affine, path=path, sha256=nifti.sha256, float_storage=float_storage
+    )  # memory order as read
 
 
 def grid_text(volume: Volume) -> str:
@@ -304,7 +306,9 @@ def resample_to(volume: Volume, target: Volume) -> Volume:
     img = nib.Nifti1Image(volume.data, volume.affine)
     out = resample_from_to(img, (target.data.shape, target.affine), order=1, cval=0.0)
     data = np.asarray(out.dataobj, dtype=np.float32)
-    return Volume(data, target.affine, volume.path, volume.sha256, True)
+    return Volume(
+        data=data, affine=target.affine, path=volume.path, sha256=volume.sha256, float_storage=True
+    )
 
 
 def integer_labels(volume: Volume, max_value: int) -> np.ndarray:

@@ -46,7 +46,7 @@ __all__ = [
     "load_study",
 ]
 
-@dataclass
+@dataclass(kw_only=True)
 class Study:
     """One study on the label map's grid, reoriented to RAS+.
 

@@ -75,7 +75,7 @@ class BlockGrid:
         return (grid + 0.5 - counts / 2.0) * self.width[:, None] + (shape - 1) / 2.0
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class BiasFit:
     """How the log-bias polynomial is fitted (``edema`` settings, ``stir_bias_*``).
 

@@ -38,7 +38,7 @@ Z_RANGE = (-20.0, 40.0)
 Z_BINS = 3000
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EdemaReference:
     """How edema-like signal was decided, for the record (``score.json``)."""
 
@@ -59,7 +59,7 @@ def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(kw_only=True, frozen=True, eq=False)
 class EdemaMeasure:
     """Edema measures of one study.
 
@@ -80,7 +80,7 @@ class EdemaMeasure:
     """
 
     columns: dict[str, Any] = field(default_factory=dict)
-    reference: EdemaReference = field(default_factory=lambda: EdemaReference(""))
+    reference: EdemaReference = field(default_factory=lambda: EdemaReference(source=""))
     qc: list[QCFinding] = field(default_factory=list)
     counted: np.ndarray | None = None
     edema: np.ndarray | None = None
@@ -88,7 +88,7 @@ class EdemaMeasure:
     flags: dict[int, list[str]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(kw_only=True, frozen=True, eq=False)
 class _Readout:
     """Assessable voxels of one edema source: their signal, labels and the edema-like cut."""
 
@@ -154,7 +154,7 @@ def measure_edema(
         return _columns(region, readout, qset, qc)
     stir = _stir_readout(region, ff_flat, assessable, qset, eset, t2, qc)
     if stir is None:
-        return EdemaMeasure({}, EdemaReference("stir"), qc)
+        return EdemaMeasure(columns={}, reference=EdemaReference(source="stir"), qc=qc)
     readout, verdict = stir
     if verdict == reference.FROM_T2MAP:
         stir_reference = readout.reference.to_dict()
@@ -173,11 +173,11 @@ def _t2_readout(
     values, lab_ok = values[ok], region.label[ok]
     shell_edema = region.gather("t2map", region.shell) > t2.edema_ms
     ref = EdemaReference(
-        "t2map",
-        t2.normal_ms,
-        t2.sd_ms,
-        t2.edema_ms,
-        {"unit": "ms", "field_strength_t": t2.field_strength_t},
+        source="t2map",
+        normal_mode=t2.normal_ms,
+        normal_sigma=t2.sd_ms,
+        threshold=t2.edema_ms,
+        details={"unit": "ms", "field_strength_t": t2.field_strength_t},
     )
     low, high, step = t2.median_grid_ms
     bins = round((high - low) / step)
@@ -192,7 +192,16 @@ def _t2_readout(
             )
         )
     return _Readout(
-        "t2map", ok, values, lab_ok, t2.normal_ms, t2.sd_ms, t2.edema_ms, shell_edema, ref, median
+        source="t2map",
+        counted=ok,
+        values=values,
+        label=lab_ok,
+        mode=t2.normal_ms,
+        sigma=t2.sd_ms,
+        threshold=t2.edema_ms,
+        shell_edema=shell_edema,
+        reference=ref,
+        t2_median=median,
     )
 
 
@@ -266,11 +275,11 @@ def _stir_readout(
         t2.edema_ms,
     )
     ref = EdemaReference(
-        "stir",
-        level.mode,
-        level.sigma,
-        threshold,
-        {
+        source="stir",
+        normal_mode=level.mode,
+        normal_sigma=level.sigma,
+        threshold=threshold,
+        details={
             "unit": "STIR / fitted normal-muscle level",
             "verdict": verdict.verdict,
             **verdict.checks,
@@ -279,15 +288,15 @@ def _stir_readout(
     )
     _reference_findings(region, level, verdict, qc, eset["reference_min_normal_share"])
     readout = _Readout(
-        "stir",
-        ok,
-        values,
-        region.label[ok],
-        level.mode,
-        level.sigma,
-        threshold,
-        shell_norm > threshold,
-        ref,
+        source="stir",
+        counted=ok,
+        values=values,
+        label=region.label[ok],
+        mode=level.mode,
+        sigma=level.sigma,
+        threshold=threshold,
+        shell_edema=shell_norm > threshold,
+        reference=ref,
     )
     return readout, verdict.verdict
 
@@ -445,7 +454,15 @@ def _columns(
         edema_voxels &= counted
     if few_shell.any():
         shell_edema = shell_edema & ~few_shell[shell_lab]
-    return EdemaMeasure(cols, readout.reference, qc, counted, edema_voxels, shell_edema, flags)
+    return EdemaMeasure(
+        columns=cols,
+        reference=readout.reference,
+        qc=qc,
+        counted=counted,
+        edema=edema_voxels,
+        shell_edema=shell_edema,
+        flags=flags,
+    )
 
 
 def _unmeasured(region: LabelledRegion, readout: _Readout, qc: list[QCFinding]) -> EdemaMeasure:
@@ -457,4 +474,12 @@ def _unmeasured(region: LabelledRegion, readout: _Readout, qc: list[QCFinding]) 
                             "edema_source": readout.source}
     measured = np.flatnonzero(region.is_muscle & (np.bincount(region.label, minlength=n + 1) > 0))
     flags = {int(i): [schema.EDEMA_REFERENCE_UNTRUSTED] for i in measured}
-    return EdemaMeasure(cols, readout.reference, qc, None, None, None, flags)
+    return EdemaMeasure(
+        columns=cols,
+        reference=readout.reference,
+        qc=qc,
+        counted=None,
+        edema=None,
+        shell_edema=None,
+        flags=flags,
+    )

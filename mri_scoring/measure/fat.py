@@ -236,7 +236,7 @@ def t1w_fat_fraction(t1w: np.ndarray, lean: float, fat: float) -> np.ndarray:
     return np.clip(ff, 0.0, 1.0).astype(np.float32)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(kw_only=True, frozen=True, eq=False)
 class FatMeasure:
     """Fat fraction of one study.
 
@@ -310,11 +310,18 @@ def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
             )
         )
     else:
-        return FatMeasure(None)
+        return FatMeasure(ff=None)
 
     columns = _ff_columns(region, ff_flat)
     qc.extend(swap_check(region, ff_flat, noise_sigma, SwapCheck.from_settings(qset)))
-    return FatMeasure(ff_flat, source, noise_sigma, columns, qc, noise.source)
+    return FatMeasure(
+        ff=ff_flat,
+        source=source,
+        noise_sigma=noise_sigma,
+        columns=columns,
+        qc=qc,
+        noise_source=noise.source,
+    )
 
 
 def _ff_columns(region: LabelledRegion, ff_flat: np.ndarray) -> dict[str, np.ndarray]:

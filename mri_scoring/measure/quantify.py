@@ -36,7 +36,7 @@ __all__ = [
     "quantify",
 ]
 
-@dataclass
+@dataclass(kw_only=True)
 class MuscleTable:
     """Result of :func:`quantify`.
 
@@ -126,7 +126,13 @@ def quantify(
     run_registered(MeasureInputs(study, region, table, fat.ff))
     maps = _voxel_maps(study, region, fat, edema) if voxel_maps else None
     return MuscleTable(
-        table, qc, edema.reference, fat.noise_sigma, maps, fat.noise_source, slices
+        table=table,
+        qc=qc,
+        edema_reference=edema.reference,
+        noise_sigma=fat.noise_sigma,
+        voxel_maps=maps,
+        noise_source=fat.noise_source,
+        slices=slices,
     )
 
 

@@ -76,7 +76,7 @@ ONE_SD_TAIL = 0.3173
 """Share of a Gaussian's half below its mode that lies more than one SD below it (2 x 0.1587)."""
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class ReferenceRule:
     """How the normal-muscle STIR level is read (from ``settings.yaml`` ``edema``).
 
@@ -162,7 +162,7 @@ def normal_mode_and_sigma(
     return mode, max(mode - one_sd, 1e-6)
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class NormalLevel:
     """The normal-muscle level chosen from the muscles' own STIR distribution.
 

@@ -62,7 +62,7 @@ METHODS = ("mono", "epg")
 _CHUNK_VOXELS = 2048
 
 
-@dataclass
+@dataclass(kw_only=True)
 class T2Fit:
     """Result of a MESE fit; arrays have the spatial shape of the input.
 
@@ -91,7 +91,7 @@ class T2Fit:
     noise_sigma: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class EpgParameters:
     """Sequence and tissue constants of the EPG model (times in ms, angles in degrees)."""
 
@@ -448,4 +448,11 @@ def fit_t2(
         b1 = np.full(flat.shape[0], np.nan, np.float32)
         t2[fitted], ff[fitted], b1[fitted] = fit_epg(rows, dictionary, cfg["min_water_fraction"])
         ff, b1 = ff.reshape(spatial), b1.reshape(spatial)
-    return T2Fit(t2.reshape(spatial), ff, b1, fitted.reshape(spatial), method, sigma)
+    return T2Fit(
+        t2_water_ms=t2.reshape(spatial),
+        fat_fraction=ff,
+        b1=b1,
+        fitted=fitted.reshape(spatial),
+        method=method,
+        noise_sigma=sigma,
+    )

@@ -15,7 +15,7 @@ __all__ = [
     "VoxelMaps",
 ]
 
-@dataclass(frozen=True, eq=False)
+@dataclass(kw_only=True, frozen=True, eq=False)
 class VoxelMaps:
     """Per-voxel results of one study on its label grid (RAS+, the arrays of ``Study``).
 

@@ -298,7 +298,7 @@ class LazyValues:
         return self._memory[self._index[part]]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(kw_only=True, frozen=True, eq=False)
 class LabelledRegion:
     """What every measure reads of one study, built once by :func:`~.quantify.quantify`.
 

@@ -13,7 +13,7 @@ __all__ = [
     "t2_range",
 ]
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class T2Range:
     """Water-T2 numbers for the study's field strength (ms).
 
@@ -69,10 +69,10 @@ def t2_range(eset: dict[str, Any], metadata: dict[str, Any]) -> T2Range:
     offsets = {float(k): float(v) for k, v in eset["t2_offset_ms_by_field_t"].items()}
     offset = offsets[min(offsets, key=lambda k: abs(k - field_t))] if offsets else 0.0
     return T2Range(
-        eset["t2_normal_ms"] + offset,
-        eset["t2_normal_sd_ms"],
-        eset["t2_edema_ms"] + offset,
-        field_t,
-        stated is not None,
-        tuple(float(x) for x in eset["t2_median_grid_ms"]),
+        normal_ms=eset["t2_normal_ms"] + offset,
+        sd_ms=eset["t2_normal_sd_ms"],
+        edema_ms=eset["t2_edema_ms"] + offset,
+        field_strength_t=field_t,
+        stated=stated is not None,
+        median_grid_ms=tuple(float(x) for x in eset["t2_median_grid_ms"]),
     )

@@ -204,7 +204,14 @@ def build_levels(study: Study, maps: VoxelMaps | None, view: str,
                 if maps.shell_edema is not None:
                     marks.append((maps.plane(maps.shell_edema, k, shell=True), SHELL_RGB))
             low, high = windows[role]
-            layers = PanelLayers(planes[(role, k)], low, high, labels, colour, tuple(marks))
+            layers = PanelLayers(
+                anatomy=planes[(role, k)],
+                low=low,
+                high=high,
+                labels=labels,
+                colour=colour,
+                marks=tuple(marks),
+            )
             panels.append((title, draw_panel(layers, box, view, zoom)))
         z_mm = float((study.affine @ np.array([0.0, 0.0, k, 1.0]))[2])
         out.append(Level(name, k, z_mm, panels))

@@ -55,7 +55,7 @@ FEATURE_COLUMNS = (
 NOT_ASSESSABLE = "not assessable"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SessionRecord:
     """One scored session of a subject, as the comparison needs it.
 

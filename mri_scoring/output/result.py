@@ -87,7 +87,7 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StudyResult:
     """Everything scored for one study.
 

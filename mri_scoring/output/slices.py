@@ -48,7 +48,7 @@ PANEL_TARGET_PIXELS = 560  # panels are drawn at about this width (whole-voxel z
 BODY_PAD_VOXELS = 3
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class PanelLayers:
     """The layers of one panel, each an axial slice ``[x, y]`` of the label grid.
 

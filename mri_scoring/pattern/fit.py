@@ -45,7 +45,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CohortEvidence:
     """The labelled cohort's feature degrees.
 
@@ -71,7 +71,7 @@ class CohortEvidence:
     warnings: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FitResult:
     """What :func:`fit_template` wrote and measured.
 
@@ -204,12 +204,12 @@ def cohort_evidence(
     X = evidence_frame(likelihoods, template).to_numpy(dtype=float)
     fingerprint = hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
     return CohortEvidence(
-        ids,
-        np.array(diagnosis, dtype=str),
-        X,
-        np.array([x.p_imnm for x in likelihoods]),
-        fingerprint,
-        warnings,
+        study_ids=ids,
+        diagnosis=np.array(diagnosis, dtype=str),
+        X=X,
+        p_elicited=np.array([x.p_imnm for x in likelihoods]),
+        fingerprint=fingerprint,
+        warnings=warnings,
     )
 
 
@@ -341,12 +341,12 @@ def fit_template(
         ),
     )
     return FitResult(
-        out,
-        report,
-        counts,
-        figures["auc"],
-        figures["brier"],
-        figures["elicited_auc"],
-        figures["elicited_brier"],
-        cohort.warnings,
+        template_path=out,
+        report_path=report,
+        counts=counts,
+        cv_auc=figures["auc"],
+        cv_brier=figures["brier"],
+        elicited_auc=figures["elicited_auc"],
+        elicited_brier=figures["elicited_brier"],
+        warnings=cohort.warnings,
     )

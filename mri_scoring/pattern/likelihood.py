@@ -189,7 +189,7 @@ def credible_interval(degrees: np.ndarray, template: Template, gate: float,
     return float(low), float(high)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FeatureContribution:
     """One row of the evidence shown to the user (``score.json`` ``features``).
 
@@ -211,7 +211,7 @@ class FeatureContribution:
     weight: float = 1.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Likelihood:
     """The likelihood result of one study.
 
@@ -322,11 +322,20 @@ def combine(evidence: list[Evidence], template: Template, involved: list[str],
             )
         contributions.append(
             FeatureContribution(
-                item.id, item.description, item.available, item.value, item.degree,
-                contribution, feature.p_positive, feature.p_negative, item.muscles_used,
-                item.reason, item.source, feature.weight,
+                id=item.id,
+                description=item.description,
+                available=item.available,
+                value=item.value,
+                degree=item.degree,
+                log10_lr_contribution=contribution,
+                p_imnm=feature.p_positive,
+                p_dm=feature.p_negative,
+                muscles_used=item.muscles_used,
+                reason=item.reason,
+                source=item.source,
+                weight=feature.weight,
             )
-        )  # fmt: skip
+        )
     total = float(sum(c.log10_lr_contribution for c in contributions))
     p_imnm = posterior(total, prior)
     low, high = credible_interval(degrees, template, gate, prior)
@@ -339,9 +348,19 @@ def combine(evidence: list[Evidence], template: Template, involved: list[str],
     if missing:
         notes.append(f"unavailable features (contribute nothing): {', '.join(missing)}")
     return Likelihood(
-        total, prior, p_imnm, 1.0 - p_imnm, call, applicable, involved, contributions, notes,
-        template.name, [low, high], gate,
-    )  # fmt: skip
+        log10_likelihood_ratio=total,
+        prior_imnm=prior,
+        p_imnm=p_imnm,
+        p_dm=1.0 - p_imnm,
+        call=call,
+        applicable=applicable,
+        involved_muscles=involved,
+        features=contributions,
+        notes=notes,
+        template=template.name,
+        p_imnm_interval=[low, high],
+        absence_gate=gate,
+    )
 
 
 def evidence_frame(likelihoods: list[Likelihood], template: Template) -> pd.DataFrame:

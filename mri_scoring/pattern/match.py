@@ -22,7 +22,7 @@ __all__ = [
     "match",
 ]
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Evidence:
     """What one feature found in one study.
 
@@ -81,20 +81,27 @@ def match(table: pd.DataFrame, template: Template,
         except Unavailable as why:
             evidence.append(
                 Evidence(
-                    feature.id, feature.description, False, None, None, [], str(why), feature.source
+                    id=feature.id,
+                    description=feature.description,
+                    available=False,
+                    value=None,
+                    degree=None,
+                    muscles_used=[],
+                    reason=str(why),
+                    source=feature.source,
                 )
             )
             continue
         evidence.append(
             Evidence(
-                feature.id,
-                feature.description,
-                True,
-                float(value),
-                feature.cut.degree(value),
-                used,
-                "",
-                feature.source,
+                id=feature.id,
+                description=feature.description,
+                available=True,
+                value=float(value),
+                degree=feature.cut.degree(value),
+                muscles_used=used,
+                reason="",
+                source=feature.source,
             )
         )
     return evidence

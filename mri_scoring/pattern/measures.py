@@ -143,7 +143,7 @@ def _column(column: str) -> Callable[..., tuple[float, list[str]]]:
     return measure
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Measure:
     """One registry entry.
 
@@ -172,23 +172,45 @@ class Measure:
 
 MEASURES: dict[str, Measure] = {
     "ff_excess": Measure(
-        lambda t, f, s: _ff_difference(t, f, s, excess=True), "ff_median", needs_reference=True,
-        description="target FF minus max(reference FF, healthy ceiling), fraction"),
+        compute=lambda t, f, s: _ff_difference(t, f, s, excess=True),
+        column="ff_median",
+        needs_reference=True,
+        description="target FF minus max(reference FF, healthy ceiling), fraction",
+    ),
     "ff_contrast": Measure(
-        lambda t, f, s: _ff_difference(t, f, s, excess=False), "ff_median", needs_reference=True,
-        description="target FF minus reference FF, fraction"),
-    "edema_fraction": Measure(_column("edema_fraction"), "edema_fraction",
-                              description="share of the muscle with edema-like signal, 0-1"),
+        compute=lambda t, f, s: _ff_difference(t, f, s, excess=False),
+        column="ff_median",
+        needs_reference=True,
+        description="target FF minus reference FF, fraction",
+    ),
+    "edema_fraction": Measure(
+        compute=_column("edema_fraction"),
+        column="edema_fraction",
+        description="share of the muscle with edema-like signal, 0-1",
+    ),
     "fascial_edema_fraction": Measure(
-        _column("fascial_edema_fraction"), "fascial_edema_fraction",
-        description="share of the fascial shell with edema-like signal, 0-1"),
-    "atrophy": Measure(_column("atrophy_loss"), "atrophy_loss",
-                       description="1 - atrophy index (share of expected volume missing), 0-1"),
-    "share_involved": Measure(_share_involved, "", per_muscle="one",
-                              description="mean per-muscle degree over the listed muscles, 0-1"),
-    "involvement": Measure(_share_involved, "", per_muscle="any",
-                           description="mean per-muscle degree (max over cuts), 0-1"),
-}  # fmt: skip
+        compute=_column("fascial_edema_fraction"),
+        column="fascial_edema_fraction",
+        description="share of the fascial shell with edema-like signal, 0-1",
+    ),
+    "atrophy": Measure(
+        compute=_column("atrophy_loss"),
+        column="atrophy_loss",
+        description="1 - atrophy index (share of expected volume missing), 0-1",
+    ),
+    "share_involved": Measure(
+        compute=_share_involved,
+        column="",
+        per_muscle="one",
+        description="mean per-muscle degree over the listed muscles, 0-1",
+    ),
+    "involvement": Measure(
+        compute=_share_involved,
+        column="",
+        per_muscle="any",
+        description="mean per-muscle degree (max over cuts), 0-1",
+    ),
+}
 """Every measure a template feature may name."""
 
 

@@ -51,7 +51,7 @@ class SoftCut:
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Feature:
     """One template feature (see ``configs/templates/imnm_vs_dm.yaml`` for the fields)."""
 
@@ -72,7 +72,7 @@ class Feature:
     weight: float = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class EvidenceGroup:
     """Features that read overlapping evidence, combined with a dependence correction.
 
@@ -125,7 +125,7 @@ def effective_number(members: int, correlation: float) -> float:
     return 1.0 + (members - 1) * (1.0 - r * r)
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Template:
     """A validated pattern template."""
 
@@ -317,8 +317,15 @@ def _groups(check: _Checker, data: dict, ids: list[str]) -> tuple[EvidenceGroup,
             raise check.fail(where, f"features in two groups: {', '.join(sorted(twice))}")
         seen.update(members)
         r = check.number(item, "correlation", where, 0.0, 1.0)
-        out.append(EvidenceGroup(group_id, members, r, effective_number(len(members), r)
-                                 / len(members), str(item.get("source", ""))))  # fmt: skip
+        out.append(
+            EvidenceGroup(
+                id=group_id,
+                features=members,
+                correlation=r,
+                weight=effective_number(len(members), r) / len(members),
+                source=str(item.get("source", "")),
+            )
+        )
     return tuple(out)
 
 

@@ -40,7 +40,7 @@ def _config() -> dict:
     return load_yaml(config_dir() / "phantom_cohort.yaml")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PhantomCohort:
     """A generated cohort.
 
@@ -225,12 +225,12 @@ def make_cohort(n: int, seed: int) -> PhantomCohort:
     diagnosis, findings, names = draw_findings(n, seed)
     ids = [f"cohort{seed}-{i:04d}" for i in range(n)]
     return PhantomCohort(
-        ids,
-        diagnosis,
-        findings,
-        names,
-        render_tables(findings, names, seed, ids),
-        bayes_log10_lr(findings),
+        study_ids=ids,
+        diagnosis=diagnosis,
+        findings=findings,
+        finding_names=names,
+        tables=render_tables(findings, names, seed, ids),
+        bayes_log10_lr=bayes_log10_lr(findings),
     )
 
 

@@ -81,7 +81,7 @@ _MANUFACTURER = {
 }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SeriesSpec:
     r"""One series to write.
 
