@@ -202,9 +202,9 @@ def classify(series: SeriesInfo, rules: RoleRules) -> Classification:
 
     Examples
     --------
-    >>> s = SeriesInfo("1.2", 3, "t2_tirm_tra", image_type=("ORIGINAL", "PRIMARY", "M"),
-    ...                scanning_sequence=("SE", "IR"), echo_times_ms=(40.0,),
-    ...                inversion_time_ms=220.0)
+    >>> s = SeriesInfo(uid="1.2", number=3, description="t2_tirm_tra",
+    ...                image_type=("ORIGINAL", "PRIMARY", "M"), scanning_sequence=("SE", "IR"),
+    ...                echo_times_ms=(40.0,), inversion_time_ms=220.0)
     >>> classify(s, load_rules()).role
     'stir'
     """

@@ -103,11 +103,11 @@ class BiasFit:
     def from_settings(cls, eset: dict[str, Any], quantile: float) -> BiasFit:
         """The fit the ``edema`` settings describe, at block quantile ``quantile``."""
         return cls(
-            quantile,
-            int(eset["stir_bias_order"]),
-            int(eset["stir_bias_min_block_voxels"]),
-            float(eset["stir_bias_outlier_sd"]),
-            float(eset["stir_bias_outlier_floor"]),
+            quantile=quantile,
+            order=int(eset["stir_bias_order"]),
+            min_block_voxels=int(eset["stir_bias_min_block_voxels"]),
+            outlier_sd=float(eset["stir_bias_outlier_sd"]),
+            outlier_floor=float(eset["stir_bias_outlier_floor"]),
         )
 
 

@@ -121,7 +121,8 @@ class ReferenceRule:
 
         Examples
         --------
-        >>> ReferenceRule(1.2, 3.0, 0.05).edema_threshold(1.0, 0.1)
+        >>> rule = ReferenceRule(min_ratio=1.2, z_threshold=3.0, darker_share=0.05)
+        >>> rule.edema_threshold(1.0, 0.1)
         1.3
         """
         return max(mode + self.z_threshold * sigma, mode * self.min_ratio)
@@ -215,7 +216,8 @@ def anchored_normal_level(values: np.ndarray, rule: ReferenceRule) -> NormalLeve
 
     >>> rng = np.random.default_rng(0)
     >>> v = np.concatenate([rng.normal(1.0, 0.03, 2000), rng.normal(1.9, 0.05, 8000)])
-    >>> level = anchored_normal_level(v, ReferenceRule(1.2, 3.0, 0.05))
+    >>> rule = ReferenceRule(min_ratio=1.2, z_threshold=3.0, darker_share=0.05)
+    >>> level = anchored_normal_level(v, rule)
     >>> round(level.mode, 1), level.steps
     (1.0, 1)
     """
@@ -290,7 +292,8 @@ def judge_reference(
 
     Examples
     --------
-    >>> level = NormalLevel(1.9, 0.05, 0, 1.9, 0.0, 0.95)
+    >>> level = NormalLevel(mode=1.9, sigma=0.05, steps=0, apparent_mode=1.9, darker_share=0.0,
+    ...                     reference_share=0.95)
     >>> judge_reference(level, {"marrow": 0.139}, (4.0, 11.0), None, 40.0).verdict
     'untrusted'
     >>> judge_reference(level, {}, None, 47.0, 40.0).verdict
