@@ -131,8 +131,9 @@ def failed(files: StudyFiles, exc: BaseException) -> Outcome:
     )
 
 
-def fingerprint(files: StudyFiles, options: BatchOptions,
-                known: dict[Path, str] | None = None) -> dict[str, Any]:  # fmt: skip
+def fingerprint(
+    files: StudyFiles, options: BatchOptions, known: dict[Path, str] | None = None
+) -> dict[str, Any]:
     """What a study's outputs are made from: its input files, the batch options, the version.
 
     Parameters
@@ -250,8 +251,14 @@ def resume_or_run(task: Task, files: StudyFiles, out: Path, options: BatchOption
     return done if done is not None else task(files, out, options)
 
 
-def run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, workers: int,
-                  report: Callable[[Outcome], None], task: Task) -> None:  # fmt: skip
+def run_processes(
+    todo: list[StudyFiles],
+    out: Path,
+    options: BatchOptions,
+    workers: int,
+    report: Callable[[Outcome], None],
+    task: Task,
+) -> None:
     """Process pool with a bounded window of submitted studies.
 
     A worker that dies (e.g. killed for memory) breaks the pool: the studies in flight are then
@@ -310,13 +317,20 @@ def run_processes(todo: list[StudyFiles], out: Path, options: BatchOptions, work
 
 def _pool(context: BaseContext, workers: int) -> ProcessPoolExecutor:
     """A process pool whose workers die with this process (see :mod:`mri_scoring.workers`)."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                               initializer=worker_started, initargs=(os.getpid(),))  # fmt: skip
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=worker_started, initargs=(os.getpid(),)
+    )
 
 
-def run_dask(todo: list[StudyFiles], out: Path, options: BatchOptions, workers: int,
-             scheduler: str | None, report: Callable[[Outcome], None], task: Task,
-             ) -> None:  # fmt: skip
+def run_dask(
+    todo: list[StudyFiles],
+    out: Path,
+    options: BatchOptions,
+    workers: int,
+    scheduler: str | None,
+    report: Callable[[Outcome], None],
+    task: Task,
+) -> None:
     """Score ``todo`` on a dask cluster: a local one of ``workers`` processes, or ``scheduler``.
 
     Raises

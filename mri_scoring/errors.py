@@ -18,6 +18,7 @@ __all__ = [
     "StudyError",
 ]
 
+
 class MriScoringError(Exception):
     """Base class of the errors this package raises on purpose."""
 

@@ -14,6 +14,7 @@ __all__ = [
     "pooled_tables",
 ]
 
+
 def band_grade(values: np.ndarray | pd.Series, bands: list[float]) -> np.ndarray:
     """Number of band edges at or below each value (0..len(bands)); NaN stays NaN.
 

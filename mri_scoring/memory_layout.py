@@ -14,6 +14,7 @@ __all__ = [
     "smallest_label_dtype",
 ]
 
+
 def dense_steps(array: np.ndarray) -> tuple[int, ...] | None:
     """Element steps per axis if the array fills its memory densely with positive strides.
 

@@ -56,6 +56,7 @@ __all__ = [
     "score_study",
 ]
 
+
 def _inputs(study: Study) -> dict[str, dict[str, str]]:
     """Role -> source file (relative to the study folder) and its SHA-256, for ``score.json``."""
     base = study.path
@@ -105,8 +106,9 @@ def score_study(
     settings = settings or load_settings()
     template = template or load_template()
     if not isinstance(study, Study):
-        study = load_study(study, labels=labels, resample=resample, settings=settings,
-                           read_threads=threads)  # fmt: skip
+        study = load_study(
+            study, labels=labels, resample=resample, settings=settings, read_threads=threads
+        )
     measured = quantify(study, settings, voxel_maps=voxel_maps, threads=threads)
     table = grade(measured.table, settings)
     evidence = match(table, template, settings)
@@ -138,15 +140,34 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
     """
     try:
         target = study_out_dir(out, files.study_id)
-        study = load_study(files, labels=options.labels, resample=options.resample,
-                           settings=options.settings, read_threads=options.threads)
-        loaded = {Path(study.files[role]): digest for role, digest in study.input_sha256.items()
-                  if role in study.files}  # fmt: skip
-        result = score_study(study, settings=options.settings, template=options.template,
-                             prior=options.prior, voxel_maps=options.report or options.maps,
-                             threads=options.threads)
-        save_study(result, target, report=options.report, maps=options.maps, view=options.view,
-                   fingerprint=fingerprint(files, options, loaded))
+        study = load_study(
+            files,
+            labels=options.labels,
+            resample=options.resample,
+            settings=options.settings,
+            read_threads=options.threads,
+        )
+        loaded = {
+            Path(study.files[role]): digest
+            for role, digest in study.input_sha256.items()
+            if role in study.files
+        }
+        result = score_study(
+            study,
+            settings=options.settings,
+            template=options.template,
+            prior=options.prior,
+            voxel_maps=options.report or options.maps,
+            threads=options.threads,
+        )
+        save_study(
+            result,
+            target,
+            report=options.report,
+            maps=options.maps,
+            view=options.view,
+            fingerprint=fingerprint(files, options, loaded),
+        )
         cohort = cohort_values(result.muscles.to_dict("records")) if options.report else None
         return Outcome(
             study_id=files.study_id,
@@ -243,8 +264,17 @@ def score_batch(
             )
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
-    run = run_batch(studies, out, options, score_one, workers=workers, engine=engine,
-                    scheduler=scheduler, resume=resume, progress=progress)  # fmt: skip
+    run = run_batch(
+        studies,
+        out,
+        options,
+        score_one,
+        workers=workers,
+        engine=engine,
+        scheduler=scheduler,
+        resume=resume,
+        progress=progress,
+    )
     summary = summary_table(run.rows, options.template)
     failures = failure_table((f.study_id, f.path, f.error) for f in run.failures.values())
     write_batch_tables(out, summary, failures)
@@ -253,8 +283,7 @@ def score_batch(
         out, [study_out_dir(out, sid) for sid in sorted(run.rows)], DISCLAIMER
     )
     if report and (not summary.empty or not failures.empty):
-        write_cohort_report(out, summary, options.template, run.cohort, failures,
-                            subjects=followed)  # fmt: skip
+        write_cohort_report(out, summary, options.template, run.cohort, failures, subjects=followed)
     summary.attrs["failures"] = failures
     summary.attrs["reused"] = sorted(run.reused)
     return summary

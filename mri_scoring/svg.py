@@ -14,8 +14,16 @@ __all__ = [
     "svg_text",
 ]
 
-def svg_text(x: float, y: float, text: str, size: int = 11, anchor: str = "start",
-             colour: str = "#222", extra: str = "") -> str:  # fmt: skip
+
+def svg_text(
+    x: float,
+    y: float,
+    text: str,
+    size: int = 11,
+    anchor: str = "start",
+    colour: str = "#222",
+    extra: str = "",
+) -> str:
     """An SVG ``<text>`` element at (x, y), its text HTML-escaped."""
     return (
         f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" '

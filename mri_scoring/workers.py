@@ -73,8 +73,9 @@ def die_with_parent(parent_pid: int) -> None:
         (the process was re-parented), this process exits at once.
     """
     if not _kernel_parent_death_signal():
-        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
-                         name="mri_scoring-parent-watch").start()  # fmt: skip
+        threading.Thread(
+            target=_watch_parent, args=(parent_pid,), daemon=True, name="mri_scoring-parent-watch"
+        ).start()
     if os.getppid() != parent_pid:  # the parent died before the signal was armed
         os._exit(1)
 
@@ -166,8 +167,9 @@ def workers_can_start(context: BaseContext) -> bool:
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=worker_started,
-                             initargs=(os.getpid(),)) as probe:  # fmt: skip
+    with ProcessPoolExecutor(
+        max_workers=1, mp_context=context, initializer=worker_started, initargs=(os.getpid(),)
+    ) as probe:
         try:
             probe.submit(os.getpid).result()
         except BrokenProcessPool:

@@ -239,12 +239,18 @@ def test_every_public_module_declares_all():
         if name == "mri_scoring":
             continue  # the root's names are imported on first use (its __getattr__)
         defined = {getattr(n, "name", None) for n in tree.body} | bound
-        defined |= {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom)
-                    for a in n.names}  # fmt: skip
+        defined |= {
+            a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names
+        }
         for node in tree.body:
-            if isinstance(node, ast.Assign) and any(
-                getattr(t, "id", "") == "__all__" for t in node.targets
-            ) and isinstance(node.value, (ast.List, ast.Tuple)):
-                wrong += [f"{name}: {e.value}" for e in node.value.elts
-                          if isinstance(e, ast.Constant) and e.value not in defined]  # fmt: skip
+            if (
+                isinstance(node, ast.Assign)
+                and any(getattr(t, "id", "") == "__all__" for t in node.targets)
+                and isinstance(node.value, (ast.List, ast.Tuple))
+            ):
+                wrong += [
+                    f"{name}: {e.value}"
+                    for e in node.value.elts
+                    if isinstance(e, ast.Constant) and e.value not in defined
+                ]
     assert not wrong, wrong

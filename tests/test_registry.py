@@ -28,11 +28,31 @@ from mri_scoring.pattern.measures import PER_MUSCLE_COLUMNS
 from mri_scoring.pipeline import score_study
 
 ROOT = Path(__file__).resolve().parents[1]
-UNITS = {"ml", "cm2", "ms", "mm", "fraction", "ratio", "z", "count", "grade", "index",
-         "probability", "log10", "text"}  # fmt: skip
-TOY = schema.Column(name="toy_volume_l", table="muscles", unit="l", header="toy volume (l)",
-                    description="volume_ml / 1000 (a test measure)", report=True,
-                    report_scale=1.0, report_digits=3)  # fmt: skip
+UNITS = {
+    "ml",
+    "cm2",
+    "ms",
+    "mm",
+    "fraction",
+    "ratio",
+    "z",
+    "count",
+    "grade",
+    "index",
+    "probability",
+    "log10",
+    "text",
+}
+TOY = schema.Column(
+    name="toy_volume_l",
+    table="muscles",
+    unit="l",
+    header="toy volume (l)",
+    description="volume_ml / 1000 (a test measure)",
+    report=True,
+    report_scale=1.0,
+    report_digits=3,
+)
 
 
 def _readme_block(name: str) -> str:
@@ -63,8 +83,11 @@ def test_every_measure_column_has_a_record_and_every_record_a_measure():
 
 
 def test_a_registered_measure_without_a_column_record_fails(monkeypatch):
-    monkeypatch.setitem(registry.MEASURES, "orphan", registry.Measure(
-        name="orphan", columns=("orphan_value",), compute=lambda i: {}))  # fmt: skip
+    monkeypatch.setitem(
+        registry.MEASURES,
+        "orphan",
+        registry.Measure(name="orphan", columns=("orphan_value",), compute=lambda i: {}),
+    )
     assert registry.problems() == [
         "measure 'orphan' fills 'orphan_value', which has no Column record in schema.COLUMNS"
     ]
@@ -88,8 +111,11 @@ def test_every_qc_code_is_documented_and_raised_by_name():
     assert set(schema.QC_CODES) <= constants
     # QCFinding(level, "code", ...): a code as a string literal instead of schema.<CONSTANT>
     literal = re.compile(r'QCFinding\(\s*(?:level=)?"\w+",\s*(?:code=)?"(\w+)"')
-    bare = [f"{path.name}: {code}" for path in (ROOT / "mri_scoring").rglob("*.py")
-            for code in literal.findall(path.read_text(encoding="utf-8"))]  # fmt: skip
+    bare = [
+        f"{path.name}: {code}"
+        for path in (ROOT / "mri_scoring").rglob("*.py")
+        for code in literal.findall(path.read_text(encoding="utf-8"))
+    ]
     assert bare == [], "QC codes raised as strings (use the schema constant): " + ", ".join(bare)
 
 

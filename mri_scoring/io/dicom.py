@@ -99,8 +99,20 @@ def _run_dcm2niix(files: list[Path], series: SeriesInfo, workdir: Path) -> list[
             link.symlink_to(path.resolve())
         except OSError:
             shutil.copyfile(path, link)
-    command = [dcm2niix_path(), "-z", "y", "-b", "y", "-ba", "y", "-f", "series",
-               "-o", str(target), str(source)]  # fmt: skip
+    command = [
+        dcm2niix_path(),
+        "-z",
+        "y",
+        "-b",
+        "y",
+        "-ba",
+        "y",
+        "-f",
+        "series",
+        "-o",
+        str(target),
+        str(source),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     outputs = sorted(target.glob("*.nii.gz"))
     if result.returncode != 0 or not outputs:
@@ -139,8 +151,17 @@ class ConversionReport:
     messages: list[str]
 
 
-TSV_COLUMNS = ("subject", "session", "series_number", "series_description", "image_type",
-               "echo_times_ms", "files", "role", "output")  # fmt: skip
+TSV_COLUMNS = (
+    "subject",
+    "session",
+    "series_number",
+    "series_description",
+    "image_type",
+    "echo_times_ms",
+    "files",
+    "role",
+    "output",
+)
 
 
 def bids_label(text: str) -> str:
@@ -333,29 +354,43 @@ def convert_dicom(
         elif a.series.problems:
             messages.append(f"{a.series.label}: {a.status.removeprefix('skipped: ')}")
         s = a.series
-        rows.append({
-            "subject": sub,
-            "session": ses,
-            "series_number": "" if s.number is None else str(s.number),
-            "series_description": s.description or s.protocol,
-            "image_type": "\\".join(s.image_type),
-            "echo_times_ms": ",".join(f"{t:g}" for t in s.echo_times_ms),
-            "files": str(len(s.files)),
-            "role": a.status,
-            "output": output,
-        })  # fmt: skip
+        rows.append(
+            {
+                "subject": sub,
+                "session": ses,
+                "series_number": "" if s.number is None else str(s.number),
+                "series_description": s.description or s.protocol,
+                "image_type": "\\".join(s.image_type),
+                "echo_times_ms": ",".join(f"{t:g}" for t in s.echo_times_ms),
+                "files": str(len(s.files)),
+                "role": a.status,
+                "output": output,
+            }
+        )
     out_root.mkdir(parents=True, exist_ok=True)
     description = out_root / "dataset_description.json"
     if not description.exists():
-        atomic_write(description, json.dumps(
-            {"Name": "mri-scoring convert", "BIDSVersion": "1.9.0", "DatasetType": "raw"},
-            indent=2) + "\n")  # fmt: skip
+        atomic_write(
+            description,
+            json.dumps(
+                {"Name": "mri-scoring convert", "BIDSVersion": "1.9.0", "DatasetType": "raw"},
+                indent=2,
+            )
+            + "\n",
+        )
     _write_tsv(out_root, rows, sub, ses)
     return ConversionReport(rows, outputs, anat if outputs else None, messages)
 
 
-def _convert_one(a: Assignment, rules: RoleRules, anat: Path, prefix: str, settings: Settings,
-                 out_root: Path, relative: Path) -> dict[str, Path]:  # fmt: skip
+def _convert_one(
+    a: Assignment,
+    rules: RoleRules,
+    anat: Path,
+    prefix: str,
+    settings: Settings,
+    out_root: Path,
+    relative: Path,
+) -> dict[str, Path]:
     suffix = rules.outputs.get(a.role)
     if not suffix:
         raise _SeriesFailure(f"role '{a.role}' has no output name in the rules file")
@@ -377,8 +412,13 @@ def _convert_one(a: Assignment, rules: RoleRules, anat: Path, prefix: str, setti
             _save(t2, meta, t2_path)
             written["t2map"] = t2_path
             if ff is not None:
-                ff_path = (out_root / "derivatives" / T2FIT_PIPELINE / relative
-                           / f"{prefix}_desc-mese_fatfrac.nii.gz")  # fmt: skip
+                ff_path = (
+                    out_root
+                    / "derivatives"
+                    / T2FIT_PIPELINE
+                    / relative
+                    / f"{prefix}_desc-mese_fatfrac.nii.gz"
+                )
                 ff_meta = {
                     "Units": "fraction",
                     "Description": "fat fraction implied by the bi-component EPG T2 fit "

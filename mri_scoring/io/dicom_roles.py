@@ -101,10 +101,19 @@ class _Rule:
 
 
 _CONDITIONS = {
-    "image_type_all", "image_type_any", "not_image_type_any", "description",
-    "scanning_sequence_any", "not_scanning_sequence_any", "min_echoes", "max_echoes",
-    "inversion_time_ms", "reason", "clarity", "source",
-}  # fmt: skip
+    "image_type_all",
+    "image_type_any",
+    "not_image_type_any",
+    "description",
+    "scanning_sequence_any",
+    "not_scanning_sequence_any",
+    "min_echoes",
+    "max_echoes",
+    "inversion_time_ms",
+    "reason",
+    "clarity",
+    "source",
+}
 
 
 def _compile(entry: dict, role: str, where: str) -> _Rule:

@@ -77,8 +77,11 @@ def _frames(ds: Dataset) -> list[_Slice]:
     echo = float(ds.EchoTime) if "EchoTime" in ds and ds.EchoTime != "" else None
     if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
         return [_Slice(np.zeros(3), np.zeros(3), echo)]
-    return [_Slice(np.asarray(ds.ImagePositionPatient, float),
-                   _normal(ds.ImageOrientationPatient), echo)]  # fmt: skip
+    return [
+        _Slice(
+            np.asarray(ds.ImagePositionPatient, float), _normal(ds.ImageOrientationPatient), echo
+        )
+    ]
 
 
 def _normal(orientation: Sequence[float] | None) -> np.ndarray:

@@ -47,8 +47,10 @@ def study_input_files(files: StudyFiles) -> list[Path]:
             found.add(Path(path))
             stem = strip_nifti_suffix(Path(path).name)
             if stem is not None:
-                for beside in (Path(path).with_name(stem + ".json"),
-                               Path(path).with_name(stem + ".tsv")):  # fmt: skip
+                for beside in (
+                    Path(path).with_name(stem + ".json"),
+                    Path(path).with_name(stem + ".tsv"),
+                ):
                     if beside.is_file():
                         found.add(beside)
     sessions = sessions_file(files.folder)

@@ -34,6 +34,7 @@ __all__ = [
     "world_x",
 ]
 
+
 def midline_index(profile: np.ndarray, trough_ratio: float) -> float | None:
     """The voxel index (axis 0) of the gap between two thighs, or None if there is no gap.
 

@@ -38,6 +38,7 @@ __all__ = [
     "same_grid",
 ]
 
+
 def _describe_read_error(exc: BaseException) -> str:
     cause = exc.__cause__ or exc.__context__
     if cause is not None and isinstance(cause, (EOFError, zlib.error, gzip.BadGzipFile)):
@@ -140,8 +141,10 @@ def _gunzip(data: bytes) -> bytes | np.ndarray:
         if declared is None:  # not NIfTI: the caller reports it from these bytes
             return prefix
         if declared > len(data) * MAX_DEFLATE_RATIO + HEADER_BYTES:
-            raise EOFError(f"the header describes {declared} bytes, more than {len(data)} "
-                           "bytes of gzip data can hold")  # fmt: skip
+            raise EOFError(
+                f"the header describes {declared} bytes, more than {len(data)} "
+                "bytes of gzip data can hold"
+            )
         out = np.empty(max(declared, len(prefix)), dtype=np.uint8)
         out[: len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
         view = memoryview(out)
@@ -196,8 +199,9 @@ def _open_nifti(path: Path) -> NiftiFile:
     count = int(np.prod(shape, dtype=np.int64))
     needed = offset + count * dtype.itemsize
     if len(data) < needed:
-        raise StudyError(f"the file ends early ({len(data)} bytes of data; the header "
-                         f"describes {needed})", path)  # fmt: skip
+        raise StudyError(
+            f"the file ends early ({len(data)} bytes of data; the header describes {needed})", path
+        )
     voxels = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape, order="F")
     return NiftiFile(header, voxels, digest)
 
@@ -234,12 +238,21 @@ def read_volume(
     zooms = np.asarray(header["pixdim"][1:4], dtype=float)
     valid_zooms = bool(np.all(np.isfinite(zooms)) and np.all(zooms > 0))
     if not valid_zooms and int(header["sform_code"]) > 0:
-        qc.append(QCFinding("warning", schema.HEADER_PIXDIM_INVALID,
-                            f"pixdim {tuple(float(z) for z in zooms)} is invalid; the sform "
-                            "affine gives the voxel size", str(path)))  # fmt: skip
+        qc.append(
+            QCFinding(
+                "warning",
+                schema.HEADER_PIXDIM_INVALID,
+                f"pixdim {tuple(float(z) for z in zooms)} is invalid; the sform "
+                "affine gives the voxel size",
+                str(path),
+            )
+        )
     elif not valid_zooms:
-        raise StudyError(f"invalid voxel size {tuple(float(z) for z in zooms)} mm in the header "
-                         "(pixdim): expected three positive numbers", path)  # fmt: skip
+        raise StudyError(
+            f"invalid voxel size {tuple(float(z) for z in zooms)} mm in the header "
+            "(pixdim): expected three positive numbers",
+            path,
+        )
     try:
         affine = header.get_best_affine()
     except Exception:  # a quaternion nibabel cannot use

@@ -46,6 +46,7 @@ __all__ = [
     "load_study",
 ]
 
+
 @dataclass(kw_only=True)
 class Study:
     """One study on the label map's grid, reoriented to RAS+.

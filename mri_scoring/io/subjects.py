@@ -20,6 +20,7 @@ __all__ = [
     "sessions_file",
 ]
 
+
 @dataclass(frozen=True)
 class SessionInfo:
     """One study's place in a subject's follow-up.

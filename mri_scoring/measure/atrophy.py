@@ -107,8 +107,15 @@ def add_atrophy(table: pd.DataFrame, inputs: AtrophyInputs) -> list[QCFinding]:
     shares = normative_shares()
     partial = np.array([coverage.partial(i) for i in range(len(table))], bool)
     table["lean_volume_ml"] = table["volume_ml"] * (1.0 - table["ff_mean_whole"])
-    for column in ("expected_volume_ml", "volume_ratio", "volume_share", "expected_share",
-                   "atrophy_index", "atrophy_index_lean", "lr_volume_ratio"):  # fmt: skip
+    for column in (
+        "expected_volume_ml",
+        "volume_ratio",
+        "volume_share",
+        "expected_share",
+        "atrophy_index",
+        "atrophy_index_lean",
+        "lr_volume_ratio",
+    ):
         table[column] = np.nan
     table["atrophy_basis"] = NONE
     table["atrophy_note"] = ""
@@ -117,31 +124,50 @@ def add_atrophy(table: pd.DataFrame, inputs: AtrophyInputs) -> list[QCFinding]:
     covered = is_muscle & ~partial
     if body is not None:
         _body_size_basis(table, covered, body, shares, inputs.min_share_muscles)
-    _share_basis(table, covered & table["muscle"].isin(list(shares)).to_numpy(), shares,
-                 inputs.min_share_muscles, body is not None)  # fmt: skip
+    _share_basis(
+        table,
+        covered & table["muscle"].isin(list(shares)).to_numpy(),
+        shares,
+        inputs.min_share_muscles,
+        body is not None,
+    )
     for index in np.flatnonzero(is_muscle & partial):
         table.iat[index, table.columns.get_loc("atrophy_note")] = (
-            coverage.reason(index) + "; volume-based atrophy not assessed")
+            coverage.reason(index) + "; volume-based atrophy not assessed"
+        )
 
     _add_lr_ratio(table, is_muscle, coverage)
     if body is None:
-        qc.append(QCFinding(
-            "info", schema.GLOBAL_ATROPHY_NOT_ASSESSABLE,
-            "no height_m and mass_kg in study.json: atrophy is judged from each muscle's share "
-            "of the labelled volume and from the left/right comparison, so a loss of muscle "
-            "that every muscle shares (global atrophy) cannot be seen"))  # fmt: skip
+        qc.append(
+            QCFinding(
+                "info",
+                schema.GLOBAL_ATROPHY_NOT_ASSESSABLE,
+                "no height_m and mass_kg in study.json: atrophy is judged from each muscle's share "
+                "of the labelled volume and from the left/right comparison, so a loss of muscle "
+                "that every muscle shares (global atrophy) cannot be seen",
+            )
+        )
     cut = int((is_muscle & partial).sum())
     if cut:
-        qc.append(QCFinding(
-            "info", schema.PARTIAL_COVERAGE,
-            f"{cut} of {int(is_muscle.sum())} muscle labels reach the first or last slice or "
-            "the in-plane edge of the field of view: their volume-based atrophy is not "
-            "assessed (flag partial_coverage)"))  # fmt: skip
+        qc.append(
+            QCFinding(
+                "info",
+                schema.PARTIAL_COVERAGE,
+                f"{cut} of {int(is_muscle.sum())} muscle labels reach the first or last slice or "
+                "the in-plane edge of the field of view: their volume-based atrophy is not "
+                "assessed (flag partial_coverage)",
+            )
+        )
     return qc
 
 
-def _body_size_basis(table: pd.DataFrame, covered: np.ndarray, body: BodySize,
-                     shares: dict[str, float], min_muscles: int) -> None:  # fmt: skip
+def _body_size_basis(
+    table: pd.DataFrame,
+    covered: np.ndarray,
+    body: BodySize,
+    shares: dict[str, float],
+    min_muscles: int,
+) -> None:
     """Volume over the body-size norm; stand-ins scaled from the listed muscles of their side."""
     expected = table["muscle"].map(lambda m: expected_volume_ml(m, body)).astype(float)
     expected[~table["kind"].isin((MUSCLE, GROUP))] = np.nan
@@ -164,7 +190,8 @@ def _body_size_basis(table: pd.DataFrame, covered: np.ndarray, body: BodySize,
             table.loc[index, "atrophy_note"] = (
                 f"not in handsfield2014 ({stand_in(muscle)} stand-in): expected volume = its "
                 f"normative share [elicited] relative to {len(anchors)} fully covered listed "
-                "muscles of this side, times their body-size norm")
+                "muscles of this side, times their body-size norm"
+            )
     use = (table["atrophy_basis"] == BODY_SIZE).to_numpy()
     expected = table["expected_volume_ml"]
     table.loc[use, "volume_ratio"] = (table["volume_ml"] / expected)[use]
@@ -172,15 +199,21 @@ def _body_size_basis(table: pd.DataFrame, covered: np.ndarray, body: BodySize,
     table.loc[use, "atrophy_index_lean"] = (table["lean_volume_ml"] / expected)[use]
 
 
-def _share_basis(table: pd.DataFrame, eligible: np.ndarray, shares: dict[str, float],
-                 min_muscles: int, has_body: bool) -> None:  # fmt: skip
+def _share_basis(
+    table: pd.DataFrame,
+    eligible: np.ndarray,
+    shares: dict[str, float],
+    min_muscles: int,
+    has_body: bool,
+) -> None:
     """Share of the fully covered labelled volume of each side against normative shares."""
     for _side, part in table[eligible].groupby("side"):
         if len(part) < min_muscles:
             alone = part.index[table.loc[part.index, "atrophy_basis"] == NONE]
             table.loc[alone, "atrophy_note"] = (
                 f"only {len(part)} fully covered muscle{'' if len(part) == 1 else 's'} on "
-                "this side: no volume share")
+                "this side: no volume share"
+            )
             continue
         expected_share = part["muscle"].map(shares)
         expected_share = expected_share / expected_share.sum()
@@ -195,7 +228,8 @@ def _share_basis(table: pd.DataFrame, eligible: np.ndarray, shares: dict[str, fl
         table.loc[take, "atrophy_note"] = (
             "share of the fully covered labelled volume of this side"
             + ("" if has_body else " (no height_m/mass_kg)")
-            + ": a loss every muscle shares is not visible")
+            + ": a loss every muscle shares is not visible"
+        )
 
 
 def _add_lr_ratio(table: pd.DataFrame, is_muscle: np.ndarray, coverage: Coverage) -> None:
@@ -203,8 +237,9 @@ def _add_lr_ratio(table: pd.DataFrame, is_muscle: np.ndarray, coverage: Coverage
     cut_in_plane = np.array([IN_PLANE in c for c in coverage.cuts], bool)
     sided = table[is_muscle & table["side"].isin(("left", "right")).to_numpy()]
     volume = {}
-    for index, muscle, side, value in zip(sided.index, sided["muscle"], sided["side"],
-                                          sided["volume_ml"], strict=True):  # fmt: skip
+    for index, muscle, side, value in zip(
+        sided.index, sided["muscle"], sided["side"], sided["volume_ml"], strict=True
+    ):
         volume[(muscle, side)] = (value, bool(cut_in_plane[table.index.get_loc(index)]))
     for index, muscle, side in zip(sided.index, sided["muscle"], sided["side"], strict=True):
         own, own_cut = volume[(muscle, side)]

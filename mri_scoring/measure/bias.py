@@ -22,6 +22,7 @@ __all__ = [
     "log_bias_at",
 ]
 
+
 def _poly_terms(coords: np.ndarray, order: int) -> np.ndarray:
     """Polynomial design matrix (N, terms) of normalised coordinates, up to ``order``."""
     x, y, z = coords
@@ -46,8 +47,9 @@ class BlockGrid:
     width: np.ndarray
 
     @classmethod
-    def make(cls, shape: tuple[int, ...], voxel_size_mm: tuple[float, ...],
-             block_mm: float) -> BlockGrid:  # fmt: skip
+    def make(
+        cls, shape: tuple[int, ...], voxel_size_mm: tuple[float, ...], block_mm: float
+    ) -> BlockGrid:
         """The grid of blocks about ``block_mm`` wide over a region of ``shape`` voxels."""
         block = np.maximum(block_mm / np.asarray(voxel_size_mm, dtype=float), 1.0)
         counts = tuple(int(np.ceil(n / b)) | 1 for n, b in zip(shape, block, strict=True))
@@ -68,8 +70,9 @@ class BlockGrid:
 
     def centres(self) -> np.ndarray:
         """Voxel coordinates (3, n_blocks) of every block centre."""
-        grid = np.array(np.unravel_index(np.arange(int(np.prod(self.counts))), self.counts),
-                        dtype=float)  # fmt: skip
+        grid = np.array(
+            np.unravel_index(np.arange(int(np.prod(self.counts))), self.counts), dtype=float
+        )
         counts = np.asarray(self.counts, dtype=float)[:, None]
         shape = np.asarray(self.shape, dtype=float)[:, None]
         return (grid + 0.5 - counts / 2.0) * self.width[:, None] + (shape - 1) / 2.0
@@ -115,8 +118,9 @@ class BiasFit:
 _TERMS = {0: 1, 1: 4, 2: 10}
 
 
-def fit_log_bias(block_ids: np.ndarray, log_signal: np.ndarray, grid: BlockGrid,
-                 fit: BiasFit) -> np.ndarray:  # fmt: skip
+def fit_log_bias(
+    block_ids: np.ndarray, log_signal: np.ndarray, grid: BlockGrid, fit: BiasFit
+) -> np.ndarray:
     """Coefficients of a smooth log-bias polynomial fitted to block-wise low quantiles.
 
     Each block holds reference voxels; its ``fit.quantile`` of log signal stands for normal
@@ -156,8 +160,9 @@ def fit_log_bias(block_ids: np.ndarray, log_signal: np.ndarray, grid: BlockGrid,
     mask = keep.copy()
     coef = np.zeros(design.shape[1])
     for _ in range(3):
-        coef, *_ = np.linalg.lstsq(design[mask] * weights[mask, None], q[mask] * weights[mask],
-                                   rcond=None)  # fmt: skip
+        coef, *_ = np.linalg.lstsq(
+            design[mask] * weights[mask, None], q[mask] * weights[mask], rcond=None
+        )
         residual = np.where(keep, q - design @ coef, np.inf)
         spread = 1.4826 * np.median(np.abs(residual[mask] - np.median(residual[mask])))
         new_mask = keep & (np.abs(residual) <= max(fit.outlier_sd * spread, fit.outlier_floor))

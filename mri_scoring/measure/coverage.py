@@ -178,8 +178,9 @@ def slice_areas(region: LabelledRegion, ff: np.ndarray | None, axis: int) -> Sli
             ff_count += np.bincount(key[ok], minlength=count.size)
     columns = np.asarray(study.affine, float)[:3, :3]
     in_plane = [a for a in range(3) if a != axis]
-    voxel_area_cm2 = float(np.linalg.norm(np.cross(columns[:, in_plane[0]],
-                                                   columns[:, in_plane[1]]))) / 100.0  # fmt: skip
+    voxel_area_cm2 = (
+        float(np.linalg.norm(np.cross(columns[:, in_plane[0]], columns[:, in_plane[1]]))) / 100.0
+    )
     count = count.reshape(n, n_slices)
     labels, slices = np.nonzero(count[1:])
     centre = (np.asarray(study.shape, float) - 1.0) / 2.0
@@ -187,11 +188,13 @@ def slice_areas(region: LabelledRegion, ff: np.ndarray | None, axis: int) -> Sli
     z_mm = z0 + (slices - centre[axis]) * float(study.affine[2, axis])
     with np.errstate(invalid="ignore", divide="ignore"):
         ff_mean = (ff_sum / ff_count).reshape(n, n_slices)[labels + 1, slices]
-    table = pd.DataFrame({
-        "label": study.label_values[labels].astype(int),
-        "slice": slices.astype(int),
-        "z_mm": z_mm,
-        "area_cm2": count[labels + 1, slices] * voxel_area_cm2,
-        "ff_mean": ff_mean if ff is not None else np.nan,
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "label": study.label_values[labels].astype(int),
+            "slice": slices.astype(int),
+            "z_mm": z_mm,
+            "area_cm2": count[labels + 1, slices] * voxel_area_cm2,
+            "ff_mean": ff_mean if ff is not None else np.nan,
+        }
+    )
     return SliceAreas(table, count.max(axis=1) * voxel_area_cm2)

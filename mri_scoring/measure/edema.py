@@ -50,9 +50,13 @@ class EdemaReference:
 
     def to_dict(self) -> dict[str, Any]:
         """The reference as plain data (``score.json`` ``edema_reference``)."""
-        return {"source": self.source, "normal_mode": _finite(self.normal_mode),
-                "normal_sigma": _finite(self.normal_sigma), "threshold": _finite(self.threshold),
-                **self.details}  # fmt: skip
+        return {
+            "source": self.source,
+            "normal_mode": _finite(self.normal_mode),
+            "normal_sigma": _finite(self.normal_sigma),
+            "threshold": _finite(self.threshold),
+            **self.details,
+        }
 
 
 def _finite(value: float) -> float | None:
@@ -441,8 +445,12 @@ def _columns(
         flags.setdefault(int(index), []).append(schema.EDEMA_TOO_FEW_VOXELS)
     for index in np.flatnonzero(few_shell):
         flags.setdefault(int(index), []).append(schema.FASCIAL_TOO_FEW_VOXELS)
-    cols: dict[str, Any] = {"edema_fraction": fraction, "edema_z": z_median,
-                            "fascial_edema_fraction": fascial, "edema_source": readout.source}
+    cols: dict[str, Any] = {
+        "edema_fraction": fraction,
+        "edema_z": z_median,
+        "fascial_edema_fraction": fascial,
+        "edema_source": readout.source,
+    }
     if readout.t2_median is not None:
         cols["t2_median_ms"] = readout.t2_median
     # The voxel maps show exactly what the table counted: not the rows left empty.
@@ -469,9 +477,12 @@ def _unmeasured(region: LabelledRegion, readout: _Readout, qc: list[QCFinding]) 
     """No trustworthy reference: every edema cell empty, every measured muscle flagged."""
     n = region.n_labels
     empty = np.full(n + 1, np.nan)
-    cols: dict[str, Any] = {"edema_fraction": empty, "edema_z": empty.copy(),
-                            "fascial_edema_fraction": empty.copy(),
-                            "edema_source": readout.source}
+    cols: dict[str, Any] = {
+        "edema_fraction": empty,
+        "edema_z": empty.copy(),
+        "fascial_edema_fraction": empty.copy(),
+        "edema_source": readout.source,
+    }
     measured = np.flatnonzero(region.is_muscle & (np.bincount(region.label, minlength=n + 1) > 0))
     flags = {int(i): [schema.EDEMA_REFERENCE_UNTRUSTED] for i in measured}
     return EdemaMeasure(

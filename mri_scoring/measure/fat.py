@@ -349,9 +349,12 @@ def _ff_columns(region: LabelledRegion, ff_flat: np.ndarray) -> dict[str, np.nda
         whole_count = counts.sum(axis=1)
         whole_mean = np.where(whole_count > 0, sums.sum(axis=1) / whole_count, np.nan)
     return {
-        "ff_mean": core_mean, "ff_median": core_q[:, 0], "ff_p90": core_q[:, 1],
-        "ff_mean_whole": whole_mean, "ff_median_whole": whole_q[:, 0],
-    }  # fmt: skip
+        "ff_mean": core_mean,
+        "ff_median": core_q[:, 0],
+        "ff_p90": core_q[:, 1],
+        "ff_mean_whole": whole_mean,
+        "ff_median_whole": whole_q[:, 0],
+    }
 
 
 def _t1w_fat_fraction(

@@ -20,6 +20,7 @@ __all__ = [
     "window",
 ]
 
+
 def core_reach_mm(voxel_size_mm: tuple[float, ...], core_mm: float) -> float:
     """Distance from a core voxel's centre to the nearest outside voxel centre.
 
@@ -184,8 +185,10 @@ def padded_region(boxes: list, shape: tuple[int, ...], pad: tuple[int, ...]) -> 
     """
     starts = [min(b[i].start for b in boxes if b is not None) for i in range(3)]
     stops = [max(b[i].stop for b in boxes if b is not None) for i in range(3)]
-    return tuple(slice(max(s - p, 0), min(e + p, n))
-                 for s, e, p, n in zip(starts, stops, pad, shape, strict=True))  # fmt: skip
+    return tuple(
+        slice(max(s - p, 0), min(e + p, n))
+        for s, e, p, n in zip(starts, stops, pad, shape, strict=True)
+    )
 
 
 def background_sample(lab: np.ndarray, labelled: int, target: int = 200_000) -> np.ndarray:

@@ -186,12 +186,14 @@ def dixon_noise(region: LabelledRegion) -> NoiseEstimate:
             f"{sigma:.4g} was read from differences of neighbouring muscle voxels (an "
             "underestimate if the image was interpolated or filtered)"
         )
-        return NoiseEstimate(sigma, TISSUE, [QCFinding("info", schema.NOISE_FROM_TISSUE,
-                                                       message, file)])  # fmt: skip
+        return NoiseEstimate(
+            sigma, TISSUE, [QCFinding("info", schema.NOISE_FROM_TISSUE, message, file)]
+        )
     message = (
         "no noise sigma: the water image has no dark background and too little uniform "
         "muscle; the Rician bias correction and the noise floor of the fat fraction were "
         "skipped (lean muscle reads fattier, by about 0.02 at SNR 25)"
     )
-    return NoiseEstimate(None, NONE, [QCFinding("warning", schema.NOISE_SIGMA_UNKNOWN, message,
-                                                file)])  # fmt: skip
+    return NoiseEstimate(
+        None, NONE, [QCFinding("warning", schema.NOISE_SIGMA_UNKNOWN, message, file)]
+    )

@@ -23,6 +23,7 @@ __all__ = [
     "stand_in",
 ]
 
+
 def _norms() -> dict[str, Any]:
     return load_config_file("norms_body_age_sex.yaml")
 
@@ -77,8 +78,10 @@ def body_size(metadata: dict[str, Any]) -> tuple[BodySize | None, str]:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None, f"{name} {value!r} is not a number: body size not used"
         if not low <= value <= high:
-            return None, f"{name} {value:g} is outside {low:g}-{high:g} {unit} ({hint}): " \
-                         "body size not used"
+            return (
+                None,
+                f"{name} {value:g} is outside {low:g}-{high:g} {unit} ({hint}): body size not used",
+            )
     return BodySize(float(height), float(mass)), ""
 
 
@@ -176,8 +179,9 @@ def normal_thigh_ff(age_years: object, sex: object) -> float | None:
     key = str(sex).strip().lower()
     for table_key, values in config["sex_values"].items():
         if key in values:
-            return float(np.interp(float(age_years), config["band_midpoints_years"],
-                                   config[table_key]))  # fmt: skip
+            return float(
+                np.interp(float(age_years), config["band_midpoints_years"], config[table_key])
+            )
     return None
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "quantify",
 ]
 
+
 @dataclass(kw_only=True)
 class MuscleTable:
     """Result of :func:`quantify`.
@@ -136,8 +137,9 @@ def quantify(
     )
 
 
-def _voxel_maps(study: Study, region: LabelledRegion, fat: FatMeasure,
-                edema: EdemaMeasure) -> VoxelMaps:  # fmt: skip
+def _voxel_maps(
+    study: Study, region: LabelledRegion, fat: FatMeasure, edema: EdemaMeasure
+) -> VoxelMaps:
     """The measured voxels by flat C-order index into the grid, with their label values."""
     shape = study.shape
     c_order = (shape[1] * shape[2], shape[2], 1)
@@ -146,13 +148,19 @@ def _voxel_maps(study: Study, region: LabelledRegion, fat: FatMeasure,
     dtype = np.uint8 if high < 256 else np.uint16 if high < 65536 else np.int32
     lookup = np.concatenate([[0], values]).astype(dtype)
     return VoxelMaps(
-        shape=shape, index=region.voxels.full_index(c_order),
-        label=lookup[region.label], ff=fat.ff, core=region.use_core,
-        edema_counted=edema.counted, edema=edema.edema,
+        shape=shape,
+        index=region.voxels.full_index(c_order),
+        label=lookup[region.label],
+        ff=fat.ff,
+        core=region.use_core,
+        edema_counted=edema.counted,
+        edema=edema.edema,
         shell_index=region.shell.full_index(c_order),
-        shell_label=lookup[region.shell_label], shell_edema=edema.shell_edema,
-        z=_slice_index(region.voxels), shell_z=_slice_index(region.shell),
-    )  # fmt: skip
+        shell_label=lookup[region.shell_label],
+        shell_edema=edema.shell_edema,
+        z=_slice_index(region.voxels),
+        shell_z=_slice_index(region.shell),
+    )
 
 
 def _slice_index(voxels: VoxelSet) -> np.ndarray:
@@ -161,8 +169,14 @@ def _slice_index(voxels: VoxelSet) -> np.ndarray:
     return voxels.ijk[2].astype(dtype) + dtype(voxels.region[2].start)
 
 
-def _coverage_and_norms(study: Study, table: pd.DataFrame, coverage: Coverage, areas: SliceAreas,
-                        settings: Settings, qc: list[QCFinding]) -> pd.DataFrame:  # fmt: skip
+def _coverage_and_norms(
+    study: Study,
+    table: pd.DataFrame,
+    coverage: Coverage,
+    areas: SliceAreas,
+    settings: Settings,
+    qc: list[QCFinding],
+) -> pd.DataFrame:
     """Add coverage flags, max_csa_cm2, ff_excess and atrophy; return the ``slices.tsv`` rows.
 
     The table is changed in place; findings are appended to ``qc``.
@@ -177,8 +191,11 @@ def _coverage_and_norms(study: Study, table: pd.DataFrame, coverage: Coverage, a
     ]
     body, why_not = body_size(study.metadata)
     if why_not:
-        qc.append(QCFinding("warning", schema.BODY_SIZE_NOT_USED, why_not,
-                            str(study.files.get("metadata", ""))))  # fmt: skip
+        qc.append(
+            QCFinding(
+                "warning", schema.BODY_SIZE_NOT_USED, why_not, str(study.files.get("metadata", ""))
+            )
+        )
     min_share = settings["atrophy"].get("min_share_muscles", 3)
     qc.extend(add_atrophy(table, AtrophyInputs(coverage, body, min_share)))
     return _slice_rows(table, areas.table)
@@ -230,16 +247,26 @@ def _labelled_region(
     # flipped or sliced view (never one loaded from files) is copied once into memory order.
     images = {role: dense_layout(image) for role, image in study.images.items()}
     labelled_region = LabelledRegion(
-        study=study, labels=lab, voxels=labelled, label=lab_flat, use_core=use_core,
-        kinds=kinds, is_muscle=is_muscle, shell=shell, shell_label=shell_lab,
-        images=images, n_labels=n, threads=threads,
-    )  # fmt: skip
+        study=study,
+        labels=lab,
+        voxels=labelled,
+        label=lab_flat,
+        use_core=use_core,
+        kinds=kinds,
+        is_muscle=is_muscle,
+        shell=shell,
+        shell_label=shell_lab,
+        images=images,
+        n_labels=n,
+        threads=threads,
+    )
     shell_count = np.bincount(shell_lab, minlength=n + 1)
     return labelled_region, _Counts(voxels, core_count, small_core, shell_count)
 
 
-def _assemble(study: Study, infos: list, counts: _Counts, fat: FatMeasure,
-              edema: EdemaMeasure) -> pd.DataFrame:  # fmt: skip
+def _assemble(
+    study: Study, infos: list, counts: _Counts, fat: FatMeasure, edema: EdemaMeasure
+) -> pd.DataFrame:
     rows = np.arange(1, len(infos) + 1)
     data: dict[str, Any] = {
         "study_id": study.study_id,

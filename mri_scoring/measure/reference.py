@@ -40,8 +40,12 @@ __all__ = [
 ]
 
 TRUSTED, REANCHORED, UNVERIFIED, UNTRUSTED, FROM_T2MAP = (
-    "trusted", "reanchored", "unverified", "untrusted", "from_t2map",
-)  # fmt: skip
+    "trusted",
+    "reanchored",
+    "unverified",
+    "untrusted",
+    "from_t2map",
+)
 """Verdicts on a STIR normal-muscle reference (``EdemaReference.details['verdict']``)."""
 
 

@@ -128,8 +128,9 @@ def register(
         clash = [c for c in columns if c in taken]
         if name in MEASURES or clash:
             raise ValueError(f"measure {name!r} or its columns {clash} are already registered")
-        MEASURES[name] = Measure(name=name, columns=tuple(columns), compute=function,
-                                 where=function.__module__)  # fmt: skip
+        MEASURES[name] = Measure(
+            name=name, columns=tuple(columns), compute=function, where=function.__module__
+        )
         return function
 
     return decorator
@@ -148,8 +149,10 @@ def problems() -> list[str]:
     for measure in MEASURES.values():
         for column in measure.columns:
             if column not in declared:
-                out.append(f"measure {measure.name!r} fills {column!r}, which has no Column "
-                           "record in schema.COLUMNS")  # fmt: skip
+                out.append(
+                    f"measure {measure.name!r} fills {column!r}, which has no Column "
+                    "record in schema.COLUMNS"
+                )
             if column in seen:
                 out.append(f"{column!r} is filled by both {seen[column]!r} and {measure.name!r}")
             seen[column] = measure.name
@@ -165,11 +168,14 @@ def run_registered(inputs: MeasureInputs) -> None:
             continue
         values = measure.compute(inputs)
         if set(values) != set(measure.columns):
-            raise ValueError(f"measure {measure.name!r} returned {sorted(values)}, registered "
-                             f"{sorted(measure.columns)}")  # fmt: skip
+            raise ValueError(
+                f"measure {measure.name!r} returned {sorted(values)}, registered "
+                f"{sorted(measure.columns)}"
+            )
         for column in measure.columns:
             value = values[column]
             if np.ndim(value) and len(value) != rows:
-                raise ValueError(f"measure {measure.name!r}: {column} has {len(value)} values "
-                                 f"for {rows} rows")  # fmt: skip
+                raise ValueError(
+                    f"measure {measure.name!r}: {column} has {len(value)} values for {rows} rows"
+                )
             inputs.table[column] = value

@@ -15,6 +15,7 @@ __all__ = [
     "VoxelMaps",
 ]
 
+
 @dataclass(kw_only=True, frozen=True, eq=False)
 class VoxelMaps:
     """Per-voxel results of one study on its label grid (RAS+, the arrays of ``Study``).
@@ -65,8 +66,14 @@ class VoxelMaps:
     z: np.ndarray | None = None
     shell_z: np.ndarray | None = None
 
-    def volume(self, values: np.ndarray, *, shell: bool = False, fill: float = 0,
-               dtype: np.dtype | type | None = None) -> np.ndarray:  # fmt: skip
+    def volume(
+        self,
+        values: np.ndarray,
+        *,
+        shell: bool = False,
+        fill: float = 0,
+        dtype: np.dtype | type | None = None,
+    ) -> np.ndarray:
         """Scatter per-voxel values (of the labelled voxels, or of the shell) onto the grid.
 
         Parameters
@@ -88,8 +95,9 @@ class VoxelMaps:
         out[self.shell_index if shell else self.index] = values
         return out.reshape(self.shape)
 
-    def plane(self, values: np.ndarray, k: int, *, shell: bool = False,
-              fill: float = 0) -> np.ndarray:  # fmt: skip
+    def plane(
+        self, values: np.ndarray, k: int, *, shell: bool = False, fill: float = 0
+    ) -> np.ndarray:
         """Axial plane ``z = k`` of :meth:`volume` (only that plane is built).
 
         Returns

@@ -213,8 +213,9 @@ class VoxelSet:
         Shape of the full volume.
     """
 
-    def __init__(self, index: np.ndarray, region: tuple[slice, ...],
-                 full_shape: tuple[int, ...]) -> None:  # fmt: skip
+    def __init__(
+        self, index: np.ndarray, region: tuple[slice, ...], full_shape: tuple[int, ...]
+    ) -> None:
         self.region = region
         self.full_shape = tuple(full_shape)
         self.shape = tuple(sl.stop - sl.start for sl in region)

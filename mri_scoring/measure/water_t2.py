@@ -13,6 +13,7 @@ __all__ = [
     "t2_range",
 ]
 
+
 @dataclass(kw_only=True, frozen=True)
 class T2Range:
     """Water-T2 numbers for the study's field strength (ms).

@@ -131,8 +131,12 @@ def _bands(matrix: np.ndarray, band: int) -> np.ndarray:
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame,
-                  fascial: pd.DataFrame | None = None) -> str:  # fmt: skip
+def cohort_figure(
+    summary: pd.DataFrame,
+    ff: pd.DataFrame,
+    edema: pd.DataFrame,
+    fascial: pd.DataFrame | None = None,
+) -> str:
     """Cohort heat map as an SVG document.
 
     Studies (rows, clustered) x muscles, FF, edema and fascial edema (the template's main DM
@@ -147,8 +151,9 @@ def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame,
     fascial = edema.iloc[:0, :0] if fascial is None else fascial
     muscles = sorted(set(ff.columns) | set(edema.columns) | set(fascial.columns))
     ids = summary["study_id"].to_numpy()
-    ff, edema, fascial = (m.reindex(index=ids, columns=muscles).to_numpy(float)
-                          for m in (ff, edema, fascial))  # fmt: skip
+    ff, edema, fascial = (
+        m.reindex(index=ids, columns=muscles).to_numpy(float) for m in (ff, edema, fascial)
+    )
     # Clustering needs complete rows: a missing value counts as its muscle's cohort mean.
     order, how = cohort_order(
         summary, np.hstack([_fill_with_column_means(m) for m in (ff, edema, fascial)])
@@ -159,8 +164,9 @@ def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame,
     if band > 1:
         padded = np.full(-(-len(calls) // band) * band, 2)
         padded[: len(calls)] = call_codes
-        call_codes = np.array([np.bincount(g, minlength=3).argmax()
-                               for g in padded.reshape(-1, band)])  # fmt: skip
+        call_codes = np.array(
+            [np.bincount(g, minlength=3).argmax() for g in padded.reshape(-1, band)]
+        )
     rows = len(call_codes)
     row_px = int(np.clip(900 // max(rows, 1), 1, 14))
     cell = 14
@@ -186,34 +192,48 @@ def cohort_figure(summary: pd.DataFrame, ff: pd.DataFrame, edema: pd.DataFrame,
             rgb = ramp_rgb(_bands(matrix[order], band) / high)
             width = cell * len(muscles)
             if show_ids:
-                body += _cell_titles(matrix[order], ids[order], muscles, (x, top, row_px, cell),
-                                     f"{title.split(' (')[0]}", unit)  # fmt: skip
+                body += _cell_titles(
+                    matrix[order],
+                    ids[order],
+                    muscles,
+                    (x, top, row_px, cell),
+                    f"{title.split(' (')[0]}",
+                    unit,
+                )
             for j, muscle in enumerate(muscles):
                 cx = x + (j + 0.5) * cell + 4
                 turn = f' transform="rotate(-90 {cx:.1f} {top - 6:.1f})"'
                 body.append(svg_text(cx, top - 6, muscle.replace("_", " "), 10, extra=turn))
         pixels = np.repeat(np.repeat(rgb, row_px, axis=0), cell, axis=1)
-        body.append(f'<image x="{x:.1f}" y="{top:.1f}" width="{width:.1f}" '
-                    f'height="{rows * row_px:.1f}" preserveAspectRatio="none" '
-                    f'href="{png_data_uri(pixels)}"/>')  # fmt: skip
+        body.append(
+            f'<image x="{x:.1f}" y="{top:.1f}" width="{width:.1f}" '
+            f'height="{rows * row_px:.1f}" preserveAspectRatio="none" '
+            f'href="{png_data_uri(pixels)}"/>'
+        )
         body.append(svg_text(x + width / 2, 30, title, 11, "middle"))
         x += width + 16
     if show_ids:
         for r, study_id in enumerate(ids[order]):
-            body.append(svg_text(left - 4, top + (r + 0.5) * row_px + 3.5, str(study_id), 9,
-                                 "end"))  # fmt: skip
+            body.append(svg_text(left - 4, top + (r + 0.5) * row_px + 3.5, str(study_id), 9, "end"))
     bottom = top + rows * row_px + 16
-    caption = ("0 to the top of each panel's range (grey: not measured); call: blue IMNM, "
-               "orange DM, grey indeterminate")
+    caption = (
+        "0 to the top of each panel's range (grey: not measured); call: blue IMNM, "
+        "orange DM, grey indeterminate"
+    )
     body.append(svg_ramp_legend(left, bottom, caption))
     grouping = f"; rows are bands of {band} studies" if band > 1 else ""
     body.append(svg_text(left, 14, f"{len(ids)} studies, rows ordered by {how}{grouping}", 12))
     return svg_document(max(x + 10, left + 560), bottom + 24, body, "cohort heat map")
 
 
-def _cell_titles(matrix: np.ndarray, ids: np.ndarray, muscles: list[str],
-                 place: tuple[float, float, int, int], measure: str,
-                 unit: str) -> list[str]:  # fmt: skip
+def _cell_titles(
+    matrix: np.ndarray,
+    ids: np.ndarray,
+    muscles: list[str],
+    place: tuple[float, float, int, int],
+    measure: str,
+    unit: str,
+) -> list[str]:
     """Transparent rectangles over a panel's cells, each with a tooltip of its value."""
     x, top, row_px, cell = place
     out = []
@@ -222,9 +242,11 @@ def _cell_titles(matrix: np.ndarray, ids: np.ndarray, muscles: list[str],
             value = matrix[r, j]
             text = f"{value * 100:.1f} {unit}" if np.isfinite(value) else "not measured"
             tip = html.escape(f"{study_id}, {muscle.replace('_', ' ')}, {measure}: {text}")
-            out.append(f'<rect x="{x + j * cell:.1f}" y="{top + r * row_px:.1f}" '
-                       f'width="{cell}" height="{row_px}" fill-opacity="0"><title>{tip}'
-                       "</title></rect>")  # fmt: skip
+            out.append(
+                f'<rect x="{x + j * cell:.1f}" y="{top + r * row_px:.1f}" '
+                f'width="{cell}" height="{row_px}" fill-opacity="0"><title>{tip}'
+                "</title></rect>"
+            )
     return out
 
 
@@ -270,11 +292,14 @@ def write_cohort_report(
             '<svg xmlns="http://www.w3.org/2000/svg" ',
             1,  # a standalone SVG file needs it
         )
-        atomic_write(out / "cohort_heatmap.svg",
-                     '<?xml version="1.0" encoding="UTF-8"?>\n' + figure)  # fmt: skip
-        figure_html = ("<a href='cohort_heatmap.svg'><img src='cohort_heatmap.svg' alt='cohort "
-                       "heat map'></a><p class=small>Open the figure (click it) for each "
-                       "cell's value as a tooltip.</p>")  # fmt: skip
+        atomic_write(
+            out / "cohort_heatmap.svg", '<?xml version="1.0" encoding="UTF-8"?>\n' + figure
+        )
+        figure_html = (
+            "<a href='cohort_heatmap.svg'><img src='cohort_heatmap.svg' alt='cohort "
+            "heat map'></a><p class=small>Open the figure (click it) for each "
+            "cell's value as a tooltip.</p>"
+        )
     rows = []
     for _, row in summary.iterrows():
         link = f"{row['study_id']}/report.html"
@@ -285,8 +310,14 @@ def write_cohort_report(
             else esc(row["study_id"])
         )
         low, high = row.get("p_imnm_lo"), row.get("p_imnm_hi")
-        interval = (f"{low:.2f}&ndash;{high:.2f}" if isinstance(low, float) and np.isfinite(low)
-                    and isinstance(high, float) and np.isfinite(high) else "")  # fmt: skip
+        interval = (
+            f"{low:.2f}&ndash;{high:.2f}"
+            if isinstance(low, float)
+            and np.isfinite(low)
+            and isinstance(high, float)
+            and np.isfinite(high)
+            else ""
+        )
         qc = row.get("qc")
         qc_text = esc(str(qc).replace(";", "; ")) if isinstance(qc, str) and qc else "none"
         rows.append(
@@ -303,8 +334,9 @@ def write_cohort_report(
     failed_html = (
         f"<h2>Failed studies ({len(failures)})</h2><table><tr><th class=l>study</th>"
         f"<th class=l>folder</th><th class=l>reason</th></tr>{failed}</table>"
-        if len(failures) else "<h2>Failed studies</h2><p>None.</p>"
-    )  # fmt: skip
+        if len(failures)
+        else "<h2>Failed studies</h2><p>None.</p>"
+    )
     page = (
         f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><meta name=viewport "
         f"content='width=device-width, initial-scale=1'><title>mri_scoring cohort</title>"
@@ -315,7 +347,11 @@ def write_cohort_report(
         f"<h2>Cohort heat map</h2>{figure_html}"
         "<h2>Studies</h2><table><tr><th class=l>study</th><th class=l>call</th>"
         "<th>p(IMNM)</th><th>90 % interval</th><th>log10 LR</th><th class=l>QC warnings</th>"
-        "</tr>" + "".join(rows) + "</table>" + failed_html + _followup_section(subjects)
+        "</tr>"
+        + "".join(rows)
+        + "</table>"
+        + failed_html
+        + _followup_section(subjects)
         + "</body></html>"
     )
     atomic_write(out / "index.html", page)

@@ -66,31 +66,52 @@ def evidence_figure(features: Sequence, total: float, neutral: bool = False) -> 
     body = [svg_text(zero, 16, f"total log10 LR = {signed(total)}", 12, "middle")]
     for i, (feature, value) in enumerate(zip(features, values, strict=True)):
         y = top + i * row
-        body.append(svg_text(label_width - 8, y + row / 2 + 4, feature.id.replace("_", " "),
-                             11, "end"))  # fmt: skip
+        body.append(
+            svg_text(label_width - 8, y + row / 2 + 4, feature.id.replace("_", " "), 11, "end")
+        )
         if not feature.available:
             body.append(svg_text(zero + 6, y + row / 2 + 4, "unavailable", 10, colour="#777"))
             continue
         colour = NEUTRAL_COLOUR if neutral else IMNM_COLOUR if value > 0 else DM_COLOUR
         x, width = (zero, value * scale) if value >= 0 else (zero + value * scale, -value * scale)
-        body.append(f'<rect x="{x:.1f}" y="{y + 4:.1f}" width="{width:.1f}" '
-                    f'height="{row - 8:.1f}" fill="{colour}"><title>'
-                    f"{html.escape(feature.id)}: {signed(value, 3)}</title></rect>")  # fmt: skip
+        body.append(
+            f'<rect x="{x:.1f}" y="{y + 4:.1f}" width="{width:.1f}" '
+            f'height="{row - 8:.1f}" fill="{colour}"><title>'
+            f"{html.escape(feature.id)}: {signed(value, 3)}</title></rect>"
+        )
         end = x + width + 4 if value >= 0 else x - 4
-        body.append(svg_text(end, y + row / 2 + 4, signed(value), 10,
-                             "start" if value >= 0 else "end", "#444"))  # fmt: skip
+        body.append(
+            svg_text(
+                end, y + row / 2 + 4, signed(value), 10, "start" if value >= 0 else "end", "#444"
+            )
+        )
     bottom = top + row * len(features)
-    body.append(f'<line x1="{zero:.1f}" y1="{top - 4:.1f}" x2="{zero:.1f}" y2="{bottom:.1f}" '
-                'stroke="#333" stroke-width="1"/>')  # fmt: skip
+    body.append(
+        f'<line x1="{zero:.1f}" y1="{top - 4:.1f}" x2="{zero:.1f}" y2="{bottom:.1f}" '
+        'stroke="#333" stroke-width="1"/>'
+    )
     for tick in _ticks(reach):
         x = zero + tick * scale
-        body.append(f'<line x1="{x:.1f}" y1="{bottom:.1f}" x2="{x:.1f}" y2="{bottom + 4:.1f}" '
-                    'stroke="#333"/>')  # fmt: skip
+        body.append(
+            f'<line x1="{x:.1f}" y1="{bottom:.1f}" x2="{x:.1f}" y2="{bottom + 4:.1f}" '
+            'stroke="#333"/>'
+        )
         body.append(svg_text(x, bottom + 16, f"{tick:+g}" if tick else "0", 10, "middle"))
-    body.append(svg_text(zero, bottom + 34, "log10 likelihood-ratio contribution "
-                         "(\u2190 DM | IMNM \u2192)", 11, "middle"))  # fmt: skip
-    return svg_document(label_width + plot_width + 30, height, body,
-                        "log10 likelihood-ratio contribution per feature")  # fmt: skip
+    body.append(
+        svg_text(
+            zero,
+            bottom + 34,
+            "log10 likelihood-ratio contribution (\u2190 DM | IMNM \u2192)",
+            11,
+            "middle",
+        )
+    )
+    return svg_document(
+        label_width + plot_width + 30,
+        height,
+        body,
+        "log10 likelihood-ratio contribution per feature",
+    )
 
 
 def side_bars_figure(table: pd.DataFrame, normal_ff: float, normal_edema: float) -> str | None:
@@ -115,10 +136,14 @@ def side_bars_figure(table: pd.DataFrame, normal_ff: float, normal_edema: float)
     if rows.empty:
         return None
     order = list(dict.fromkeys(rows.sort_values(["group", "muscle"])["muscle"]))
-    panels = [(c, t, lim) for c, t, lim in
-              (("ff_median", "fat fraction (%)", normal_ff),
-               ("edema_fraction", "edema (% of muscle core)", normal_edema))
-              if rows[c].notna().any()]  # fmt: skip
+    panels = [
+        (c, t, lim)
+        for c, t, lim in (
+            ("ff_median", "fat fraction (%)", normal_ff),
+            ("edema_fraction", "edema (% of muscle core)", normal_edema),
+        )
+        if rows[c].notna().any()
+    ]
     if not panels:
         return None
     label_width, plot_width, gap, bar, top = 170.0, 230.0, 30.0, 6.0, 44.0
@@ -129,16 +154,22 @@ def side_bars_figure(table: pd.DataFrame, normal_ff: float, normal_edema: float)
         x0 = label_width + p * (plot_width + gap)
         body.append(svg_text(x0 + plot_width / 2, 14, title, 11, "middle"))
         bottom = top + row * len(order)
-        body.append(f'<rect x="{x0:.1f}" y="{top - 4:.1f}" width="{normal * plot_width:.1f}" '
-                    f'height="{bottom - top + 4:.1f}" fill="{NORMAL_FILL}"><title>normal range: '
-                    f"below {normal * 100:g} %</title></rect>")  # fmt: skip
+        body.append(
+            f'<rect x="{x0:.1f}" y="{top - 4:.1f}" width="{normal * plot_width:.1f}" '
+            f'height="{bottom - top + 4:.1f}" fill="{NORMAL_FILL}"><title>normal range: '
+            f"below {normal * 100:g} %</title></rect>"
+        )
         for tick in (0, 25, 50, 75, 100):
             x = x0 + tick / 100 * plot_width
-            body.append(f'<line x1="{x:.1f}" y1="{bottom:.1f}" x2="{x:.1f}" '
-                        f'y2="{bottom + 4:.1f}" stroke="#333"/>')  # fmt: skip
+            body.append(
+                f'<line x1="{x:.1f}" y1="{bottom:.1f}" x2="{x:.1f}" '
+                f'y2="{bottom + 4:.1f}" stroke="#333"/>'
+            )
             body.append(svg_text(x, bottom + 15, f"{tick}", 10, "middle"))
-        body.append(f'<line x1="{x0:.1f}" y1="{top - 4:.1f}" x2="{x0:.1f}" y2="{bottom:.1f}" '
-                    'stroke="#333"/>')  # fmt: skip
+        body.append(
+            f'<line x1="{x0:.1f}" y1="{top - 4:.1f}" x2="{x0:.1f}" y2="{bottom:.1f}" '
+            'stroke="#333"/>'
+        )
         for r, muscle in enumerate(order):
             for s, side in enumerate(("left", "right")):
                 y = top + r * row + s * bar
@@ -148,30 +179,48 @@ def side_bars_figure(table: pd.DataFrame, normal_ff: float, normal_edema: float)
                     if record is not None:
                         body.append(svg_text(x0 + 3, y + bar, "n/m", 7, colour="#999"))
                     continue
-                body.append(f'<rect x="{x0:.1f}" y="{y:.1f}" '
-                            f'width="{max(value, 0.0) * plot_width:.1f}" height="{bar - 1:.1f}" '
-                            f'fill="{SIDE_COLOURS[side]}"><title>{html.escape(muscle)} {side}, '
-                            f"{html.escape(title)}: {value * 100:.1f}</title></rect>")  # fmt: skip
+                body.append(
+                    f'<rect x="{x0:.1f}" y="{y:.1f}" '
+                    f'width="{max(value, 0.0) * plot_width:.1f}" height="{bar - 1:.1f}" '
+                    f'fill="{SIDE_COLOURS[side]}"><title>{html.escape(muscle)} {side}, '
+                    f"{html.escape(title)}: {value * 100:.1f}</title></rect>"
+                )
     for r, muscle in enumerate(order):
-        body.append(svg_text(label_width - 6, top + r * row + bar + 3, muscle.replace("_", " "),
-                             10, "end"))  # fmt: skip
+        body.append(
+            svg_text(label_width - 6, top + r * row + bar + 3, muscle.replace("_", " "), 10, "end")
+        )
     legend_y = top + row * len(order) + 34
     x = label_width
     for side, colour in SIDE_COLOURS.items():
-        body.append(f'<rect x="{x:.1f}" y="{legend_y - 8:.1f}" width="10" height="8" '
-                    f'fill="{colour}"/>')  # fmt: skip
-        body.append(svg_text(x + 14, legend_y, f"{side} (upper bar)" if side == "left"
-                             else f"{side} (lower bar)", 10))  # fmt: skip
+        body.append(
+            f'<rect x="{x:.1f}" y="{legend_y - 8:.1f}" width="10" height="8" fill="{colour}"/>'
+        )
+        body.append(
+            svg_text(
+                x + 14,
+                legend_y,
+                f"{side} (upper bar)" if side == "left" else f"{side} (lower bar)",
+                10,
+            )
+        )
         x += 110
-    body.append(f'<rect x="{x:.1f}" y="{legend_y - 8:.1f}" width="10" height="8" '
-                f'fill="{NORMAL_FILL}" stroke="#9c9"/>')  # fmt: skip
-    ranges = {"ff_median": f"FF < {normal_ff * 100:g} %",
-              "edema_fraction": f"edema < {normal_edema * 100:g} %"}  # fmt: skip
+    body.append(
+        f'<rect x="{x:.1f}" y="{legend_y - 8:.1f}" width="10" height="8" '
+        f'fill="{NORMAL_FILL}" stroke="#9c9"/>'
+    )
+    ranges = {
+        "ff_median": f"FF < {normal_ff * 100:g} %",
+        "edema_fraction": f"edema < {normal_edema * 100:g} %",
+    }
     shown = ", ".join(ranges[column] for column, _, _ in panels)
     body.append(svg_text(x + 14, legend_y, f"normal range ({shown}); n/m: not measured", 10))
     width = label_width + len(panels) * (plot_width + gap) + 10
-    return svg_document(max(width, x + 400), legend_y + 10, body,
-                        f"{side_bars_measures(table)} per muscle, left and right")  # fmt: skip
+    return svg_document(
+        max(width, x + 400),
+        legend_y + 10,
+        body,
+        f"{side_bars_measures(table)} per muscle, left and right",
+    )
 
 
 def side_bars_measures(table: pd.DataFrame) -> str:
@@ -188,13 +237,20 @@ def side_bars_measures(table: pd.DataFrame) -> str:
     """
     rows = table[table["kind"] == "muscle"]
     names = {"ff_median": "fat fraction", "edema_fraction": "edema"}
-    shown = [name for column, name in names.items()
-             if column in rows.columns and pd.to_numeric(rows[column]).notna().any()]  # fmt: skip
+    shown = [
+        name
+        for column, name in names.items()
+        if column in rows.columns and pd.to_numeric(rows[column]).notna().any()
+    ]
     return " and ".join(shown)
 
 
-def colour_bar(colours: Callable[[np.ndarray], np.ndarray], ticks: Sequence[tuple[float, str]],
-               title: str, width: float = 260.0) -> str:  # fmt: skip
+def colour_bar(
+    colours: Callable[[np.ndarray], np.ndarray],
+    ticks: Sequence[tuple[float, str]],
+    title: str,
+    width: float = 260.0,
+) -> str:
     """A horizontal colour bar with tick labels.
 
     Parameters
@@ -214,8 +270,11 @@ def colour_bar(colours: Callable[[np.ndarray], np.ndarray], ticks: Sequence[tupl
     rgb = colours(np.linspace(0.0, 1.0, steps))
     step = width / steps
     body = [svg_text(left - 8, 17, title, 11, "end")]
-    body += [f'<rect x="{left + i * step:.2f}" y="6" width="{step + 0.4:.2f}" height="14" '
-             f'fill="{hex_colour(c)}"/>' for i, c in enumerate(rgb)]  # fmt: skip
+    body += [
+        f'<rect x="{left + i * step:.2f}" y="6" width="{step + 0.4:.2f}" height="14" '
+        f'fill="{hex_colour(c)}"/>'
+        for i, c in enumerate(rgb)
+    ]
     for position, label in ticks:
         x = left + position * width
         body.append(f'<line x1="{x:.1f}" y1="20" x2="{x:.1f}" y2="24" stroke="#333"/>')
@@ -273,23 +332,25 @@ def muscle_heatmap_figure(table: pd.DataFrame) -> str | None:
         x = label_width + c * cell_w
         if c % len(sides) == 0:  # "atrophy (1 - index)" is wider than its two columns
             for line, text in enumerate(label.replace(" (", "\n(").split("\n")):
-                body.append(svg_text(x + cell_w * len(sides) / 2, 14 + 13 * line, text, 11,
-                                     "middle"))  # fmt: skip
+                body.append(
+                    svg_text(x + cell_w * len(sides) / 2, 14 + 13 * line, text, 11, "middle")
+                )
         body.append(svg_text(x + cell_w / 2, top - 8, side, 10, "middle", "#555"))
     for r, muscle in enumerate(order):
         y = top + r * cell_h
-        body.append(svg_text(label_width - 6, y + cell_h - 4, muscle.replace("_", " "), 11,
-                             "end"))  # fmt: skip
+        body.append(svg_text(label_width - 6, y + cell_h - 4, muscle.replace("_", " "), 11, "end"))
         for c, (raw, scaled) in enumerate(matrix):
             value = raw[r]
             label, side, unit = columns[c]
             tip = f"{muscle} {side}, {label}: " + (
                 f"{value * 100:.1f} {unit}" if np.isfinite(value) else "not measured"
             )
-            body.append(f'<rect x="{label_width + c * cell_w:.1f}" y="{y:.1f}" '
-                        f'width="{cell_w - 1:.1f}" height="{cell_h - 1:.1f}" '
-                        f'fill="{hex_colour(ramp_rgb(scaled[r]))}"><title>{html.escape(tip)}'
-                        "</title></rect>")  # fmt: skip
+            body.append(
+                f'<rect x="{label_width + c * cell_w:.1f}" y="{y:.1f}" '
+                f'width="{cell_w - 1:.1f}" height="{cell_h - 1:.1f}" '
+                f'fill="{hex_colour(ramp_rgb(scaled[r]))}"><title>{html.escape(tip)}'
+                "</title></rect>"
+            )
     legend_y = top + len(order) * cell_h + 14
     body.append(svg_text(label_width - 6, legend_y + 9, "0 %", 10, "end"))
     full = [f"FF {m[2] * 100:g} %" for m in shown if m[0] == "ff_median"]
@@ -297,5 +358,4 @@ def muscle_heatmap_figure(table: pd.DataFrame) -> str | None:
     caption = "; ".join(full + ([", ".join(others) + " 100 %"] if others else []))
     body.append(svg_ramp_legend(label_width, legend_y, f"{caption}; grey: not measured"))
     width = label_width + len(columns) * cell_w + 20
-    return svg_document(max(width, label_width + 560), legend_y + 24, body,
-                        "per-muscle heat map")  # fmt: skip
+    return svg_document(max(width, label_width + 560), legend_y + 24, body, "per-muscle heat map")

@@ -32,6 +32,7 @@ __all__ = [
     "write_followup",
 ]
 
+
 def _as_record(item: SessionRecord | StudyResult | str | Path) -> SessionRecord | None:
     if isinstance(item, SessionRecord):
         return item

@@ -124,8 +124,14 @@ def _panel_specs(study: Study, maps: VoxelMaps | None) -> list[tuple[str, str, b
         second = "t1w"
     specs = []
     if has_ff:
-        specs.append((f"fat fraction ({FF_SOURCE_TITLES.get(anatomy, anatomy)}) over the muscles",
-                      anatomy, True, False))  # fmt: skip
+        specs.append(
+            (
+                f"fat fraction ({FF_SOURCE_TITLES.get(anatomy, anatomy)}) over the muscles",
+                anatomy,
+                True,
+                False,
+            )
+        )
     elif anatomy != second:
         specs.append((ROLE_TITLES.get(anatomy, "Dixon fat + water"), anatomy, False, False))
     if second is not None:
@@ -162,8 +168,9 @@ def slices_heading(study: Study, maps: VoxelMaps | None) -> str:
     return "Slices: " + " and ".join(shown) if shown else "Slices"
 
 
-def build_levels(study: Study, maps: VoxelMaps | None, view: str,
-                 edema_threshold: float | None = None) -> tuple[list[Level], str]:  # fmt: skip
+def build_levels(
+    study: Study, maps: VoxelMaps | None, view: str, edema_threshold: float | None = None
+) -> tuple[list[Level], str]:
     """Draw the panels of every level and the legend HTML above them.
 
     Parameters
@@ -183,12 +190,16 @@ def build_levels(study: Study, maps: VoxelMaps | None, view: str,
     specs = _panel_specs(study, maps)
     if not levels or not specs:
         return [], ""
-    muscle_values = np.array(sorted(v for v, info in study.label_info.items()
-                                    if info.kind in (MUSCLE, GROUP)), dtype=np.int64)  # fmt: skip
+    muscle_values = np.array(
+        sorted(v for v, info in study.label_info.items() if info.kind in (MUSCLE, GROUP)),
+        dtype=np.int64,
+    )
     planes = {(role, k): _plane(study, role, k) for _, role, _, _ in specs for k in levels}
     label_planes = [study.labels[:, :, k] for k in levels]
-    windows = {role: _window(role, [planes[(role, k)] for k in levels], label_planes)
-               for _, role, _, _ in specs}  # fmt: skip
+    windows = {
+        role: _window(role, [planes[(role, k)] for k in levels], label_planes)
+        for _, role, _, _ in specs
+    }
     box = crop_box(study, levels)
     zoom = panel_zoom(box[0].stop - box[0].start)
     out = []
@@ -218,8 +229,11 @@ def build_levels(study: Study, maps: VoxelMaps | None, view: str,
     return out, _legend(specs, windows, edema_threshold)
 
 
-def _legend(specs: list[tuple[str, str, bool, bool]], windows: dict[str, tuple[float, float]],
-            edema_threshold: float | None) -> str:  # fmt: skip
+def _legend(
+    specs: list[tuple[str, str, bool, bool]],
+    windows: dict[str, tuple[float, float]],
+    edema_threshold: float | None,
+) -> str:
     parts = []
     if any(ff for _, _, ff, _ in specs):
         ticks = [(p / 100, f"{p}") for p in (0, 20, 40, 60, 80, 100)]
@@ -233,12 +247,17 @@ def _legend(specs: list[tuple[str, str, bool, bool]], windows: dict[str, tuple[f
                 title = f"water T2 (ms; edema > {edema_threshold:g})"
             parts.append(colour_bar(_grey, ticks, title))
         elif role == "stir":
-            parts.append(colour_bar(_grey, [(0.0, "0"), (1.0, f"{windows[role][1]:.4g}")],
-                                    "STIR (arbitrary units)"))  # fmt: skip
+            parts.append(
+                colour_bar(
+                    _grey, [(0.0, "0"), (1.0, f"{windows[role][1]:.4g}")], "STIR (arbitrary units)"
+                )
+            )
     items = [(_css(OUTLINE_RGB), "segmentation outline")]
     if any(marked for *_, marked in specs):
-        items += [(_css(EDEMA_RGB), "voxel counted as edema"),
-                  (_css(SHELL_RGB), "fascial-shell voxel read as edema")]  # fmt: skip
+        items += [
+            (_css(EDEMA_RGB), "voxel counted as edema"),
+            (_css(SHELL_RGB), "fascial-shell voxel read as edema"),
+        ]
     return "<div class=legend>" + "".join(parts) + swatch_legend(items) + "</div>"
 
 
@@ -264,17 +283,23 @@ def levels_html(levels: list[Level], legend: str, view: str) -> str:
         figures = []
         for title, rgb in level.panels:
             alt = f"{title}, {level.name} (slice {level.k})"
-            markers = "".join(f"<b class='mk {edge}'>{letter}</b>"
-                              for edge, letter in marks.items())  # fmt: skip
+            markers = "".join(
+                f"<b class='mk {edge}'>{letter}</b>" for edge, letter in marks.items()
+            )
             figures.append(
-                f"<figure class=panel><div class=frame><img src=\"{_png_uri(rgb)}\" "
-                f"alt=\"{html.escape(alt)}\" width={rgb.shape[1]} height={rgb.shape[0]}>"
+                f'<figure class=panel><div class=frame><img src="{_png_uri(rgb)}" '
+                f'alt="{html.escape(alt)}" width={rgb.shape[1]} height={rgb.shape[0]}>'
                 f"{markers}</div><figcaption>{html.escape(title)}</figcaption></figure>"
             )
-        rows.append(f"<h3>{level.name} (slice {level.k}, z = {level.z_mm:+.0f} mm)</h3>"
-                    f"<div class=levels>{''.join(figures)}</div>")  # fmt: skip
-    side = ("patient's right on the viewer's left" if view == "radiological"
-            else "patient's right on the viewer's right")  # fmt: skip
+        rows.append(
+            f"<h3>{level.name} (slice {level.k}, z = {level.z_mm:+.0f} mm)</h3>"
+            f"<div class=levels>{''.join(figures)}</div>"
+        )
+    side = (
+        "patient's right on the viewer's left"
+        if view == "radiological"
+        else "patient's right on the viewer's right"
+    )
     return (
         legend + "".join(rows) + f"<p class=small>{view.capitalize()} view ({side}); anterior "
         "(A) at the top, posterior (P) at the bottom; R/L mark the patient's sides. Panels are "

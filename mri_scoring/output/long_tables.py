@@ -26,8 +26,7 @@ __all__ = [
     "write_long_tables",
 ]
 
-FEATURE_COLUMNS = ["study_id", "feature", "available", "value", "degree",
-                   "log10_lr_contribution"]  # fmt: skip
+FEATURE_COLUMNS = ["study_id", "feature", "available", "value", "degree", "log10_lr_contribution"]
 
 
 @contextmanager
@@ -111,9 +110,15 @@ def write_long_tables(out: str | Path, folders: Iterable[Path]) -> tuple[int, in
             except (OSError, ValueError):
                 continue
             for feature in document.get("features", []):
-                writer.writerow([_cell(document.get("study_id")), _cell(feature.get("id")),
-                                 _cell(bool(feature.get("available"))),
-                                 _cell(feature.get("value")), _cell(feature.get("degree")),
-                                 _cell(feature.get("log10_lr_contribution"))])  # fmt: skip
+                writer.writerow(
+                    [
+                        _cell(document.get("study_id")),
+                        _cell(feature.get("id")),
+                        _cell(bool(feature.get("available"))),
+                        _cell(feature.get("value")),
+                        _cell(feature.get("degree")),
+                        _cell(feature.get("log10_lr_contribution")),
+                    ]
+                )
                 n_features += 1
     return n_muscles, n_features

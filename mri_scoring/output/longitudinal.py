@@ -44,14 +44,35 @@ __all__ = [
 ]
 
 MUSCLE_COLUMNS = (
-    "subject_id", "muscle", "side", "pair", "session_from", "session_to", "days",
-    "delta_ff", "delta_edema_fraction", "delta_volume_ml", "delta_volume_ratio",
-    "change_ff", "change_edema", "change_volume", "note",
-)  # fmt: skip
+    "subject_id",
+    "muscle",
+    "side",
+    "pair",
+    "session_from",
+    "session_to",
+    "days",
+    "delta_ff",
+    "delta_edema_fraction",
+    "delta_volume_ml",
+    "delta_volume_ratio",
+    "change_ff",
+    "change_edema",
+    "change_volume",
+    "note",
+)
 FEATURE_COLUMNS = (
-    "subject_id", "feature", "pair", "session_from", "session_to", "days",
-    "value_from", "value_to", "delta", "change", "note",
-)  # fmt: skip
+    "subject_id",
+    "feature",
+    "pair",
+    "session_from",
+    "session_to",
+    "days",
+    "value_from",
+    "value_to",
+    "delta",
+    "change",
+    "note",
+)
 NOT_ASSESSABLE = "not assessable"
 
 
@@ -179,8 +200,9 @@ def _partial(row: pd.Series | None) -> bool:
     return schema.PARTIAL_COVERAGE in flags.split(";")
 
 
-def _muscle_rows(a: SessionRecord, b: SessionRecord, pair: str, note: str,
-                 band: dict[str, float]) -> list[dict[str, Any]]:  # fmt: skip
+def _muscle_rows(
+    a: SessionRecord, b: SessionRecord, pair: str, note: str, band: dict[str, float]
+) -> list[dict[str, Any]]:
     first, second = _measured(a.muscles), _measured(b.muscles)
     rows = []
     for key in sorted(set(first.index) | set(second.index)):
@@ -193,33 +215,52 @@ def _muscle_rows(a: SessionRecord, b: SessionRecord, pair: str, note: str,
         if _partial(ra) or _partial(rb):
             d_volume = math.nan
         relative = d_volume / volume_a if volume_a > 0 else math.nan
-        rows.append({
-            "subject_id": a.subject_id, "muscle": key[0], "side": key[1], "pair": pair,
-            "session_from": a.session_id, "session_to": b.session_id, "days": _days(a, b),
-            "delta_ff": d_ff, "delta_edema_fraction": d_edema, "delta_volume_ml": d_volume,
-            "delta_volume_ratio": _value(rb, "volume_ratio") - _value(ra, "volume_ratio"),
-            "change_ff": _classify(d_ff, band["ff"], "worse", "better"),
-            "change_edema": _classify(d_edema, band["edema_fraction"], "worse", "better"),
-            "change_volume": _classify(relative, band["volume_relative"], "better", "worse"),
-            "note": note,
-        })  # fmt: skip
+        rows.append(
+            {
+                "subject_id": a.subject_id,
+                "muscle": key[0],
+                "side": key[1],
+                "pair": pair,
+                "session_from": a.session_id,
+                "session_to": b.session_id,
+                "days": _days(a, b),
+                "delta_ff": d_ff,
+                "delta_edema_fraction": d_edema,
+                "delta_volume_ml": d_volume,
+                "delta_volume_ratio": _value(rb, "volume_ratio") - _value(ra, "volume_ratio"),
+                "change_ff": _classify(d_ff, band["ff"], "worse", "better"),
+                "change_edema": _classify(d_edema, band["edema_fraction"], "worse", "better"),
+                "change_volume": _classify(relative, band["volume_relative"], "better", "worse"),
+                "note": note,
+            }
+        )
     return rows
 
 
-def _feature_rows(a: SessionRecord, b: SessionRecord, pair: str, note: str,
-                  band: dict[str, float]) -> list[dict[str, Any]]:  # fmt: skip
+def _feature_rows(
+    a: SessionRecord, b: SessionRecord, pair: str, note: str, band: dict[str, float]
+) -> list[dict[str, Any]]:
     rows = []
     for feature in sorted(set(a.features) | set(b.features)):
         va, vb = a.features.get(feature), b.features.get(feature)
         va = math.nan if va is None else float(va)
         vb = math.nan if vb is None else float(vb)
         width = band["p_imnm"] if feature == "p_imnm" else band["feature_degree"]
-        rows.append({
-            "subject_id": a.subject_id, "feature": feature, "pair": pair,
-            "session_from": a.session_id, "session_to": b.session_id, "days": _days(a, b),
-            "value_from": va, "value_to": vb, "delta": vb - va,
-            "change": _classify(vb - va, width, "higher", "lower"), "note": note,
-        })  # fmt: skip
+        rows.append(
+            {
+                "subject_id": a.subject_id,
+                "feature": feature,
+                "pair": pair,
+                "session_from": a.session_id,
+                "session_to": b.session_id,
+                "days": _days(a, b),
+                "value_from": va,
+                "value_to": vb,
+                "delta": vb - va,
+                "change": _classify(vb - va, width, "higher", "lower"),
+                "note": note,
+            }
+        )
     return rows
 
 

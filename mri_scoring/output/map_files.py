@@ -49,8 +49,12 @@ def _original_grid(study: Study) -> tuple[np.ndarray, np.ndarray, int, int]:
         return study.affine, RAS, 1, 1
     header = nib.load(str(label_file)).header
     affine = header.get_best_affine()
-    return (affine, nib.orientations.io_orientation(affine),
-            int(header["sform_code"]) or 1, int(header["qform_code"]) or 1)  # fmt: skip
+    return (
+        affine,
+        nib.orientations.io_orientation(affine),
+        int(header["sform_code"]) or 1,
+        int(header["qform_code"]) or 1,
+    )
 
 
 def to_stored_orientation(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:

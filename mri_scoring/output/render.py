@@ -33,6 +33,7 @@ __all__ = [
     "svg_ramp_legend",
 ]
 
+
 def signed(value: float, digits: int = 2) -> str:
     """``value`` with its sign, never "-0.00": a contribution that rounds to zero is zero.
 
@@ -48,10 +49,19 @@ def signed(value: float, digits: int = 2) -> str:
 # "magma" reversed (light = low, dark = high), sampled at 9 evenly spaced points: the
 # perceptually uniform colour map of van der Walt & Smith (CC0), as matplotlib ships it.
 MAGMA_R = np.array(
-    [(252, 253, 191), (254, 194, 135), (251, 135, 97), (229, 80, 100), (181, 54, 122),
-     (129, 37, 129), (79, 18, 123), (28, 16, 68), (0, 0, 4)],
+    [
+        (252, 253, 191),
+        (254, 194, 135),
+        (251, 135, 97),
+        (229, 80, 100),
+        (181, 54, 122),
+        (129, 37, 129),
+        (79, 18, 123),
+        (28, 16, 68),
+        (0, 0, 4),
+    ],
     dtype=float,
-)  # fmt: skip
+)
 MISSING_RGB = (232, 232, 232)
 # zlib level 3: 2.7x faster than the default 6 on report panels, files 1.5 % larger (measured).
 PNG_ZLIB_LEVEL = 3
@@ -193,5 +203,10 @@ def png_indexed_bytes(index: np.ndarray, palette: np.ndarray, level: int = 1) ->
     header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
     colours = np.ascontiguousarray(palette, np.uint8).tobytes()
     data = zlib.compress(rows.tobytes(), level)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"PLTE", colours)
-            + chunk(b"IDAT", data) + chunk(b"IEND", b""))  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"PLTE", colours)
+        + chunk(b"IDAT", data)
+        + chunk(b"IEND", b"")
+    )

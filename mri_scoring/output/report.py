@@ -71,6 +71,7 @@ MEASURE_UNITS = {
     "involvement": (100.0, "%", "mean involvement degree over the muscles"),
 }
 
+
 def _fmt(value: object, digits: int = 1, scale: float = 1.0) -> str:
     if value is None or (isinstance(value, (float, np.floating)) and not np.isfinite(value)):
         return ""
@@ -104,7 +105,7 @@ def load_references() -> dict[str, str]:
     if isinstance(data, Mapping) and isinstance(data.get("references"), Mapping):
         data = data["references"]
     out = {}
-    for key, entry in (data.items() if isinstance(data, Mapping) else []):
+    for key, entry in data.items() if isinstance(data, Mapping) else []:
         if isinstance(entry, Mapping):
             text = str(entry.get("citation") or entry.get("title") or entry.get("text") or "")
             extra = [f"doi:{entry['doi']}" for _ in [0] if entry.get("doi")]
@@ -138,17 +139,23 @@ def _call_section(result: StudyResult) -> str:
     if interval is not None and len(interval) == 2 and None not in interval:
         spread = f" (90 % interval {interval[0]:.2f}\u2013{interval[1]:.2f})"
     if like.call == "indeterminate":
-        box = (f"<div class='call indeterminate'>call: <b>indeterminate</b></div>"
-               f"<p class=small>p(IMNM) = {like.p_imnm:.3f}{spread}, log10 LR = "
-               f"{signed(like.log10_likelihood_ratio)}: computed, but not read as IMNM or DM "
-               "(see the notes). Evidence bars are grey for this reason.</p>")  # fmt: skip
+        box = (
+            f"<div class='call indeterminate'>call: <b>indeterminate</b></div>"
+            f"<p class=small>p(IMNM) = {like.p_imnm:.3f}{spread}, log10 LR = "
+            f"{signed(like.log10_likelihood_ratio)}: computed, but not read as IMNM or DM "
+            "(see the notes). Evidence bars are grey for this reason.</p>"
+        )
     else:
-        box = (f"<div class='call {esc(like.call)}'>call: <b>{esc(like.call)}</b> &nbsp; "
-               f"p(IMNM) = {like.p_imnm:.3f}{spread} &nbsp; log10 LR = "
-               f"{signed(like.log10_likelihood_ratio)}</div>")  # fmt: skip
+        box = (
+            f"<div class='call {esc(like.call)}'>call: <b>{esc(like.call)}</b> &nbsp; "
+            f"p(IMNM) = {like.p_imnm:.3f}{spread} &nbsp; log10 LR = "
+            f"{signed(like.log10_likelihood_ratio)}</div>"
+        )
     notes = "".join(f"<li>{esc(n)}</li>" for n in like.notes)
     return (
-        "<h2>Result</h2>" + box + (f"<ul>{notes}</ul>" if notes else "")
+        "<h2>Result</h2>"
+        + box
+        + (f"<ul>{notes}</ul>" if notes else "")
         + f"<p class=small>prior p(IMNM) = {like.prior_imnm:.2f}; template "
         f"{esc(template.name)}; call bounds: IMNM at p &ge; {template.call_positive_at_least}, "
         f"DM at p &le; {template.call_negative_at_most} (a call needs the whole interval past "
@@ -162,8 +169,10 @@ def _qc_section(result: StudyResult) -> str:
     ff = next((s for s in sources if isinstance(s, str) and s), "")
     sources = result.muscles.get("edema_source", pd.Series(dtype=str))
     edema = next((s for s in sources if isinstance(s, str) and s), "")
-    lines = [f"<li>{esc(FF_SOURCES.get(ff, f'fat fraction from {ff}'))}</li>",
-             f"<li>{esc(EDEMA_SOURCES.get(edema, f'edema from {edema}'))}</li>"]
+    lines = [
+        f"<li>{esc(FF_SOURCES.get(ff, f'fat fraction from {ff}'))}</li>",
+        f"<li>{esc(EDEMA_SOURCES.get(edema, f'edema from {edema}'))}</li>",
+    ]
 
     def item(q: QCFinding) -> str:
         where = f" ({esc(Path(q.file).name)})" if q.file else ""
@@ -171,18 +180,24 @@ def _qc_section(result: StudyResult) -> str:
 
     warnings = [q for q in result.qc if q.level == "warning"]
     others = [q for q in result.qc if q.level != "warning"]
-    head = (f"<div class=qc><b>Quality-control warnings ({len(warnings)})</b><ul>"
-            + "".join(item(q) for q in warnings) + "</ul></div>" if warnings else
-            "<p class=ok>No quality-control warnings.</p>")  # fmt: skip
+    head = (
+        f"<div class=qc><b>Quality-control warnings ({len(warnings)})</b><ul>"
+        + "".join(item(q) for q in warnings)
+        + "</ul></div>"
+        if warnings
+        else "<p class=ok>No quality-control warnings.</p>"
+    )
     rest = "".join(item(q) for q in others) or "<li>no other findings</li>"
     return f"<h2>Quality control</h2>{head}<ul class=small>{''.join(lines)}{rest}</ul>"
 
 
 def _evidence_table(result: StudyResult) -> str:
     measures = {f.id: f for f in result.template.features}
-    head = ("<tr><th class=l>feature</th><th>value</th><th>cut-off</th><th>degree</th>"
-            "<th>log10 LR</th><th>P(·|IMNM)</th><th>P(·|DM)</th>"
-            "<th class=l>muscles used / why unavailable</th><th class=l>source</th></tr>")
+    head = (
+        "<tr><th class=l>feature</th><th>value</th><th>cut-off</th><th>degree</th>"
+        "<th>log10 LR</th><th>P(·|IMNM)</th><th>P(·|DM)</th>"
+        "<th class=l>muscles used / why unavailable</th><th class=l>source</th></tr>"
+    )
     rows = []
     for f in result.likelihood.features:
         spec = measures.get(f.id)
@@ -199,9 +214,11 @@ def _evidence_table(result: StudyResult) -> str:
             f"<td>{_fmt(f.p_dm, 2)}</td><td class=l><span class=small>{_fmt(used)}</span></td>"
             f"<td class=l><span class=small>{_fmt(f.source)}</span></td></tr>"
         )
-    return (f"<table>{head}{''.join(rows)}</table><p class=small>degree: how far the value is "
-            "past the cut-off (0-1, a soft threshold); log10 LR: the feature's contribution to "
-            "the likelihood ratio (positive favours IMNM).</p>")  # fmt: skip
+    return (
+        f"<table>{head}{''.join(rows)}</table><p class=small>degree: how far the value is "
+        "past the cut-off (0-1, a soft threshold); log10 LR: the feature's contribution to "
+        "the likelihood ratio (positive favours IMNM).</p>"
+    )
 
 
 def muscle_table_columns() -> list[tuple[str, str, float | None, int]]:
@@ -217,18 +234,23 @@ def _table(
 ) -> str:
     if columns is None:
         columns = muscle_table_columns()
-    columns = [c for c in columns if c[0] in rows.columns and
-               (c[2] is None or rows[c[0]].notna().any())]  # fmt: skip
-    head = "".join(f"<th class={'l' if s is None else ''}>{html.escape(h)}</th>"
-                   for _, h, s, _ in columns)  # fmt: skip
+    columns = [
+        c for c in columns if c[0] in rows.columns and (c[2] is None or rows[c[0]].notna().any())
+    ]
+    head = "".join(
+        f"<th class={'l' if s is None else ''}>{html.escape(h)}</th>" for _, h, s, _ in columns
+    )
     body = []
     for _, row in rows.iterrows():
         cells = []
         for column, _, scale, digits in columns:
             value = row[column]
             if scale is None:
-                text = html.escape(str(value).replace("_", " ") if column != "qc_flags"
-                                   else str(value).replace(";", "; "))  # fmt: skip
+                text = html.escape(
+                    str(value).replace("_", " ")
+                    if column != "qc_flags"
+                    else str(value).replace(";", "; ")
+                )
                 kind = "l f" if column == "qc_flags" else "l"  # long codes may break anywhere
                 cells.append(f"<td class='{kind}'>{'' if value is None else text}</td>")
             else:
@@ -245,26 +267,36 @@ def _grade_legend(bands: Mapping[str, Any], muscles: pd.DataFrame) -> str:
         parts = []
         for g, low in enumerate(points):
             high = points[g + 1] if g + 1 < len(points) else None
-            span = f"{low * 100:g}\u2013{high * 100:g} %" if high is not None else \
-                f"\u2265 {low * 100:g} %"  # fmt: skip
+            span = (
+                f"{low * 100:g}\u2013{high * 100:g} %"
+                if high is not None
+                else f"\u2265 {low * 100:g} %"
+            )
             parts.append(f"{g}: {span}")
         return "; ".join(parts)
 
-    fat, edema = (c in muscles and muscles[c].notna().any() for c in ("ff_median",
-                                                                        "edema_fraction"))
+    fat, edema = (
+        c in muscles and muscles[c].notna().any() for c in ("ff_median", "edema_fraction")
+    )
     parts = []
     if fat:
-        parts.append("<b>Mercuri grade</b> here is derived from the core median fat fraction "
-                     f"(grade by FF band: {ranges(list(bands['mercuri_ff_bands']))}); it is "
-                     "not a visual T1w read.")  # fmt: skip
+        parts.append(
+            "<b>Mercuri grade</b> here is derived from the core median fat fraction "
+            f"(grade by FF band: {ranges(list(bands['mercuri_ff_bands']))}); it is "
+            "not a visual T1w read."
+        )
     if edema:
-        parts.append("<b>Edema grade</b> from the share of the muscle core read as edema "
-                     f"({ranges(list(bands['edema_fraction_bands']))}).")  # fmt: skip
+        parts.append(
+            "<b>Edema grade</b> from the share of the muscle core read as edema "
+            f"({ranges(list(bands['edema_fraction_bands']))})."
+        )
     measured = " and ".join(n for n, m in (("FF", fat), ("edema", edema)) if m)
     if measured:
-        parts.append(f"{measured} {'are' if fat and edema else 'is'} measured in the eroded "
-                     "core of each muscle" + ("; fatty voxels are never counted as edema."
-                                              if fat and edema else "."))  # fmt: skip
+        parts.append(
+            f"{measured} {'are' if fat and edema else 'is'} measured in the eroded "
+            "core of each muscle"
+            + ("; fatty voxels are never counted as edema." if fat and edema else ".")
+        )
     return "<p class=small>" + " ".join([*parts, "Empty cells: not measured."]) + "</p>"
 
 
@@ -273,21 +305,27 @@ def _atrophy_note(result: StudyResult) -> str:
     codes = {q.code for q in result.qc}
     notes = []
     if "global_atrophy_not_assessable" in codes:
-        notes.append("<b>Global atrophy is not assessable</b>: without height_m and mass_kg in "
-                     "study.json the atrophy index is each muscle's share of the labelled volume, "
-                     "which cannot show a loss that every muscle shares.")
+        notes.append(
+            "<b>Global atrophy is not assessable</b>: without height_m and mass_kg in "
+            "study.json the atrophy index is each muscle's share of the labelled volume, "
+            "which cannot show a loss that every muscle shares."
+        )
     if schema.PARTIAL_COVERAGE in codes:
-        notes.append("Muscles flagged partial_coverage continue beyond the field of view: their "
-                     "volume-based atrophy is not assessed.")
+        notes.append(
+            "Muscles flagged partial_coverage continue beyond the field of view: their "
+            "volume-based atrophy is not assessed."
+        )
     return f"<p class=small>{' '.join(notes)}</p>" if notes else ""
 
 
 def _inputs_section(result: StudyResult, version: Mapping[str, str]) -> str:
     esc = html.escape
     folder = result.study.path if result.study is not None else None
-    items = "".join(f"<li>{esc(role)}: {esc(v['file'])} <span class=small>sha256 "
-                    f"{esc(v['sha256'][:16])}…</span></li>"
-                    for role, v in result.inputs.items())  # fmt: skip
+    items = "".join(
+        f"<li>{esc(role)}: {esc(v['file'])} <span class=small>sha256 "
+        f"{esc(v['sha256'][:16])}…</span></li>"
+        for role, v in result.inputs.items()
+    )
     software = ", ".join(f"{esc(k)} {esc(str(v))}" for k, v in version.items())
     return (
         f"<h2>Inputs and software</h2><p class=small>study folder: "
@@ -306,17 +344,27 @@ def _references_section(result: StudyResult) -> str:
         sources = sorted({f.source for f in result.likelihood.features if f.source})
         items = "".join(f"<li>{html.escape(s)}</li>" for s in sources)
         return f"<h2>References</h2><ol class=refs>{items}</ol>"
-    items = "".join(f"<li id='ref-{html.escape(k, quote=True)}'><b>{html.escape(k)}</b>: "
-                    f"{html.escape(references[k])}</li>" for k in keys)  # fmt: skip
+    items = "".join(
+        f"<li id='ref-{html.escape(k, quote=True)}'><b>{html.escape(k)}</b>: "
+        f"{html.escape(references[k])}</li>"
+        for k in keys
+    )
     return f"<h2>References</h2><ol class=refs>{items}</ol>"
 
 
 # --------------------------------------------------------------------------- the page
 
 
-def study_page(result: StudyResult, *, view: str = DEFAULT_VIEW, grades: Mapping[str, Any],
-               normal_ff: float, software: Mapping[str, str], disclaimer: str,
-               muscle_heatmap: str | None = None) -> str:  # fmt: skip
+def study_page(
+    result: StudyResult,
+    *,
+    view: str = DEFAULT_VIEW,
+    grades: Mapping[str, Any],
+    normal_ff: float,
+    software: Mapping[str, str],
+    disclaimer: str,
+    muscle_heatmap: str | None = None,
+) -> str:
     """The self-contained ``report.html`` of one study.
 
     Parameters
@@ -366,7 +414,9 @@ def study_page(result: StudyResult, *, view: str = DEFAULT_VIEW, grades: Mapping
     if result.study is not None:
         threshold = result.edema_reference.get("threshold")
         levels, legend = build_levels(
-            result.study, getattr(result, "voxel_maps", None), view,
+            result.study,
+            getattr(result, "voxel_maps", None),
+            view,
             threshold if result.edema_reference.get("source") == "t2map" else None,
         )
         if levels:
@@ -375,8 +425,9 @@ def study_page(result: StudyResult, *, view: str = DEFAULT_VIEW, grades: Mapping
     bars = side_bars_figure(table, normal_ff, float(grades["edema_fraction_bands"][0]))
     if bars:
         shown = side_bars_measures(table)
-        parts.append(f"<h2>{esc(shown[0].upper() + shown[1:])} per muscle, left and right</h2>"
-                     + bars)  # fmt: skip
+        parts.append(
+            f"<h2>{esc(shown[0].upper() + shown[1:])} per muscle, left and right</h2>" + bars
+        )
     if muscle_heatmap:
         parts.append("<h2>Per-muscle heat map</h2>" + muscle_heatmap)
     parts.append("<h2>Per-muscle measures</h2>")
@@ -392,8 +443,10 @@ def study_page(result: StudyResult, *, view: str = DEFAULT_VIEW, grades: Mapping
         )
     if not others.empty:
         names = ", ".join(sorted(str(m) for m in others["muscle"]))
-        parts.append(f"<p class=small>Labels not recognised as thigh muscles (not measured "
-                     f"as muscles): {esc(names)}</p>")  # fmt: skip
+        parts.append(
+            f"<p class=small>Labels not recognised as thigh muscles (not measured "
+            f"as muscles): {esc(names)}</p>"
+        )
     parts.append(_inputs_section(result, software))
     parts.append(_references_section(result))
     parts.append("</body></html>")
@@ -416,7 +469,12 @@ def study_report_html(result: StudyResult, view: str = DEFAULT_VIEW) -> str:
         The HTML page.
     """
     settings = getattr(result, "settings", None) or load_settings()
-    return study_page(result, view=view, grades=settings["grades"],
-                      normal_ff=settings["quantify"]["healthy_ff_ceiling"],
-                      software=result.to_dict()["software"], disclaimer=DISCLAIMER,
-                      muscle_heatmap=muscle_heatmap_figure(result.muscles))  # fmt: skip
+    return study_page(
+        result,
+        view=view,
+        grades=settings["grades"],
+        normal_ff=settings["quantify"]["healthy_ff_ceiling"],
+        software=result.to_dict()["software"],
+        disclaimer=DISCLAIMER,
+        muscle_heatmap=muscle_heatmap_figure(result.muscles),
+    )

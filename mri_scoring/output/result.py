@@ -158,13 +158,23 @@ class StudyResult:
     def to_dict(self) -> dict[str, Any]:
         """The ``score.json`` document: plain JSON data, missing values as None."""
         like = self.likelihood
-        features = [{
-            "id": c.id, "description": c.description, "available": c.available,
-            "value": c.value, "degree": c.degree,
-            "log10_lr_contribution": c.log10_lr_contribution, "source": c.source,
-            "p_imnm": c.p_imnm, "p_dm": c.p_dm, "muscles_used": c.muscles_used,
-            "reason": c.reason, "weight": c.weight,
-        } for c in like.features]  # fmt: skip
+        features = [
+            {
+                "id": c.id,
+                "description": c.description,
+                "available": c.available,
+                "value": c.value,
+                "degree": c.degree,
+                "log10_lr_contribution": c.log10_lr_contribution,
+                "source": c.source,
+                "p_imnm": c.p_imnm,
+                "p_dm": c.p_dm,
+                "muscles_used": c.muscles_used,
+                "reason": c.reason,
+                "weight": c.weight,
+            }
+            for c in like.features
+        ]
         return json_safe(
             {
                 "study_id": self.study_id,
@@ -196,8 +206,9 @@ class StudyResult:
         """One ``summary.tsv`` row: id, p(IMNM) and interval, log10 LR, call, feature degrees."""
         return summary_row(self.to_dict())
 
-    def save(self, out: str | Path, report: bool = True, maps: bool = False,
-             view: str = "radiological") -> Path:  # fmt: skip
+    def save(
+        self, out: str | Path, report: bool = True, maps: bool = False, view: str = "radiological"
+    ) -> Path:
         """Write the study's tables, report, maps and ``score.json`` into ``out``.
 
         ``muscles.tsv``, ``muscles_pooled.tsv``, ``groups.tsv``, ``report.html`` (optional),

@@ -77,10 +77,19 @@ class PanelLayers:
 # "magma" from dark (low) to light (high), 9 evenly spaced samples (van der Walt & Smith, CC0),
 # starting a little above black so that lean muscle stays distinguishable from air.
 MAGMA = np.array(
-    [(20, 14, 54), (59, 15, 112), (100, 26, 128), (140, 41, 129), (183, 55, 121),
-     (222, 73, 104), (247, 112, 92), (254, 159, 109), (252, 253, 191)],
+    [
+        (20, 14, 54),
+        (59, 15, 112),
+        (100, 26, 128),
+        (140, 41, 129),
+        (183, 55, 121),
+        (222, 73, 104),
+        (247, 112, 92),
+        (254, 159, 109),
+        (252, 253, 191),
+    ],
     dtype=float,
-)  # fmt: skip
+)
 
 
 def overlay_rgb(values: np.ndarray) -> np.ndarray:
@@ -184,11 +193,13 @@ def thin_outline(labels: np.ndarray) -> np.ndarray:
 
 GREY_LEVELS = 176  # palette: 176 greys, 64 overlay colours, outline, edema, shell hit
 RAMP_LEVELS = 64
-PALETTE = np.concatenate([
-    np.repeat(np.round(np.linspace(0, 255, GREY_LEVELS))[:, None], 3, axis=1),
-    overlay_rgb(np.linspace(0.0, 1.0, RAMP_LEVELS)),
-    np.array([OUTLINE_RGB, EDEMA_RGB, SHELL_RGB]),
-]).astype(np.uint8)  # fmt: skip
+PALETTE = np.concatenate(
+    [
+        np.repeat(np.round(np.linspace(0, 255, GREY_LEVELS))[:, None], 3, axis=1),
+        overlay_rgb(np.linspace(0.0, 1.0, RAMP_LEVELS)),
+        np.array([OUTLINE_RGB, EDEMA_RGB, SHELL_RGB]),
+    ]
+).astype(np.uint8)
 OUTLINE_INDEX = GREY_LEVELS + RAMP_LEVELS
 MARK_INDEX = {EDEMA_RGB: OUTLINE_INDEX + 1, SHELL_RGB: OUTLINE_INDEX + 2}
 

@@ -56,13 +56,15 @@ def group_trajectory(sessions: list[SessionRecord], column: str) -> pd.DataFrame
             total = float(weights.sum())
             value = float((values * weights).sum() / total) if total > 0 else math.nan
             side = "" if pd.isna(side) else str(side)
-            rows.append({"session_id": record.session_id, "group": str(group), "side": side,
-                         "value": value})  # fmt: skip
+            rows.append(
+                {"session_id": record.session_id, "group": str(group), "side": side, "value": value}
+            )
     return pd.DataFrame(rows, columns=["session_id", "group", "side", "value"])
 
 
-def _line_chart(title: str, labels: list[str], series: dict[str, list[float]], y_max: float,
-                unit: str) -> str:  # fmt: skip
+def _line_chart(
+    title: str, labels: list[str], series: dict[str, list[float]], y_max: float, unit: str
+) -> str:
     """A small SVG line chart: one line per series over the sessions, each point titled."""
     width, height, left, bottom, top = 300, 170, 40, 30, 22
     n = max(len(labels), 2)
@@ -82,27 +84,34 @@ def _line_chart(title: str, labels: list[str], series: dict[str, list[float]], y
         f'<text x="{left - 4}" y="{y(0) + 4:.1f}" class="l" text-anchor="end">0</text>',
     ]
     for i, label in enumerate(labels):
-        parts.append(f'<text x="{x[i]:.1f}" y="{height - 10}" class="l" text-anchor="middle">'
-                     f"{html.escape(label)}</text>")  # fmt: skip
+        parts.append(
+            f'<text x="{x[i]:.1f}" y="{height - 10}" class="l" text-anchor="middle">'
+            f"{html.escape(label)}</text>"
+        )
     for name, values in series.items():
         colour = SIDE_COLOURS.get(name, "#444444")
         points = [(x[i], y(v), v) for i, v in enumerate(values) if np.isfinite(v)]
         if len(points) > 1:
             path = " ".join(f"{px:.1f},{py:.1f}" for px, py, _ in points)
-            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" '
-                         'stroke-width="2"/>')  # fmt: skip
+            parts.append(
+                f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>'
+            )
         for (px, py, v), label in zip(points, labels, strict=False):
-            parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="{colour}">'
-                         f"<title>{html.escape(name or 'both')} {html.escape(label)}: "
-                         f"{v * 100:.1f}{unit}</title></circle>")  # fmt: skip
+            parts.append(
+                f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="{colour}">'
+                f"<title>{html.escape(name or 'both')} {html.escape(label)}: "
+                f"{v * 100:.1f}{unit}</title></circle>"
+            )
     parts.append("</svg>")
     return "".join(parts)
 
 
 CHANGES = ("worse", "better")  # of a muscle measure against its band
-MEASURE_CHANGES = (("change_ff", "delta_ff", 100, "points"),
-                   ("change_edema", "delta_edema_fraction", 100, "points"),
-                   ("change_volume", "delta_volume_ml", 1, "ml"))  # fmt: skip
+MEASURE_CHANGES = (
+    ("change_ff", "delta_ff", 100, "points"),
+    ("change_edema", "delta_edema_fraction", 100, "points"),
+    ("change_volume", "delta_volume_ml", 1, "ml"),
+)
 
 
 def _name(text: object) -> str:
@@ -138,8 +147,9 @@ def _changes_table(comparison: SessionComparison) -> str:
     table = (
         "<table><thead><tr><th>muscle</th><th>side</th><th>sessions</th><th>fat fraction</th>"
         "<th>edema</th><th>volume</th></tr></thead><tbody>" + "".join(cells) + "</tbody></table>"
-        if cells else "<p>No muscle changed beyond the repeatability bands.</p>"
-    )  # fmt: skip
+        if cells
+        else "<p>No muscle changed beyond the repeatability bands.</p>"
+    )
     counts = []
     for column, _, _, _ in MEASURE_CHANGES:
         n = int((muscles[column] == NOT_ASSESSABLE).sum())
@@ -147,10 +157,17 @@ def _changes_table(comparison: SessionComparison) -> str:
             what = column.removeprefix("change_").replace("ff", "fat fraction")
             counts.append(f"{what} in {n}")
     stable = len(muscles) - len(changed)
-    summary = (f"<p>{stable} of {len(muscles)} muscle rows (muscle, side, pair) show no change "
-               "beyond the bands." + (f" Not assessable: {', '.join(counts)} rows (labelled or "
-               "measured in one session only, or cut by the field of view)." if counts else "")
-               + "</p>")  # fmt: skip
+    summary = (
+        f"<p>{stable} of {len(muscles)} muscle rows (muscle, side, pair) show no change "
+        "beyond the bands."
+        + (
+            f" Not assessable: {', '.join(counts)} rows (labelled or "
+            "measured in one session only, or cut by the field of view)."
+            if counts
+            else ""
+        )
+        + "</p>"
+    )
     return table + summary
 
 
@@ -167,13 +184,16 @@ def _feature_changes(comparison: SessionComparison) -> str:
         f'<td style="color:{CHANGE_COLOURS[r["change"]]}">{html.escape(r["change"])}</td></tr>'
         for _, r in moved.iterrows()
     )
-    return ("<table><thead><tr><th>feature</th><th>sessions</th><th>value</th><th>change</th>"
-            "</tr></thead><tbody>" + rows + "</tbody></table>"
-            "<p>A pattern feature or p(IMNM) going up is not worse in itself.</p>")  # fmt: skip
+    return (
+        "<table><thead><tr><th>feature</th><th>sessions</th><th>value</th><th>change</th>"
+        "</tr></thead><tbody>" + rows + "</tbody></table>"
+        "<p>A pattern feature or p(IMNM) going up is not worse in itself.</p>"
+    )
 
 
-def subject_page_html(subject_id: str, sessions: list[SessionRecord],
-                      comparison: SessionComparison, disclaimer: str) -> str:  # fmt: skip
+def subject_page_html(
+    subject_id: str, sessions: list[SessionRecord], comparison: SessionComparison, disclaimer: str
+) -> str:
     """The follow-up page of one subject.
 
     Parameters
@@ -194,18 +214,26 @@ def subject_page_html(subject_id: str, sessions: list[SessionRecord],
     labels = [r.date or r.session_id for r in sessions]
     ids = [r.session_id for r in sessions]
     charts = []
-    for column, title, y_max in (("ff_median", "fat fraction", 0.6),
-                                 ("edema_fraction", "edema", 1.0)):  # fmt: skip
+    for column, title, y_max in (
+        ("ff_median", "fat fraction", 0.6),
+        ("edema_fraction", "edema", 1.0),
+    ):
         trajectory = group_trajectory(sessions, column)
         for group in [g for g in GROUP_ORDER if g in set(trajectory["group"])]:
             part = trajectory[trajectory["group"] == group]
             series = {}
             for side in sorted(set(part["side"])):
-                by_session = dict(zip(part.loc[part["side"] == side, "session_id"],
-                                      part.loc[part["side"] == side, "value"], strict=True))
+                by_session = dict(
+                    zip(
+                        part.loc[part["side"] == side, "session_id"],
+                        part.loc[part["side"] == side, "value"],
+                        strict=True,
+                    )
+                )
                 series[side] = [by_session.get(s, math.nan) for s in ids]
-            charts.append(_line_chart(f"{group.replace('_', ' ')}: {title}", labels, series,
-                                      y_max, " %"))  # fmt: skip
+            charts.append(
+                _line_chart(f"{group.replace('_', ' ')}: {title}", labels, series, y_max, " %")
+            )
     p_series = {"": [r.features.get("p_imnm") or math.nan for r in sessions]}
     charts.append(_line_chart("p(IMNM)", labels, p_series, 1.0, " %"))
     rows = "".join(

@@ -61,8 +61,7 @@ def table_text(table: pd.DataFrame) -> str:
     >>> table_text(table).splitlines()
     ['muscle\tff_median', 'gracilis\t0.123457', 'sartorius\t']
     """
-    return table.to_csv(sep="\t", index=False, na_rep="", float_format="%.6g",
-                        lineterminator="\n")  # fmt: skip
+    return table.to_csv(sep="\t", index=False, na_rep="", float_format="%.6g", lineterminator="\n")
 
 
 def inside(path: Path, folder: Path) -> bool:
@@ -88,9 +87,14 @@ def study_out_dir(out: Path, study_id: str) -> Path:
     return target
 
 
-def save_study(result: StudyResult, out: str | Path, report: bool = True, maps: bool = False,
-               view: str = DEFAULT_VIEW, fingerprint: dict[str, Any] | None = None,
-               ) -> Path:  # fmt: skip
+def save_study(
+    result: StudyResult,
+    out: str | Path,
+    report: bool = True,
+    maps: bool = False,
+    view: str = DEFAULT_VIEW,
+    fingerprint: dict[str, Any] | None = None,
+) -> Path:
     """Write one study's outputs into ``out``.
 
     ``muscles.tsv`` (per muscle and side), ``slices.tsv`` (per slice), ``muscles_pooled.tsv``
@@ -143,8 +147,9 @@ def save_study(result: StudyResult, out: str | Path, report: bool = True, maps: 
         (out / "report.html").unlink(missing_ok=True)
     if maps:
         if result.voxel_maps is None or result.study is None:
-            raise MriScoringError("voxel maps need the study and its voxel maps in memory "
-                                  "(score_study keeps them)")  # fmt: skip
+            raise MriScoringError(
+                "voxel maps need the study and its voxel maps in memory (score_study keeps them)"
+            )
         write_maps(out / "maps", result.study, result.voxel_maps)
     else:
         _remove_maps(out / "maps")
@@ -170,8 +175,9 @@ def _remove_maps(folder: Path) -> None:
 
 def _with_study_id(table: pd.DataFrame, study_id: str) -> pd.DataFrame:
     """The table with ``study_id`` as its first column (rows of many studies stay apart)."""
-    return pd.concat([pd.DataFrame({"study_id": [study_id] * len(table)}, index=table.index),
-                      table], axis=1)  # fmt: skip
+    return pd.concat(
+        [pd.DataFrame({"study_id": [study_id] * len(table)}, index=table.index), table], axis=1
+    )
 
 
 def summary_table(rows: dict[str, dict[str, Any]], template: Template) -> pd.DataFrame:

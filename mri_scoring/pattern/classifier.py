@@ -111,8 +111,10 @@ class PatternClassifier(ClassifierMixin, BaseEstimator):
             for i in range(k):
                 positive = i == self._positive_index(template)
                 p0[i] = [f.p_positive if positive else f.p_negative for f in template.features]
-                s0[i] = [f.strength_positive if positive else f.strength_negative
-                         for f in template.features]  # fmt: skip
+                s0[i] = [
+                    f.strength_positive if positive else f.strength_negative
+                    for f in template.features
+                ]
         if self.prior_strength is not None:
             s0[:] = float(self.prior_strength)
         return p0, s0
@@ -169,8 +171,9 @@ class PatternClassifier(ClassifierMixin, BaseEstimator):
         self.class_prior_ = self._class_prior(template, y)
         return self
 
-    def _weights(self, template: Template | None, degrees: np.ndarray,
-                 y: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:  # fmt: skip
+    def _weights(
+        self, template: Template | None, degrees: np.ndarray, y: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, float]]:
         weights = np.ones(degrees.shape[1])
         if template is None:
             return weights, {}

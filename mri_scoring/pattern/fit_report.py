@@ -73,8 +73,9 @@ def _points(x: np.ndarray, y: np.ndarray) -> str:
     )
 
 
-def _plots(y: np.ndarray, p_fit: np.ndarray, p_elicited: np.ndarray,
-           figures: dict[str, float]) -> str:  # fmt: skip
+def _plots(
+    y: np.ndarray, p_fit: np.ndarray, p_elicited: np.ndarray, figures: dict[str, float]
+) -> str:
     roc = _axes("ROC (out-of-fold)", "false-positive rate", "true-positive rate")
     cal = _axes("calibration (out-of-fold)", "predicted p", "observed share")
     for p, colour in ((p_fit, _FITTED), (p_elicited, _ELICITED)):

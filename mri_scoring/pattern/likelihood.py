@@ -63,8 +63,9 @@ INTERVAL_LEVELS = (0.05, 0.95)
 _GATE_FLOOR = 1e-9  # keeps ln(g * p) finite; a gate this small makes absence count for nothing
 
 
-def log_virtual_evidence(degree: np.ndarray | float, p_present: np.ndarray | float,
-                         gate: np.ndarray | float = 1.0) -> np.ndarray:  # fmt: skip
+def log_virtual_evidence(
+    degree: np.ndarray | float, p_present: np.ndarray | float, gate: np.ndarray | float = 1.0
+) -> np.ndarray:
     """Natural-log likelihood of soft evidence ``degree`` under one class (virtual evidence).
 
     The single implementation of the soft-evidence formula, used by
@@ -97,8 +98,7 @@ def log_virtual_evidence(degree: np.ndarray | float, p_present: np.ndarray | flo
     return np.log(d * q + (1.0 - d) * (1.0 - q))
 
 
-def soft_log10_lr(degree: float, p_positive: float, p_negative: float,
-                  gate: float = 1.0) -> float:  # fmt: skip
+def soft_log10_lr(degree: float, p_positive: float, p_negative: float, gate: float = 1.0) -> float:
     """log10 likelihood ratio of one feature with soft evidence ``degree`` (no group weight).
 
     Examples
@@ -132,15 +132,17 @@ def involvement_gate(template: Template, involved: list[str]) -> float:
     return template.absence_gate.degree(float(len(involved)))
 
 
-def _beta_draws(rng: np.random.Generator, mean: np.ndarray, strength: np.ndarray,
-                n: int) -> np.ndarray:  # fmt: skip
+def _beta_draws(
+    rng: np.random.Generator, mean: np.ndarray, strength: np.ndarray, n: int
+) -> np.ndarray:
     mean = np.clip(mean, 1e-6, 1 - 1e-6)
     a, b = strength * mean, strength * (1.0 - mean)
     return np.clip(rng.beta(a, b, size=(n, len(mean))), 1e-9, 1 - 1e-9)
 
 
-def credible_interval(degrees: np.ndarray, template: Template, gate: float,
-                      prior: float) -> tuple[float, float]:  # fmt: skip
+def credible_interval(
+    degrees: np.ndarray, template: Template, gate: float, prior: float
+) -> tuple[float, float]:
     """[5 %, 95 %] credible bounds of p(positive) over the Beta uncertainty of every probability.
 
     Parameters
@@ -173,16 +175,19 @@ def credible_interval(degrees: np.ndarray, template: Template, gate: float,
         np.array([x.strength_negative for x in f]),
         INTERVAL_DRAWS,
     )
-    pi = _beta_draws(rng, np.array([prior]), np.array([template.prior_strength]),
-                     INTERVAL_DRAWS)[:, 0]  # fmt: skip
+    pi = _beta_draws(rng, np.array([prior]), np.array([template.prior_strength]), INTERVAL_DRAWS)[
+        :, 0
+    ]
     d = np.asarray(degrees, dtype=float)
     use = np.isfinite(d)
     weight = np.array([x.weight for x in f])
     ln_lr = (
         weight[use]
-        * (log_virtual_evidence(d[use], p_pos[:, use], gate)
-           - log_virtual_evidence(d[use], p_neg[:, use], gate))
-    ).sum(axis=1)  # fmt: skip
+        * (
+            log_virtual_evidence(d[use], p_pos[:, use], gate)
+            - log_virtual_evidence(d[use], p_neg[:, use], gate)
+        )
+    ).sum(axis=1)
     log_odds = np.clip(ln_lr + np.log(pi / (1.0 - pi)), -700.0, 700.0)
     p = 1.0 / (1.0 + np.exp(-log_odds))
     low, high = np.quantile(p, INTERVAL_LEVELS)
@@ -267,8 +272,14 @@ def _involved_phrase(n: int, only: bool = False) -> str:
     return f"{'only ' if only else ''}{n} involved muscle{'' if n == 1 else 's'}"
 
 
-def _decide(template: Template, applicable: bool, involved: list[str], p_imnm: float,
-            low: float, high: float) -> tuple[str, list[str]]:  # fmt: skip
+def _decide(
+    template: Template,
+    applicable: bool,
+    involved: list[str],
+    p_imnm: float,
+    low: float,
+    high: float,
+) -> tuple[str, list[str]]:
     pos, neg = template.call_positive_at_least, template.call_negative_at_most
     if not applicable:
         return INDETERMINATE, [
@@ -287,8 +298,9 @@ def _decide(template: Template, applicable: bool, involved: list[str], p_imnm: f
     ]
 
 
-def combine(evidence: list[Evidence], template: Template, involved: list[str],
-            prior: float | None = None) -> Likelihood:  # fmt: skip
+def combine(
+    evidence: list[Evidence], template: Template, involved: list[str], prior: float | None = None
+) -> Likelihood:
     """Combine per-feature evidence into a likelihood ratio, posterior, interval and call.
 
     Parameters

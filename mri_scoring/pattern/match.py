@@ -22,6 +22,7 @@ __all__ = [
     "match",
 ]
 
+
 @dataclass(kw_only=True, frozen=True)
 class Evidence:
     """What one feature found in one study.
@@ -56,8 +57,9 @@ class Evidence:
         return asdict(self)
 
 
-def match(table: pd.DataFrame, template: Template,
-          settings: Settings | None = None) -> list[Evidence]:  # fmt: skip
+def match(
+    table: pd.DataFrame, template: Template, settings: Settings | None = None
+) -> list[Evidence]:
     """Evaluate every template feature on a graded muscle table.
 
     Parameters

@@ -31,6 +31,7 @@ __all__ = [
     "prepare",
 ]
 
+
 class Unavailable(Exception):
     """Raised by a measure when the table cannot support it (the reason is the message)."""
 
@@ -92,8 +93,9 @@ def _why_empty(rows: pd.DataFrame, column: str, names: tuple[str, ...]) -> str:
     return f"no {column} for {', '.join(names)} (input image missing)"
 
 
-def _aggregate(table: pd.DataFrame, feature: Feature, names: tuple[str, ...],
-               column: str) -> tuple[float, list[str]]:  # fmt: skip
+def _aggregate(
+    table: pd.DataFrame, feature: Feature, names: tuple[str, ...], column: str
+) -> tuple[float, list[str]]:
     """Voxel-weighted mean over the listed muscles of ``column`` (sides combined first)."""
     rows = _rows(table, names, feature.group_fallback)
     if rows.empty:
@@ -105,8 +107,9 @@ def _aggregate(table: pd.DataFrame, feature: Feature, names: tuple[str, ...],
     return float(np.average(values, weights=weights)), sorted(values.index)
 
 
-def _ff_difference(table: pd.DataFrame, feature: Feature, settings: Settings,
-                   excess: bool) -> tuple[float, list[str]]:  # fmt: skip
+def _ff_difference(
+    table: pd.DataFrame, feature: Feature, settings: Settings, excess: bool
+) -> tuple[float, list[str]]:
     target, used = _aggregate(table, feature, feature.muscles, "ff_median")
     reference, used_ref = _aggregate(table, feature, feature.reference, "ff_median")
     if excess:
@@ -114,8 +117,9 @@ def _ff_difference(table: pd.DataFrame, feature: Feature, settings: Settings,
     return target - reference, used + [f"reference:{m}" for m in used_ref]
 
 
-def _share_involved(table: pd.DataFrame, feature: Feature,
-                    settings: Settings) -> tuple[float, list[str]]:  # fmt: skip
+def _share_involved(
+    table: pd.DataFrame, feature: Feature, settings: Settings
+) -> tuple[float, list[str]]:
     """Mean over the listed muscles of the per-muscle degree (the max over per-muscle cuts)."""
     rows = _rows(table, feature.muscles, feature.group_fallback)
     if rows.empty:

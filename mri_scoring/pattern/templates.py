@@ -162,8 +162,14 @@ class _Checker:
     def fail(self, where: str, message: str) -> ConfigError:
         return ConfigError(f"{self.path}: {where}: {message}")
 
-    def get(self, data: dict, key: str, where: str, kind: type[_T] | tuple[type[_T], ...],
-            default: _T | EllipsisType = ...) -> _T:  # fmt: skip
+    def get(
+        self,
+        data: dict,
+        key: str,
+        where: str,
+        kind: type[_T] | tuple[type[_T], ...],
+        default: _T | EllipsisType = ...,
+    ) -> _T:
         if key not in data:
             if default is ...:
                 raise self.fail(where, f"missing field '{key}'")
@@ -176,8 +182,16 @@ class _Checker:
             raise self.fail(where, f"field '{key}' must be {_names(kinds)}, got {value!r}")
         return value
 
-    def number(self, data: dict, key: str, where: str, low: float, high: float,
-               default: float | EllipsisType = ..., open_low: bool = False) -> float:  # fmt: skip
+    def number(
+        self,
+        data: dict,
+        key: str,
+        where: str,
+        low: float,
+        high: float,
+        default: float | EllipsisType = ...,
+        open_low: bool = False,
+    ) -> float:
         value = float(self.get(data, key, where, (int, float), default))
         if not math.isfinite(value) or value > high or value < low or (open_low and value <= low):
             bound = f"({low}, {high}]" if open_low else f"[{low}, {high}]"
@@ -290,11 +304,13 @@ def _strengths(check: _Checker, data: dict, where: str, default: float) -> dict[
     value = data.get("strength", default)
     if isinstance(value, dict):
         return {
-            "strength_positive": check.number(value, "imnm", f"{where}.strength", 0.0, 1e7,
-                                              open_low=True),
-            "strength_negative": check.number(value, "dm", f"{where}.strength", 0.0, 1e7,
-                                              open_low=True),
-        }  # fmt: skip
+            "strength_positive": check.number(
+                value, "imnm", f"{where}.strength", 0.0, 1e7, open_low=True
+            ),
+            "strength_negative": check.number(
+                value, "dm", f"{where}.strength", 0.0, 1e7, open_low=True
+            ),
+        }
     n = check.number(data, "strength", where, 0.0, 1e7, default=default, open_low=True)
     return {"strength_positive": n, "strength_negative": n}
 
@@ -366,8 +382,9 @@ def load_template(path: str | Path | None = None) -> Template:
     raw_features = check.get(data, "features", "top level", list)
     if not raw_features:
         raise check.fail("top level", "'features' is empty")
-    default_strength = check.number(data, "elicited_strength", "top level", 0.0, 1e7,
-                                    default=DEFAULT_STRENGTH, open_low=True)  # fmt: skip
+    default_strength = check.number(
+        data, "elicited_strength", "top level", 0.0, 1e7, default=DEFAULT_STRENGTH, open_low=True
+    )
     features = tuple(_feature(check, f, i, default_strength) for i, f in enumerate(raw_features))
     ids = [f.id for f in features]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -379,8 +396,9 @@ def load_template(path: str | Path | None = None) -> Template:
     gate_spec = check.get(applicability, "absence_counts_from", "applicability", dict, {})
     gate = None
     if gate_spec:
-        gate_cut = check.get(gate_spec, "involved_muscles", "applicability.absence_counts_from",
-                             dict)  # fmt: skip
+        gate_cut = check.get(
+            gate_spec, "involved_muscles", "applicability.absence_counts_from", dict
+        )
         gate = _cut(check, gate_cut, "applicability.absence_counts_from.involved_muscles")
     positive_at_least = check.number(bounds, "imnm_at_least", "call_bounds", 0.0, 1.0)
     negative_at_most = check.number(bounds, "dm_at_most", "call_bounds", 0.0, 1.0)

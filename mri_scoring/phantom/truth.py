@@ -25,6 +25,7 @@ __all__ = [
     "truth_table",
 ]
 
+
 @dataclass
 class MuscleSpec:
     """Truth to impose on one muscle of one side."""

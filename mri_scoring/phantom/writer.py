@@ -20,6 +20,7 @@ __all__ = [
     "write_study",
 ]
 
+
 def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path, kind: str) -> None:
     if kind == "labels":
         img = nib.Nifti1Image(array.astype(np.int16), affine)
