@@ -13,32 +13,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 
-__all__ = [
-    "GLOBAL_FLAGS",
-    "ConfigOption",
-    "Engine",
-    "LabelScheme",
-    "LabelsOption",
-    "Layout",
-    "MapsOption",
-    "Pattern",
-    "PriorOption",
-    "ReportOption",
-    "ResampleOption",
-    "TemplateOption",
-    "View",
-    "ViewOption",
-    "app",
-    "batch",
-    "convert",
-    "demo",
-    "fit",
-    "main",
-    "phantom",
-    "score",
-    "templates",
-]
-
+__all__ = ["app", "main"]  # the verbs are commands of app; the rest is typer plumbing
 #: Options of the whole program that are accepted after the verb too (``batch -v ...``).
 GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
 

@@ -25,17 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover (annotations only: at run time no package 
     from ..io.study import Study
 
 __all__ = [
-    "ENHANCED_MR_IMAGE",
-    "MR_IMAGE",
-    "VENDOR_SERIES",
-    "ExportContext",
-    "SeriesSpec",
-    "cpmg_isochromats",
-    "export_study",
-    "mese_echoes",
-    "vendor_series",
-    "write_series",
-]
+    "ENHANCED_MR_IMAGE", "MR_IMAGE", "VENDOR_SERIES", "ExportContext", "SeriesSpec",
+    "cpmg_isochromats", "export_study", "mese_echoes", "vendor_series", "write_series",
+]  # fmt: skip  (hand-laid module, see pyproject.toml)
 
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4.1"
