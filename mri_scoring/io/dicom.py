@@ -25,7 +25,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -35,7 +35,7 @@ from ..config import Settings, load_settings
 from ..errors import MriScoringError
 from ..files import atomic_write
 from .dicom_roles import Assignment, RoleRules, SeriesInfo, assign_roles, load_rules
-from .dicom_series import discover_series
+from .dicom_series import Scan, SkippedFile, discover_series, keep_patient
 
 log = logging.getLogger(__name__)
 T2FIT_PIPELINE = "mri_scoring-t2fit"
@@ -43,6 +43,10 @@ T2FIT_PIPELINE = "mri_scoring-t2fit"
 
 class DicomError(MriScoringError):
     """A DICOM folder cannot be converted at all (no DICOM, no converter)."""
+
+
+class DicomUsageError(DicomError):
+    """Several patients and none chosen, or the chosen PatientID is not there (exit 2)."""
 
 
 # --------------------------------------------------------------------------- dcm2niix
@@ -120,13 +124,17 @@ class ConversionReport:
     anat : Path or None
         The BIDS ``anat`` folder, None when nothing was converted.
     messages : list of str
-        One line per series that could not be converted, and per unreadable file.
+        One line per series that could not be converted and per skipped file (the files of
+        another patient in one line per patient).
+    skipped : list of SkippedFile
+        The files that took no part, each also a row of ``conversion.tsv``.
     """
 
     rows: list[dict[str, str]]
     outputs: dict[str, Path]
     anat: Path | None
     messages: list[str]
+    skipped: list[SkippedFile] = field(default_factory=list)
 
 
 TSV_COLUMNS = ("subject", "session", "series_number", "series_description", "image_type",
@@ -251,6 +259,7 @@ def convert_dicom(
     role_map: dict[int, str] | None = None,
     rules: RoleRules | None = None,
     settings: Settings | None = None,
+    patient: str | None = None,
 ) -> ConversionReport:
     """Convert a DICOM export into one BIDS study folder that ``batch`` can score.
 
@@ -268,41 +277,37 @@ def convert_dicom(
         Default: ``configs/dicom_roles.yaml``.
     settings : Settings, optional
         Default: ``configs/settings.yaml`` (``t2fit`` section).
+    patient : str, optional
+        The DICOM PatientID to convert when the folder holds several patients (``--patient``);
+        the other patients' files are listed as skipped.
 
     Returns
     -------
     ConversionReport
+        A file that cannot be used never stops the conversion: it is skipped, with its reason,
+        in ``skipped``, ``messages`` and a row of ``conversion.tsv``.
 
     Raises
     ------
+    DicomUsageError
+        Several patients and no ``patient``, or no series of ``patient``.
     DicomError
-        No DICOM file under ``dicom_dir``, several patients, or dcm2niix missing.
+        No usable MR series under ``dicom_dir``, or dcm2niix missing.
     """
     dicom_dir, out_root = Path(dicom_dir), Path(out_root)
     if not dicom_dir.is_dir():
         raise DicomError(f"{dicom_dir}: not a folder")
     rules = rules or load_rules()
     settings = settings or load_settings()
-    scan = discover_series(dicom_dir)
-    if not scan.series:
-        raise DicomError(
-            f"{dicom_dir}: no DICOM files found ({scan.not_dicom} other files, "
-            f"{len(scan.unreadable)} unreadable); point at the folder of the scanner export"
-        )
-    patients = sorted({s.patient_id for s in scan.series})
-    if len(patients) > 1:
-        raise DicomError(
-            f"{dicom_dir}: holds series of {len(patients)} patients ({', '.join(patients[:4])}); "
-            "convert one patient's folder at a time"
-        )
+    scan = _one_patient(discover_series(dicom_dir), dicom_dir, patient)
     dcm2niix_path()
-    sub = bids_label(subject or patients[0]) or "01"
+    sub = bids_label(subject or scan.series[0].patient_id) or "01"
     ses = bids_label(session) if session else ""
     prefix = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
     relative = Path(f"sub-{sub}") / (f"ses-{ses}" if ses else "") / "anat"
     anat = out_root / relative
     assignments = assign_roles(scan.series, rules, role_map)
-    messages = list(scan.unreadable)
+    messages = _skip_messages(scan.skipped, dicom_dir)
     outputs: dict[str, Path] = {}
     mese = next((a for a in assignments if a.role == "mese"), None)
     scanner_map = next((a for a in assignments if a.role == "t2map"), None)
@@ -317,7 +322,7 @@ def convert_dicom(
                 written = _convert_one(a, rules, anat, prefix, settings, out_root, relative)
                 outputs.update(written)
                 output = ", ".join(str(p.relative_to(out_root)) for p in written.values())
-            except _SeriesFailure as exc:
+            except (_SeriesFailure, OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
                 a.status = f"skipped: {exc}"
                 messages.append(f"{a.series.label}: {exc}")
         elif a.series.problems:
@@ -330,9 +335,19 @@ def convert_dicom(
             "series_description": s.description or s.protocol,
             "image_type": "\\".join(s.image_type),
             "echo_times_ms": ",".join(f"{t:g}" for t in s.echo_times_ms),
-            "files": str(len(s.files)),
+            "files": f"{len(s.files)} ({scan.lost[s.uid]})" if s.uid in scan.lost
+            else str(len(s.files)),
             "role": a.status,
             "output": output,
+        })  # fmt: skip
+    for f in scan.skipped:
+        rows.append({
+            "subject": sub,
+            "session": ses,
+            "series_number": "" if f.series_number is None else str(f.series_number),
+            "series_description": f.series_description,
+            "files": f.path.relative_to(dicom_dir).as_posix(),
+            "role": f"skipped: {f.reason}",
         })  # fmt: skip
     out_root.mkdir(parents=True, exist_ok=True)
     description = out_root / "dataset_description.json"
@@ -341,7 +356,44 @@ def convert_dicom(
             {"Name": "mri-scoring convert", "BIDSVersion": "1.9.0", "DatasetType": "raw"},
             indent=2) + "\n")  # fmt: skip
     _write_tsv(out_root, rows, sub, ses)
-    return ConversionReport(rows, outputs, anat if outputs else None, messages)
+    return ConversionReport(rows, outputs, anat if outputs else None, messages, scan.skipped)
+
+
+def _one_patient(scan: Scan, dicom_dir: Path, patient: str | None) -> Scan:
+    """The scan of the one patient to convert, or the error that says how to choose one."""
+    if not scan.series:
+        shown = "; ".join(f"{f.path.relative_to(dicom_dir)}: {f.reason}" for f in scan.skipped[:3])
+        raise DicomError(
+            f"{dicom_dir}: no DICOM files found ({scan.not_dicom} other files, "
+            f"{len(scan.skipped)} skipped{': ' + shown if shown else ''}); point at the folder "
+            "of the scanner export"
+        )
+    counts = scan.patients()
+    listed = ", ".join(f"PatientID {pid or '(empty)'} ({n} series)" for pid, n in counts.items())
+    if patient is not None:
+        if patient not in counts:
+            raise DicomUsageError(f"{dicom_dir}: no series of PatientID {patient}; it holds "
+                                  f"{listed}")  # fmt: skip
+        return keep_patient(scan, patient)
+    if len(counts) > 1:
+        raise DicomUsageError(
+            f"{dicom_dir}: holds series of {len(counts)} patients: {listed}; convert one with "
+            "--patient ID (the DICOM PatientID; --subject stays the BIDS label)"
+        )
+    return scan
+
+
+def _skip_messages(skipped: list[SkippedFile], dicom_dir: Path) -> list[str]:
+    """One line per skipped file; another patient's files in one line per patient."""
+    lines: list[str] = []
+    others: dict[str, int] = {}
+    for f in skipped:
+        if f.reason.startswith("another patient"):
+            others[f.reason] = others.get(f.reason, 0) + 1
+        else:
+            lines.append(f"{f.path.relative_to(dicom_dir)}: {f.reason}")
+    lines += [f"{n} files of {reason} (listed in conversion.tsv)" for reason, n in others.items()]
+    return lines
 
 
 def _convert_one(a: Assignment, rules: RoleRules, anat: Path, prefix: str, settings: Settings,

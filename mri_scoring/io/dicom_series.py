@@ -2,24 +2,35 @@
 
 Every file with the DICOM preamble is read without its pixel data and grouped by
 SeriesInstanceUID; per series the header facts the role rules need are kept
-(:class:`~.dicom_roles.SeriesInfo`), and problems that make a series unusable are recorded on it:
-a truncated or unreadable file, missing slices (a gap in the slice positions of any echo, or
-echoes with different slice counts).
+(:class:`~.dicom_roles.SeriesInfo`). No file stops the scan: a file whose header does not parse,
+a truncated file, a non-image or non-MR object is a :class:`SkippedFile` with its reason and
+makes no series. Problems that make a series unusable are recorded on it: missing slices (a gap
+in the slice positions of any echo, echoes with different slice counts, or image files of the
+series skipped), frames of several image types in one file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
+from pydicom.uid import UID
 
 from .dicom_roles import SeriesInfo
+
+log = logging.getLogger(__name__)
 
 _UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
@@ -93,19 +104,250 @@ def _pixel_bytes(ds: Dataset) -> int | None:
 
 
 @dataclass
+class SkippedFile:
+    """A file under the export that takes no part in the conversion, and why.
+
+    Attributes
+    ----------
+    path : Path
+        The file.
+    reason : str
+        One line, e.g. ``not an MR image (RT Dose Storage)``; pydicom's warnings about the file
+        are appended to it.
+    series_number : int or None
+        SeriesNumber, when the header names it and it parses.
+    series_description : str
+        SeriesDescription (else ProtocolName), when known.
+    """
+
+    path: Path
+    reason: str
+    series_number: int | None = None
+    series_description: str = ""
+
+
+@dataclass
 class Scan:
-    """Everything :func:`discover_series` found under a folder."""
+    """Everything :func:`discover_series` found under a folder.
+
+    Attributes
+    ----------
+    series : list of SeriesInfo
+        The MR image series, made of the files that could be read.
+    not_dicom : int
+        Files ignored without a row: no DICOM marker and a name no DICOM file has (``DICOMDIR``,
+        ``README.txt``, a viewer's files).
+    skipped : list of SkippedFile
+        Every other file that takes no part: a header that does not parse, a non-image or
+        non-MR object, another patient's file (:func:`keep_patient`).
+    lost : dict of str -> str
+        SeriesInstanceUID -> how many of its image files were skipped and whether the series is
+        still complete (an incomplete one also has the problem on its ``problems``).
+    """
 
     series: list[SeriesInfo]
     not_dicom: int = 0
-    unreadable: list[str] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    lost: dict[str, str] = field(default_factory=dict)
+
+    def patients(self) -> dict[str, int]:
+        """PatientID -> number of series (skipped files count toward no patient).
+
+        Returns
+        -------
+        dict of str -> int
+        """
+        counts: dict[str, int] = {}
+        for s in self.series:
+            counts[s.patient_id] = counts.get(s.patient_id, 0) + 1
+        return dict(sorted(counts.items()))
+
+
+@dataclass
+class _Header:
+    info: SeriesInfo
+    slices: list[_Slice]
+    mixed: str | None
+
+
+@dataclass
+class _Reading:
+    """One file's outcome: a header to group, or a skipped file (and the slices it held)."""
+
+    header: _Header | None = None
+    skipped: SkippedFile | None = None
+    lost_uid: str = ""
+    lost_slices: list[_Slice] | None = None
+
+
+# Storage classes converted (DICOM PS3.4 Annex B.5): everything else (RT dose and plans, SR,
+# secondary capture, spectroscopy, presentation states, ...) is no image to measure.
+_MR_STORAGE = {"1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1",
+               "1.2.840.10008.5.1.4.1.1.4.4"}  # fmt: skip
+# Names under which a file without the DICOM marker is still listed (a PACS names files so).
+_DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ".img", ""}
+
+
+@contextmanager
+def _heard() -> Iterator[list[str]]:
+    """Collect pydicom's warnings (Python warnings and its logger) instead of printing them."""
+    heard: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            heard.append(record.getMessage())
+
+    logger = logging.getLogger("pydicom")
+    handler, propagate = _Collect(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield heard
+        heard.extend(str(w.message) for w in caught)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _short(text: str) -> str:
+    """One line, without pydicom's link to the standard's VR table."""
+    text = re.sub(r"\s*Please see <[^>]*> for allowed values for each VR\.?", "", text)
+    return " ".join(text.split())
+
+
+def _read(path: Path, folder: Path) -> _Reading | None:
+    """Read one file's header (never raises); None for a non-DICOM file not worth a row."""
+    with _heard() as heard:
+        reading = _parse(path)
+    if reading is None:
+        return None
+    said = "; ".join(dict.fromkeys(_short(h) for h in heard))
+    if said and reading.skipped is not None:
+        reading.skipped.reason += f" [pydicom: {said}]"
+    elif said:
+        log.warning("%s: pydicom: %s", path.relative_to(folder), said)  # once per file
+    return reading
+
+
+def _identity(ds: Dataset) -> tuple[int | None, str]:
+    """SeriesNumber and name as far as they parse (for a skipped file's row)."""
+    try:
+        number = ds.get("SeriesNumber")
+        number = int(number) if number not in (None, "") else None
+    except Exception:  # a SeriesNumber that does not parse names no series
+        number = None
+    try:
+        name = str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or "")
+    except Exception:  # an undecodable name: the path still names the file
+        name = ""
+    return number, name
+
+
+def _parse(path: Path) -> _Reading | None:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return _Reading(skipped=SkippedFile(path, f"cannot be read ({exc.strerror})"))
+    if path.name.upper() == "DICOMDIR":
+        return None
+    if size > 0 and not _is_dicom_file(path):
+        if path.suffix.lower() not in _DICOM_SUFFIXES:
+            return None
+        reason = "not a DICOM file (no 'DICM' marker at byte 128)"
+        return _Reading(skipped=SkippedFile(path, reason))
+    if size == 0:
+        return _Reading(skipped=SkippedFile(path, "empty file"))
+    try:
+        with open(path, "rb") as handle:
+            ds = pydicom.dcmread(handle, stop_before_pixels=True)
+            pixels_at = handle.tell()  # the pixel data element starts here (or the file ends)
+    except Exception as exc:  # any fault of one file's header: that file is skipped
+        return _Reading(skipped=SkippedFile(path, f"unreadable DICOM header ({_error(exc)})"))
+    number, name = _identity(ds)
+
+    def skip(reason: str, uid: str = "", slices: list[_Slice] | None = None) -> _Reading:
+        return _Reading(None, SkippedFile(path, reason, number, name), uid, slices)
+
+    try:
+        sop = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+        modality = str(ds.get("Modality", "") or "")
+        if sop and sop not in _MR_STORAGE:
+            return skip(f"not an MR image ({UID(sop).name})")
+        if not sop and not modality:
+            return skip("damaged or incomplete header (no SOPClassUID, no Modality)")
+        if not sop and modality != "MR":
+            return skip(f"not an MR image (Modality {modality}, no SOPClassUID)")
+        if "Rows" not in ds:
+            return skip("not an image (no Rows)")
+        uid = str(ds.get("SeriesInstanceUID", "") or "")
+    except Exception as exc:  # a type or UID that does not parse
+        return skip(f"header does not parse ({_error(exc, ds)})")
+    if not uid:
+        return skip("no SeriesInstanceUID: it belongs to no series (damaged?)")
+    try:
+        slices = _frames(ds)
+    except Exception as exc:  # a position, orientation or echo time that does not parse
+        return skip(f"slice geometry does not parse ({_error(exc, ds)})", uid, None)
+    try:
+        info = SeriesInfo(
+            uid=uid,
+            number=_int(ds.get("SeriesNumber")),
+            description=str(ds.get("SeriesDescription", "") or ""),
+            protocol=str(ds.get("ProtocolName", "") or ""),
+            scanning_sequence=_tokens(ds.get("ScanningSequence")),
+            inversion_time_ms=_float(ds.get("InversionTime")),
+            repetition_time_ms=_float(ds.get("RepetitionTime")),
+            manufacturer=str(ds.get("Manufacturer", "") or ""),
+            patient_id=str(ds.get("PatientID", "") or ""),
+            image_type=_image_type(ds),
+        )
+        expected = _pixel_bytes(ds)
+        if expected is not None:  # + the element's tag, VR and length: 8 or 12 bytes
+            expected += pixels_at + (8 if ds.original_encoding[0] else 12)
+        mixed = _mixed_frame_types(ds)
+    except Exception as exc:  # VR violations, wrong types: this file is skipped
+        return skip(f"header value does not parse ({_error(exc, ds)})", uid, slices)
+    if expected is not None and size < expected:
+        return skip(f"truncated (its header and pixel data need {expected} bytes, the file has "
+                    f"{size}); export the series again", uid, slices)  # fmt: skip
+    return _Reading(header=_Header(info, slices, mixed))
+
+
+def _error(exc: BaseException, ds: Dataset | None = None) -> str:
+    """The exception in one line, after the element at fault when one is found."""
+    text = _short(f"{type(exc).__name__}: {exc}")
+    return f"{_culprit(ds)}: {text}" if ds is not None and _culprit(ds) else text
+
+
+def _values(element: DataElement) -> list:
+    value = element.value
+    return list(value) if isinstance(value, (list, MultiValue)) else [value]
+
+
+def _culprit(ds: Dataset) -> str:
+    """The first top-level element whose value does not parse (``EchoTime (0018,0081)``)."""
+    for tag in list(ds.keys()):
+        name = keyword_for_tag(tag) or "private element"
+        try:
+            element = ds[tag]
+        except Exception:  # this element's value does not convert: it is the one
+            return f"{name} {tag}"
+        if element.VR in ("IS", "DS") and any(isinstance(v, str) for v in _values(element)):
+            return f"{name} {tag} = {element.value!r}"  # kept as text: not a number
+    return ""  # the fault is deeper (a sequence item) or not in one element
 
 
 def discover_series(folder: str | Path) -> Scan:
     """Group the DICOM files under ``folder`` by series and read their header facts.
 
-    Files without the DICOM preamble are counted and ignored; a DICOM file that cannot be read
-    or is truncated marks its series (when its header names one) with the problem.
+    No file stops the scan: a file whose header does not parse (a VR violation, a missing tag,
+    a wrong type), a truncated file, a non-image or non-MR object (RT dose, SR, secondary
+    capture) is skipped with its reason and creates no series; pydicom's warnings about a file
+    go into its reason, or to the log once per file when the file is kept. A series that loses
+    image files this way is still converted only when the slices it lost are held by other
+    files; otherwise it has the problem ``missing slices``.
 
     Parameters
     ----------
@@ -119,68 +361,93 @@ def discover_series(folder: str | Path) -> Scan:
     folder = Path(folder)
     groups: dict[str, SeriesInfo] = {}
     slices: dict[str, list[_Slice]] = {}
+    lost: dict[str, list[list[_Slice] | None]] = {}
     scan = Scan([])
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if path.name.upper() == "DICOMDIR" or not _is_dicom_file(path):
+        reading = _read(path, folder)
+        if reading is None:
             scan.not_dicom += 1
             continue
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError) as exc:
-            scan.unreadable.append(f"{path}: unreadable DICOM ({exc})")
+        if reading.skipped is not None:
+            scan.skipped.append(reading.skipped)
+            if reading.lost_uid:
+                lost.setdefault(reading.lost_uid, []).append(reading.lost_slices)
             continue
-        uid = str(ds.get("SeriesInstanceUID", "") or "")
-        if not uid or "Rows" not in ds:
-            scan.unreadable.append(f"{path}: DICOM file without a series UID or image (damaged?)")
-            continue
+        header = reading.header
+        assert header is not None  # a reading is a header or a skipped file
+        uid = header.info.uid
         info = groups.get(uid)
         if info is None:
-            number = ds.get("SeriesNumber")
-            info = groups[uid] = SeriesInfo(
-                uid=uid,
-                number=int(number) if number not in (None, "") else None,
-                description=str(ds.get("SeriesDescription", "") or ""),
-                protocol=str(ds.get("ProtocolName", "") or ""),
-                scanning_sequence=_tokens(ds.get("ScanningSequence")),
-                inversion_time_ms=_float(ds.get("InversionTime")),
-                repetition_time_ms=_float(ds.get("RepetitionTime")),
-                manufacturer=str(ds.get("Manufacturer", "") or ""),
-                patient_id=str(ds.get("PatientID", "") or ""),
-            )
-            info.image_type = _image_type(ds)
+            info = groups[uid] = header.info
             slices[uid] = []
         info.files.append(path)
-        expected = _pixel_bytes(ds)
-        if expected is not None and path.stat().st_size < expected:
+        if header.mixed:
             info.problems.append(
-                f"file {path.name} is truncated (pixel data needs {expected} bytes, the file has "
-                f"{path.stat().st_size}); export the series again"
+                f"file {path.name} holds frames of several image types ({header.mixed}) in one "
+                "series; it is not split here (export the Dixon images as separate series)"
             )
-        mixed = _mixed_frame_types(ds)
-        if mixed:
-            info.problems.append(
-                f"file {path.name} holds frames of several image types ({mixed}) in one series; "
-                "it is not split here (export the Dixon images as separate series)"
-            )
-        try:
-            slices[uid].extend(_frames(ds))
-        except (AttributeError, KeyError, IndexError, ValueError, TypeError) as exc:
-            info.problems.append(f"file {path.name} has no usable slice geometry ({exc})")
+        slices[uid].extend(header.slices)
     for uid, info in groups.items():
         echoes = sorted({s.echo_ms for s in slices[uid] if s.echo_ms is not None})
         info.echo_times_ms = tuple(round(e, 3) for e in echoes)
         gap = _missing_slices(slices[uid])
+        if uid in lost:
+            n, total = len(lost[uid]), len(info.files) + len(lost[uid])
+            held = gap is None and all(
+                frames is not None and all(_held(f, slices[uid]) for f in frames)
+                for frames in lost[uid]
+            )
+            scan.lost[uid] = f"+{n} skipped, " + ("still complete" if held else "incomplete")
+            if not held:
+                gap = (f"missing slices: {n} of {total} files skipped (listed in their own "
+                       "rows); the series is incomplete")  # fmt: skip
         if gap:
             info.problems.append(gap)
     scan.series = sorted(groups.values(), key=lambda s: (s.number is None, s.number or 0, s.uid))
     return scan
 
 
-def _float(value: object) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
+def keep_patient(scan: Scan, patient: str) -> Scan:
+    """The scan of one patient: the series of other PatientIDs become skipped files.
+
+    Parameters
+    ----------
+    scan : Scan
+        From :func:`discover_series`.
+    patient : str
+        The DICOM PatientID to keep.
+
+    Returns
+    -------
+    Scan
+        A new scan; ``scan`` is not changed.
+    """
+    kept = [s for s in scan.series if s.patient_id == patient]
+    skipped = list(scan.skipped)
+    for s in scan.series:
+        if s.patient_id != patient:
+            reason = f"another patient (PatientID {s.patient_id or '(empty)'})"
+            name = s.description or s.protocol
+            skipped += [SkippedFile(path, reason, s.number, name) for path in s.files]
+    lost = {uid: note for uid, note in scan.lost.items() if any(s.uid == uid for s in kept)}
+    return Scan(kept, scan.not_dicom, sorted(skipped, key=lambda f: f.path), lost)
+
+
+def _held(frame: _Slice, kept: list[_Slice]) -> bool:
+    """Whether a kept file has the slice position and echo of ``frame`` (a duplicate)."""
+    return any(
+        k.echo_ms == frame.echo_ms and np.allclose(k.position, frame.position, atol=0.01)
+        for k in kept
+    )
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+def _float(value: Any) -> float | None:
+    """A present value that does not parse raises: its file is skipped, not read as absent."""
+    return float(value) if value not in (None, "") else None
 
 
 def _image_type(ds: Dataset) -> tuple[str, ...]:
