@@ -12,22 +12,18 @@ series skipped), frames of several image types in one file.
 from __future__ import annotations
 
 import logging
-import re
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
+from .dicom_guard import SkippedFile, error_text, heard, identity, short
 from .dicom_roles import SeriesInfo
 
 log = logging.getLogger(__name__)
@@ -104,29 +100,6 @@ def _pixel_bytes(ds: Dataset) -> int | None:
 
 
 @dataclass
-class SkippedFile:
-    """A file under the export that takes no part in the conversion, and why.
-
-    Attributes
-    ----------
-    path : Path
-        The file.
-    reason : str
-        One line, e.g. ``not an MR image (RT Dose Storage)``; pydicom's warnings about the file
-        are appended to it.
-    series_number : int or None
-        SeriesNumber, when the header names it and it parses.
-    series_description : str
-        SeriesDescription (else ProtocolName), when known.
-    """
-
-    path: Path
-    reason: str
-    series_number: int | None = None
-    series_description: str = ""
-
-
-@dataclass
 class Scan:
     """Everything :func:`discover_series` found under a folder.
 
@@ -188,61 +161,18 @@ _MR_STORAGE = {"1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1",
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ".img", ""}
 
 
-@contextmanager
-def _heard() -> Iterator[list[str]]:
-    """Collect pydicom's warnings (Python warnings and its logger) instead of printing them."""
-    heard: list[str] = []
-
-    class _Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            heard.append(record.getMessage())
-
-    logger = logging.getLogger("pydicom")
-    handler, propagate = _Collect(), logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            yield heard
-        heard.extend(str(w.message) for w in caught)
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
-
-
-def _short(text: str) -> str:
-    """One line, without pydicom's link to the standard's VR table."""
-    text = re.sub(r"\s*Please see <[^>]*> for allowed values for each VR\.?", "", text)
-    return " ".join(text.split())
-
-
 def _read(path: Path, folder: Path) -> _Reading | None:
     """Read one file's header (never raises); None for a non-DICOM file not worth a row."""
-    with _heard() as heard:
+    with heard() as said_by_pydicom:
         reading = _parse(path)
     if reading is None:
         return None
-    said = "; ".join(dict.fromkeys(_short(h) for h in heard))
+    said = "; ".join(dict.fromkeys(short(h) for h in said_by_pydicom))
     if said and reading.skipped is not None:
         reading.skipped.reason += f" [pydicom: {said}]"
     elif said:
         log.warning("%s: pydicom: %s", path.relative_to(folder), said)  # once per file
     return reading
-
-
-def _identity(ds: Dataset) -> tuple[int | None, str]:
-    """SeriesNumber and name as far as they parse (for a skipped file's row)."""
-    try:
-        number = ds.get("SeriesNumber")
-        number = int(number) if number not in (None, "") else None
-    except Exception:  # a SeriesNumber that does not parse names no series
-        number = None
-    try:
-        name = str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or "")
-    except Exception:  # an undecodable name: the path still names the file
-        name = ""
-    return number, name
 
 
 def _parse(path: Path) -> _Reading | None:
@@ -264,8 +194,8 @@ def _parse(path: Path) -> _Reading | None:
             ds = pydicom.dcmread(handle, stop_before_pixels=True)
             pixels_at = handle.tell()  # the pixel data element starts here (or the file ends)
     except Exception as exc:  # any fault of one file's header: that file is skipped
-        return _Reading(skipped=SkippedFile(path, f"unreadable DICOM header ({_error(exc)})"))
-    number, name = _identity(ds)
+        return _Reading(skipped=SkippedFile(path, f"unreadable DICOM header ({error_text(exc)})"))
+    number, name = identity(ds)
 
     def skip(reason: str, uid: str = "", slices: list[_Slice] | None = None) -> _Reading:
         return _Reading(None, SkippedFile(path, reason, number, name), uid, slices)
@@ -283,13 +213,13 @@ def _parse(path: Path) -> _Reading | None:
             return skip("not an image (no Rows)")
         uid = str(ds.get("SeriesInstanceUID", "") or "")
     except Exception as exc:  # a type or UID that does not parse
-        return skip(f"header does not parse ({_error(exc, ds)})")
+        return skip(f"header does not parse ({error_text(exc, ds)})")
     if not uid:
         return skip("no SeriesInstanceUID: it belongs to no series (damaged?)")
     try:
         slices = _frames(ds)
     except Exception as exc:  # a position, orientation or echo time that does not parse
-        return skip(f"slice geometry does not parse ({_error(exc, ds)})", uid, None)
+        return skip(f"slice geometry does not parse ({error_text(exc, ds)})", uid, None)
     try:
         info = SeriesInfo(
             uid=uid,
@@ -308,35 +238,11 @@ def _parse(path: Path) -> _Reading | None:
             expected += pixels_at + (8 if ds.original_encoding[0] else 12)
         mixed = _mixed_frame_types(ds)
     except Exception as exc:  # VR violations, wrong types: this file is skipped
-        return skip(f"header value does not parse ({_error(exc, ds)})", uid, slices)
+        return skip(f"header value does not parse ({error_text(exc, ds)})", uid, slices)
     if expected is not None and size < expected:
         return skip(f"truncated (its header and pixel data need {expected} bytes, the file has "
                     f"{size}); export the series again", uid, slices)  # fmt: skip
     return _Reading(header=_Header(info, slices, mixed))
-
-
-def _error(exc: BaseException, ds: Dataset | None = None) -> str:
-    """The exception in one line, after the element at fault when one is found."""
-    text = _short(f"{type(exc).__name__}: {exc}")
-    return f"{_culprit(ds)}: {text}" if ds is not None and _culprit(ds) else text
-
-
-def _values(element: DataElement) -> list:
-    value = element.value
-    return list(value) if isinstance(value, (list, MultiValue)) else [value]
-
-
-def _culprit(ds: Dataset) -> str:
-    """The first top-level element whose value does not parse (``EchoTime (0018,0081)``)."""
-    for tag in list(ds.keys()):
-        name = keyword_for_tag(tag) or "private element"
-        try:
-            element = ds[tag]
-        except Exception:  # this element's value does not convert: it is the one
-            return f"{name} {tag}"
-        if element.VR in ("IS", "DS") and any(isinstance(v, str) for v in _values(element)):
-            return f"{name} {tag} = {element.value!r}"  # kept as text: not a number
-    return ""  # the fault is deeper (a sequence item) or not in one element
 
 
 def discover_series(folder: str | Path) -> Scan:
