@@ -22,7 +22,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
 from mri_scoring import phantom
-from mri_scoring.io.dicom import DicomUsageError, convert_dicom
+from mri_scoring.io.dicom import DicomError, DicomUsageError, convert_dicom
 from mri_scoring.io.dicom_roles import assign_roles, load_rules
 from mri_scoring.io.dicom_series import discover_series, keep_patient
 from mri_scoring.phantom import dicom_export as pdm
@@ -211,3 +211,34 @@ def test_two_patients_refused_with_their_ids_or_one_chosen_with_patient(export, 
     )
     with pytest.raises(DicomUsageError, match="no series of PatientID NOPE"):
         convert_dicom(folder, out, patient="NOPE")
+
+
+def test_a_kept_file_that_pydicom_warns_about_is_logged_once_not_warned(export, tmp_path, caplog):
+    """An over-long SeriesDescription (70 characters, LO allows 64) makes pydicom warn but the
+    value is usable: the file stays in its series, and the warning is one log line naming the
+    file, not a raw Python warning."""
+    folder = _copy(export, tmp_path)
+    odd = sorted((folder / "002").glob("*.dcm"))[2]
+    _raw(odd, {"SeriesDescription": b"x" * 70})
+    with warnings.catch_warnings(record=True) as heard:
+        warnings.simplefilter("always")
+        scan = discover_series(folder)
+    assert not heard, [str(w.message) for w in heard]
+    assert not scan.skipped and len(scan.series[0].files) == 8
+    lines = [r.getMessage() for r in caplog.records if "002/002_0003.dcm" in r.getMessage()]
+    assert lines == ["002/002_0003.dcm: pydicom: The value length (70) exceeds the maximum "
+                     "length of 64 allowed for VR LO."], lines  # fmt: skip
+
+
+def test_a_folder_of_only_bad_files_names_them_and_converts_nothing(tmp_path):
+    """Nothing convertible (exit 1 in the CLI): the error names the skipped files and why,
+    instead of claiming there is no DICOM."""
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    shutil.copyfile(next(p for p in CORPUS if p.name == "rtdose.dcm"), folder / "rtdose.dcm")
+    (folder / "notes.dcm").write_text("not an image")
+    with pytest.raises(DicomError, match=r"no MR image series to convert; 2 files skipped") as err:
+        convert_dicom(folder, tmp_path / "bids")
+    assert "notes.dcm: not a DICOM file" in str(err.value)
+    assert "rtdose.dcm: not an MR image (RT Dose Storage)" in str(err.value)
+    assert not isinstance(err.value, DicomUsageError), "exit 1, not a usage error"

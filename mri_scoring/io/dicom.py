@@ -361,12 +361,15 @@ def convert_dicom(
 
 def _one_patient(scan: Scan, dicom_dir: Path, patient: str | None) -> Scan:
     """The scan of the one patient to convert, or the error that says how to choose one."""
-    if not scan.series:
+    if not scan.series and scan.skipped:
         shown = "; ".join(f"{f.path.relative_to(dicom_dir)}: {f.reason}" for f in scan.skipped[:3])
+        more = f" and {len(scan.skipped) - 3} more" if len(scan.skipped) > 3 else ""
+        raise DicomError(f"{dicom_dir}: no MR image series to convert; {len(scan.skipped)} files "
+                         f"skipped ({shown}{more})")  # fmt: skip
+    if not scan.series:
         raise DicomError(
-            f"{dicom_dir}: no DICOM files found ({scan.not_dicom} other files, "
-            f"{len(scan.skipped)} skipped{': ' + shown if shown else ''}); point at the folder "
-            "of the scanner export"
+            f"{dicom_dir}: no DICOM files found ({scan.not_dicom} other files); point at the "
+            "folder of the scanner export"
         )
     counts = scan.patients()
     listed = ", ".join(f"PatientID {pid or '(empty)'} ({n} series)" for pid, n in counts.items())
