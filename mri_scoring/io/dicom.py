@@ -8,7 +8,7 @@ multi-echo spin-echo series (:mod:`mri_scoring.measure.t2fit`) -> ``conversion.t
 Output under ``BIDS_ROOT``::
 
     dataset_description.json
-    conversion.tsv                                   one row per series (and study)
+    conversion.tsv                                   one row per series and per skipped file
     sub-<L>[/ses-<S>]/anat/sub-<L>[_ses-<S>]_<suffix>.nii.gz (+ dcm2niix's .json sidecar)
     derivatives/mri_scoring-t2fit/sub-<L>/[ses-<S>/]anat/..._desc-mese_fatfrac.nii.gz
 
@@ -118,7 +118,7 @@ class ConversionReport:
     Attributes
     ----------
     rows : list of dict
-        One per series, the columns of ``conversion.tsv``.
+        One per series, then one per skipped file: the columns of ``conversion.tsv``.
     outputs : dict of str -> Path
         Role -> file written (``t2map`` included when fitted).
     anat : Path or None
