@@ -346,33 +346,31 @@ def convert(
         Path | None,
         typer.Option("--map", help="YAML: series number -> role or 'skip'.", dir_okay=False),
     ] = None,
+    patient: Annotated[str | None, typer.Option(help="DICOM PatientID to convert.")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Convert DICOM (dcm2niix) into a BIDS study batch can score; writes conversion.tsv."""
+    """DICOM to a BIDS study batch can score, and conversion.tsv (exit 0 done, 1 none, 2 usage)."""
     from .config import load_settings
     from .errors import MriScoringError
-    from .io.dicom import convert_dicom
+    from .io.dicom import DicomUsageError, convert_dicom
     from .io.dicom_roles import read_role_map
 
     if not dicom_dir.is_dir():
         raise _fail(f"{dicom_dir}: not a folder", 2)
     try:
         role_map = read_role_map(map_file) if map_file else None
-        report = convert_dicom(
-            dicom_dir,
-            out,
-            subject=subject,
-            session=session,
-            role_map=role_map,
-            settings=load_settings(config),
-        )
+    except MriScoringError as exc:  # a bad --map file is a usage error
+        raise _fail(str(exc), 2) from None
+    try:
+        report = convert_dicom(dicom_dir, out, subject=subject, session=session,
+                               role_map=role_map, settings=load_settings(config),
+                               patient=patient)  # fmt: skip
     except MriScoringError as exc:
-        raise _fail(str(exc)) from None
-    for row in report.rows:
+        raise _fail(str(exc), 2 if isinstance(exc, DicomUsageError) else 1) from None
+    for row in report.rows[: len(report.rows) - len(report.skipped)]:  # the series rows
         target = f" -> {row['output']}" if row["output"] else ""
-        typer.echo(
-            f"series {row['series_number']}\t{row['series_description']}\t{row['role']}{target}"
-        )
+        typer.echo(f"series {row['series_number']}\t{row['series_description']}\t{row['role']}"
+                   f"{target}")  # fmt: skip
     for message in report.messages:
         typer.echo(f"not converted: {message}", err=True)
     if report.anat is None:

@@ -254,7 +254,8 @@ def test_two_series_for_one_role_clearer_wins_then_later(tmp_path):
 
 def test_bad_export_names_the_series_and_converts_the_rest(study, tmp_path):
     """A truncated file (STIR) and a missing slice (fat): each series is skipped with a message
-    naming it; water and T1w are still converted; stray non-DICOM files are ignored."""
+    naming it; water is still converted; stray non-DICOM files are ignored; the truncated and the
+    damaged file each have a row of their own."""
     numbers = pdm.export_study(study, tmp_path / "dicom")
     stir_file = sorted((tmp_path / "dicom" / f"{numbers['stir']:03d}").glob("*.dcm"))[3]
     stir_file.write_bytes(stir_file.read_bytes()[:-2000])
@@ -266,16 +267,19 @@ def test_bad_export_names_the_series_and_converts_the_rest(study, tmp_path):
     report = convert_dicom(tmp_path / "dicom", tmp_path / "bids", subject="B")
     assert set(report.outputs) == {"water"}
     text = "\n".join(report.messages)
-    assert f"{t1_file}: DICOM file without a series UID" in text
+    assert "005/005_0003.dcm: damaged or incomplete header" in text
     assert "series 5 (t1_tse_tra): missing slices" in text
-    assert "series 4 (t2_tirm_tra)" in text and "truncated" in text
+    assert "series 4 (t2_tirm_tra): missing slices: 1 of 10 files skipped" in text
+    assert "004/004_0004.dcm: truncated" in text
     assert "series 3 (t1_vibe_dixon_tra_F)" in text and "missing slices" in text
-    rows = {r["series_number"]: r["role"] for r in _tsv(tmp_path / "bids")}
-    assert rows["4"].startswith("skipped: file") and rows["3"].startswith("skipped: missing")
+    rows = {(r["series_number"], r["files"]): r["role"] for r in _tsv(tmp_path / "bids")}
+    assert rows[("4", "9 (+1 skipped, incomplete)")].startswith("skipped: missing slices")
+    assert rows[("4", "004/004_0004.dcm")].startswith("skipped: truncated")
+    assert rows[("3", "9")].startswith("skipped: missing")
     again = convert_dicom(tmp_path / "dicom", tmp_path / "bids", subject="B2")
     assert set(again.outputs) == {"water"}
     subjects = [r["subject"] for r in _tsv(tmp_path / "bids")]
-    assert subjects == ["B"] * 4 + ["B2"] * 4, "a second study adds its rows, keeps the first's"
+    assert subjects == ["B"] * 6 + ["B2"] * 6, "a second study adds its rows, keeps the first's"
 
 
 def test_enhanced_file_with_mixed_dixon_frames_is_not_guessed(study, tmp_path):

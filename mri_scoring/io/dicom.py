@@ -8,7 +8,7 @@ multi-echo spin-echo series (:mod:`mri_scoring.measure.t2fit`) -> ``conversion.t
 Output under ``BIDS_ROOT``::
 
     dataset_description.json
-    conversion.tsv                                   one row per series (and study)
+    conversion.tsv                                   one row per series and per skipped file
     sub-<L>[/ses-<S>]/anat/sub-<L>[_ses-<S>]_<suffix>.nii.gz (+ dcm2niix's .json sidecar)
     derivatives/mri_scoring-t2fit/sub-<L>/[ses-<S>/]anat/..._desc-mese_fatfrac.nii.gz
 
@@ -25,23 +25,24 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from ..config import Settings, load_settings
-from ..errors import MriScoringError
 from ..files import atomic_write
+from .dicom_guard import DicomError, DicomUsageError, SkippedFile
 from .dicom_roles import Assignment, RoleRules, SeriesInfo, assign_roles, load_rules
-from .dicom_series import discover_series
+from .dicom_series import choose_patient, discover_series, skip_messages
 
 __all__ = [
     "T2FIT_PIPELINE",
     "TSV_COLUMNS",
     "ConversionReport",
     "DicomError",
+    "DicomUsageError",
     "bids_label",
     "convert_dicom",
     "dcm2niix_path",
@@ -49,10 +50,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 T2FIT_PIPELINE = "mri_scoring-t2fit"
-
-
-class DicomError(MriScoringError):
-    """A DICOM folder cannot be converted at all (no DICOM, no converter)."""
 
 
 # --------------------------------------------------------------------------- dcm2niix
@@ -136,19 +133,23 @@ class ConversionReport:
     Attributes
     ----------
     rows : list of dict
-        One per series, the columns of ``conversion.tsv``.
+        One per series, then one per skipped file: the columns of ``conversion.tsv``.
     outputs : dict of str -> Path
         Role -> file written (``t2map`` included when fitted).
     anat : Path or None
         The BIDS ``anat`` folder, None when nothing was converted.
     messages : list of str
-        One line per series that could not be converted, and per unreadable file.
+        One line per series that could not be converted and per skipped file (the files of
+        another patient in one line per patient).
+    skipped : list of SkippedFile
+        The files that took no part, each also a row of ``conversion.tsv``.
     """
 
     rows: list[dict[str, str]]
     outputs: dict[str, Path]
     anat: Path | None
     messages: list[str]
+    skipped: list[SkippedFile] = field(default_factory=list)
 
 
 TSV_COLUMNS = (
@@ -282,6 +283,7 @@ def convert_dicom(
     role_map: dict[int, str] | None = None,
     rules: RoleRules | None = None,
     settings: Settings | None = None,
+    patient: str | None = None,
 ) -> ConversionReport:
     """Convert a DICOM export into one BIDS study folder that ``batch`` can score.
 
@@ -299,41 +301,37 @@ def convert_dicom(
         Default: ``configs/dicom_roles.yaml``.
     settings : Settings, optional
         Default: ``configs/settings.yaml`` (``t2fit`` section).
+    patient : str, optional
+        The DICOM PatientID to convert when the folder holds several patients (``--patient``);
+        the other patients' files are listed as skipped.
 
     Returns
     -------
     ConversionReport
+        A file that cannot be used never stops the conversion: it is skipped, with its reason,
+        in ``skipped``, ``messages`` and a row of ``conversion.tsv``.
 
     Raises
     ------
+    DicomUsageError
+        Several patients and no ``patient``, or no series of ``patient``.
     DicomError
-        No DICOM file under ``dicom_dir``, several patients, or dcm2niix missing.
+        No usable MR series under ``dicom_dir``, or dcm2niix missing.
     """
     dicom_dir, out_root = Path(dicom_dir), Path(out_root)
     if not dicom_dir.is_dir():
         raise DicomError(f"{dicom_dir}: not a folder")
     rules = rules or load_rules()
     settings = settings or load_settings()
-    scan = discover_series(dicom_dir)
-    if not scan.series:
-        raise DicomError(
-            f"{dicom_dir}: no DICOM files found ({scan.not_dicom} other files, "
-            f"{len(scan.unreadable)} unreadable); point at the folder of the scanner export"
-        )
-    patients = sorted({s.patient_id for s in scan.series})
-    if len(patients) > 1:
-        raise DicomError(
-            f"{dicom_dir}: holds series of {len(patients)} patients ({', '.join(patients[:4])}); "
-            "convert one patient's folder at a time"
-        )
+    scan = choose_patient(discover_series(dicom_dir), dicom_dir, patient)
     dcm2niix_path()
-    sub = bids_label(subject or patients[0]) or "01"
+    sub = bids_label(subject or scan.series[0].patient_id) or "01"
     ses = bids_label(session) if session else ""
     prefix = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
     relative = Path(f"sub-{sub}") / (f"ses-{ses}" if ses else "") / "anat"
     anat = out_root / relative
     assignments = assign_roles(scan.series, rules, role_map)
-    messages = list(scan.unreadable)
+    messages = skip_messages(scan.skipped, dicom_dir)
     outputs: dict[str, Path] = {}
     mese = next((a for a in assignments if a.role == "mese"), None)
     scanner_map = next((a for a in assignments if a.role == "t2map"), None)
@@ -348,7 +346,7 @@ def convert_dicom(
                 written = _convert_one(a, rules, anat, prefix, settings, out_root, relative)
                 outputs.update(written)
                 output = ", ".join(str(p.relative_to(out_root)) for p in written.values())
-            except _SeriesFailure as exc:
+            except (_SeriesFailure, OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
                 a.status = f"skipped: {exc}"
                 messages.append(f"{a.series.label}: {exc}")
         elif a.series.problems:
@@ -362,9 +360,22 @@ def convert_dicom(
                 "series_description": s.description or s.protocol,
                 "image_type": "\\".join(s.image_type),
                 "echo_times_ms": ",".join(f"{t:g}" for t in s.echo_times_ms),
-                "files": str(len(s.files)),
+                "files": f"{len(s.files)} ({scan.lost[s.uid]})"
+                if s.uid in scan.lost
+                else str(len(s.files)),
                 "role": a.status,
                 "output": output,
+            }
+        )
+    for f in scan.skipped:
+        rows.append(
+            {
+                "subject": sub,
+                "session": ses,
+                "series_number": "" if f.series_number is None else str(f.series_number),
+                "series_description": f.series_description,
+                "files": f.path.relative_to(dicom_dir).as_posix(),
+                "role": f"skipped: {f.reason}",
             }
         )
     out_root.mkdir(parents=True, exist_ok=True)
@@ -379,7 +390,7 @@ def convert_dicom(
             + "\n",
         )
     _write_tsv(out_root, rows, sub, ses)
-    return ConversionReport(rows, outputs, anat if outputs else None, messages)
+    return ConversionReport(rows, outputs, anat if outputs else None, messages, scan.skipped)
 
 
 def _convert_one(
