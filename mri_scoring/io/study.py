@@ -101,8 +101,13 @@ class Study:
         Examples
         --------
         >>> import numpy as np
-        >>> Study("s1", np.zeros((4, 5, 6), np.uint8), np.diag([2.0, 2.0, 5.0, 1.0]),
-        ...       {"fat": np.zeros((4, 5, 6), np.float32)}, {})
+        >>> Study(
+        ...     study_id="s1",
+        ...     labels=np.zeros((4, 5, 6), np.uint8),
+        ...     affine=np.diag([2.0, 2.0, 5.0, 1.0]),
+        ...     images={"fat": np.zeros((4, 5, 6), np.float32)},
+        ...     label_info={},
+        ... )
         Study('s1', shape=(4, 5, 6), voxel_mm=(2, 2, 5), images=[fat], labels=0)
         """
         voxel = ", ".join(f"{v:g}" for v in self.voxel_size_mm)
