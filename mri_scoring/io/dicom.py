@@ -282,6 +282,7 @@ def convert_dicom(
     role_map: dict[int, str] | None = None,
     rules: RoleRules | None = None,
     settings: Settings | None = None,
+    dicom_refs: bool = False,
 ) -> ConversionReport:
     """Convert a DICOM export into one BIDS study folder that ``batch`` can score.
 
@@ -299,6 +300,10 @@ def convert_dicom(
         Default: ``configs/dicom_roles.yaml``.
     settings : Settings, optional
         Default: ``configs/settings.yaml`` (``t2fit`` section).
+    dicom_refs : bool
+        Also keep each converted image's DICOM references (UIDs, per-slice instance and
+        frame, patient and study modules; identifying) under ``sourcedata/dicom_refs/``
+        (:mod:`.dicom_refs`), so results can be written back as DICOM.
 
     Returns
     -------
@@ -347,6 +352,8 @@ def convert_dicom(
             try:
                 written = _convert_one(a, rules, anat, prefix, settings, out_root, relative)
                 outputs.update(written)
+                if dicom_refs:
+                    messages.extend(_keep_refs(a, written, out_root))
                 output = ", ".join(str(p.relative_to(out_root)) for p in written.values())
             except _SeriesFailure as exc:
                 a.status = f"skipped: {exc}"
@@ -380,6 +387,20 @@ def convert_dicom(
         )
     _write_tsv(out_root, rows, sub, ses)
     return ConversionReport(rows, outputs, anat if outputs else None, messages)
+
+
+def _keep_refs(a: Assignment, written: dict[str, Path], out_root: Path) -> list[str]:
+    """Write the DICOM references of the images converted from one series (not of fitted maps)."""
+    from .dicom_refs import DicomRefsError, capture_refs, write_refs
+
+    try:
+        refs = capture_refs(a.series.files)
+    except DicomRefsError as exc:
+        return [f"{a.series.label}: DICOM references not kept: {exc}"]
+    for role, path in written.items():
+        if role in ("water", "fat", "ff", "stir", "t1w", "mese", "inphase", "opphase"):
+            write_refs(out_root, path.name[: -len(".nii.gz")], refs)
+    return []
 
 
 def _convert_one(
