@@ -212,7 +212,6 @@ def score(
     _check_paths(study, out)
     if dicom_out:  # before any work: does the study have DICOM references?
         from .output.dicom_out import folder_problem
-
         if problem := folder_problem(study):
             raise _fail(f"--dicom-out: {study}: {problem}", 2)
     try:

@@ -31,7 +31,7 @@ from .io.study import Study, load_study
 from .io.subjects import session_info
 from .measure.quantify import quantify
 from .output.cohort import cohort_values, write_cohort_report
-from .output.dicom_out import DICOM_OUT_UNAVAILABLE, dicom_out_problem
+from .output.dicom_out import dicom_out_problem
 from .output.followup import write_followup
 from .output.long_tables import write_long_tables
 from .output.report import DEFAULT_VIEW
@@ -48,7 +48,7 @@ from .output.write import (
 from .pattern.likelihood import combine
 from .pattern.match import involved_muscles, match
 from .pattern.templates import Template, load_template
-from .schema import DISCLAIMER, muscle_columns
+from .schema import DICOM_OUT_UNAVAILABLE, DISCLAIMER, muscle_columns
 from .workers import start_worker_server
 
 __all__ = [
@@ -186,8 +186,11 @@ def _dicom_possible(study: Study) -> bool:
     """Whether the study can have DICOM results; if not, a QC warning on it says why."""
     problem = dicom_out_problem(study.files)
     if problem:
-        study.qc.append(QCFinding("warning", DICOM_OUT_UNAVAILABLE,
-                                  f"no DICOM results (--dicom-out): {problem}"))  # fmt: skip
+        study.qc.append(
+            QCFinding(
+                "warning", DICOM_OUT_UNAVAILABLE, f"no DICOM results (--dicom-out): {problem}"
+            )
+        )
     return not problem
 
 

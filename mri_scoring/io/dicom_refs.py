@@ -31,17 +31,44 @@ from pydicom.dataset import Dataset
 from ..errors import MriScoringError
 from ..files import atomic_write
 
+__all__ = [
+    "PATIENT_KEYWORDS",
+    "REFS_FOLDER",
+    "REFS_VERSION",
+    "STUDY_KEYWORDS",
+    "DicomRefsError",
+    "capture_refs",
+    "find_refs",
+    "refs_path",
+    "write_refs",
+]
+
 REFS_FOLDER = ("sourcedata", "dicom_refs")
 """Where the references live under a BIDS root."""
 
 REFS_VERSION = 1
 
-PATIENT_KEYWORDS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate",
-                    "PatientSex", "PatientAge", "PatientSize", "PatientWeight")  # fmt: skip
+PATIENT_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+)
 """Patient module (and patient study) attributes kept."""
 
-STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName",
-                  "StudyID", "AccessionNumber", "StudyDescription")  # fmt: skip
+STUDY_KEYWORDS = (
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "StudyDescription",
+)
 """General Study module attributes kept."""
 
 
@@ -57,8 +84,9 @@ def _module(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, str]:
     return {k: _text(ds.get(k)) for k in keywords if k in ds and ds.get(k) not in (None, "")}
 
 
-def _frames_of(ds: Dataset) -> tuple[list[dict[str, Any]], list[float] | None, list[float] | None,
-                                     float | None]:  # fmt: skip
+def _frames_of(
+    ds: Dataset,
+) -> tuple[list[dict[str, Any]], list[float] | None, list[float] | None, float | None]:
     """Per-frame references and the grid of one instance (classic or enhanced)."""
     sop = {"sop_instance_uid": str(ds.SOPInstanceUID), "sop_class_uid": str(ds.SOPClassUID)}
     if "PerFrameFunctionalGroupsSequence" in ds:
@@ -79,18 +107,29 @@ def _frames_of(ds: Dataset) -> tuple[list[dict[str, Any]], list[float] | None, l
             if "MREchoSequence" in item:
                 echo = float(item.MREchoSequence[0].EffectiveEchoTime)
             position = item.PlanePositionSequence[0].ImagePositionPatient
-            frames.append({**sop, "frame": number, "position": [float(v) for v in position],
-                           "echo_ms": echo})  # fmt: skip
-        return (frames, [float(v) for v in orientation] if orientation else None,
-                [float(v) for v in spacing] if spacing else None,
-                float(thickness) if thickness not in (None, "") else None)  # fmt: skip
+            frames.append(
+                {**sop, "frame": number, "position": [float(v) for v in position], "echo_ms": echo}
+            )
+        return (
+            frames,
+            [float(v) for v in orientation] if orientation else None,
+            [float(v) for v in spacing] if spacing else None,
+            float(thickness) if thickness not in (None, "") else None,
+        )
     echo = float(ds.EchoTime) if ds.get("EchoTime") not in (None, "") else None
-    frame = {**sop, "frame": 1, "position": [float(v) for v in ds.ImagePositionPatient],
-             "echo_ms": echo}  # fmt: skip
+    frame = {
+        **sop,
+        "frame": 1,
+        "position": [float(v) for v in ds.ImagePositionPatient],
+        "echo_ms": echo,
+    }
     thickness = ds.get("SliceThickness")
-    return ([frame], [float(v) for v in ds.ImageOrientationPatient],
-            [float(v) for v in ds.PixelSpacing],
-            float(thickness) if thickness not in (None, "") else None)  # fmt: skip
+    return (
+        [frame],
+        [float(v) for v in ds.ImageOrientationPatient],
+        [float(v) for v in ds.PixelSpacing],
+        float(thickness) if thickness not in (None, "") else None,
+    )
 
 
 def capture_refs(files: list[Path]) -> dict[str, Any]:
@@ -121,9 +160,12 @@ def capture_refs(files: list[Path]) -> dict[str, Any]:
         except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise DicomRefsError(f"{path.name}: no slice geometry to reference ({exc})") from None
         this = (int(ds.Rows), int(ds.Columns), orientation, spacing)
-        if grid is not None and (this[:2] != grid[:2] or any(
-                abs(a - b) > 1e-4 for a, b in zip(this[2] + this[3], grid[2] + grid[3],
-                                                   strict=True))):  # fmt: skip
+        if grid is not None and (
+            this[:2] != grid[:2]
+            or any(
+                abs(a - b) > 1e-4 for a, b in zip(this[2] + this[3], grid[2] + grid[3], strict=True)
+            )
+        ):
             raise DicomRefsError(f"{path.name}: slices of the series lie on different grids")
         if first is None:
             first, grid = ds, this
@@ -222,7 +264,11 @@ def find_refs(files: dict[str, Path]) -> tuple[dict[str, dict[str, Any]], str]:
     if found:
         return found, ""
     if not looked:
-        return {}, ("the study's images are not in a BIDS folder made by 'mri-scoring convert', "
-                    "so no DICOM source is known")  # fmt: skip
-    return {}, (f"no DICOM references ({looked[0]} and others missing): convert the study with "
-                "'mri-scoring convert --dicom-refs'")  # fmt: skip
+        return {}, (
+            "the study's images are not in a BIDS folder made by 'mri-scoring convert', "
+            "so no DICOM source is known"
+        )
+    return {}, (
+        f"no DICOM references ({looked[0]} and others missing): convert the study with "
+        "'mri-scoring convert --dicom-refs'"
+    )

@@ -30,10 +30,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .result import StudyResult
 
+__all__ = [
+    "DICOM_NAMES",
+    "dicom_out_problem",
+    "folder_problem",
+    "remove_dicom",
+    "write_dicom",
+]
+
 DICOM_NAMES = ("seg_muscles.dcm", "seg_edema.dcm", "sr_measurements.dcm", "ff_map.dcm")
 """The files ``dicom/`` may hold."""
-DICOM_OUT_UNAVAILABLE = "dicom_out_unavailable"
-"""QC code of a batch study that gets no DICOM results (no references)."""
 
 
 def dicom_out_problem(files: dict[str, Path]) -> str:
@@ -61,8 +67,10 @@ def dicom_out_problem(files: dict[str, Path]) -> str:
     from .dicom_source import SOURCE_ROLES
 
     if not any(role in refs for role in SOURCE_ROLES):
-        return (f"DICOM references only of {', '.join(sorted(refs))}: results need a Dixon, "
-                "fat-fraction, STIR or T1w source series")  # fmt: skip
+        return (
+            f"DICOM references only of {', '.join(sorted(refs))}: results need a Dixon, "
+            "fat-fraction, STIR or T1w source series"
+        )
     return ""
 
 
@@ -120,8 +128,9 @@ def write_dicom(folder: str | Path, result: StudyResult) -> list[Path]:
     """
     study, maps = result.study, result.voxel_maps
     if study is None or maps is None:
-        raise DicomOutError("DICOM results need the study and its voxel maps in memory "
-                            "(score_study keeps them)")  # fmt: skip
+        raise DicomOutError(
+            "DICOM results need the study and its voxel maps in memory (score_study keeps them)"
+        )
     problem = dicom_out_problem(study.files)
     if problem:
         raise DicomOutError(problem)
@@ -141,8 +150,9 @@ def write_dicom(folder: str | Path, result: StudyResult) -> list[Path]:
     if "fat_fraction" in volumes:
         ff = ff_parametric_map(series, volumes["fat_fraction"], sources)
         written.append(_save(folder / "ff_map.dcm", ff))
-    written.append(_save(folder / "sr_measurements.dcm",
-                         measurement_report(result, series, segments, seg)))  # fmt: skip
+    written.append(
+        _save(folder / "sr_measurements.dcm", measurement_report(result, series, segments, seg))
+    )
     return written
 
 

@@ -4,8 +4,8 @@ Written with highdicom on the frames of the source series (:mod:`.dicom_source`)
 SEG has one segment per vocabulary muscle and side of the muscle table (reference tissues,
 groups and unknown labels are left out); the edema SEG has two segments, the voxels counted as
 muscle edema and the shell voxels read as fascial edema (the masks of ``--maps``,
-:func:`mri_scoring.output.maps.map_volumes`); the Parametric Map holds the measured fat fraction
-(0-1, float) with a real-world value mapping to percent (slope 100). Codes come from
+:func:`mri_scoring.output.map_files.map_volumes`); the Parametric Map holds the measured fat
+fraction (0-1, float) with a real-world value mapping to percent (slope 100). Codes come from
 ``configs/dicom_codes.yaml``.
 """
 
@@ -24,6 +24,19 @@ from .dicom_source import DicomOutError, SourceSeries
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
+__all__ = [
+    "MANUFACTURER",
+    "Segment",
+    "code",
+    "codes",
+    "declare_local_scheme",
+    "edema_seg",
+    "ff_parametric_map",
+    "highdicom",
+    "muscle_seg",
+    "muscle_segments",
+]
 
 MANUFACTURER = "mri-scoring"
 SEG_MUSCLES_SERIES, SEG_EDEMA_SERIES, FF_MAP_SERIES, SR_SERIES = 9101, 9102, 9103, 9104
@@ -69,8 +82,12 @@ def code(group: str, name: str) -> Any:
     entry = table[group][name]
     if group in ("local", "muscles"):
         scheme = table["local_scheme"]
-        return hd.sr.CodedConcept(str(entry[0]), scheme["designator"], str(entry[1]),
-                                  scheme_version=str(scheme["version"]))  # fmt: skip
+        return hd.sr.CodedConcept(
+            str(entry[0]),
+            scheme["designator"],
+            str(entry[1]),
+            scheme_version=str(scheme["version"]),
+        )
     return hd.sr.CodedConcept(str(entry[1]), str(entry[0]), str(entry[2]))
 
 
@@ -106,9 +123,10 @@ def _algorithm() -> Any:
     from pydicom.sr.codedict import codes as dcm_codes
 
     return hd.AlgorithmIdentificationSequence(
-        name="mri-scoring", version=__version__,
+        name="mri-scoring",
+        version=__version__,
         family=dcm_codes.cid7162.ArtificialIntelligence,
-    )  # fmt: skip
+    )
 
 
 def _laterality(description: Any, side: str) -> None:
@@ -121,15 +139,20 @@ def _common(number: int) -> dict[str, Any]:
     from pydicom.uid import generate_uid
 
     return {
-        "series_instance_uid": generate_uid(), "series_number": number,
-        "sop_instance_uid": generate_uid(), "instance_number": 1,
-        "manufacturer": MANUFACTURER, "manufacturer_model_name": "mri-scoring",
-        "software_versions": __version__, "device_serial_number": "0",
-    }  # fmt: skip
+        "series_instance_uid": generate_uid(),
+        "series_number": number,
+        "sop_instance_uid": generate_uid(),
+        "instance_number": 1,
+        "manufacturer": MANUFACTURER,
+        "manufacturer_model_name": "mri-scoring",
+        "software_versions": __version__,
+        "device_serial_number": "0",
+    }
 
 
-def muscle_seg(series: SourceSeries, labels: np.ndarray, segments: list[Segment],
-               sources: list[Dataset]) -> Dataset:  # fmt: skip
+def muscle_seg(
+    series: SourceSeries, labels: np.ndarray, segments: list[Segment], sources: list[Dataset]
+) -> Dataset:
     """The muscle SEG (binary, one segment per muscle and side).
 
     Parameters
@@ -159,24 +182,32 @@ def muscle_seg(series: SourceSeries, labels: np.ndarray, segments: list[Segment]
     descriptions = []
     for s in segments:
         description = hd.seg.SegmentDescription(
-            segment_number=s.number, segment_label=s.name.replace("_", " ")[:64],
+            segment_number=s.number,
+            segment_label=s.name.replace("_", " ")[:64],
             segmented_property_category=code("standard", "anatomical_structure"),
             segmented_property_type=code("muscles", s.muscle),
-            algorithm_type="AUTOMATIC", algorithm_identification=_algorithm(),
-            tracking_id=s.name, tracking_uid=_uid(),
+            algorithm_type="AUTOMATIC",
+            algorithm_identification=_algorithm(),
+            tracking_id=s.name,
+            tracking_uid=_uid(),
             anatomic_regions=[code("standard", "thigh")],
-        )  # fmt: skip
+        )
         _laterality(description, s.side)
         descriptions.append(description)
     # Frames without a segment's voxels are left out, unless a segment has no voxel on the
     # source frames at all: then every frame is kept, so that segment is there, empty.
     every = np.isin(np.arange(1, len(segments) + 1), pixels).all()
-    return declare_local_scheme(hd.seg.Segmentation(
-        source_images=sources, pixel_array=pixels.astype(np.uint16),
-        segmentation_type="BINARY", segment_descriptions=descriptions,
-        series_description="mri-scoring muscles (research use)",
-        omit_empty_frames=bool(every), **_common(SEG_MUSCLES_SERIES),
-    ))  # fmt: skip
+    return declare_local_scheme(
+        hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=pixels.astype(np.uint16),
+            segmentation_type="BINARY",
+            segment_descriptions=descriptions,
+            series_description="mri-scoring muscles (research use)",
+            omit_empty_frames=bool(every),
+            **_common(SEG_MUSCLES_SERIES),
+        )
+    )
 
 
 def _uid() -> str:
@@ -185,8 +216,12 @@ def _uid() -> str:
     return generate_uid()
 
 
-def edema_seg(series: SourceSeries, edema: np.ndarray | None, fascial: np.ndarray | None,
-              sources: list[Dataset]) -> Dataset | None:  # fmt: skip
+def edema_seg(
+    series: SourceSeries,
+    edema: np.ndarray | None,
+    fascial: np.ndarray | None,
+    sources: list[Dataset],
+) -> Dataset | None:
     """The edema SEG: muscle edema (segment 1) and fascial edema (segment 2), where measured.
 
     Parameters
@@ -204,19 +239,25 @@ def edema_seg(series: SourceSeries, edema: np.ndarray | None, fascial: np.ndarra
     """
     hd = highdicom()
     masks, descriptions = [], []
-    for volume, label, kind in ((edema, "muscle edema", "edema"),
-                                (fascial, "fascial edema", "fascial_edema")):  # fmt: skip
+    for volume, label, kind in (
+        (edema, "muscle edema", "edema"),
+        (fascial, "fascial edema", "fascial_edema"),
+    ):
         if volume is None:
             continue
         masks.append(series.sample(volume) > 0)
         prop = code("standard", "edema")
         description = hd.seg.SegmentDescription(
-            segment_number=len(masks), segment_label=label,
+            segment_number=len(masks),
+            segment_label=label,
             segmented_property_category=code("standard", "morphologically_abnormal"),
-            segmented_property_type=prop, algorithm_type="AUTOMATIC",
-            algorithm_identification=_algorithm(), tracking_id=kind, tracking_uid=_uid(),
+            segmented_property_type=prop,
+            algorithm_type="AUTOMATIC",
+            algorithm_identification=_algorithm(),
+            tracking_id=kind,
+            tracking_uid=_uid(),
             anatomic_regions=[code("standard", "thigh")],
-        )  # fmt: skip
+        )
         if kind == "fascial_edema":
             seq = description.SegmentedPropertyTypeCodeSequence[0]
             seq.SegmentedPropertyTypeModifierCodeSequence = [code("local", "fascial_edema")]
@@ -224,11 +265,17 @@ def edema_seg(series: SourceSeries, edema: np.ndarray | None, fascial: np.ndarra
     if not masks:
         return None
     pixels = np.stack(masks, axis=-1).astype(np.uint8)
-    return declare_local_scheme(hd.seg.Segmentation(
-        source_images=sources, pixel_array=pixels, segmentation_type="BINARY",
-        segment_descriptions=descriptions, series_description="mri-scoring edema (research use)",
-        omit_empty_frames=False, **_common(SEG_EDEMA_SERIES),
-    ))  # fmt: skip
+    return declare_local_scheme(
+        hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=pixels,
+            segmentation_type="BINARY",
+            segment_descriptions=descriptions,
+            series_description="mri-scoring edema (research use)",
+            omit_empty_frames=False,
+            **_common(SEG_EDEMA_SERIES),
+        )
+    )
 
 
 def ff_parametric_map(series: SourceSeries, ff: np.ndarray, sources: list[Dataset]) -> Dataset:
@@ -248,18 +295,27 @@ def ff_parametric_map(series: SourceSeries, ff: np.ndarray, sources: list[Datase
     hd = highdicom()
     pixels = series.sample(ff.astype(np.float32), fill=np.nan).astype(np.float32)
     mapping = hd.pm.RealWorldValueMapping(
-        lut_label="FF_PERCENT", lut_explanation="fat fraction in percent",
-        unit=code("units", "percent"), value_range=(0.0, 1.0), slope=100, intercept=0,
+        lut_label="FF_PERCENT",
+        lut_explanation="fat fraction in percent",
+        unit=code("units", "percent"),
+        value_range=(0.0, 1.0),
+        slope=100,
+        intercept=0,
         quantity_definition=code("standard", "fat_fraction"),
-    )  # fmt: skip
+    )
     pm = hd.pm.ParametricMap(
-        source_images=sources, pixel_array=pixels, contains_recognizable_visual_features=False,
+        source_images=sources,
+        pixel_array=pixels,
+        contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
-        voi_lut_transformations=[hd.VOILUTTransformation(
-            window_center=0.5, window_width=1.0, window_explanation="fat fraction 0-1")],
+        voi_lut_transformations=[
+            hd.VOILUTTransformation(
+                window_center=0.5, window_width=1.0, window_explanation="fat fraction 0-1"
+            )
+        ],
         series_description="mri-scoring fat fraction (research use)",
         **_common(FF_MAP_SERIES),
-    )  # fmt: skip
+    )
     # Both thighs: Frame Laterality "B" (the General Series Laterality is R or L only).
     anatomy = Dataset()
     anatomy.AnatomicRegionSequence = [code("standard", "thigh")]

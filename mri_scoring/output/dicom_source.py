@@ -23,19 +23,37 @@ from pydicom.dataset import Dataset
 from ..errors import MriScoringError
 from ..io.dicom_refs import PATIENT_KEYWORDS, STUDY_KEYWORDS
 
+__all__ = [
+    "ON_GRID_MM",
+    "SOURCE_ROLES",
+    "DicomOutError",
+    "SourceSeries",
+    "choose_source",
+    "source_datasets",
+]
+
 ON_GRID_MM = 1e-3  # [elicited] float32 NIfTI affines carry ~1e-5 mm rounding at 200 mm
 SOURCE_ROLES = ("water", "fat", "ff", "stir", "t1w", "inphase", "opphase")
 """Roles that can carry results, in order of preference (single-echo magnitude or FF series)."""
 _LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
-_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-          "ReferringPhysicianName", "StudyID", "AccessionNumber")  # fmt: skip
+_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 class DicomOutError(MriScoringError):
     """Results cannot be written as DICOM (no references, no usable source series)."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SourceSeries:
     """One source series and where each of its pixels lies in the label grid.
 
@@ -90,8 +108,12 @@ def _slice_frames(refs: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for f in frames if f.get("echo_ms") == first_echo]
 
 
-def _pixel_index(refs: dict[str, Any], frames: list[dict[str, Any]], affine: np.ndarray,
-                 shape: tuple[int, int, int]) -> tuple[np.ndarray, float, bool]:  # fmt: skip
+def _pixel_index(
+    refs: dict[str, Any],
+    frames: list[dict[str, Any]],
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+) -> tuple[np.ndarray, float, bool]:
     """Flat voxel index of every source pixel, the largest offset (mm), any pixel outside.
 
     Pixels outside the label grid get index -1.
@@ -101,7 +123,7 @@ def _pixel_index(refs: dict[str, Any], frames: list[dict[str, Any]], affine: np.
     row_spacing, col_spacing = (float(v) for v in refs["pixel_spacing"])
     along_row, along_col = orientation[:3], orientation[3:]
     r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-    offsets = (c[..., None] * col_spacing * along_row + r[..., None] * row_spacing * along_col)
+    offsets = c[..., None] * col_spacing * along_row + r[..., None] * row_spacing * along_col
     to_voxel = np.linalg.inv(affine)
     out = np.empty((len(frames), rows, cols), np.int64)
     worst = 0.0
@@ -120,8 +142,9 @@ def _pixel_index(refs: dict[str, Any], frames: list[dict[str, Any]], affine: np.
     return out, worst, outside
 
 
-def choose_source(refs_by_role: dict[str, dict[str, Any]], affine: np.ndarray,
-                  shape: tuple[int, int, int]) -> SourceSeries:  # fmt: skip
+def choose_source(
+    refs_by_role: dict[str, dict[str, Any]], affine: np.ndarray, shape: tuple[int, int, int]
+) -> SourceSeries:
     """The source series results are written on.
 
     The first series (in :data:`SOURCE_ROLES` order) whose frames lie on the label grid, else
@@ -156,7 +179,14 @@ def choose_source(refs_by_role: dict[str, dict[str, Any]], affine: np.ndarray,
         refs = refs_by_role[role]
         frames = _slice_frames(refs)
         index, worst, outside = _pixel_index(refs, frames, affine, shape)
-        series = SourceSeries(role, refs, frames, index, outside or worst > ON_GRID_MM, worst)
+        series = SourceSeries(
+            role=role,
+            refs=refs,
+            frames=frames,
+            flat_index=index,
+            resampled=outside or worst > ON_GRID_MM,
+            max_offset_mm=worst,
+        )
         if not series.resampled:
             return series
         fallback = fallback or series
@@ -194,11 +224,15 @@ def source_datasets(series: SourceSeries) -> list[Dataset]:
     instances = list(dict.fromkeys(f["sop_instance_uid"] for f in series.frames))
     multiframe = len(instances) < len(series.frames)
     if multiframe and len(instances) > 1:
-        raise DicomOutError(f"the {series.role} series spreads its slices over "
-                            f"{len(instances)} multi-frame files: not supported")  # fmt: skip
+        raise DicomOutError(
+            f"the {series.role} series spreads its slices over "
+            f"{len(instances)} multi-frame files: not supported"
+        )
     if multiframe and [f["frame"] for f in series.frames] != list(range(1, len(series.frames) + 1)):
-        raise DicomOutError(f"the {series.role} series' multi-frame file holds other frames "
-                            "besides its slices (echoes?): not supported")  # fmt: skip
+        raise DicomOutError(
+            f"the {series.role} series' multi-frame file holds other frames "
+            "besides its slices (echoes?): not supported"
+        )
 
     def base(frame: dict[str, Any]) -> Dataset:
         ds = Dataset()

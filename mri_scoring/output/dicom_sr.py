@@ -24,6 +24,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dicom_source import SourceSeries
     from .result import StudyResult
 
+__all__ = [
+    "MEASURES",
+    "measurement_report",
+]
+
 # muscles.tsv column -> (code group, code name, unit, scale to the unit, derivation)
 MEASURES: tuple[tuple[str, str, str, str, float, str | None], ...] = (
     ("volume_ml", "standard", "volume", "ml", 1.0, None),
@@ -47,8 +52,9 @@ def _number(value: object) -> float | None:
 
 def _text(name: str, value: str) -> Any:
     hd = highdicom()
-    return hd.sr.TextContentItem(name=code("local", name), value=value[:1024] or "-",
-                                 relationship_type="CONTAINS")  # fmt: skip
+    return hd.sr.TextContentItem(
+        name=code("local", name), value=value[:1024] or "-", relationship_type="CONTAINS"
+    )
 
 
 def _derivation(name: str | None) -> Any:
@@ -57,8 +63,7 @@ def _derivation(name: str | None) -> Any:
     return code("standard", "median") if name == "median" else code("local", name)
 
 
-def _muscle_group(row: dict[str, Any], segment: Segment, seg: Dataset,
-                  series: SourceSeries) -> Any:  # fmt: skip
+def _muscle_group(row: dict[str, Any], segment: Segment, seg: Dataset, series: SourceSeries) -> Any:
     hd = highdicom()
     measurements, missing = [], []
     for column, group, name, unit, factor, derivation in MEASURES:
@@ -66,22 +71,27 @@ def _muscle_group(row: dict[str, Any], segment: Segment, seg: Dataset,
         if value is None:
             missing.append(column)
             continue
-        measurements.append(hd.sr.Measurement(
-            name=code(group, name), value=value * factor, unit=code("units", unit),
-            derivation=_derivation(derivation),
-        ))  # fmt: skip
+        measurements.append(
+            hd.sr.Measurement(
+                name=code(group, name),
+                value=value * factor,
+                unit=code("units", unit),
+                derivation=_derivation(derivation),
+            )
+        )
     laterality = code("standard", segment.side) if segment.side in ("left", "right") else None
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=_uid(), identifier=segment.name),
         referenced_segment=hd.sr.ReferencedSegment(
-            sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
+            sop_class_uid=seg.SOPClassUID,
+            sop_instance_uid=seg.SOPInstanceUID,
             segment_number=segment.number,
             source_series=hd.sr.SourceSeriesForSegmentation(series.refs["series_instance_uid"]),
         ),
         finding_type=code("muscles", segment.muscle),
         finding_sites=[hd.sr.FindingSite(code("standard", "thigh"), laterality=laterality)],
         measurements=measurements,
-    )  # fmt: skip
+    )
     if missing:
         group[0].ContentSequence.append(_text("not_measured", ", ".join(missing)))
     return group
@@ -97,16 +107,25 @@ def _template_groups(result: StudyResult) -> list[Any]:
     hd = highdicom()
     like = result.likelihood
     low, high = like.p_imnm_interval
-    numbers = [("p_imnm", like.p_imnm), ("p_imnm_lower", low), ("p_imnm_upper", high),
-               ("log10_lr", like.log10_likelihood_ratio)]  # fmt: skip
+    numbers = [
+        ("p_imnm", like.p_imnm),
+        ("p_imnm_lower", low),
+        ("p_imnm_upper", high),
+        ("log10_lr", like.log10_likelihood_ratio),
+    ]
     template = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=_uid(), identifier=f"template {result.template.name}"),
+            uid=_uid(), identifier=f"template {result.template.name}"
+        ),
         finding_type=code("local", "template_result"),
-        measurements=[hd.sr.Measurement(name=code("local", key), value=float(value),
-                                        unit=code("units", "probability"))
-                      for key, value in numbers if _number(value) is not None],
-    )  # fmt: skip
+        measurements=[
+            hd.sr.Measurement(
+                name=code("local", key), value=float(value), unit=code("units", "probability")
+            )
+            for key, value in numbers
+            if _number(value) is not None
+        ],
+    )
     items = template[0].ContentSequence
     items.append(_text("call", like.call))
     for note in like.notes:
@@ -115,13 +134,20 @@ def _template_groups(result: StudyResult) -> list[Any]:
     for feature in like.features:
         degree = _number(feature.degree) if feature.available else None
         group = hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=_uid(),
-                                                         identifier=f"feature {feature.id}"),
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=_uid(), identifier=f"feature {feature.id}"
+            ),
             finding_type=code("local", "feature_degree"),
-            measurements=[] if degree is None else [hd.sr.Measurement(
-                name=code("local", "feature_degree"), value=degree,
-                unit=code("units", "probability"))],
-        )  # fmt: skip
+            measurements=[]
+            if degree is None
+            else [
+                hd.sr.Measurement(
+                    name=code("local", "feature_degree"),
+                    value=degree,
+                    unit=code("units", "probability"),
+                )
+            ],
+        )
         group[0].ContentSequence.append(_text("evidence", _evidence_text(feature)))
         groups.append(group)
     return groups
@@ -142,9 +168,12 @@ def _evidence_text(feature: Any) -> str:
     if not feature.available:
         return f"{head}; unavailable: {feature.reason}"
     value = _number(feature.value)
-    parts = [head, f"value {value:.4g}" if value is not None else "value -",
-             f"degree {float(feature.degree):.3f}",
-             f"log10 LR contribution {float(feature.log10_lr_contribution):+.3f}"]  # fmt: skip
+    parts = [
+        head,
+        f"value {value:.4g}" if value is not None else "value -",
+        f"degree {float(feature.degree):.3f}",
+        f"log10 LR contribution {float(feature.log10_lr_contribution):+.3f}",
+    ]
     if feature.muscles_used:
         parts.append("muscles " + ", ".join(map(str, feature.muscles_used)))
     if feature.reason:
@@ -152,8 +181,9 @@ def _evidence_text(feature: Any) -> str:
     return "; ".join(parts)
 
 
-def measurement_report(result: StudyResult, series: SourceSeries, segments: list[Segment],
-                       seg: Dataset) -> Dataset:  # fmt: skip
+def measurement_report(
+    result: StudyResult, series: SourceSeries, segments: list[Segment], seg: Dataset
+) -> Dataset:
     """The Comprehensive 3D SR of one study.
 
     Parameters
@@ -180,21 +210,36 @@ def measurement_report(result: StudyResult, series: SourceSeries, segments: list
     observer = hd.sr.ObserverContext(
         observer_type=dcm_codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=_uid(), name="mri-scoring", manufacturer_name=MANUFACTURER),
-    )  # fmt: skip
+            uid=_uid(), name="mri-scoring", manufacturer_name=MANUFACTURER
+        ),
+    )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=code("standard", "mri_procedure"),
         imaging_measurements=groups,
-    )  # fmt: skip
+    )
     root = report[0].ContentSequence
     if series.resampled:
-        root.append(_text("resampled", (
-            f"the label map is not on the grid of source series {series.refs['series_number']} "
-            f"({series.max_offset_mm:.3g} mm off): it was put there nearest-neighbour")))
+        root.append(
+            _text(
+                "resampled",
+                (
+                    "the label map is not on the grid of source series "
+                    f"{series.refs['series_number']} "
+                    f"({series.max_offset_mm:.3g} mm off): it was put there nearest-neighbour"
+                ),
+            )
+        )
     root.append(_text("disclaimer", DISCLAIMER))
-    return declare_local_scheme(hd.sr.Comprehensive3DSR(
-        evidence=[seg], content=report[0], series_instance_uid=_uid(), series_number=SR_SERIES,
-        sop_instance_uid=_uid(), instance_number=1, manufacturer=MANUFACTURER,
-        series_description="mri-scoring measurement report (research use)",
-    ))  # fmt: skip
+    return declare_local_scheme(
+        hd.sr.Comprehensive3DSR(
+            evidence=[seg],
+            content=report[0],
+            series_instance_uid=_uid(),
+            series_number=SR_SERIES,
+            sop_instance_uid=_uid(),
+            instance_number=1,
+            manufacturer=MANUFACTURER,
+            series_description="mri-scoring measurement report (research use)",
+        )
+    )

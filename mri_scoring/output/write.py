@@ -167,8 +167,11 @@ def save_study(
 
         remove_dicom(out / "dicom")
     document = result.to_dict()
-    document["outputs"] = {"report_view": view if report else None, "maps": bool(maps),
-                           "dicom": bool(dicom)}  # fmt: skip
+    document["outputs"] = {
+        "report_view": view if report else None,
+        "maps": bool(maps),
+        "dicom": bool(dicom),
+    }
     if fingerprint is not None:
         document["fingerprint"] = fingerprint
     text = json.dumps(document, indent=2, sort_keys=False, allow_nan=False)
