@@ -139,6 +139,9 @@ MapsOption = Annotated[
                  "fascial_edema}.nii.gz) on the label map's grid, for any viewer."),
 ]
 
+DicomOutOption = Annotated[bool, typer.Option("--dicom-out", help="Also write DICOM SEG, SR "
+                           "and FF map to OUT/<study>/dicom/ (needs convert --dicom-refs).")]
+
 
 class View(StrEnum):
     """Orientation of the report's slice panels."""
@@ -195,17 +198,22 @@ def score(
     maps: MapsOption = False,
     view: ViewOption = View.radiological,
     prior: PriorOption = None,
+    dicom_out: DicomOutOption = False,
 ) -> None:
     """Score one study: muscles.tsv, score.json and report.html in OUT.
 
-    Exit 2 when the study cannot be used (the message names the file and what is wrong), 1 on
-    other errors (settings, template).
+    Exit 2 when the study cannot be used (the message names the file and what is wrong; with
+    --dicom-out also without DICOM references), 1 on other errors (settings, template).
     """
     from .errors import MriScoringError, StudyError
     from .output.render import signed
     from .pipeline import score_study
 
     _check_paths(study, out)
+    if dicom_out:  # before any work: does the study have DICOM references?
+        from .output.dicom_out import folder_problem
+        if problem := folder_problem(study):
+            raise _fail(f"--dicom-out: {study}: {problem}", 2)
     try:
         settings, pattern = _knowledge(config, template)
         result = score_study(
@@ -215,9 +223,9 @@ def score(
             prior=prior,
             labels=labels.value,
             resample=resample,
-            voxel_maps=report or maps,
+            voxel_maps=report or maps or dicom_out,
         )
-        result.save(out, report=report, maps=maps, view=view.value)
+        result.save(out, report=report, maps=maps, view=view.value, dicom=dicom_out)
     except StudyError as exc:  # the STUDY argument names unusable input
         raise _fail(str(exc), 2) from None
     except MriScoringError as exc:
@@ -263,16 +271,10 @@ def batch(
     maps: MapsOption = False,
     view: ViewOption = View.radiological,
     prior: PriorOption = None,
+    dicom_out: DicomOutOption = False,
 ) -> None:
     """Score every study under ROOT; failures are recorded in failures.tsv (exit 1 if any)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich import progress as rp
 
     from .errors import MriScoringError
     from .workers import start_worker_server
@@ -284,17 +286,11 @@ def batch(
         start_worker_server()  # the workers' imports then overlap with this process's
     from .pipeline import score_batch
 
-    columns = (
-        TextColumn("[bold]scoring"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("done {task.fields[done]} failed {task.fields[failed]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
+    columns = (rp.TextColumn("[bold]scoring"), rp.BarColumn(), rp.MofNCompleteColumn(),
+               rp.TextColumn("done {task.fields[done]} failed {task.fields[failed]}"),
+               rp.TimeElapsedColumn(), rp.TextColumn("ETA"), rp.TimeRemainingColumn())
     quiet = logging.getLogger("mri_scoring").getEffectiveLevel() > logging.WARNING
-    with Progress(*columns, disable=quiet, transient=False) as bar:
+    with rp.Progress(*columns, disable=quiet, transient=False) as bar:
         task = bar.add_task("scoring", total=None, done=0, failed=0)
 
         def progress(outcome: object, done: int, failed: int, total: int) -> None:
@@ -317,6 +313,7 @@ def batch(
                 report=report,
                 maps=maps,
                 view=view.value,
+                dicom_out=dicom_out,
                 progress=progress,
             )
         except MriScoringError as exc:
@@ -348,6 +345,8 @@ def convert(
     ] = None,
     patient: Annotated[str | None, typer.Option(help="DICOM PatientID to convert.")] = None,
     config: ConfigOption = None,
+    dicom_refs: Annotated[bool, typer.Option("--dicom-refs", help="Keep DICOM references "
+                          "(identifying) in OUT/sourcedata/dicom_refs/ for --dicom-out.")] = False,
 ) -> None:
     """DICOM to a BIDS study batch can score, and conversion.tsv (exit 0 done, 1 none, 2 usage)."""
     from .config import load_settings
@@ -364,7 +363,7 @@ def convert(
     try:
         report = convert_dicom(dicom_dir, out, subject=subject, session=session,
                                role_map=role_map, settings=load_settings(config),
-                               patient=patient)  # fmt: skip
+                               patient=patient, dicom_refs=dicom_refs)  # fmt: skip
     except MriScoringError as exc:
         raise _fail(str(exc), 2 if isinstance(exc, DicomUsageError) else 1) from None
     for row in report.rows[: len(report.rows) - len(report.skipped)]:  # the series rows

@@ -24,13 +24,14 @@ from .batch import (
     safe_engine,
 )
 from .config import Settings, load_settings
-from .errors import MriScoringError
+from .errors import MriScoringError, QCFinding
 from .grading import grade
 from .io.discover import StudyFiles, discover_studies
 from .io.study import Study, load_study
 from .io.subjects import session_info
 from .measure.quantify import quantify
 from .output.cohort import cohort_values, write_cohort_report
+from .output.dicom_out import dicom_out_problem
 from .output.followup import write_followup
 from .output.long_tables import write_long_tables
 from .output.report import DEFAULT_VIEW
@@ -47,7 +48,7 @@ from .output.write import (
 from .pattern.likelihood import combine
 from .pattern.match import involved_muscles, match
 from .pattern.templates import Template, load_template
-from .schema import DISCLAIMER, muscle_columns
+from .schema import DICOM_OUT_UNAVAILABLE, DISCLAIMER, muscle_columns
 from .workers import start_worker_server
 
 __all__ = [
@@ -147,6 +148,7 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
             settings=options.settings,
             read_threads=options.threads,
         )
+        dicom = options.dicom_out and _dicom_possible(study)
         loaded = {
             Path(study.files[role]): digest
             for role, digest in study.input_sha256.items()
@@ -157,7 +159,7 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
             settings=options.settings,
             template=options.template,
             prior=options.prior,
-            voxel_maps=options.report or options.maps,
+            voxel_maps=options.report or options.maps or dicom,
             threads=options.threads,
         )
         save_study(
@@ -167,6 +169,7 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
             maps=options.maps,
             view=options.view,
             fingerprint=fingerprint(files, options, loaded),
+            dicom=dicom,
         )
         cohort = cohort_values(result.muscles.to_dict("records")) if options.report else None
         return Outcome(
@@ -177,6 +180,18 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
         )
     except Exception as exc:  # a bad study or a bug: recorded, the batch goes on
         return failed(files, exc)
+
+
+def _dicom_possible(study: Study) -> bool:
+    """Whether the study can have DICOM results; if not, a QC warning on it says why."""
+    problem = dicom_out_problem(study.files)
+    if problem:
+        study.qc.append(
+            QCFinding(
+                "warning", DICOM_OUT_UNAVAILABLE, f"no DICOM results (--dicom-out): {problem}"
+            )
+        )
+    return not problem
 
 
 def score_batch(
@@ -195,6 +210,7 @@ def score_batch(
     report: bool = True,
     maps: bool = False,
     view: str = DEFAULT_VIEW,
+    dicom_out: bool = False,
     progress: Callable[[Outcome, int, int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Score every study under ``root`` into ``out``.
@@ -222,6 +238,9 @@ def score_batch(
         As for :func:`score_study`; ``report`` writes ``report.html`` files.
     maps : bool
         Write each study's voxel maps (``OUT/<study>/maps/*.nii.gz``).
+    dicom_out : bool
+        Write each study's results as DICOM (``OUT/<study>/dicom/``); a study without DICOM
+        references (``convert --dicom-refs``) gets a QC warning and its other outputs.
     view : {"radiological", "neurological"}
         Orientation of the reports' slice panels.
     progress : callable, optional
@@ -254,6 +273,7 @@ def score_batch(
         threads=1 if parallel else None,
         maps=maps,
         view=view,
+        dicom_out=dicom_out,
     )
     studies = [s for s in discover_studies(root) if not inside(s.folder, out)]
     for study in studies:

@@ -286,6 +286,8 @@ NOISE_FROM_TISSUE = "noise_from_tissue"
 NOISE_SIGMA_UNKNOWN = "noise_sigma_unknown"
 GLOBAL_ATROPHY_NOT_ASSESSABLE = "global_atrophy_not_assessable"
 BODY_SIZE_NOT_USED = "body_size_not_used"
+# Study findings of writing.
+DICOM_OUT_UNAVAILABLE = "dicom_out_unavailable"
 # Per-row flags (the ``qc_flags`` column, ``;``-separated).
 SMALL_CORE_WHOLE_MASK_USED = "small_core_whole_mask_used"
 UNKNOWN_LABEL = "unknown_label"
@@ -334,6 +336,8 @@ QC_CODES: dict[str, QCCode] = {q.code: q for q in (
     QCCode(GLOBAL_ATROPHY_NOT_ASSESSABLE, _I,
            "no height and mass: a loss every muscle shares is not seen"),
     QCCode(BODY_SIZE_NOT_USED, _W, "height_m / mass_kg: one missing, not a number or implausible"),
+    # Study findings of writing.
+    QCCode(DICOM_OUT_UNAVAILABLE, _W, "--dicom-out: no DICOM references, no DICOM results (why)"),
     # Row flags of the qc_flags column.
     QCCode(EDEMA_TOO_FEW_VOXELS, _R, "too few assessable voxels for an edema fraction: cell empty"),
     QCCode(FASCIAL_TOO_FEW_VOXELS, _R,

@@ -112,14 +112,25 @@ def _big_study(folder: Path) -> Path:
     return folder
 
 
+# The child is started by a small helper process that waits for it and prints its peak: on Linux
+# a process forked straight from pytest inherits pytest's resident size as its own high-water
+# mark (kept across exec in ru_maxrss), so late in a full test run, with pytest grown past the
+# study's real peak, every child would report pytest's size and the comparison below would be
+# between two copies of that number.
+_WAIT_HELPER = (
+    "import os, subprocess, sys\n"
+    "child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "_, status, usage = os.wait4(child.pid, 0)\n"
+    "print(usage.ru_maxrss)\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def _peak_rss_kib(command: list[str]) -> tuple[int, str, int]:
     """Exit code, stderr and peak resident memory (KiB) of one child process (wait4)."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)  # fmt: skip
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, stderr, usage.ru_maxrss
+    done = subprocess.run([sys.executable, "-c", _WAIT_HELPER, *command], capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    return done.returncode, done.stderr, int(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow

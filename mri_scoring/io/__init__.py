@@ -12,7 +12,8 @@
   spatial checks.
 - :mod:`~mri_scoring.io.subjects` — which subject and session a study is, and when.
 - :mod:`~mri_scoring.io.dicom`, :mod:`~mri_scoring.io.dicom_series`,
-  :mod:`~mri_scoring.io.dicom_roles` — DICOM exports to BIDS study folders.
+  :mod:`~mri_scoring.io.dicom_roles` — DICOM exports to BIDS study folders;
+  :mod:`~mri_scoring.io.dicom_refs` — their DICOM references (``convert --dicom-refs``).
 - :mod:`~mri_scoring.io.dicom_guard` — guarded header reads: a file that does not parse is
   skipped with its reason, pydicom's warnings captured.
 

@@ -34,6 +34,7 @@ import numpy as np
 from ..config import Settings, load_settings
 from ..files import atomic_write
 from .dicom_guard import DicomError, DicomUsageError, SkippedFile
+from .dicom_refs import keep_refs
 from .dicom_roles import Assignment, RoleRules, SeriesInfo, assign_roles, load_rules
 from .dicom_series import choose_patient, discover_series, skip_messages
 
@@ -284,6 +285,7 @@ def convert_dicom(
     rules: RoleRules | None = None,
     settings: Settings | None = None,
     patient: str | None = None,
+    dicom_refs: bool = False,
 ) -> ConversionReport:
     """Convert a DICOM export into one BIDS study folder that ``batch`` can score.
 
@@ -304,6 +306,10 @@ def convert_dicom(
     patient : str, optional
         The DICOM PatientID to convert when the folder holds several patients (``--patient``);
         the other patients' files are listed as skipped.
+    dicom_refs : bool
+        Also keep each converted image's DICOM references (UIDs, per-slice instance and
+        frame, patient and study modules; identifying) under ``sourcedata/dicom_refs/``
+        (:mod:`.dicom_refs`), so results can be written back as DICOM.
 
     Returns
     -------
@@ -345,6 +351,8 @@ def convert_dicom(
             try:
                 written = _convert_one(a, rules, anat, prefix, settings, out_root, relative)
                 outputs.update(written)
+                if dicom_refs:
+                    messages.extend(keep_refs(a.series, written, out_root))
                 output = ", ".join(str(p.relative_to(out_root)) for p in written.values())
             except (_SeriesFailure, OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
                 a.status = f"skipped: {exc}"

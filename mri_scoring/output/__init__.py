@@ -5,6 +5,10 @@
 - :mod:`~mri_scoring.output.write` — TSV tables, ``score.json``, the batch tables;
   :mod:`~mri_scoring.output.long_tables` — ``muscles_long.tsv`` and ``features_long.tsv``;
   :mod:`~mri_scoring.output.map_files` — the ``--maps`` NIfTI files.
+- :mod:`~mri_scoring.output.dicom_out` — ``--dicom-out``: results back to the PACS, with
+  :mod:`~mri_scoring.output.dicom_source` (the source series' frames),
+  :mod:`~mri_scoring.output.dicom_seg` (SEG, FF Parametric Map) and
+  :mod:`~mri_scoring.output.dicom_sr` (TID 1500 SR).
 - :mod:`~mri_scoring.output.report` — the self-contained ``report.html`` of one study, with
   :mod:`~mri_scoring.output.figures` (SVG bars), :mod:`~mri_scoring.output.levels` and
   :mod:`~mri_scoring.output.slices` (slice panels).

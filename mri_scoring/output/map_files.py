@@ -74,6 +74,31 @@ def to_stored_orientation(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(nib.orientations.apply_orientation(array, back))
 
 
+def map_volumes(maps: VoxelMaps) -> dict[str, np.ndarray]:
+    """The voxel maps on the study's RAS+ label grid, by name (:data:`MAP_NAMES`).
+
+    A map whose measure was not made is absent. Masks carry the label value, in the smallest
+    unsigned dtype that holds the labels; ``fat_fraction`` is float32 with NaN outside.
+
+    Returns
+    -------
+    dict of str -> ndarray
+    """
+    high = int(max(maps.label.max(initial=0), maps.shell_label.max(initial=0)))
+    dtype = np.uint8 if high < 256 else np.uint16 if high < 65536 else np.int32
+    volumes: dict[str, np.ndarray] = {}
+    if maps.ff is not None:
+        volumes["fat_fraction"] = maps.volume(maps.ff.astype(np.float32), fill=np.nan)
+    volumes["core"] = maps.volume(np.where(maps.core, maps.label, 0).astype(dtype))
+    if maps.edema is not None:
+        volumes["edema"] = maps.volume(np.where(maps.edema, maps.label, 0).astype(dtype))
+    volumes["shell"] = maps.volume(maps.shell_label.astype(dtype), shell=True)
+    if maps.shell_edema is not None:
+        hits = np.where(maps.shell_edema, maps.shell_label, 0).astype(dtype)
+        volumes["fascial_edema"] = maps.volume(hits, shell=True)
+    return volumes
+
+
 def write_maps(folder: str | Path, study: Study, maps: VoxelMaps) -> list[Path]:
     """Write the voxel maps of one study into ``folder`` (created), atomically.
 
@@ -94,18 +119,8 @@ def write_maps(folder: str | Path, study: Study, maps: VoxelMaps) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     affine, ornt, sform_code, qform_code = _original_grid(study)
+    volumes = map_volumes(maps)
     high = int(max(maps.label.max(initial=0), maps.shell_label.max(initial=0)))
-    dtype = np.uint8 if high < 256 else np.uint16 if high < 65536 else np.int32
-    volumes: dict[str, np.ndarray] = {}
-    if maps.ff is not None:
-        volumes["fat_fraction"] = maps.volume(maps.ff.astype(np.float32), fill=np.nan)
-    volumes["core"] = maps.volume(np.where(maps.core, maps.label, 0).astype(dtype))
-    if maps.edema is not None:
-        volumes["edema"] = maps.volume(np.where(maps.edema, maps.label, 0).astype(dtype))
-    volumes["shell"] = maps.volume(maps.shell_label.astype(dtype), shell=True)
-    if maps.shell_edema is not None:
-        hits = np.where(maps.shell_edema, maps.shell_label, 0).astype(dtype)
-        volumes["fascial_edema"] = maps.volume(hits, shell=True)
     written = []
     for name, volume in volumes.items():
         image = nib.Nifti1Image(to_stored_orientation(volume, ornt), affine)

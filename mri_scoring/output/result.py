@@ -207,12 +207,18 @@ class StudyResult:
         return summary_row(self.to_dict())
 
     def save(
-        self, out: str | Path, report: bool = True, maps: bool = False, view: str = "radiological"
+        self,
+        out: str | Path,
+        report: bool = True,
+        maps: bool = False,
+        view: str = "radiological",
+        dicom: bool = False,
     ) -> Path:
         """Write the study's tables, report, maps and ``score.json`` into ``out``.
 
         ``muscles.tsv``, ``muscles_pooled.tsv``, ``groups.tsv``, ``report.html`` (optional),
-        the voxel maps (optional, ``maps/``) and, last, ``score.json``.
+        the voxel maps (optional, ``maps/``), DICOM SEG, SR and FF map (optional, ``dicom/``;
+        needs ``convert --dicom-refs``) and, last, ``score.json``.
 
         A convenience for :func:`mri_scoring.output.write.save_study` (imported here, when
         called, so that this data type does not depend on the writers).
@@ -224,7 +230,7 @@ class StudyResult:
         """
         from .write import save_study
 
-        return save_study(self, out, report=report, maps=maps, view=view)
+        return save_study(self, out, report=report, maps=maps, view=view, dicom=dicom)
 
 
 def summary_row(document: dict[str, Any]) -> dict[str, Any]:

@@ -94,6 +94,7 @@ def save_study(
     maps: bool = False,
     view: str = DEFAULT_VIEW,
     fingerprint: dict[str, Any] | None = None,
+    dicom: bool = False,
 ) -> Path:
     """Write one study's outputs into ``out``.
 
@@ -119,6 +120,9 @@ def save_study(
         Orientation of the report's slice panels.
     fingerprint : dict, optional
         What the outputs were made from (:func:`mri_scoring.batch.fingerprint`), for resume.
+    dicom : bool
+        Also write the results as DICOM into ``dicom/`` (:mod:`~mri_scoring.output.dicom_out`;
+        needs the study's DICOM references, ``convert --dicom-refs``).
 
     Returns
     -------
@@ -128,7 +132,8 @@ def save_study(
     Raises
     ------
     MriScoringError
-        ``maps`` for a result without its voxel maps (e.g. one rebuilt from files).
+        ``maps`` or ``dicom`` for a result without its voxel maps (e.g. one rebuilt from
+        files); ``dicom`` for a study without DICOM references.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,8 +158,20 @@ def save_study(
         write_maps(out / "maps", result.study, result.voxel_maps)
     else:
         _remove_maps(out / "maps")
+    if dicom:
+        from .dicom_out import write_dicom
+
+        write_dicom(out / "dicom", result)
+    else:
+        from .dicom_out import remove_dicom
+
+        remove_dicom(out / "dicom")
     document = result.to_dict()
-    document["outputs"] = {"report_view": view if report else None, "maps": bool(maps)}
+    document["outputs"] = {
+        "report_view": view if report else None,
+        "maps": bool(maps),
+        "dicom": bool(dicom),
+    }
     if fingerprint is not None:
         document["fingerprint"] = fingerprint
     text = json.dumps(document, indent=2, sort_keys=False, allow_nan=False)

@@ -183,6 +183,8 @@ def _base(ctx: ExportContext, spec: SeriesSpec, sop_class: str, series_uid: str)
     ds.Manufacturer = _MANUFACTURER[ctx.vendor]
     ds.PatientName = "Phantom^Thigh"
     ds.PatientID = ctx.patient_id
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
     ds.StudyInstanceUID = ctx.study_uid
     ds.SeriesInstanceUID = series_uid
     ds.FrameOfReferenceUID = ctx.frame_uid
