@@ -67,6 +67,12 @@ class BatchOptions:
     threads: int | None = None  # threads each study reads and measures with (None: per core)
     maps: bool = False  # write each study's voxel maps (maps/*.nii.gz)
     view: str = "radiological"  # orientation of the reports' slice panels
+    further: tuple[Template, ...] = ()  # the panel's templates after ``template``
+
+    @property
+    def templates(self) -> tuple[Template, ...]:
+        """The whole differential panel, ``template`` first."""
+        return (self.template, *self.further)
 
     def output_options(self) -> dict[str, Any]:
         """Every option that changes an output, as plain values (part of the fingerprint).
@@ -83,6 +89,8 @@ class BatchOptions:
             value = getattr(self, item.name)
             if isinstance(value, Settings | Template):
                 values[f"{item.name}_sha256"] = value.sha256
+            elif item.name == "further":  # the panel: names and hashes, in order
+                values["panel"] = [[t.name, t.sha256] for t in value]
             else:
                 values[item.name] = value
         if values["prior"] is None:

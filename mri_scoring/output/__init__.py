@@ -6,6 +6,7 @@
   :mod:`~mri_scoring.output.long_tables` — ``muscles_long.tsv`` and ``features_long.tsv``;
   :mod:`~mri_scoring.output.map_files` — the ``--maps`` NIfTI files.
 - :mod:`~mri_scoring.output.report` — the self-contained ``report.html`` of one study, with
+  :mod:`~mri_scoring.output.comparisons` (one row and one section per template of the panel),
   :mod:`~mri_scoring.output.figures` (SVG bars), :mod:`~mri_scoring.output.levels` and
   :mod:`~mri_scoring.output.slices` (slice panels).
 - :mod:`~mri_scoring.output.cohort` — the cohort heat map and ``index.html`` of a batch.
