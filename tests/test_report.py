@@ -127,7 +127,8 @@ def test_cohort_index_and_heatmap(tmp_path):
     root_element = ElementTree.fromstring(svg)  # a well-formed standalone SVG file
     assert root_element.tag == "{http://www.w3.org/2000/svg}svg"
     panels = _svg_panels(svg)
-    assert [p.shape[1] for p in panels] == [14] + [14 * 22] * 3  # call, FF, edema, fascial
+    # a call bar per template of the default panel, then FF, edema, fascial edema
+    assert [p.shape[1] for p in panels] == [14, 14] + [14 * 22] * 3
     assert {p.shape[0] for p in panels} == {4 * 14}  # 4 studies, 14 px each
     for study_id in ("phantom-imnm-83", "phantom-dm-84"):
         assert f">{study_id}</text>" in svg
