@@ -41,6 +41,7 @@ _LAZY = {
     "discover_studies": ".io.discover",
     "load_study": ".io.study",
     "load_template": ".pattern.templates",
+    "load_panel": ".pattern.panel",
     "compare_sessions": ".output.followup",
     "fit_template": ".pattern.fit",
 }

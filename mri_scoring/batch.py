@@ -68,14 +68,19 @@ class BatchOptions:
     maps: bool = False  # write each study's voxel maps (maps/*.nii.gz)
     view: str = "radiological"  # orientation of the reports' slice panels
     dicom_out: bool = False  # write DICOM SEG/SR/FF map where the study has DICOM references
+    further: tuple[Template, ...] = ()  # the panel's templates after ``template``
+
+    @property
+    def templates(self) -> tuple[Template, ...]:
+        """The whole differential panel, ``template`` first."""
+        return (self.template, *self.further)
 
     def output_options(self) -> dict[str, Any]:
         """Every option that changes an output, as plain values (part of the fingerprint).
 
-        All fields but those in :data:`RUNTIME_ONLY`, so an option added later is compared
-        without anyone remembering to: the settings and template by hash, the prior as used
-        (the template's when none is given), the view only when a report is drawn; plus the
-        hash of the shipped ``configs/``.
+        All fields but :data:`RUNTIME_ONLY`, so an option added later is compared unasked: the
+        settings and templates by hash, the prior as used (the template's when none is given),
+        the view only when a report is drawn; plus the hash of the shipped ``configs/``.
         """
         values: dict[str, Any] = {"configs_sha256": configs_sha256()}
         for item in fields(self):
@@ -84,6 +89,8 @@ class BatchOptions:
             value = getattr(self, item.name)
             if isinstance(value, Settings | Template):
                 values[f"{item.name}_sha256"] = value.sha256
+            elif item.name == "further":  # the panel: names and hashes, in order
+                values["panel"] = [[t.name, t.sha256] for t in value]
             else:
                 values[item.name] = value
         if values["prior"] is None:

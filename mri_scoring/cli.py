@@ -45,6 +45,7 @@ class Pattern(StrEnum):
 
     imnm = "imnm"
     dm = "dm"
+    dystrophy = "dystrophy"
     normal = "normal"
 
 
@@ -121,8 +122,16 @@ class Engine(StrEnum):
 
 
 TemplateOption = Annotated[
-    Path | None, typer.Option("--template", help="Own pattern template (YAML).", dir_okay=False)
-]
+    str | None,
+    typer.Option("--template", help="Template to fit: a name (configs/templates/NAME.yaml) or a "
+                 "YAML file (default imnm_vs_dm)."),
+]  # fmt: skip
+PanelOption = Annotated[
+    list[str] | None,
+    typer.Option("--template", help="Template name or YAML file; repeat for a differential "
+                 "panel, the first filling the main columns (default: imnm_vs_dm, "
+                 "imnm_vs_dystrophy)."),
+]  # fmt: skip
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="Settings overrides (YAML).", dir_okay=False)
 ]
@@ -179,18 +188,18 @@ def _check_out(out: Path) -> None:
         raise _fail(f"--out {out}: exists and is not a folder; name a new or existing folder", 2)
 
 
-def _knowledge(config: Path | None, template: Path | None) -> tuple[Any, Any]:
+def _knowledge(config: Path | None, templates: list[str] | None) -> tuple[Any, Any]:
     from .config import load_settings
-    from .pattern.templates import load_template
+    from .pattern.panel import load_panel
 
-    return load_settings(config), load_template(template)
+    return load_settings(config), load_panel(templates)
 
 
 @app.command()
 def score(
     study: Annotated[Path, typer.Argument(help="Study folder (simple layout or BIDS anat).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    template: TemplateOption = None,
+    template: PanelOption = None,
     config: ConfigOption = None,
     labels: LabelsOption = LabelScheme.auto,
     resample: ResampleOption = False,
@@ -215,11 +224,11 @@ def score(
         if problem := folder_problem(study):
             raise _fail(f"--dicom-out: {study}: {problem}", 2)
     try:
-        settings, pattern = _knowledge(config, template)
+        settings, panel = _knowledge(config, template)
         result = score_study(
             study,
             settings=settings,
-            template=pattern,
+            templates=panel,
             prior=prior,
             labels=labels.value,
             resample=resample,
@@ -239,6 +248,9 @@ def score(
         f"{result.study_id}\t{like.call}\tp(IMNM)={like.p_imnm:.3f}\t"
         f"log10LR={signed(like.log10_likelihood_ratio)}\t-> {out}"
     )
+    for other in result.further:
+        typer.echo(f"  {other.template.name}\t{other.likelihood.call}\t"
+                   f"p(IMNM)={other.likelihood.p_imnm:.3f}")  # fmt: skip
 
 
 @app.command()
@@ -263,7 +275,7 @@ def batch(
     force: Annotated[
         bool, typer.Option("--force", help="Score every study again (same as --no-resume).")
     ] = False,
-    template: TemplateOption = None,
+    template: PanelOption = None,
     config: ConfigOption = None,
     labels: LabelsOption = LabelScheme.auto,
     resample: ResampleOption = False,
@@ -297,7 +309,7 @@ def batch(
             bar.update(task, total=total, completed=done + failed, done=done, failed=failed)
 
         try:
-            settings, pattern = _knowledge(config, template)
+            settings, panel = _knowledge(config, template)
             summary = score_batch(
                 root,
                 out,
@@ -306,7 +318,7 @@ def batch(
                 scheduler=scheduler,
                 resume=resume and not force,
                 settings=settings,
-                template=pattern,
+                templates=panel,
                 prior=prior,
                 labels=labels.value,
                 resample=resample,
@@ -392,13 +404,15 @@ def fit(
     from .config import load_settings
     from .errors import MriScoringError
     from .pattern.fit import fit_template
+    from .pattern.templates import template_path
 
     _check_paths(batch_out, None)
     _check_paths(labels, None)
     if out.exists() and out.is_dir():
         raise _fail(f"--out {out}: is a folder; name the YAML file to write", 2)
     try:
-        result = fit_template(batch_out, labels, out, template=template, folds=folds,
+        result = fit_template(batch_out, labels, out, folds=folds,
+                              template=template_path(template) if template else None,
                               settings=load_settings(config))  # fmt: skip
     except MriScoringError as exc:
         raise _fail(str(exc)) from None
@@ -413,36 +427,17 @@ def fit(
 
 
 @app.command()
-def templates(template: TemplateOption = None) -> None:
-    """List the template's features with their probabilities and sources."""
+def templates(template: PanelOption = None) -> None:
+    """List the panel's templates with their features, probabilities and sources."""
     from .errors import MriScoringError
-    from .pattern.templates import load_template
+    from .pattern.panel import describe, load_panel
 
     try:
-        pattern = load_template(template)
+        panel = load_panel(template)
     except MriScoringError as exc:
         raise _fail(str(exc)) from None
-    typer.echo(f"template {pattern.name} ({pattern.path})")
-    typer.echo(f"  {pattern.description}")
-    typer.echo(
-        f"  prior p({pattern.positive}) = {pattern.prior}; call {pattern.positive} at "
-        f"p >= {pattern.call_positive_at_least}, {pattern.negative} at p <= "
-        f"{pattern.call_negative_at_most}"
-    )
-    for alternative in pattern.prior_alternatives:
-        typer.echo(f"  prior alternative {alternative.get('value')}: {alternative.get('note')}")
-    for f in pattern.features:
-        typer.echo(f"\n- {f.id}: {f.description}")
-        typer.echo(
-            f"    measure {f.measure} of {', '.join(f.muscles)}"
-            + (f" vs {', '.join(f.reference)}" if f.reference else "")
-            + f"; sides {f.sides}; soft threshold {f.cut.threshold} (width {f.cut.width})"
-        )
-        typer.echo(
-            f"    P(present|{pattern.positive}) = {f.p_positive}   "
-            f"P(present|{pattern.negative}) = {f.p_negative}"
-        )
-        typer.echo(f"    source: {f.source}")
+    for n, pattern in enumerate(panel):
+        typer.echo(("\n" if n else "") + "\n".join(describe(pattern)))
 
 
 @app.command()

@@ -9,6 +9,7 @@ from .config import Settings, load_settings
 from .schema import muscle_columns
 
 __all__ = [
+    "LR_DIFFERENCES",
     "band_grade",
     "grade",
     "pooled_tables",
@@ -53,7 +54,20 @@ def pooled_tables(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     Volumes add; fractions and FF are averaged weighted by the voxels that measured them (an
     approximation for medians and p90, stated in the column names' docs: pooled medians are the
-    voxel-weighted mean of the side medians).
+    voxel-weighted mean of the side medians). Per muscle, ``ff_lr_difference`` and
+    ``edema_lr_difference`` are the right side's ``ff_median`` and ``edema_fraction`` minus the
+    left side's (NaN unless both sides are measured).
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"muscle": ["gracilis"] * 2, "side": ["left", "right"],
+    ...     "group": ["medial"] * 2, "kind": ["muscle"] * 2, "voxels": [10, 10],
+    ...     "volume_ml": [1.0, 1.0], "ff_mean": [0.1, 0.3], "ff_median": [0.1, 0.3],
+    ...     "ff_p90": [0.2, 0.4], "edema_fraction": [0.0, 0.5],
+    ...     "fascial_edema_fraction": [0.0, 0.0], "atrophy_index": [1.0, 1.0]})
+    >>> muscles, _ = pooled_tables(table)
+    >>> [round(float(muscles[c].iloc[0]), 2) for c in LR_DIFFERENCES]
+    [0.2, 0.5]
     """
     measured = table[table["kind"].isin(("muscle", "group"))].copy()
     fractions = [
@@ -81,7 +95,28 @@ def pooled_tables(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 row[column] = (
                     float(np.average(values[ok], weights=weights[ok])) if ok.any() else np.nan
                 )
+            if key == "muscle":
+                row.update(_lr_differences(part))
             rows.append(row)
         return pd.DataFrame(rows)
 
     return pool(measured, "muscle"), pool(measured[measured["group"] != ""], "group")
+
+
+LR_DIFFERENCES = {"ff_lr_difference": "ff_median", "edema_lr_difference": "edema_fraction"}
+"""Right-minus-left columns of ``muscles_pooled.tsv`` and the muscle-table column each reads."""
+
+
+def _lr_differences(part: pd.DataFrame) -> dict[str, float]:
+    """Right minus left of each :data:`LR_DIFFERENCES` column (NaN without both sides)."""
+    out = {}
+    for name, column in LR_DIFFERENCES.items():
+        side = {}
+        for which in ("left", "right"):
+            rows = part[(part["side"] == which) & np.isfinite(part[column].to_numpy(float))]
+            if len(rows):
+                side[which] = float(
+                    np.average(rows[column].to_numpy(float), weights=rows["voxels"].to_numpy(float))
+                )
+        out[name] = side["right"] - side["left"] if len(side) == 2 else np.nan
+    return out

@@ -45,9 +45,8 @@ from .output.write import (
     summary_table,
     write_batch_tables,
 )
-from .pattern.likelihood import combine
-from .pattern.match import involved_muscles, match
-from .pattern.templates import Template, load_template
+from .pattern.panel import compare, load_panel
+from .pattern.templates import Template
 from .schema import DICOM_OUT_UNAVAILABLE, DISCLAIMER, muscle_columns
 from .workers import start_worker_server
 
@@ -73,13 +72,14 @@ def score_study(
     *,
     settings: Settings | None = None,
     template: Template | None = None,
+    templates: tuple[Template, ...] | list[Template] | None = None,
     prior: float | None = None,
     labels: str = "auto",
     resample: bool = False,
     voxel_maps: bool = True,
     threads: int | None = None,
 ) -> StudyResult:
-    """Score one study: quantify, grade, match the template, combine the likelihood.
+    """Score one study: quantify, grade, match each template of the panel, combine.
 
     Parameters
     ----------
@@ -88,9 +88,12 @@ def score_study(
     settings : Settings, optional
         Default ``configs/settings.yaml``.
     template : Template, optional
-        Default ``configs/templates/imnm_vs_dm.yaml``.
+        A panel of this one template.
+    templates : sequence of Template, optional
+        The differential panel, in order (the first fills ``result.likelihood``). Default
+        (neither given): :data:`~mri_scoring.pattern.templates.DEFAULT_PANEL`.
     prior : float, optional
-        Prior p(IMNM); default the template's.
+        Prior p(IMNM) for every template; default each template's.
     labels, resample
         Loading options when ``study`` is a path (see :func:`mri_scoring.load_study`).
     voxel_maps : bool
@@ -105,24 +108,24 @@ def score_study(
     StudyResult
     """
     settings = settings or load_settings()
-    template = template or load_template()
+    panel = _panel(template, templates)
     if not isinstance(study, Study):
         study = load_study(
             study, labels=labels, resample=resample, settings=settings, read_threads=threads
         )
     measured = quantify(study, settings, voxel_maps=voxel_maps, threads=threads)
     table = grade(measured.table, settings)
-    evidence = match(table, template, settings)
-    likelihood = combine(evidence, template, involved_muscles(table, template), prior)
+    first, *further = compare(table, panel, settings, prior)
     columns = [c for c in muscle_columns() if c in table.columns]
     return StudyResult(
         study_id=study.study_id,
         muscles=table[columns],
-        likelihood=likelihood,
+        likelihood=first.likelihood,
         qc=[*study.qc, *measured.qc],
         inputs=_inputs(study),
         config_sha256=settings.sha256,
-        template=template,
+        template=first.template,
+        further=further,
         edema_reference=measured.edema_reference.to_dict(),
         noise_sigma=measured.noise_sigma,
         noise_source=measured.noise_source,
@@ -132,6 +135,15 @@ def score_study(
         settings=settings,
         slices=measured.slices,
     )
+
+
+def _panel(
+    template: Template | None, templates: tuple[Template, ...] | list[Template] | None
+) -> tuple[Template, ...]:
+    """The panel asked for: ``templates``, else ``template`` alone, else the default panel."""
+    if templates:
+        return tuple(templates)
+    return (template,) if template is not None else load_panel()
 
 
 def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
@@ -157,7 +169,7 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
         result = score_study(
             study,
             settings=options.settings,
-            template=options.template,
+            templates=options.templates,
             prior=options.prior,
             voxel_maps=options.report or options.maps or dicom,
             threads=options.threads,
@@ -204,6 +216,7 @@ def score_batch(
     resume: bool = True,
     settings: Settings | None = None,
     template: Template | None = None,
+    templates: tuple[Template, ...] | list[Template] | None = None,
     prior: float | None = None,
     labels: str = "auto",
     resample: bool = False,
@@ -234,8 +247,9 @@ def score_batch(
         Address of a running dask scheduler (``engine="dask"``).
     resume : bool
         Reuse unchanged studies (see above); False scores every study again.
-    settings, template, prior, labels, resample, report
-        As for :func:`score_study`; ``report`` writes ``report.html`` files.
+    settings, template, templates, prior, labels, resample, report
+        As for :func:`score_study`; ``report`` writes ``report.html`` files. The panel is
+        part of the resume fingerprint: another panel scores every study again.
     maps : bool
         Write each study's voxel maps (``OUT/<study>/maps/*.nii.gz``).
     dicom_out : bool
@@ -263,9 +277,10 @@ def score_batch(
     parallel = workers > 1 or engine == "dask"
     if view not in VIEWS:
         raise MriScoringError(f"--view must be one of {', '.join(VIEWS)}, got {view!r}")
+    first, *further = _panel(template, templates)
     options = BatchOptions(
         settings=settings or load_settings(),
-        template=template or load_template(),
+        template=first,
         prior=prior,
         labels=labels,
         resample=resample,
@@ -274,6 +289,7 @@ def score_batch(
         maps=maps,
         view=view,
         dicom_out=dicom_out,
+        further=tuple(further),
     )
     studies = [s for s in discover_studies(root) if not inside(s.folder, out)]
     for study in studies:
@@ -295,7 +311,7 @@ def score_batch(
         resume=resume,
         progress=progress,
     )
-    summary = summary_table(run.rows, options.template)
+    summary = summary_table(run.rows, options.templates)
     failures = failure_table((f.study_id, f.path, f.error) for f in run.failures.values())
     write_batch_tables(out, summary, failures)
     write_long_tables(out, [study_out_dir(out, i) for i in summary["study_id"]])
@@ -303,7 +319,9 @@ def score_batch(
         out, [study_out_dir(out, sid) for sid in sorted(run.rows)], DISCLAIMER
     )
     if report and (not summary.empty or not failures.empty):
-        write_cohort_report(out, summary, options.template, run.cohort, failures, subjects=followed)
+        write_cohort_report(
+            out, summary, options.templates, run.cohort, failures, subjects=followed
+        )
     summary.attrs["failures"] = failures
     summary.attrs["reused"] = sorted(run.reused)
     return summary

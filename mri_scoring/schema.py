@@ -364,7 +364,7 @@ EDEMA_SOURCES = ("stir", "t2map", "")
 """Values of the ``edema_source`` column ("" = no STIR or T2 map)."""
 
 DISCLAIMER = (
-    "Research software: pattern similarity to published IMNM and DM imaging findings. "
-    "Not a diagnostic device; not for clinical decisions."
+    "Research software: pattern similarity to published IMNM, DM and muscular-dystrophy "
+    "imaging findings. Not a diagnostic device; not for clinical decisions."
 )
 """The ``disclaimer`` of every ``score.json`` and the banner of every report page."""

@@ -120,6 +120,7 @@ def test_batch_summary_matches_per_study_files(cohort, tmp_path):
     summary = ms.score_batch(cohort, tmp_path / "out", report=False)
     assert list(summary["study_id"]) == ["p0", "p1", "sub-07_ses-01", "sub-07_ses-02"]
     template = ms.load_template()
+    # Contract (issue 29): the first template's columns, then each further template's four.
     assert list(summary.columns) == [
         "study_id",
         "p_imnm",
@@ -129,6 +130,10 @@ def test_batch_summary_matches_per_study_files(cohort, tmp_path):
         "call",
         "qc",
         *[f.id for f in template.features],
+        "imnm_vs_dystrophy_p_imnm",
+        "imnm_vs_dystrophy_p_imnm_lo",
+        "imnm_vs_dystrophy_p_imnm_hi",
+        "imnm_vs_dystrophy_call",
     ]
     on_disk = pd.read_csv(tmp_path / "out" / "summary.tsv", sep="\t")
     for _, row in on_disk.iterrows():
@@ -162,10 +167,11 @@ def test_batch_long_tables_stack_every_study(cohort, tmp_path):
     assert list(long["study_id"].unique()) == list(summary["study_id"])
     pd.testing.assert_frame_equal(long[stacked.columns], stacked, check_dtype=False)
     features = pd.read_csv(out / "features_long.tsv", sep="\t")
-    assert list(features.columns) == ["study_id", "feature", "available", "value", "degree",
-                                      "log10_lr_contribution"]  # fmt: skip
-    template = ms.load_template()
-    assert len(features) == len(summary) * len(template.features)
+    assert list(features.columns) == ["study_id", "template", "feature", "available", "value",
+                                      "degree", "log10_lr_contribution"]  # fmt: skip
+    panel = ms.load_panel()
+    assert len(features) == len(summary) * sum(len(t.features) for t in panel)
+    features = features[features["template"] == "imnm_vs_dm"]
     assert features["available"].dtype == bool  # written true/false, read back as booleans
     for _, row in features.sample(10, random_state=0).iterrows():
         document = json.loads((out / row["study_id"] / "score.json").read_text())
@@ -269,7 +275,7 @@ def test_resumed_batch_draws_the_same_cohort_heatmap(cohort, tmp_path):
     ms.score_batch(cohort, resumed)
     expected, got = panels(full), panels(resumed)
     assert [p.shape for p in got] == [p.shape for p in expected]
-    assert len(got) == 4  # call bar, FF, edema, fascial edema
+    assert len(got) == 5  # a call bar per template of the default panel, FF, edema, fascial
     for a, b in zip(expected, got, strict=True):
         assert np.abs(a - b).max() <= 1
 

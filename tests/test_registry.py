@@ -20,8 +20,8 @@ import pytest
 from mri_scoring import phantom, schema
 from mri_scoring.config import load_settings
 from mri_scoring.measure import registry
+from mri_scoring.output.comparisons import MEASURE_UNITS
 from mri_scoring.output.long_tables import write_long_tables
-from mri_scoring.output.report import MEASURE_UNITS
 from mri_scoring.output.write import save_study
 from mri_scoring.pattern.measures import MEASURES as TEMPLATE_MEASURES
 from mri_scoring.pattern.measures import PER_MUSCLE_COLUMNS

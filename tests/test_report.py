@@ -22,8 +22,7 @@ from mri_scoring.output.slices import OUTLINE_RGB
 SHAPE = (96, 96, 16)
 SECTIONS = [
     "Quality control",
-    "Result",
-    "Evidence per feature",
+    "Differential",  # one row per template of the panel, then each template's section
     "Per-muscle heat map",
     "Per-muscle measures",
     "Inputs and software",
@@ -94,7 +93,7 @@ def test_unavailable_features_are_shown_with_why(tmp_path):
 def test_qc_warnings_come_first(tmp_path):
     study = phantom.make_study("normal", seed=82, shape=SHAPE, roles=("t1w",))
     page = _html(_report(study), tmp_path)
-    assert page.index("Quality-control warnings") < page.index("<h2>Result</h2>")
+    assert page.index("Quality-control warnings") < page.index("<h2>Differential</h2>")
     assert "ff_semiquantitative" in page
     # The FF source line says where the (semi-quantitative) fat fraction came from; it once
     # read "no fat-fraction image: FF not measured" beside a page full of T1w fat fractions.
@@ -128,7 +127,8 @@ def test_cohort_index_and_heatmap(tmp_path):
     root_element = ElementTree.fromstring(svg)  # a well-formed standalone SVG file
     assert root_element.tag == "{http://www.w3.org/2000/svg}svg"
     panels = _svg_panels(svg)
-    assert [p.shape[1] for p in panels] == [14] + [14 * 22] * 3  # call, FF, edema, fascial
+    # a call bar per template of the default panel, then FF, edema, fascial edema
+    assert [p.shape[1] for p in panels] == [14, 14] + [14 * 22] * 3
     assert {p.shape[0] for p in panels} == {4 * 14}  # 4 studies, 14 px each
     for study_id in ("phantom-imnm-83", "phantom-dm-84"):
         assert f">{study_id}</text>" in svg
@@ -333,11 +333,12 @@ def test_report_contents_a_reader_relies_on(tmp_path):
     assert result.likelihood.call == "indeterminate"
     assert not [q for q in result.qc if q.level == "warning"]
     page = _html(result, tmp_path)
-    qc = page[page.index("<h2>Quality control</h2>") : page.index("<h2>Result</h2>")]
+    qc = page[page.index("<h2>Quality control</h2>") : page.index("<h2>Differential</h2>")]
     assert "<p class=ok>No quality-control warnings.</p>" in qc
     assert all(q.code in qc for q in result.qc)  # info findings are listed too
     assert "<div class='call indeterminate'>" in page and "p(IMNM) = 0.500 (90 % interval" in page
-    evidence = page[page.index("<h2>Evidence per feature</h2>") : page.index("<table>")]
+    start = page.index("<h3>Evidence per feature</h3>")  # the first template's
+    evidence = page[start : page.index("<table>", start)]
     bars = re.findall(r'fill="(#\w+)"><title>', evidence)
     assert bars and set(bars) == {NEUTRAL_COLOUR}  # no IMNM or DM colour for a non-call
     measures = page[page.index("<h2>Per-muscle measures</h2>") : page.index("Reference tissues")]

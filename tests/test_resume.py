@@ -249,6 +249,7 @@ def test_every_option_but_the_runtime_ones_is_in_the_fingerprint() -> None:
         "template": dataclasses.replace(template, sha256="0" * 64),
         "prior": 0.123,
         "threads": 3,
+        "further": (load_template("imnm_vs_dystrophy"),),  # the rest of the panel (issue 29)
     }
     for item in dataclasses.fields(BatchOptions):
         value = getattr(base, item.name)

@@ -10,6 +10,7 @@
   :mod:`~mri_scoring.output.dicom_seg` (SEG, FF Parametric Map) and
   :mod:`~mri_scoring.output.dicom_sr` (TID 1500 SR).
 - :mod:`~mri_scoring.output.report` — the self-contained ``report.html`` of one study, with
+  :mod:`~mri_scoring.output.comparisons` (one row and one section per template of the panel),
   :mod:`~mri_scoring.output.figures` (SVG bars), :mod:`~mri_scoring.output.levels` and
   :mod:`~mri_scoring.output.slices` (slice panels).
 - :mod:`~mri_scoring.output.cohort` — the cohort heat map and ``index.html`` of a batch.

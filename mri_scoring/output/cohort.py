@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import html
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +19,12 @@ from ..files import atomic_write
 from ..io.discover import sanitise_id
 from ..schema import DISCLAIMER, cohort_columns
 from .render import (
-    CALL_RGB,
     CSS,
+    call_palette,
     png_data_uri,
     ramp_rgb,
     signed,
+    svg_call_legend,
     svg_document,
     svg_ramp_legend,
     svg_text,
@@ -33,7 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..pattern.templates import Template
 
 __all__ = [
-    "CALL_ORDER",
     "COHORT_MAX_ROWS",
     "COHORT_MEASURES",
     "MAX_CLUSTERED_STUDIES",
@@ -46,7 +46,6 @@ __all__ = [
 
 MAX_CLUSTERED_STUDIES = 2000
 COHORT_MAX_ROWS = 3000  # beyond, the cohort heat map averages bands of studies per row
-CALL_ORDER = ("IMNM", "DM", "indeterminate")
 
 
 COHORT_MEASURES = cohort_columns()
@@ -136,11 +135,14 @@ def cohort_figure(
     ff: pd.DataFrame,
     edema: pd.DataFrame,
     fascial: pd.DataFrame | None = None,
+    calls: Sequence[tuple[str, str, Sequence[str]]] = (("call", "call", ("IMNM", "DM")),),
 ) -> str:
     """Cohort heat map as an SVG document.
 
     Studies (rows, clustered) x muscles, FF, edema and fascial edema (the template's main DM
-    sign), with each study's call as a side bar.
+    sign), with each study's call under each template of the panel as a side bar
+    (``calls``: title, ``summary`` column and the template's classes); every class has its
+    colour, named in the legend.
 
     The cells are one embedded PNG per panel (any number of studies costs one image, not one
     shape per cell); names and legends are SVG text. With study names shown (up to 80 rows),
@@ -159,19 +161,24 @@ def cohort_figure(
         summary, np.hstack([_fill_with_column_means(m) for m in (ff, edema, fascial)])
     )
     band = -(-len(order) // COHORT_MAX_ROWS)
-    calls = summary["call"].to_numpy()[order]
-    call_codes = np.array([CALL_ORDER.index(c) if c in CALL_ORDER else 2 for c in calls])
-    if band > 1:
-        padded = np.full(-(-len(calls) // band) * band, 2)
-        padded[: len(calls)] = call_codes
-        call_codes = np.array(
-            [np.bincount(g, minlength=3).argmax() for g in padded.reshape(-1, band)]
-        )
-    rows = len(call_codes)
+    colours = call_palette([c for _, _, classes in calls for c in classes])
+    names = list(colours)
+    grey = names.index("indeterminate")
+    bars = []
+    for title, column, _ in calls:
+        made = summary[column].to_numpy()[order]
+        codes = np.array([names.index(c) if c in names else grey for c in made])
+        if band > 1:
+            padded = np.full(-(-len(codes) // band) * band, grey)
+            padded[: len(codes)] = codes
+            codes = np.array(
+                [np.bincount(g, minlength=len(names)).argmax() for g in padded.reshape(-1, band)]
+            )
+        bars.append((title, codes))
+    rows = len(bars[0][1])
     row_px = int(np.clip(900 // max(rows, 1), 1, 14))
     cell = 14
-    panels = [
-        ("call", None, 1.0, ""),
+    panels = [(title, codes, 1.0, "") for title, codes in bars] + [
         ("fat fraction (0-80 %)", ff, 0.8, "% FF"),
         ("edema (0-100 % of muscle core)", edema, 1.0, "% of core"),
         ("fascial edema (0-100 % of shell)", fascial, 1.0, "% of shell"),
@@ -181,13 +188,15 @@ def cohort_figure(
     label_height = max(len(m) for m in muscles) * 6.0 + 10 if muscles else 10.0
     top = 40.0 + label_height
     body, x = [], left
-    palette = np.array([CALL_RGB[c] for c in CALL_ORDER], np.uint8)
+    palette = np.array(list(colours.values()), np.uint8)
     for title, matrix, high, unit in panels:
-        if matrix is not None and not muscles:
-            continue  # no study had a muscle measure: only the call bar
-        if matrix is None:
-            rgb = palette[call_codes][:, None, :]
+        if matrix.ndim == 2 and not muscles:
+            continue  # no study had a muscle measure: only the call bars
+        if matrix.ndim == 1:
+            rgb = palette[matrix][:, None, :]
             width = cell
+            turn = f' transform="rotate(-90 {x + 11:.1f} {top - 6:.1f})"'
+            body.append(svg_text(x + 11, top - 6, title, 10, extra=turn))
         else:
             rgb = ramp_rgb(_bands(matrix[order], band) / high)
             width = cell * len(muscles)
@@ -210,17 +219,17 @@ def cohort_figure(
             f'height="{rows * row_px:.1f}" preserveAspectRatio="none" '
             f'href="{png_data_uri(pixels)}"/>'
         )
-        body.append(svg_text(x + width / 2, 30, title, 11, "middle"))
-        x += width + 16
+        if matrix.ndim == 2:
+            body.append(svg_text(x + width / 2, 30, title, 11, "middle"))
+        x += width + (16 if matrix.ndim == 2 else 6)
     if show_ids:
         for r, study_id in enumerate(ids[order]):
             body.append(svg_text(left - 4, top + (r + 0.5) * row_px + 3.5, str(study_id), 9, "end"))
     bottom = top + rows * row_px + 16
-    caption = (
-        "0 to the top of each panel's range (grey: not measured); call: blue IMNM, "
-        "orange DM, grey indeterminate"
-    )
+    caption = "0 to the top of each panel's range (grey: not measured)"
     body.append(svg_ramp_legend(left, bottom, caption))
+    body.append(svg_call_legend(left, bottom + 16, colours))
+    bottom += 16
     grouping = f"; rows are bands of {band} studies" if band > 1 else ""
     body.append(svg_text(left, 14, f"{len(ids)} studies, rows ordered by {how}{grouping}", 12))
     return svg_document(max(x + 10, left + 560), bottom + 24, body, "cohort heat map")
@@ -253,7 +262,7 @@ def _cell_titles(
 def write_cohort_report(
     out: Path,
     summary: pd.DataFrame,
-    template: Template,
+    template: Template | Sequence[Template],
     values: Mapping[str, dict[str, dict[str, float]]],
     failures: pd.DataFrame | None = None,
     subjects: Iterable[str] = (),
@@ -266,8 +275,8 @@ def write_cohort_report(
         The batch output folder.
     summary : pandas.DataFrame
         The ``summary.tsv`` table (may be empty when every study failed).
-    template : Template
-        The template the studies were matched against.
+    template : Template or sequence of Template
+        The template, or the differential panel, the studies were matched against.
     values : mapping
         Each study's :func:`cohort_values` by study id (studies without are grey).
     failures : pandas.DataFrame, optional
@@ -276,6 +285,11 @@ def write_cohort_report(
         The subjects with a follow-up page (``subjects/<id>.html``), linked.
     """
     esc = html.escape
+    panel = list(template) if isinstance(template, Sequence) else [template]
+    further = [t for t in panel[1:] if f"{t.name}_call" in summary]
+    calls = [(panel[0].name, "call", panel[0].classes)] + [
+        (t.name, f"{t.name}_call", t.classes) for t in further
+    ]
     figure_html = "<p>No study was scored.</p>"
     if not summary.empty:
         ids = list(summary["study_id"])
@@ -287,7 +301,7 @@ def write_cohort_report(
             )
             for measure in COHORT_MEASURES
         ]
-        figure = cohort_figure(summary, *matrices).replace(
+        figure = cohort_figure(summary, *matrices, calls=calls).replace(
             "<svg ",
             '<svg xmlns="http://www.w3.org/2000/svg" ',
             1,  # a standalone SVG file needs it
@@ -320,10 +334,16 @@ def write_cohort_report(
         )
         qc = row.get("qc")
         qc_text = esc(str(qc).replace(";", "; ")) if isinstance(qc, str) and qc else "none"
+        more = "".join(
+            f"<td class=l>{esc(str(row[f'{t.name}_call']))}</td>"
+            f"<td>{_p(row[f'{t.name}_p_imnm'])}</td>"
+            for t in further
+        )
         rows.append(
             f"<tr><td class=l>{name}</td><td class=l>{esc(str(row['call']))}</td>"
             f"<td>{row['p_imnm']:.3f}</td><td>{interval}</td>"
-            f"<td>{signed(row['log10_likelihood_ratio'])}</td><td class=l>{qc_text}</td></tr>"
+            f"<td>{signed(row['log10_likelihood_ratio'])}</td>{more}"
+            f"<td class=l>{qc_text}</td></tr>"
         )
     failures = failures if failures is not None else _read_failures(out / "failures.tsv")
     failed = "".join(
@@ -342,12 +362,16 @@ def write_cohort_report(
         f"content='width=device-width, initial-scale=1'><title>mri_scoring cohort</title>"
         f"<style>{CSS}</style></head><body><h1>Cohort: {len(summary)} studies</h1>"
         f"<p class=disclaimer>{esc(DISCLAIMER)}</p>"
-        f"<p>Template {esc(template.name)}. Scored: {len(summary)}; failed: {len(failures)} "
+        f"<p>Template{'s' if len(panel) > 1 else ''} "
+        f"{esc(', '.join(t.name for t in panel))}. Scored: {len(summary)}; failed: {len(failures)} "
         "(also in failures.tsv). Tables: summary.tsv, muscles_long.tsv, features_long.tsv.</p>"
         f"<h2>Cohort heat map</h2>{figure_html}"
         "<h2>Studies</h2><table><tr><th class=l>study</th><th class=l>call</th>"
-        "<th>p(IMNM)</th><th>90 % interval</th><th>log10 LR</th><th class=l>QC warnings</th>"
-        "</tr>"
+        "<th>p(IMNM)</th><th>90 % interval</th><th>log10 LR</th>"
+        + "".join(
+            f"<th class=l>{esc(t.name)} call</th><th>{esc(t.name)} p(IMNM)</th>" for t in further
+        )
+        + "<th class=l>QC warnings</th></tr>"
         + "".join(rows)
         + "</table>"
         + failed_html
@@ -355,6 +379,11 @@ def write_cohort_report(
         + "</body></html>"
     )
     atomic_write(out / "index.html", page)
+
+
+def _p(value: object) -> str:
+    """A probability to three decimals, empty when missing."""
+    return f"{value:.3f}" if isinstance(value, float) and np.isfinite(value) else ""
 
 
 def _followup_section(subjects: Iterable[str]) -> str:

@@ -13,7 +13,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .render import hex_colour, ramp_rgb, signed, svg_document, svg_ramp_legend, svg_text
+from .render import (
+    call_palette,
+    hex_colour,
+    ramp_rgb,
+    signed,
+    svg_document,
+    svg_ramp_legend,
+    svg_text,
+)
 
 __all__ = [
     "DM_COLOUR",
@@ -41,16 +49,20 @@ def _ticks(reach: float) -> np.ndarray:
     return np.arange(-np.floor(reach / step), np.floor(reach / step) + 1) * step
 
 
-def evidence_figure(features: Sequence, total: float, neutral: bool = False) -> str:
+def evidence_figure(
+    features: Sequence, total: float, neutral: bool = False, classes: Sequence[str] = ("IMNM", "DM")
+) -> str:
     """Bar chart of each feature's log10 likelihood-ratio contribution.
 
     Parameters
     ----------
     features : sequence of FeatureContribution
     total : float
-        The study's log10 likelihood ratio (IMNM over DM).
+        The study's log10 likelihood ratio (first class over second).
     neutral : bool
-        Draw every bar grey (an indeterminate call: the bars are not read as IMNM or DM).
+        Draw every bar grey (an indeterminate call: the bars are not read as either class).
+    classes : sequence of str
+        The template's two classes (positive first): bar colours and axis label.
 
     Returns
     -------
@@ -58,6 +70,8 @@ def evidence_figure(features: Sequence, total: float, neutral: bool = False) -> 
         An SVG element; unavailable features are named with "unavailable".
     """
     label_width, plot_width, row, top = 230.0, 400.0, 24.0, 30.0
+    palette = call_palette(list(classes))
+    colours = [hex_colour(palette[c]) for c in classes[:2]]
     values = [f.log10_lr_contribution if f.available else 0.0 for f in features]
     reach = max([abs(v) for v in values] + [0.5]) * 1.15
     zero = label_width + plot_width / 2.0
@@ -72,7 +86,7 @@ def evidence_figure(features: Sequence, total: float, neutral: bool = False) -> 
         if not feature.available:
             body.append(svg_text(zero + 6, y + row / 2 + 4, "unavailable", 10, colour="#777"))
             continue
-        colour = NEUTRAL_COLOUR if neutral else IMNM_COLOUR if value > 0 else DM_COLOUR
+        colour = NEUTRAL_COLOUR if neutral else colours[0] if value > 0 else colours[1]
         x, width = (zero, value * scale) if value >= 0 else (zero + value * scale, -value * scale)
         body.append(
             f'<rect x="{x:.1f}" y="{y + 4:.1f}" width="{width:.1f}" '
@@ -101,7 +115,7 @@ def evidence_figure(features: Sequence, total: float, neutral: bool = False) -> 
         svg_text(
             zero,
             bottom + 34,
-            "log10 likelihood-ratio contribution (\u2190 DM | IMNM \u2192)",
+            f"log10 likelihood-ratio contribution (\u2190 {classes[1]} | {classes[0]} \u2192)",
             11,
             "middle",
         )

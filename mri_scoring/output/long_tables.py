@@ -1,8 +1,9 @@
 """Cohort-level long tables of a batch: what a statistician loads first.
 
 * ``muscles_long.tsv`` — every study's ``muscles.tsv`` rows stacked (``study_id`` first).
-* ``features_long.tsv`` — one row per study and template feature: ``study_id``, ``feature``,
-  ``available``, ``value``, ``degree``, ``log10_lr_contribution`` (from each ``score.json``).
+* ``features_long.tsv`` — one row per study, template and feature: ``study_id``, ``template``,
+  ``feature``, ``available``, ``value``, ``degree``, ``log10_lr_contribution`` (from each
+  ``score.json``; every template of the panel, in order).
 
 Both are built from the files each study folder holds (scored now or reused on resume), streamed
 row by row into a temporary file that replaces the table at the end: memory stays flat whatever
@@ -26,7 +27,15 @@ __all__ = [
     "write_long_tables",
 ]
 
-FEATURE_COLUMNS = ["study_id", "feature", "available", "value", "degree", "log10_lr_contribution"]
+FEATURE_COLUMNS = [
+    "study_id",
+    "template",
+    "feature",
+    "available",
+    "value",
+    "degree",
+    "log10_lr_contribution",
+]
 
 
 @contextmanager
@@ -109,16 +118,19 @@ def write_long_tables(out: str | Path, folders: Iterable[Path]) -> tuple[int, in
                 document = json.loads((folder / "score.json").read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            for feature in document.get("features", []):
-                writer.writerow(
-                    [
-                        _cell(document.get("study_id")),
-                        _cell(feature.get("id")),
-                        _cell(bool(feature.get("available"))),
-                        _cell(feature.get("value")),
-                        _cell(feature.get("degree")),
-                        _cell(feature.get("log10_lr_contribution")),
-                    ]
-                )
-                n_features += 1
+            entries = document.get("templates") or [document]
+            for entry in entries:
+                for feature in entry.get("features", []):
+                    writer.writerow(
+                        [
+                            _cell(document.get("study_id")),
+                            _cell(entry.get("template")),
+                            _cell(feature.get("id")),
+                            _cell(bool(feature.get("available"))),
+                            _cell(feature.get("value")),
+                            _cell(feature.get("degree")),
+                            _cell(feature.get("log10_lr_contribution")),
+                        ]
+                    )
+                    n_features += 1
     return n_muscles, n_features

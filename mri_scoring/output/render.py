@@ -24,12 +24,14 @@ __all__ = [
     "MAGMA_R",
     "MISSING_RGB",
     "PNG_ZLIB_LEVEL",
+    "call_palette",
     "hex_colour",
     "png_bytes",
     "png_data_uri",
     "png_indexed_bytes",
     "ramp_rgb",
     "signed",
+    "svg_call_legend",
     "svg_ramp_legend",
 ]
 
@@ -132,8 +134,45 @@ def svg_ramp_legend(x: float, y: float, caption: str, steps: int = 40) -> str:
     return swatches + svg_text(x + steps * 4 + 6, y + 9, caption, 10)
 
 
-CALL_RGB = {"IMNM": (31, 111, 209), "DM": (209, 98, 31), "indeterminate": (170, 170, 170)}
-"""Colour of each call, in the evidence bars and the cohort heat map's side bar."""
+CALL_RGB = {
+    "IMNM": (31, 111, 209),
+    "DM": (209, 98, 31),
+    "dystrophy": (46, 150, 70),
+    "indeterminate": (170, 170, 170),
+}
+"""Colour of each call, in the evidence bars and the cohort heat map's side bars."""
+_MORE_CLASS_RGB = ((148, 82, 180), (140, 100, 60), (214, 80, 150), (20, 150, 160))
+
+
+def call_palette(classes: list[str]) -> dict[str, tuple[int, int, int]]:
+    """A colour per call: :data:`CALL_RGB` where it has one, others in turn, grey last.
+
+    Examples
+    --------
+    >>> list(call_palette(["IMNM", "DM", "antisynthetase"]))
+    ['IMNM', 'DM', 'antisynthetase', 'indeterminate']
+    """
+    palette, spare = {}, list(_MORE_CLASS_RGB)
+    for name in classes:
+        if name not in palette and name != "indeterminate":
+            palette[name] = CALL_RGB.get(name) or (spare.pop(0) if spare else (90, 90, 90))
+    palette["indeterminate"] = CALL_RGB["indeterminate"]
+    return palette
+
+
+def svg_call_legend(x: float, y: float, palette: dict[str, tuple[int, int, int]]) -> str:
+    """Swatches and names of every call colour, in a row."""
+    out = [svg_text(x, y + 9, "calls:", 10)]
+    at = x + 36
+    for name, rgb in palette.items():
+        out.append(
+            f'<rect x="{at:.1f}" y="{y:.1f}" width="10" height="10" fill="{hex_colour(rgb)}"/>'
+        )
+        out.append(svg_text(at + 13, y + 9, name, 10))
+        at += 22 + 6.2 * len(name)
+    return "".join(out)
+
+
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:16px auto;color:#222;
 max-width:1200px;padding:0 16px;overflow-wrap:break-word}
@@ -144,6 +183,7 @@ h3{font-size:14px;margin:14px 0 4px}
 .ok{background:#e8f5e8;border:1px solid #6a6;padding:6px 12px;font-size:13px}
 .call{font-size:20px;padding:10px 14px;border-radius:6px;display:inline-block;margin:8px 0}
 .IMNM{background:#d6e9ff;border:2px solid #1f6fd1}.DM{background:#ffe0cc;border:2px solid #d1621f}
+.dystrophy{background:#dcf2e0;border:2px solid #2e9646}
 .indeterminate{background:#f2f2f2;border:2px dashed #888;color:#444}
 table{border-collapse:collapse;font-size:12px;margin:8px 0;max-width:100%}
 th,td{border:1px solid #ccc;padding:3px 5px;text-align:right;vertical-align:top}

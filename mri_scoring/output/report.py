@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from .. import schema
@@ -22,14 +21,14 @@ from ..anatomy import GROUP, MUSCLE, REFERENCE
 from ..config import config_dir, load_settings, load_yaml
 from ..errors import QCFinding
 from ..schema import DISCLAIMER, report_columns
+from .comparisons import MEASURE_UNITS, _fmt, comparison_section, panel_section
 from .figures import (
-    evidence_figure,
     muscle_heatmap_figure,
     side_bars_figure,
     side_bars_measures,
 )
 from .levels import build_levels, levels_html, slices_heading
-from .render import CSS, signed
+from .render import CSS
 from .slices import VIEWS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,34 +59,9 @@ EDEMA_SOURCES = {  # by ``edema_source`` value (mri_scoring.schema.EDEMA_SOURCES
     "t2map": "edema from the water-T2 map, against a threshold in ms",
     "": "edema not measured (no STIR or T2 map)",
 }
+
+
 # How a template measure's value reads, as (scale, unit, what).
-MEASURE_UNITS = {
-    "ff_excess": (100.0, "pp", "fat fraction above the reference muscles (percentage points)"),
-    "ff_contrast": (100.0, "pp", "fat-fraction difference (percentage points)"),
-    "edema_fraction": (100.0, "%", "of the muscle core read as edema"),
-    "fascial_edema_fraction": (100.0, "%", "of the fascial shell read as edema"),
-    "atrophy": (100.0, "%", "volume below the expected volume (body size) or share"),
-    "share_involved": (100.0, "%", "mean involvement degree over the muscles"),
-    "involvement": (100.0, "%", "mean involvement degree over the muscles"),
-}
-
-
-def _fmt(value: object, digits: int = 1, scale: float = 1.0) -> str:
-    if value is None or (isinstance(value, (float, np.floating)) and not np.isfinite(value)):
-        return ""
-    if isinstance(value, (float, np.floating, int, np.integer)) and not isinstance(value, bool):
-        return f"{float(value) * scale:.{digits}f}"
-    return html.escape(str(value))
-
-
-def _signed(value: object) -> str:
-    """A contribution with its sign ("+0.00", never "-0.00"); empty when there is none."""
-    return signed(float(value)) if _fmt(value) else ""
-
-
-# --------------------------------------------------------------------------- references
-
-
 def load_references() -> dict[str, str]:
     """Full citations by key from ``configs/references.yaml`` (empty when it does not exist).
 
@@ -132,37 +106,6 @@ def cited(texts: list[str], references: Mapping[str, str]) -> list[str]:
 # --------------------------------------------------------------------------- sections
 
 
-def _call_section(result: StudyResult) -> str:
-    like, template, esc = result.likelihood, result.template, html.escape
-    interval = getattr(like, "p_imnm_interval", None)
-    spread = ""
-    if interval is not None and len(interval) == 2 and None not in interval:
-        spread = f" (90 % interval {interval[0]:.2f}\u2013{interval[1]:.2f})"
-    if like.call == "indeterminate":
-        box = (
-            f"<div class='call indeterminate'>call: <b>indeterminate</b></div>"
-            f"<p class=small>p(IMNM) = {like.p_imnm:.3f}{spread}, log10 LR = "
-            f"{signed(like.log10_likelihood_ratio)}: computed, but not read as IMNM or DM "
-            "(see the notes). Evidence bars are grey for this reason.</p>"
-        )
-    else:
-        box = (
-            f"<div class='call {esc(like.call)}'>call: <b>{esc(like.call)}</b> &nbsp; "
-            f"p(IMNM) = {like.p_imnm:.3f}{spread} &nbsp; log10 LR = "
-            f"{signed(like.log10_likelihood_ratio)}</div>"
-        )
-    notes = "".join(f"<li>{esc(n)}</li>" for n in like.notes)
-    return (
-        "<h2>Result</h2>"
-        + box
-        + (f"<ul>{notes}</ul>" if notes else "")
-        + f"<p class=small>prior p(IMNM) = {like.prior_imnm:.2f}; template "
-        f"{esc(template.name)}; call bounds: IMNM at p &ge; {template.call_positive_at_least}, "
-        f"DM at p &le; {template.call_negative_at_most} (a call needs the whole interval past "
-        "its bound), otherwise indeterminate.</p>"
-    )
-
-
 def _qc_section(result: StudyResult) -> str:
     esc = html.escape
     sources = result.muscles.get("ff_source", pd.Series(dtype=str))
@@ -189,36 +132,6 @@ def _qc_section(result: StudyResult) -> str:
     )
     rest = "".join(item(q) for q in others) or "<li>no other findings</li>"
     return f"<h2>Quality control</h2>{head}<ul class=small>{''.join(lines)}{rest}</ul>"
-
-
-def _evidence_table(result: StudyResult) -> str:
-    measures = {f.id: f for f in result.template.features}
-    head = (
-        "<tr><th class=l>feature</th><th>value</th><th>cut-off</th><th>degree</th>"
-        "<th>log10 LR</th><th>P(·|IMNM)</th><th>P(·|DM)</th>"
-        "<th class=l>muscles used / why unavailable</th><th class=l>source</th></tr>"
-    )
-    rows = []
-    for f in result.likelihood.features:
-        spec = measures.get(f.id)
-        scale, unit, what = MEASURE_UNITS.get(getattr(spec, "measure", ""), (1.0, "", ""))
-        value = f"{_fmt(f.value, 1, scale)} {unit}" if f.value is not None else ""
-        cut = getattr(getattr(spec, "cut", None), "threshold", None)
-        cut_text = f"{_fmt(cut, 1, scale)} {unit}" if isinstance(cut, (int, float)) else ""
-        used = ", ".join(m.replace("_", " ") for m in f.muscles_used) if f.available else f.reason
-        rows.append(
-            f"<tr class={'' if f.available else 'na'}><td class=l>{_fmt(f.description)}"
-            f"<br><span class=small>{html.escape(what)}</span></td><td>{value}</td>"
-            f"<td>{cut_text}</td><td>{_fmt(f.degree, 2)}</td>"
-            f"<td>{_signed(f.log10_lr_contribution)}</td><td>{_fmt(f.p_imnm, 2)}</td>"
-            f"<td>{_fmt(f.p_dm, 2)}</td><td class=l><span class=small>{_fmt(used)}</span></td>"
-            f"<td class=l><span class=small>{_fmt(f.source)}</span></td></tr>"
-        )
-    return (
-        f"<table>{head}{''.join(rows)}</table><p class=small>degree: how far the value is "
-        "past the cut-off (0-1, a soft threshold); log10 LR: the feature's contribution to "
-        "the likelihood ratio (positive favours IMNM).</p>"
-    )
 
 
 def muscle_table_columns() -> list[tuple[str, str, float | None, int]]:
@@ -331,17 +244,21 @@ def _inputs_section(result: StudyResult, version: Mapping[str, str]) -> str:
         f"<h2>Inputs and software</h2><p class=small>study folder: "
         f"{esc(str(folder.resolve())) if folder else '(in memory)'}</p><ul>{items}</ul>"
         f"<p class=small>software: {software}<br>settings sha256 "
-        f"{esc(result.config_sha256[:16])}…; template {esc(result.template.name)} sha256 "
-        f"{esc(result.template.sha256[:16])}…</p>"
+        f"{esc(result.config_sha256[:16])}…; "
+        + "; ".join(
+            f"template {esc(c.template.name)} sha256 {esc(c.template.sha256[:16])}…"
+            for c in result.comparisons
+        )
+        + "</p>"
     )
 
 
 def _references_section(result: StudyResult) -> str:
     references = load_references()
-    texts = [f.source for f in result.likelihood.features]
+    texts = [f.source for c in result.comparisons for f in c.likelihood.features]
     keys = cited(texts, references) if references else []
     if not keys:
-        sources = sorted({f.source for f in result.likelihood.features if f.source})
+        sources = sorted({t for t in texts if t})
         items = "".join(f"<li>{html.escape(s)}</li>" for s in sources)
         return f"<h2>References</h2><ol class=refs>{items}</ol>"
     items = "".join(
@@ -392,7 +309,6 @@ def study_page(
     if view not in VIEWS:
         raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
     esc = html.escape
-    like = result.likelihood
     table = result.muscles
     muscles = table[table["kind"].isin((MUSCLE, GROUP))]
     references = table[table["kind"] == REFERENCE]
@@ -404,12 +320,8 @@ def study_page(
         f"<h1>Thigh MRI pattern report: {esc(result.study_id)}</h1>",
         f"<p class=disclaimer>{esc(disclaimer)}</p>",
         _qc_section(result),  # warnings first: they qualify everything below
-        _call_section(result),
-        "<h2>Evidence per feature</h2>",
-        evidence_figure(
-            like.features, like.log10_likelihood_ratio, neutral=like.call == "indeterminate"
-        ),
-        _evidence_table(result),
+        panel_section(result),  # then one row per comparison of the panel
+        *(comparison_section(c.template, c.likelihood) for c in result.comparisons),
     ]
     if result.study is not None:
         threshold = result.edema_reference.get("threshold")

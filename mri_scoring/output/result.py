@@ -25,6 +25,7 @@ from ..io.study import Study
 from ..io.subjects import SessionInfo
 from ..measure.voxel_maps import VoxelMaps
 from ..pattern.likelihood import Likelihood
+from ..pattern.panel import Comparison, class_key
 from ..pattern.templates import Template
 from ..schema import DISCLAIMER, SUMMARY_FIXED
 
@@ -98,7 +99,8 @@ class StudyResult:
     muscles : pandas.DataFrame
         Graded per-muscle table (the columns of ``muscles.tsv``).
     likelihood : Likelihood
-        The IMNM-vs-DM likelihood with every feature's evidence.
+        The likelihood of the first template of the panel (IMNM vs DM by default) with every
+        feature's evidence.
     qc : list of QCFinding
         Loading and measurement findings.
     inputs : dict
@@ -106,7 +108,10 @@ class StudyResult:
     config_sha256 : str
         Hash of the effective settings.
     template : Template
-        The pattern template matched.
+        The first template of the panel.
+    further : list of Comparison
+        The further templates of the panel and their likelihoods, in order (empty for a panel
+        of one); :attr:`comparisons` lists all of them, the first included.
     edema_reference : dict
         The normal-muscle STIR reference the edema measures used.
     noise_sigma : float or None
@@ -143,6 +148,12 @@ class StudyResult:
     voxel_maps: VoxelMaps | None = field(default=None, repr=False)
     settings: Settings | None = field(default=None, repr=False)
     slices: pd.DataFrame | None = field(default=None, repr=False)
+    further: list[Comparison] = field(default_factory=list, repr=False)
+
+    @property
+    def comparisons(self) -> list[Comparison]:
+        """Every template of the panel with its likelihood, the first one first."""
+        return [Comparison(self.template, self.likelihood), *self.further]
 
     def __repr__(self) -> str:
         """One line: id, call, p(IMNM) with its interval, muscle rows and warnings."""
@@ -156,41 +167,19 @@ class StudyResult:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``score.json`` document: plain JSON data, missing values as None."""
-        like = self.likelihood
-        features = [
-            {
-                "id": c.id,
-                "description": c.description,
-                "available": c.available,
-                "value": c.value,
-                "degree": c.degree,
-                "log10_lr_contribution": c.log10_lr_contribution,
-                "source": c.source,
-                "p_imnm": c.p_imnm,
-                "p_dm": c.p_dm,
-                "muscles_used": c.muscles_used,
-                "reason": c.reason,
-                "weight": c.weight,
-            }
-            for c in like.features
-        ]
+        """The ``score.json`` document: plain JSON data, missing values as None.
+
+        The first template's answer fills the top level (``p_imnm``, ``p_dm``, ``call``, ...);
+        ``templates`` holds one entry per template of the panel, the first included, with the
+        same keys plus ``classes`` (the second class's posterior is ``p_<class>``, e.g.
+        ``p_dm``, ``p_dystrophy``).
+        """
+        entries = [comparison_dict(c.template, c.likelihood) for c in self.comparisons]
+        top = {k: v for k, v in entries[0].items() if k != "classes"}
         return json_safe(
             {
                 "study_id": self.study_id,
-                "template": self.template.name,
-                "template_sha256": self.template.sha256,
-                "prior_imnm": like.prior_imnm,
-                "p_imnm": like.p_imnm,
-                "p_imnm_interval": like.p_imnm_interval,
-                "p_dm": like.p_dm,
-                "log10_likelihood_ratio": like.log10_likelihood_ratio,
-                "call": like.call,
-                "applicable": like.applicable,
-                "involved_muscles": like.involved_muscles,
-                "absence_gate": like.absence_gate,
-                "notes": like.notes,
-                "features": features,
+                **top,
                 "qc": [q.to_dict() for q in self.qc],
                 "edema_reference": self.edema_reference,
                 "noise": {"sigma": self.noise_sigma, "source": self.noise_source},
@@ -198,6 +187,7 @@ class StudyResult:
                 "inputs": self.inputs,
                 "software": software_versions(),
                 "config_sha256": self.config_sha256,
+                "templates": entries,
                 "disclaimer": DISCLAIMER,
             }
         )
@@ -233,6 +223,58 @@ class StudyResult:
         return save_study(self, out, report=report, maps=maps, view=view, dicom=dicom)
 
 
+def comparison_dict(template: Template, like: Likelihood) -> dict[str, Any]:
+    """One template's answer as ``score.json`` keys (top level and ``templates`` entries).
+
+    Parameters
+    ----------
+    template : Template
+    like : Likelihood
+        The study's likelihood under ``template``.
+
+    Returns
+    -------
+    dict
+        ``template``, ``template_sha256``, ``prior_imnm``, ``p_imnm``, ``p_imnm_interval``,
+        ``p_<second class>``, ``log10_likelihood_ratio``, ``call``, ``applicable``,
+        ``involved_muscles``, ``absence_gate``, ``notes``, ``features``, ``classes``.
+    """
+    negative = class_key(template.negative)
+    features = [
+        {
+            "id": c.id,
+            "description": c.description,
+            "available": c.available,
+            "value": c.value,
+            "degree": c.degree,
+            "log10_lr_contribution": c.log10_lr_contribution,
+            "source": c.source,
+            "p_imnm": c.p_imnm,
+            negative: c.p_dm,
+            "muscles_used": c.muscles_used,
+            "reason": c.reason,
+            "weight": c.weight,
+        }
+        for c in like.features
+    ]
+    return {
+        "template": template.name,
+        "template_sha256": template.sha256,
+        "prior_imnm": like.prior_imnm,
+        "p_imnm": like.p_imnm,
+        "p_imnm_interval": like.p_imnm_interval,
+        negative: like.p_dm,
+        "log10_likelihood_ratio": like.log10_likelihood_ratio,
+        "call": like.call,
+        "applicable": like.applicable,
+        "involved_muscles": like.involved_muscles,
+        "absence_gate": like.absence_gate,
+        "notes": like.notes,
+        "features": features,
+        "classes": list(template.classes),
+    }
+
+
 def summary_row(document: dict[str, Any]) -> dict[str, Any]:
     """The ``summary.tsv`` row of a ``score.json`` document (missing values as NaN).
 
@@ -246,13 +288,26 @@ def summary_row(document: dict[str, Any]) -> dict[str, Any]:
     dict
         ``study_id``, ``p_imnm`` with its interval (``p_imnm_lo``, ``p_imnm_hi``),
         ``log10_likelihood_ratio``, ``call``, ``qc`` (the warning codes, :func:`qc_codes`),
-        then each feature's degree (NaN when the feature was unavailable).
+        then each feature's degree of the first template (NaN when the feature was
+        unavailable), then each further template's ``<name>_p_imnm``, ``<name>_p_imnm_lo``,
+        ``<name>_p_imnm_hi`` and ``<name>_call``.
     """
     low, high = document["p_imnm_interval"]
     derived = {"p_imnm_lo": low, "p_imnm_hi": high, "qc": qc_codes(document.get("qc", []))}
     row = {key: derived[key] if key in derived else document[key] for key in SUMMARY_FIXED}
     for feature in document["features"]:
         row[feature["id"]] = feature["degree"] if feature["available"] else None
+    for entry in document.get("templates", [])[1:]:
+        low, high = entry["p_imnm_interval"]
+        name = entry["template"]
+        row.update(
+            {
+                f"{name}_p_imnm": entry["p_imnm"],
+                f"{name}_p_imnm_lo": low,
+                f"{name}_p_imnm_hi": high,
+                f"{name}_call": entry["call"],
+            }
+        )
     return {k: (np.nan if v is None else v) for k, v in row.items()}
 
 

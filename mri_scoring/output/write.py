@@ -8,7 +8,7 @@ stopped.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from ..errors import MriScoringError, StudyError
 from ..files import atomic_write
 from ..grading import pooled_tables
 from ..io.discover import sanitise_id
+from ..pattern.panel import panel_columns
 from ..schema import SUMMARY_FIXED
 from .map_files import write_maps
 from .report import DEFAULT_VIEW, study_report_html
@@ -197,9 +198,16 @@ def _with_study_id(table: pd.DataFrame, study_id: str) -> pd.DataFrame:
     )
 
 
-def summary_table(rows: dict[str, dict[str, Any]], template: Template) -> pd.DataFrame:
-    """The ``summary.tsv`` table: one row per study id (sorted), one column per feature."""
-    columns = SUMMARY_FIXED + [f.id for f in template.features]
+def summary_table(
+    rows: dict[str, dict[str, Any]], templates: Template | Sequence[Template]
+) -> pd.DataFrame:
+    """The ``summary.tsv`` table: one row per study id (sorted).
+
+    The fixed columns and one column per feature of the panel's first template, then each
+    further template's columns (:func:`~mri_scoring.pattern.panel.panel_columns`).
+    """
+    panel = list(templates) if isinstance(templates, Sequence) else [templates]
+    columns = SUMMARY_FIXED + [f.id for f in panel[0].features] + panel_columns(panel)
     return pd.DataFrame([rows[k] for k in sorted(rows)], columns=columns)
 
 

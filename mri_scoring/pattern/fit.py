@@ -239,12 +239,17 @@ def fitted_template_data(
         f"[fitted: cohort {cohort.fingerprint[:12]}, n = {counts[template.positive]} "
         f"{template.positive} + {counts[template.negative]} {template.negative}]"
     )
+    named = isinstance(data.get("classes"), list)  # classes: [A, B]; else the first schema
+    keys = template.classes if named else ("imnm", "dm")
     for j, feature in enumerate(data["features"]):
-        feature["p_imnm"] = round(float(model.feature_prob_[positive, j]), 4)
-        feature["p_dm"] = round(float(model.feature_prob_[negative, j]), 4)
+        probabilities = [round(float(model.feature_prob_[i, j]), 4) for i in (positive, negative)]
+        if named:
+            feature["p"] = dict(zip(keys, probabilities, strict=True))
+        else:
+            feature["p_imnm"], feature["p_dm"] = probabilities
         feature["strength"] = {
-            "imnm": round(float(model.feature_strength_[positive, j]), 2),
-            "dm": round(float(model.feature_strength_[negative, j]), 2),
+            keys[0]: round(float(model.feature_strength_[positive, j]), 2),
+            keys[1]: round(float(model.feature_strength_[negative, j]), 2),
         }
         feature["source"] = f"{str(feature.get('source', '')).strip()} {tag}".strip()
     for group in data.get("dependence", {}).get("groups", []):
@@ -277,7 +282,8 @@ def fit_template(
     batch_out : path
         A batch output folder (``<study_id>/muscles.tsv``).
     labels : path or pandas.DataFrame
-        Columns ``study_id`` and ``diagnosis`` (the template's class names).
+        Columns ``study_id`` and ``diagnosis``: the template's two class names (``IMNM`` and
+        ``DM`` for imnm_vs_dm, ``IMNM`` and ``dystrophy`` for imnm_vs_dystrophy, ...).
     out : path
         The fitted template YAML to write (usable with ``--template``); the fit report is
         written beside it as ``<stem>_report.html``.

@@ -1,4 +1,8 @@
-"""Combining feature evidence into an IMNM-vs-DM likelihood ratio, posterior, interval and call.
+"""Combining feature evidence into a likelihood ratio, posterior, interval and call.
+
+A template compares two classes (``Template.classes``, the first positive: IMNM against DM,
+IMNM against a muscular dystrophy, ...). ``p_imnm`` is the posterior of the first class and
+``p_dm`` that of the second (the names of the first template, kept for its outputs).
 
 The evidence model, in four steps (each feature's share stays visible in the evidence table):
 
@@ -214,6 +218,7 @@ class FeatureContribution:
     reason: str
     source: str
     weight: float = 1.0
+    # P(present | first class) and P(present | second class) are p_imnm and p_dm.
 
 
 @dataclass(kw_only=True)
@@ -223,12 +228,13 @@ class Likelihood:
     Attributes
     ----------
     log10_likelihood_ratio : float
-        Sum of the available features' contributions (IMNM over DM).
+        Sum of the available features' contributions (first class over second).
     prior_imnm, p_imnm, p_dm : float
+        Prior and posterior of the first class (IMNM), posterior of the second.
     call : str
-        ``IMNM``, ``DM`` or ``indeterminate``.
+        A class name of the template (e.g. ``IMNM``, ``DM``) or ``indeterminate``.
     applicable : bool
-        False when too few muscles are involved for the IMNM-vs-DM question to apply.
+        False when too few muscles are involved for the template's question to apply.
     involved_muscles : list of str
     features : list of FeatureContribution
     notes : list of str
@@ -239,6 +245,8 @@ class Likelihood:
         [5 %, 95 %] credible bounds of p(IMNM).
     absence_gate : float
         Involvement gate g (0-1): how far absent features counted.
+    classes : list of str
+        The template's two classes, the first (positive) one first.
     """
 
     log10_likelihood_ratio: float
@@ -253,6 +261,7 @@ class Likelihood:
     template: str = ""
     p_imnm_interval: list[float] = field(default_factory=lambda: [0.0, 1.0])
     absence_gate: float = 1.0
+    classes: list[str] = field(default_factory=lambda: ["IMNM", "DM"])
 
     def to_dict(self) -> dict:
         """Plain-data copy (lists and dicts only)."""
@@ -285,7 +294,7 @@ def _decide(
         return INDETERMINATE, [
             f"{_involved_phrase(len(involved), only=True)} (the template needs at least "
             f"{template.min_involved_muscles}): no meaningful muscle involvement, so "
-            "the IMNM-vs-DM question does not apply"
+            f"the {template.positive}-vs-{template.negative} question does not apply"
         ]
     if low >= pos:
         return template.positive, []
@@ -311,7 +320,7 @@ def combine(
     involved : list of str
         Involved muscles (:func:`mri_scoring.pattern.match.involved_muscles`).
     prior : float, optional
-        Prior p(IMNM); default the template's ``prior_imnm``.
+        Prior p(first class); default the template's.
 
     Returns
     -------
@@ -372,6 +381,7 @@ def combine(
         template=template.name,
         p_imnm_interval=[low, high],
         absence_gate=gate,
+        classes=list(template.classes),
     )
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "FLOOR_COLUMNS",
     "MEASURES",
     "PER_MUSCLE_COLUMNS",
     "Measure",
@@ -138,6 +139,76 @@ def _share_involved(
     return float(degrees.mean()), sorted(degrees.index)
 
 
+def _per_key(rows: pd.DataFrame, column: str, rule: str) -> pd.Series:
+    """One value per key, sides combined by ``rule`` (the empty series when none is measured)."""
+    if rows.empty or column not in rows:
+        return pd.Series(dtype=float)
+    return _side_values(rows, column, rule)
+
+
+def _asymmetric_pairs(
+    table: pd.DataFrame, feature: Feature, settings: Settings
+) -> tuple[float, list[str]]:
+    """Muscles whose right-minus-left difference passes a noise floor in any floored column.
+
+    A pair is compared only where both sides are measured; its value is the count (0, 1, ...).
+    """
+    rows = _rows(table, feature.muscles, feature.group_fallback)
+    keys, sides = rows["key"].to_numpy(), rows["side"].to_numpy()
+    compared: set[str] = set()
+    asymmetric: set[str] = set()
+    for column, floor in feature.floors.items():
+        if column not in rows:
+            continue
+        by_side: dict[tuple[str, str], float] = {}
+        for key, side, value in zip(keys, sides, rows[column].to_numpy(float), strict=True):
+            if side in ("left", "right") and np.isfinite(value):
+                by_side[(key, side)] = value
+        for key in {k for k, _ in by_side}:
+            if (key, "left") in by_side and (key, "right") in by_side:
+                compared.add(key)
+                if abs(by_side[(key, "right")] - by_side[(key, "left")]) >= floor:
+                    asymmetric.add(key)
+    if not compared:
+        raise Unavailable(f"no muscle among {', '.join(feature.muscles)} measured on both sides")
+    return float(len(asymmetric)), sorted(compared)
+
+
+def _sparing_index(
+    table: pd.DataFrame, feature: Feature, settings: Settings
+) -> tuple[float, list[str]]:
+    """Median FF of the listed muscles minus median FF of the reference (spared) muscles."""
+    medians, used = [], []
+    for names, prefix in ((feature.muscles, ""), (feature.reference, "reference:")):
+        values = _per_key(_rows(table, names, feature.group_fallback), "ff_median", feature.sides)
+        if values.empty:
+            raise Unavailable(f"no fat fraction for any of {', '.join(names)}")
+        medians.append(float(np.median(values.to_numpy(float))))
+        used += [f"{prefix}{m}" for m in sorted(values.index)]
+    return medians[0] - medians[1], used
+
+
+def _edema_fat_ratio(
+    table: pd.DataFrame, feature: Feature, settings: Settings
+) -> tuple[float, list[str]]:
+    """Muscles with edema (past the edema floor) per muscle with fat (FF-derived grade floor)."""
+    rows = _rows(table, feature.muscles, feature.group_fallback)
+    edema = _per_key(rows, "edema_fraction", feature.sides)
+    grade = _per_key(rows, "mercuri_grade", feature.sides)
+    if edema.empty:
+        raise Unavailable(f"no edema fraction for {', '.join(feature.muscles)} (no STIR/T2 map)")
+    if grade.empty:
+        raise Unavailable(f"no fat fraction for {', '.join(feature.muscles)}")
+    fatty = int((grade >= feature.floors["mercuri_grade"]).sum())
+    if fatty == 0:
+        raise Unavailable(
+            f"no fatty muscle (FF-derived grade >= {feature.floors['mercuri_grade']:g}) among "
+            f"{len(grade)} measured: edema per fatty muscle is undefined"
+        )
+    edematous = int((edema >= feature.floors["edema_fraction"]).sum())
+    return edematous / fatty, sorted(set(edema.index) | set(grade.index))
+
+
 def _column(column: str) -> Callable[..., tuple[float, list[str]]]:
     def measure(
         table: pd.DataFrame, feature: Feature, settings: Settings
@@ -165,6 +236,9 @@ class Measure:
         (``involvement``: one or more cuts, the maximum degree counts).
     description : str
         What the value means, with its unit.
+    floors : tuple of str
+        Columns the feature must give a floor for (``floors: {column: value}``); empty when
+        the measure takes none, ``("any",)`` when it takes one or more of :data:`FLOOR_COLUMNS`.
     """
 
     compute: Callable[..., tuple[float, list[str]]]
@@ -172,6 +246,7 @@ class Measure:
     needs_reference: bool = False
     per_muscle: str = ""
     description: str = ""
+    floors: tuple[str, ...] = ()
 
 
 MEASURES: dict[str, Measure] = {
@@ -214,8 +289,29 @@ MEASURES: dict[str, Measure] = {
         per_muscle="any",
         description="mean per-muscle degree (max over cuts), 0-1",
     ),
+    "asymmetric_pairs": Measure(
+        compute=_asymmetric_pairs,
+        column="",
+        floors=("any",),
+        description="muscles whose right-minus-left difference passes a floor, count",
+    ),
+    "sparing_index": Measure(
+        compute=_sparing_index,
+        column="ff_median",
+        needs_reference=True,
+        description="median FF of the muscles minus median FF of the reference, fraction",
+    ),
+    "edema_fat_ratio": Measure(
+        compute=_edema_fat_ratio,
+        column="",
+        floors=("edema_fraction", "mercuri_grade"),
+        description="muscles with edema per muscle with FF-derived grade at the floor, ratio",
+    ),
 }
 """Every measure a template feature may name."""
+
+FLOOR_COLUMNS = ("ff_median", "edema_fraction", "mercuri_grade")
+"""Columns a feature's ``floors`` may name (a per-muscle value counts at or above its floor)."""
 
 
 def prepare(table: pd.DataFrame) -> pd.DataFrame:

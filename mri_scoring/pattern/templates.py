@@ -10,13 +10,19 @@ import hashlib
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import EllipsisType
 from typing import Any, TypeVar
 
 from ..anatomy import groups, vocabulary
 from ..config import config_dir, load_yaml
 from ..errors import ConfigError
 from .measures import MEASURES, PER_MUSCLE_COLUMNS
+from .template_checks import (
+    Checker,
+    class_probabilities,
+    classes_field,
+    floors_field,
+    strengths,
+)
 
 __all__ = [
     "DEFAULT_STRENGTH",
@@ -28,6 +34,7 @@ __all__ = [
     "Template",
     "effective_number",
     "load_template",
+    "template_path",
 ]
 
 SIDE_RULES = ("mean", "max", "min")
@@ -70,6 +77,7 @@ class Feature:
     strength_positive: float = DEFAULT_STRENGTH
     strength_negative: float = DEFAULT_STRENGTH
     weight: float = 1.0
+    floors: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -147,6 +155,11 @@ class Template:
     groups: tuple[EvidenceGroup, ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def classes(self) -> tuple[str, str]:
+        """The two classes, the positive (first) one first."""
+        return (self.positive, self.negative)
+
     def feature(self, feature_id: str) -> Feature:
         """The feature with id ``feature_id`` (KeyError if the template has none)."""
         for f in self.features:
@@ -155,65 +168,7 @@ class Template:
         raise KeyError(feature_id)
 
 
-class _Checker:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def fail(self, where: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.path}: {where}: {message}")
-
-    def get(
-        self,
-        data: dict,
-        key: str,
-        where: str,
-        kind: type[_T] | tuple[type[_T], ...],
-        default: _T | EllipsisType = ...,
-    ) -> _T:
-        if key not in data:
-            if default is ...:
-                raise self.fail(where, f"missing field '{key}'")
-            return default
-        value = data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            raise self.fail(where, f"field '{key}' must be {_names(kinds)}, got {value!r}")
-        if not isinstance(value, kinds):
-            raise self.fail(where, f"field '{key}' must be {_names(kinds)}, got {value!r}")
-        return value
-
-    def number(
-        self,
-        data: dict,
-        key: str,
-        where: str,
-        low: float,
-        high: float,
-        default: float | EllipsisType = ...,
-        open_low: bool = False,
-    ) -> float:
-        value = float(self.get(data, key, where, (int, float), default))
-        if not math.isfinite(value) or value > high or value < low or (open_low and value <= low):
-            bound = f"({low}, {high}]" if open_low else f"[{low}, {high}]"
-            raise self.fail(where, f"field '{key}' must be in {bound}, got {value!r}")
-        return value
-
-
-def _names(kinds: tuple) -> str:
-    return " or ".join(
-        {
-            int: "a number",
-            float: "a number",
-            str: "text",
-            list: "a list",
-            dict: "a mapping",
-            bool: "true/false",
-        }[k]
-        for k in kinds
-    )
-
-
-def _muscle_list(check: _Checker, data: dict, key: str, where: str, required: bool) -> tuple:
+def _muscle_list(check: Checker, data: dict, key: str, where: str, required: bool) -> tuple:
     names = check.get(data, key, where, list, ... if required else [])
     known = vocabulary() | set(groups())
     for name in names:
@@ -228,24 +183,19 @@ def _muscle_list(check: _Checker, data: dict, key: str, where: str, required: bo
     return tuple(names)
 
 
-def _cut(check: _Checker, data: dict, where: str) -> SoftCut:
+def _cut(check: Checker, data: dict, where: str) -> SoftCut:
     threshold = check.number(data, "threshold", where, -10.0, 10.0)
     width = check.number(data, "width", where, 0.0, 10.0, open_low=True)
     return SoftCut(threshold, width)
 
 
-def _probability(check: _Checker, data: dict, key: str, where: str) -> float:
-    value = check.number(data, key, where, 0.0, 1.0, open_low=True)
-    if value >= 1.0:
-        raise check.fail(
-            where,
-            f"field '{key}' must be below 1 (a certain feature makes its "
-            f"absence infinitely informative), got {value!r}",
-        )
-    return value
-
-
-def _feature(check: _Checker, data: object, index: int, default_strength: float) -> Feature:
+def _feature(
+    check: Checker,
+    data: object,
+    index: int,
+    default_strength: float,
+    classes: tuple[str, str] | None,
+) -> Feature:
     if not isinstance(data, dict):
         raise check.fail(f"features[{index}]", "each feature must be a mapping")
     feature_id = check.get(data, "id", f"features[{index}]", str)
@@ -283,6 +233,7 @@ def _feature(check: _Checker, data: object, index: int, default_strength: float)
             if not per_muscle:
                 raise check.fail(f"{where}.per_muscle", "names no measure")
     return Feature(
+        floors=floors_field(check, data, where, spec_of.floors),
         id=feature_id,
         description=check.get(data, "description", where, str),
         measure=measure,
@@ -291,31 +242,14 @@ def _feature(check: _Checker, data: object, index: int, default_strength: float)
         sides=sides,
         group_fallback=bool(check.get(data, "group_fallback", where, bool, False)),
         cut=_cut(check, data, where),
-        p_positive=_probability(check, data, "p_imnm", where),
-        p_negative=_probability(check, data, "p_dm", where),
+        **class_probabilities(check, data, where, classes),
         source=check.get(data, "source", where, str),
         per_muscle=per_muscle,
-        **_strengths(check, data, where, default_strength),
+        **strengths(check, data, where, default_strength, classes),
     )
 
 
-def _strengths(check: _Checker, data: dict, where: str, default: float) -> dict[str, float]:
-    """``strength``: Beta pseudo-counts of p_imnm and p_dm, one number or {imnm: n, dm: n}."""
-    value = data.get("strength", default)
-    if isinstance(value, dict):
-        return {
-            "strength_positive": check.number(
-                value, "imnm", f"{where}.strength", 0.0, 1e7, open_low=True
-            ),
-            "strength_negative": check.number(
-                value, "dm", f"{where}.strength", 0.0, 1e7, open_low=True
-            ),
-        }
-    n = check.number(data, "strength", where, 0.0, 1e7, default=default, open_low=True)
-    return {"strength_positive": n, "strength_negative": n}
-
-
-def _groups(check: _Checker, data: dict, ids: list[str]) -> tuple[EvidenceGroup, ...]:
+def _groups(check: Checker, data: dict, ids: list[str]) -> tuple[EvidenceGroup, ...]:
     spec = check.get(data, "dependence", "top level", dict, {})
     raw = check.get(spec, "groups", "dependence", list, [])
     out, seen = [], set()
@@ -345,13 +279,28 @@ def _groups(check: _Checker, data: dict, ids: list[str]) -> tuple[EvidenceGroup,
     return tuple(out)
 
 
+def template_path(name: str | Path) -> Path:
+    """The file of a template given by name (``configs/templates/<name>.yaml``) or path.
+
+    Examples
+    --------
+    >>> template_path("imnm_vs_dm").name
+    'imnm_vs_dm.yaml'
+    """
+    text = str(name)
+    if text.endswith((".yaml", ".yml")) or "/" in text or Path(text).is_file():
+        return Path(text)
+    return config_dir() / "templates" / f"{text}.yaml"
+
+
 def load_template(path: str | Path | None = None) -> Template:
     """Load and validate a pattern template.
 
     Parameters
     ----------
-    path : path, optional
-        A template YAML file; default ``configs/templates/imnm_vs_dm.yaml``.
+    path : path or str, optional
+        A template YAML file or a shipped template's name (``imnm_vs_dystrophy``); default
+        ``configs/templates/imnm_vs_dm.yaml``.
 
     Raises
     ------
@@ -359,14 +308,14 @@ def load_template(path: str | Path | None = None) -> Template:
         Naming the file, the feature and the field, e.g.
         ``imnm_vs_dm.yaml: feature 'adductor_brevis_edema': field 'p_imnm' must be in (0.0, 1.0]``.
     """
-    path = Path(path) if path is not None else config_dir() / "templates" / DEFAULT_TEMPLATE
+    path = template_path(path if path is not None else Path(DEFAULT_TEMPLATE).stem)
     if not path.is_file():
         raise ConfigError(f"{path}: template file not found")
     data = load_yaml(path)
-    check = _Checker(path)
+    check = Checker(path)
     if not isinstance(data, dict):
         raise check.fail("top level", "a template must be a mapping")
-    classes = check.get(data, "classes", "top level", dict)
+    named, positive, negative = classes_field(check, data)
     bounds = check.get(data, "call_bounds", "top level", dict)
     applicability = check.get(data, "applicability", "top level", dict, {})
     involved_if = check.get(applicability, "involved_if", "applicability", dict, {})
@@ -385,7 +334,10 @@ def load_template(path: str | Path | None = None) -> Template:
     default_strength = check.number(
         data, "elicited_strength", "top level", 0.0, 1e7, default=DEFAULT_STRENGTH, open_low=True
     )
-    features = tuple(_feature(check, f, i, default_strength) for i, f in enumerate(raw_features))
+    features = tuple(
+        _feature(check, f, i, default_strength, (positive, negative) if named else None)
+        for i, f in enumerate(raw_features)
+    )
     ids = [f.id for f in features]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -400,17 +352,30 @@ def load_template(path: str | Path | None = None) -> Template:
             gate_spec, "involved_muscles", "applicability.absence_counts_from", dict
         )
         gate = _cut(check, gate_cut, "applicability.absence_counts_from.involved_muscles")
-    positive_at_least = check.number(bounds, "imnm_at_least", "call_bounds", 0.0, 1.0)
-    negative_at_most = check.number(bounds, "dm_at_most", "call_bounds", 0.0, 1.0)
+    if named:  # call a class when its own posterior is at least its bound
+        positive_at_least = check.number(bounds, positive, "call_bounds", 0.0, 1.0)
+        bound = check.number(bounds, negative, "call_bounds", 0.0, 1.0)
+        negative_at_most = round(1.0 - bound, 12)
+        prior = check.number(data, "prior", "top level", 0.0, 1.0, open_low=True)
+    else:
+        positive_at_least = check.number(bounds, "imnm_at_least", "call_bounds", 0.0, 1.0)
+        negative_at_most = check.number(bounds, "dm_at_most", "call_bounds", 0.0, 1.0)
+        prior = check.number(data, "prior_imnm", "top level", 0.0, 1.0, open_low=True)
     if negative_at_most >= positive_at_least:
-        raise check.fail("call_bounds", "dm_at_most must be below imnm_at_least")
+        raise check.fail(
+            "call_bounds",
+            "the two call bounds overlap (p(first class) must pass "
+            "one bound or the other, never both)",
+        )
+    if prior >= 1.0:
+        raise check.fail("top level", f"the prior must be below 1, got {prior!r}")
     alternatives = check.get(data, "prior_alternatives", "top level", list, [])
     return Template(
         name=check.get(data, "name", "top level", str),
         description=check.get(data, "description", "top level", str, ""),
-        positive=check.get(classes, "positive", "classes", str),
-        negative=check.get(classes, "negative", "classes", str),
-        prior=check.number(data, "prior_imnm", "top level", 0.0, 1.0, open_low=True),
+        positive=positive,
+        negative=negative,
+        prior=prior,
         prior_alternatives=tuple(a for a in alternatives if isinstance(a, dict)),
         call_positive_at_least=positive_at_least,
         call_negative_at_most=negative_at_most,

@@ -1,4 +1,8 @@
-"""Phantom cohorts: measured muscle tables of IMNM and DM studies with known Bayes-optimal odds.
+"""Phantom cohorts: measured muscle tables of two classes with known Bayes-optimal odds.
+
+The classes are IMNM and DM by default; ``classes=("IMNM", "dystrophy")`` draws IMNM against
+muscular dystrophy from the same generator (each finding's ``p_<class>`` in the config; a
+finding without a probability for one of the two classes takes no part).
 
 The generator (``configs/phantom_cohort.yaml``) is independent of the pattern template: it
 draws *findings* per region (fat, edema, fascial edema, atrophy) whose presence moves with a
@@ -24,6 +28,7 @@ from ..files import atomic_write
 
 __all__ = [
     "CLASSES",
+    "KNOWN_CLASSES",
     "PhantomCohort",
     "bayes_log10_lr",
     "draw_findings",
@@ -33,7 +38,16 @@ __all__ = [
 ]
 
 CLASSES = ("IMNM", "DM")
+KNOWN_CLASSES = ("IMNM", "DM", "dystrophy")
+"""Classes the generator has frequencies for (``p_<lower-case class>`` of each finding)."""
 _QUADRATURE_NODES = 24
+_SIDE_SEED = 104729  # one-sided findings draw their side from their own stream
+
+
+def _key(name: str) -> str:
+    if name not in KNOWN_CLASSES:
+        raise ValueError(f"phantom cohort class {name!r}: expected one of {KNOWN_CLASSES}")
+    return f"p_{name.lower()}"
 
 
 def _config() -> dict:
@@ -65,19 +79,25 @@ class PhantomCohort:
     bayes_log10_lr: np.ndarray
 
 
-def _intercepts(config: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Finding names, class intercepts (2, J) and group index per finding."""
-    names = list(config["findings"])
+def _intercepts(
+    config: dict,
+    classes: tuple[str, str] = CLASSES,
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Finding names, class intercepts (2, J) and group index per finding (of these classes)."""
+    keys = [_key(c) for c in classes]
+    names = [n for n, f in config["findings"].items() if all(k in f for k in keys)]
     groups = sorted({config["findings"][n]["group"] for n in names})
-    probit = np.array(
-        [[ndtri(config["findings"][n][key]) for n in names] for key in ("p_imnm", "p_dm")]
-    )
+    probit = np.array([[ndtri(config["findings"][n][key]) for n in names] for key in keys])
     group_index = np.array([groups.index(config["findings"][n]["group"]) for n in names])
     return names, probit, group_index
 
 
-def draw_findings(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Draw n studies (alternating IMNM, DM) and their binary findings.
+def draw_findings(
+    n: int,
+    seed: int,
+    classes: tuple[str, str] = CLASSES,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Draw n studies (alternating the two classes) and their binary findings.
 
     Parameters
     ----------
@@ -85,6 +105,8 @@ def draw_findings(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]
         Number of studies.
     seed : int
         Seed of every random draw.
+    classes : tuple of str
+        The two classes (default IMNM and DM).
 
     Returns
     -------
@@ -92,10 +114,10 @@ def draw_findings(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]
         (diagnosis array of str, findings bool array (n, J), finding names).
     """
     config = _config()
-    names, a, group_index = _intercepts(config)
+    names, a, group_index = _intercepts(config, classes)
     rng = np.random.default_rng(seed)
-    diagnosis = np.array([CLASSES[i % 2] for i in range(n)])
-    cls = (diagnosis == "DM").astype(int)
+    diagnosis = np.array([classes[i % 2] for i in range(n)])
+    cls = (diagnosis == classes[1]).astype(int)
     severity = rng.standard_normal(n)
     group_latent = rng.standard_normal((n, group_index.max() + 1))
     z = (
@@ -107,21 +129,24 @@ def draw_findings(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]
     return diagnosis, findings, names
 
 
-def bayes_log10_lr(findings: np.ndarray) -> np.ndarray:
-    """Exact log10 likelihood ratio IMNM/DM of binary findings under the generator.
+def bayes_log10_lr(findings: np.ndarray, classes: tuple[str, str] = CLASSES) -> np.ndarray:
+    """Exact log10 likelihood ratio (first class over second) of binary findings.
 
-    Integrates the latent severity and the group latents by Gauss-Hermite quadrature.
+    Integrates the latent severity and the group latents by Gauss-Hermite quadrature. The side
+    of a one-sided finding carries no class information (drawn alike in every class).
 
     Parameters
     ----------
     findings : numpy.ndarray of bool, shape (n, J)
+    classes : tuple of str
+        The classes the findings were drawn for (their columns follow).
 
     Returns
     -------
     numpy.ndarray of shape (n,)
     """
     config = _config()
-    _, a, group_index = _intercepts(config)
+    _, a, group_index = _intercepts(config, classes)
     x, w = np.polynomial.hermite_e.hermegauss(_QUADRATURE_NODES)
     w = w / w.sum()
     b, r = config["severity_loading"], config["group_loading"]
@@ -143,7 +168,11 @@ def bayes_log10_lr(findings: np.ndarray) -> np.ndarray:
 
 
 def render_tables(
-    findings: np.ndarray, names: list[str], seed: int, study_ids: list[str]
+    findings: np.ndarray,
+    names: list[str],
+    seed: int,
+    study_ids: list[str],
+    paired_sides: bool = False,
 ) -> list[pd.DataFrame]:
     """Per-muscle measured tables for each study's findings (both sides, class-free noise).
 
@@ -154,6 +183,11 @@ def render_tables(
         Finding names (columns of ``findings``).
     seed : int
     study_ids : list of str
+    paired_sides : bool
+        Draw one value per muscle and let the two sides differ by at most the config's
+        ``side_difference`` (a finding present on both sides reads alike on both, as in a
+        patient). False: each side drawn on its own, as the IMNM-vs-DM cohorts always were
+        (their studies stay the same).
 
     Returns
     -------
@@ -164,6 +198,8 @@ def render_tables(
     """
     config = _config()
     rng = np.random.default_rng(seed + 7919)
+    one_side = np.random.default_rng(seed + _SIDE_SEED).integers(0, 2, findings.shape)
+    pair_rng = np.random.default_rng(seed + 2 * _SIDE_SEED)
     muscles = sorted({m for f in config["findings"].values() for m in f["muscles"]})
     values = config["values"]
     columns = list(values["normal"])
@@ -175,13 +211,19 @@ def render_tables(
             if not findings[i, j]:
                 continue
             spec = config["findings"][name]
+            sides = [one_side[i, j]] if spec.get("sides") == "one" else [0, 1]
             for column, (lo, hi) in values[spec["kind"]].items():
                 c = columns.index(column)
                 for m in spec["muscles"]:
-                    for side in range(2):
+                    for side in sides:
                         row = 2 * muscles.index(m) + side
                         low[row, c], high[row, c] = lo, hi  # one finding kind per column
         drawn = low + (high - low) * rng.random(low.shape)
+        if paired_sides:  # the right side reads the left side's value, within the difference
+            spread = np.asarray(config["side_difference"], float) * (
+                pair_rng.random(drawn[1::2].shape) - 0.5
+            )
+            drawn[1::2] = np.clip(drawn[0::2] + spread, low[1::2], high[1::2])
         rows = []
         for k, m in enumerate(muscles):
             for side_index, side in enumerate(("left", "right")):
@@ -203,14 +245,18 @@ def render_tables(
     return tables
 
 
-def make_cohort(n: int, seed: int) -> PhantomCohort:
-    """Draw a cohort of n studies (alternating IMNM, DM) with tables and Bayes-optimal odds.
+def make_cohort(n: int, seed: int, classes: tuple[str, str] = CLASSES) -> PhantomCohort:
+    """Draw a cohort of n studies (alternating the classes) with tables and Bayes-optimal odds.
 
     Parameters
     ----------
     n : int
     seed : int
         Two seeds give two independent cohorts.
+    classes : tuple of str
+        The two classes, default ``("IMNM", "DM")``; ``("IMNM", "dystrophy")`` for the
+        muscular-dystrophy differential. Cohorts other than the default draw paired sides
+        (:func:`render_tables`); IMNM-vs-DM cohorts are drawn exactly as before.
 
     Returns
     -------
@@ -222,15 +268,15 @@ def make_cohort(n: int, seed: int) -> PhantomCohort:
     >>> [str(d) for d in cohort.diagnosis], len(cohort.tables[0]) > 20
     (['IMNM', 'DM', 'IMNM', 'DM'], True)
     """
-    diagnosis, findings, names = draw_findings(n, seed)
+    diagnosis, findings, names = draw_findings(n, seed, classes)
     ids = [f"cohort{seed}-{i:04d}" for i in range(n)]
     return PhantomCohort(
         study_ids=ids,
         diagnosis=diagnosis,
         findings=findings,
         finding_names=names,
-        tables=render_tables(findings, names, seed, ids),
-        bayes_log10_lr=bayes_log10_lr(findings),
+        tables=render_tables(findings, names, seed, ids, paired_sides=tuple(classes) != CLASSES),
+        bayes_log10_lr=bayes_log10_lr(findings, classes),
     )
 
 

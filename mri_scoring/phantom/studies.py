@@ -84,7 +84,7 @@ __all__ = [
     "write_study",
 ]
 
-PATTERNS = ("normal", "imnm", "dm")
+PATTERNS = ("normal", "imnm", "dm", "dystrophy")
 
 
 @dataclass(repr=False)  # the one-line Study repr, not 40,000 characters of arrays
@@ -125,7 +125,7 @@ def pattern_specs(
 
     Parameters
     ----------
-    pattern : {"normal", "imnm", "dm"}
+    pattern : {"normal", "imnm", "dm", "dystrophy"}
         Base pattern from ``configs/phantom.yaml`` (sources cited there).
     overrides : dict, optional
         Muscle or group -> fields (``ff``, ``edema``, ``fascial``, ``atrophy``), applied last.
@@ -175,12 +175,13 @@ def make_study(
     reference_labels: bool = True,
     study_id: str | None = None,
     body: dict[str, float] | None = None,
+    side_overrides: dict[str, dict[str, dict]] | None = None,
 ) -> PhantomStudy:
     """Make an in-memory phantom study with its ground truth.
 
     Parameters
     ----------
-    pattern : {"normal", "imnm", "dm"}
+    pattern : {"normal", "imnm", "dm", "dystrophy"}
         Disease pattern (``configs/phantom.yaml``; sources cited there).
     seed : int
         Seed of every random draw: the same seed gives identical arrays.
@@ -206,6 +207,9 @@ def make_study(
         Default ``phantom-<pattern>-<seed>``.
     body : dict, optional
         ``height_m``, ``mass_kg`` for ``study.json`` (norms match at ``anatomy.nominal_body``).
+    side_overrides : dict, optional
+        ``{"left"|"right": {muscle or group: fields}}``: truth of one side only, applied after
+        ``overrides`` (an asymmetric study, e.g. one thigh's quadriceps fatty).
 
     Returns
     -------
@@ -225,6 +229,12 @@ def make_study(
     else:
         voxel = tuple(float(v) for v in voxel_size_mm)
     specs = pattern_specs(pattern, overrides, features)
+    unknown = set(side_overrides or {}) - {"left", "right"}
+    if unknown:
+        raise ValueError(f"side_overrides: sides must be left or right, got {sorted(unknown)}")
+    by_side = {side: {m: dict(v) for m, v in specs.items()} for side in ("left", "right")}
+    for side, fragment in (side_overrides or {}).items():
+        _apply_fragment(by_side[side], fragment)
     jitter = config["side_jitter"]
 
     labels, tissue, radius = build_anatomy(shape, voxel)
@@ -233,8 +243,8 @@ def make_study(
     for value, name in table.items():
         if value >= 91:
             continue
-        muscle = name.rsplit("_", 1)[0]
-        base = specs[muscle]
+        muscle, side = name.rsplit("_", 1)
+        base = by_side[side][muscle]
         ff = float(base["ff"]) * (1.0 + rng.uniform(-1, 1) * jitter["ff_relative"])
         edema = float(base["edema"])
         if edema > 0:
