@@ -67,6 +67,7 @@ class BatchOptions:
     threads: int | None = None  # threads each study reads and measures with (None: per core)
     maps: bool = False  # write each study's voxel maps (maps/*.nii.gz)
     view: str = "radiological"  # orientation of the reports' slice panels
+    population: str | None = None  # population prior preset (p_imnm_population only)
 
     def output_options(self) -> dict[str, Any]:
         """Every option that changes an output, as plain values (part of the fingerprint).

@@ -48,6 +48,9 @@ class Pattern(StrEnum):
     normal = "normal"
 
 
+Sex = StrEnum("Sex", ["male", "female"])  # phantom --sex
+
+
 class Layout(StrEnum):
     """Folder layouts the phantom command writes."""
 
@@ -91,13 +94,17 @@ def phantom(
     shape: Annotated[tuple[int, int, int], typer.Option(help="Grid size X Y Z.")] = (128, 128, 24),
     noise: Annotated[float, typer.Option(min=0.0, help="Rician noise (SNR = 1/noise).")] = 0.02,
     layout: Annotated[Layout, typer.Option(help="Folder layout.")] = Layout.simple,
+    age: Annotated[float | None, typer.Option(min=0.0, max=100.0, help="A child's (or adult's) "
+                   "age in years: thigh sized by the phantom's own growth rule.")] = None,
+    sex: Annotated[Sex | None, typer.Option(help="Sex, with --age.")] = None,
 ) -> None:
     """Write synthetic thigh studies with their ground truth (truth.json)."""
     from . import phantom as phantom_module
 
     for i in range(n):
         study_seed = seed + i
-        study = phantom_module.make_study(pattern.value, seed=study_seed, shape=shape, noise=noise)
+        study = phantom_module.make_study(pattern.value, seed=study_seed, shape=shape, noise=noise,
+                                          age_years=age, sex=sex.value if sex else None)
         target = out if layout is Layout.bids else out / study.study_id
         folder = phantom_module.write_study(study, target, layout=layout.value)
         typer.echo(f"{study.study_id}\t{folder}")
@@ -152,6 +159,10 @@ ViewOption = Annotated[
     typer.Option("--view", help="Slice panels in the radiological view (patient's right on the "
                  "viewer's left) or the neurological view."),
 ]
+Population = StrEnum("Population", ["juvenile", "juvenile_asian", "adult"])  # --population
+PopulationOption = Annotated[Population | None, typer.Option(
+    "--population", help="Population prior for p_imnm_population only (default: study.json, "
+    "else by age); p_imnm and the call keep the template prior.")]
 PriorOption = Annotated[
     float | None,
     typer.Option("--prior", min=0.001, max=0.999, help="Prior p(IMNM) (default: template's)."),
@@ -195,6 +206,7 @@ def score(
     maps: MapsOption = False,
     view: ViewOption = View.radiological,
     prior: PriorOption = None,
+    population: PopulationOption = None,
 ) -> None:
     """Score one study: muscles.tsv, score.json and report.html in OUT.
 
@@ -209,14 +221,9 @@ def score(
     try:
         settings, pattern = _knowledge(config, template)
         result = score_study(
-            study,
-            settings=settings,
-            template=pattern,
-            prior=prior,
-            labels=labels.value,
-            resample=resample,
-            voxel_maps=report or maps,
-        )
+            study, settings=settings, template=pattern, prior=prior, labels=labels.value,
+            resample=resample, voxel_maps=report or maps,
+            population=population.value if population else None)
         result.save(out, report=report, maps=maps, view=view.value)
     except StudyError as exc:  # the STUDY argument names unusable input
         raise _fail(str(exc), 2) from None
@@ -263,6 +270,7 @@ def batch(
     maps: MapsOption = False,
     view: ViewOption = View.radiological,
     prior: PriorOption = None,
+    population: PopulationOption = None,
 ) -> None:
     """Score every study under ROOT; failures are recorded in failures.tsv (exit 1 if any)."""
     from rich.progress import (
@@ -303,22 +311,11 @@ def batch(
         try:
             settings, pattern = _knowledge(config, template)
             summary = score_batch(
-                root,
-                out,
-                workers=workers,
-                engine=engine.value,
-                scheduler=scheduler,
-                resume=resume and not force,
-                settings=settings,
-                template=pattern,
-                prior=prior,
-                labels=labels.value,
-                resample=resample,
-                report=report,
-                maps=maps,
-                view=view.value,
-                progress=progress,
-            )
+                root, out, workers=workers, engine=engine.value, scheduler=scheduler,
+                resume=resume and not force, settings=settings, template=pattern, prior=prior,
+                labels=labels.value, resample=resample, report=report, maps=maps,
+                view=view.value, progress=progress,
+                population=population.value if population else None)
         except MriScoringError as exc:
             raise _fail(str(exc)) from None
     failures = summary.attrs["failures"]

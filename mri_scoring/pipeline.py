@@ -46,6 +46,7 @@ from .output.write import (
 )
 from .pattern.likelihood import combine
 from .pattern.match import involved_muscles, match
+from .pattern.population import check_preset, population_posterior
 from .pattern.templates import Template, load_template
 from .schema import DISCLAIMER, muscle_columns
 from .workers import start_worker_server
@@ -77,6 +78,7 @@ def score_study(
     resample: bool = False,
     voxel_maps: bool = True,
     threads: int | None = None,
+    population: str | None = None,
 ) -> StudyResult:
     """Score one study: quantify, grade, match the template, combine the likelihood.
 
@@ -98,6 +100,10 @@ def score_study(
     threads : int, optional
         Threads to read and measure with (default: one per core); the numbers do not depend
         on it.
+    population : str, optional
+        Population prior preset (``juvenile``, ``juvenile_asian``, ``adult``) for the population
+        posterior only; default ``study.json`` ``population``, else by age
+        (:mod:`~mri_scoring.pattern.population`). ``p_imnm`` and the call never use it.
 
     Returns
     -------
@@ -113,6 +119,7 @@ def score_study(
     table = grade(measured.table, settings)
     evidence = match(table, template, settings)
     likelihood = combine(evidence, template, involved_muscles(table, template), prior)
+    by_population = population_posterior(likelihood, template, population, study.metadata)
     columns = [c for c in muscle_columns() if c in table.columns]
     return StudyResult(
         study_id=study.study_id,
@@ -130,6 +137,8 @@ def score_study(
         voxel_maps=measured.voxel_maps,
         settings=settings,
         slices=measured.slices,
+        norms=measured.norms,
+        population=by_population,
     )
 
 
@@ -159,6 +168,7 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
             prior=options.prior,
             voxel_maps=options.report or options.maps,
             threads=options.threads,
+            population=options.population,
         )
         save_study(
             result,
@@ -196,6 +206,7 @@ def score_batch(
     maps: bool = False,
     view: str = DEFAULT_VIEW,
     progress: Callable[[Outcome, int, int, int], None] | None = None,
+    population: str | None = None,
 ) -> pd.DataFrame:
     """Score every study under ``root`` into ``out``.
 
@@ -203,8 +214,8 @@ def score_batch(
     ``report``, the cohort figure and ``index.html``). A failing study is recorded and skipped;
     with ``resume``, a study is reused only when its fingerprint is unchanged: the SHA-256 of
     every input file, every option that changes an output (template, settings, shipped
-    configs, prior, labels, resample, report, maps, view) and the package version. Anything
-    else scores it again.
+    configs, prior, labels, resample, report, maps, view, population) and the package
+    version. Anything else scores it again.
 
     Parameters
     ----------
@@ -226,6 +237,8 @@ def score_batch(
         Orientation of the reports' slice panels.
     progress : callable, optional
         Called after each study as ``progress(outcome, done, failed, total)``.
+    population : str, optional
+        Population prior preset for every study (see :func:`score_study`).
 
     Returns
     -------
@@ -254,6 +267,7 @@ def score_batch(
         threads=1 if parallel else None,
         maps=maps,
         view=view,
+        population=check_preset(population) if population else None,
     )
     studies = [s for s in discover_studies(root) if not inside(s.folder, out)]
     for study in studies:

@@ -163,6 +163,37 @@ def _call_section(result: StudyResult) -> str:
     )
 
 
+def _population_section(result: StudyResult) -> str:
+    """Both posteriors: the template prior's (the call) and the population prior's (if any)."""
+    population, like, esc = result.population, result.likelihood, html.escape
+    if population is None:
+        return ""
+    low, high = population.interval
+    why = f" ({esc(population.note)})" if population.note else f" (by {esc(population.chosen_by)})"
+    return (
+        f"<p class=population>With the <b>{esc(population.name)}</b> population prior"
+        f"{why}: p(IMNM) = {population.p_imnm:.3f} (90 % interval {low:.2f}–{high:.2f}) "
+        f"at prior {population.prior:.3f}, beside p(IMNM) = {like.p_imnm:.3f} at the template "
+        f"prior {like.prior_imnm:.2f}, which the call uses. The same likelihood ratio; only the "
+        f"prior differs.</p><p class=small>population prior: {esc(population.source)}</p>"
+    )
+
+
+def _norms_note(result: StudyResult) -> str:
+    """Which norms (adult or children's), their sources and the age the study was read at."""
+    if not result.norms:
+        return ""
+    rows = ""
+    for kind, key in (("volume", "volume"), ("fat", "fat"), ("T2", "t2")):
+        norm = result.norms.get(key, {})
+        age = f" at {norm['age_years']:g} y" if norm.get("age_years") is not None else ""
+        rows += (f"<li>{kind}: <b>{html.escape(str(norm.get('basis')))}</b>{age} "
+                 f"({html.escape(str(norm.get('source')))})</li>")  # fmt: skip
+    return ("<p class=small><b>Norms</b> the measures are compared with (expected volumes with "
+            f"their 10th-90th centile band, ff_excess, the T2-map normal):</p><ul class=small>"
+            f"{rows}</ul>")
+
+
 def _qc_section(result: StudyResult) -> str:
     esc = html.escape
     sources = result.muscles.get("ff_source", pd.Series(dtype=str))
@@ -304,6 +335,10 @@ def _atrophy_note(result: StudyResult) -> str:
     """One line on what atrophy rests on (global atrophy needs height and mass)."""
     codes = {q.code for q in result.qc}
     notes = []
+    if "volume_norm_below_reference_age" in codes:
+        notes.append("<b>No expected volumes</b>: the child is younger than the volume norms' "
+                     "youngest reference age; atrophy is each muscle's share of the labelled "
+                     "volume and the left/right comparison.")
     if "global_atrophy_not_assessable" in codes:
         notes.append(
             "<b>Global atrophy is not assessable</b>: without height_m and mass_kg in "
@@ -405,6 +440,7 @@ def study_page(
         f"<p class=disclaimer>{esc(disclaimer)}</p>",
         _qc_section(result),  # warnings first: they qualify everything below
         _call_section(result),
+        _population_section(result),
         "<h2>Evidence per feature</h2>",
         evidence_figure(
             like.features, like.log10_likelihood_ratio, neutral=like.call == "indeterminate"
@@ -435,6 +471,7 @@ def study_page(
     parts.append(_table(muscles) if not muscles.empty else no_muscle)
     parts.append(_grade_legend(grades, muscles))
     parts.append(_atrophy_note(result))
+    parts.append(_norms_note(result))
     if not references.empty:
         shown = ("muscle", "side", "volume_ml", "ff_median")
         columns = [c for c in muscle_table_columns() if c[0] in shown]

@@ -25,8 +25,9 @@ from ..io.study import Study
 from ..io.subjects import SessionInfo
 from ..measure.voxel_maps import VoxelMaps
 from ..pattern.likelihood import Likelihood
+from ..pattern.population import PopulationPosterior
 from ..pattern.templates import Template
-from ..schema import DISCLAIMER, SUMMARY_FIXED
+from ..schema import DISCLAIMER, SUMMARY_FIXED, SUMMARY_POPULATION
 
 __all__ = [
     "SOFTWARE",
@@ -126,6 +127,12 @@ class StudyResult:
     slices : pandas.DataFrame or None
         Per-slice cross-sections (``slices.tsv``; columns of
         :data:`~mri_scoring.schema.SLICE_COLUMNS`).
+    norms : dict
+        Where each norm came from (``score.json`` ``norms``: ``volume``, ``fat``, ``t2``, each
+        ``{basis, source, age_years}``).
+    population : PopulationPosterior or None
+        The likelihood ratio read with a population prior (``score.json`` ``population``);
+        ``p_imnm`` and the call do not use it.
     """
 
     study_id: str
@@ -143,6 +150,8 @@ class StudyResult:
     voxel_maps: VoxelMaps | None = field(default=None, repr=False)
     settings: Settings | None = field(default=None, repr=False)
     slices: pd.DataFrame | None = field(default=None, repr=False)
+    norms: dict[str, Any] = field(default_factory=dict)
+    population: PopulationPosterior | None = None
 
     def __repr__(self) -> str:
         """One line: id, call, p(IMNM) with its interval, muscle rows and warnings."""
@@ -192,6 +201,8 @@ class StudyResult:
                 "notes": like.notes,
                 "features": features,
                 "qc": [q.to_dict() for q in self.qc],
+                "norms": self.norms,
+                "population": self.population.to_dict() if self.population else None,
                 "edema_reference": self.edema_reference,
                 "noise": {"sigma": self.noise_sigma, "source": self.noise_source},
                 "session": self.session.to_dict() if self.session else None,
@@ -240,13 +251,18 @@ def summary_row(document: dict[str, Any]) -> dict[str, Any]:
     dict
         ``study_id``, ``p_imnm`` with its interval (``p_imnm_lo``, ``p_imnm_hi``),
         ``log10_likelihood_ratio``, ``call``, ``qc`` (the warning codes, :func:`qc_codes`),
-        then each feature's degree (NaN when the feature was unavailable).
+        then each feature's degree (NaN when the feature was unavailable), then, with a
+        population prior, ``population``, ``p_imnm_population`` and its interval.
     """
     low, high = document["p_imnm_interval"]
     derived = {"p_imnm_lo": low, "p_imnm_hi": high, "qc": qc_codes(document.get("qc", []))}
     row = {key: derived[key] if key in derived else document[key] for key in SUMMARY_FIXED}
     for feature in document["features"]:
         row[feature["id"]] = feature["degree"] if feature["available"] else None
+    population = document.get("population")
+    if population:
+        values = [population["name"], population["p_imnm"], *population["interval"]]
+        row.update(zip(SUMMARY_POPULATION, values, strict=True))
     return {k: (np.nan if v is None else v) for k, v in row.items()}
 
 

@@ -18,7 +18,7 @@ from ..errors import MriScoringError, StudyError
 from ..files import atomic_write
 from ..grading import pooled_tables
 from ..io.discover import sanitise_id
-from ..schema import SUMMARY_FIXED
+from ..schema import SUMMARY_FIXED, SUMMARY_POPULATION
 from .map_files import write_maps
 from .report import DEFAULT_VIEW, study_report_html
 
@@ -183,6 +183,8 @@ def _with_study_id(table: pd.DataFrame, study_id: str) -> pd.DataFrame:
 def summary_table(rows: dict[str, dict[str, Any]], template: Template) -> pd.DataFrame:
     """The ``summary.tsv`` table: one row per study id (sorted), one column per feature."""
     columns = SUMMARY_FIXED + [f.id for f in template.features]
+    if any(SUMMARY_POPULATION[0] in row for row in rows.values()):
+        columns += SUMMARY_POPULATION
     return pd.DataFrame([rows[k] for k in sorted(rows)], columns=columns)
 
 

@@ -2,7 +2,9 @@
 
 Data flows :mod:`.templates` (load and validate a template YAML) → :mod:`.match` (measure each
 template feature on a study's muscle table through :mod:`.measures`, the one registry of
-template measures) → :mod:`.likelihood` (combine the features' soft evidence into a posterior).
+template measures) → :mod:`.likelihood` (combine the features' soft evidence into a posterior);
+:mod:`.population` reads the same likelihood ratio with a population's prior (a second
+posterior, never the call).
 :mod:`.classifier` wraps the same evidence model as a scikit-learn estimator; :mod:`.fit` fits
 the template's probabilities to a labelled cohort and :mod:`.fit_report` draws its report.
 """
