@@ -130,9 +130,17 @@ def add_atrophy(table: pd.DataFrame, inputs: AtrophyInputs) -> list[QCFinding]:
     shares = normative_shares()
     partial = np.array([coverage.partial(i) for i in range(len(table))], bool)
     table["lean_volume_ml"] = table["volume_ml"] * (1.0 - table["ff_mean_whole"])
-    for column in ("expected_volume_ml", "expected_volume_p10_ml", "expected_volume_p90_ml",
-                   "volume_ratio", "volume_share", "expected_share",
-                   "atrophy_index", "atrophy_index_lean", "lr_volume_ratio"):  # fmt: skip
+    for column in (
+        "expected_volume_ml",
+        "expected_volume_p10_ml",
+        "expected_volume_p90_ml",
+        "volume_ratio",
+        "volume_share",
+        "expected_share",
+        "atrophy_index",
+        "atrophy_index_lean",
+        "lr_volume_ratio",
+    ):
         table[column] = np.nan
     table["atrophy_basis"] = NONE
     table["atrophy_note"] = ""
@@ -141,10 +149,20 @@ def add_atrophy(table: pd.DataFrame, inputs: AtrophyInputs) -> list[QCFinding]:
     covered = is_muscle & ~partial
     if body is not None and not inputs.too_young:
         _body_size_basis(table, covered, inputs, shares)
-    no_norm = (" (no height_m/mass_kg)" if body is None
-               else " (below the volume norms' youngest age)" if inputs.too_young else "")
-    _share_basis(table, covered & table["muscle"].isin(list(shares)).to_numpy(), shares,
-                 inputs.min_share_muscles, no_norm)  # fmt: skip
+    no_norm = (
+        " (no height_m/mass_kg)"
+        if body is None
+        else " (below the volume norms' youngest age)"
+        if inputs.too_young
+        else ""
+    )
+    _share_basis(
+        table,
+        covered & table["muscle"].isin(list(shares)).to_numpy(),
+        shares,
+        inputs.min_share_muscles,
+        no_norm,
+    )
     for index in np.flatnonzero(is_muscle & partial):
         table.iat[index, table.columns.get_loc("atrophy_note")] = (
             coverage.reason(index) + "; volume-based atrophy not assessed"
@@ -152,18 +170,26 @@ def add_atrophy(table: pd.DataFrame, inputs: AtrophyInputs) -> list[QCFinding]:
 
     _add_lr_ratio(table, is_muscle, coverage)
     if body is not None and inputs.too_young:
-        qc.append(QCFinding(
-            "info", schema.VOLUME_NORM_BELOW_REFERENCE_AGE,
-            f"age {inputs.age_years:g} y is below the youngest reference age of the volume "
-            f"norms ({youngest_volume_age():g} y, zemel2023): no expected volume; atrophy is "
-            "judged from each muscle's share of the labelled volume and from the left/right "
-            "comparison, so a loss every muscle shares cannot be seen"))  # fmt: skip
+        qc.append(
+            QCFinding(
+                "info",
+                schema.VOLUME_NORM_BELOW_REFERENCE_AGE,
+                f"age {inputs.age_years:g} y is below the youngest reference age of the volume "
+                f"norms ({youngest_volume_age():g} y, zemel2023): no expected volume; atrophy is "
+                "judged from each muscle's share of the labelled volume and from the left/right "
+                "comparison, so a loss every muscle shares cannot be seen",
+            )
+        )
     elif body is None:
-        qc.append(QCFinding(
-            "info", schema.GLOBAL_ATROPHY_NOT_ASSESSABLE,
-            "no height_m and mass_kg in study.json: atrophy is judged from each muscle's share "
-            "of the labelled volume and from the left/right comparison, so a loss of muscle "
-            "that every muscle shares (global atrophy) cannot be seen"))  # fmt: skip
+        qc.append(
+            QCFinding(
+                "info",
+                schema.GLOBAL_ATROPHY_NOT_ASSESSABLE,
+                "no height_m and mass_kg in study.json: atrophy is judged from each muscle's share "
+                "of the labelled volume and from the left/right comparison, so a loss of muscle "
+                "that every muscle shares (global atrophy) cannot be seen",
+            )
+        )
     cut = int((is_muscle & partial).sum())
     if cut:
         qc.append(
@@ -178,16 +204,21 @@ def add_atrophy(table: pd.DataFrame, inputs: AtrophyInputs) -> list[QCFinding]:
     return qc
 
 
-def _body_size_basis(table: pd.DataFrame, covered: np.ndarray, inputs: AtrophyInputs,
-                     shares: dict[str, float]) -> None:  # fmt: skip
+def _body_size_basis(
+    table: pd.DataFrame, covered: np.ndarray, inputs: AtrophyInputs, shares: dict[str, float]
+) -> None:
     """Volume over the body-size norm; stand-ins scaled from the listed muscles of their side."""
     body: BodySize = inputs.body  # type: ignore[assignment]
     min_muscles = inputs.min_share_muscles
-    norms = {m: volume_norm(m, body, inputs.age_years, inputs.sex)
-             for m in table["muscle"].unique()}  # fmt: skip
+    norms = {
+        m: volume_norm(m, body, inputs.age_years, inputs.sex) for m in table["muscle"].unique()
+    }
     muscle_rows = table["kind"].isin((MUSCLE, GROUP)).to_numpy()
-    for column, field in (("expected_volume_ml", "expected_ml"), ("expected_volume_p10_ml",
-                          "p10_ml"), ("expected_volume_p90_ml", "p90_ml")):  # fmt: skip
+    for column, field in (
+        ("expected_volume_ml", "expected_ml"),
+        ("expected_volume_p10_ml", "p10_ml"),
+        ("expected_volume_p90_ml", "p90_ml"),
+    ):
         values = table["muscle"].map(lambda m, f=field: getattr(norms[m], f, None)).astype(float)
         values[~muscle_rows] = np.nan
         table[column] = values
@@ -204,15 +235,20 @@ def _body_size_basis(table: pd.DataFrame, covered: np.ndarray, inputs: AtrophyIn
             continue
         anchor_share = float(anchors["muscle"].map(shares).sum())
         for index, muscle in zip(missing.index, missing["muscle"], strict=True):
-            for column in ("expected_volume_ml", "expected_volume_p10_ml",
-                           "expected_volume_p90_ml"):  # fmt: skip
-                table.loc[index, column] = (shares[muscle] / anchor_share
-                                            * float(anchors[column].sum()))  # fmt: skip
+            for column in (
+                "expected_volume_ml",
+                "expected_volume_p10_ml",
+                "expected_volume_p90_ml",
+            ):
+                table.loc[index, column] = (
+                    shares[muscle] / anchor_share * float(anchors[column].sum())
+                )
             table.loc[index, "atrophy_basis"] = basis
             table.loc[index, "atrophy_note"] = (
                 f"not in handsfield2014 ({stand_in(muscle)} stand-in): expected volume = its "
                 f"normative share [elicited] relative to {len(anchors)} fully covered listed "
-                "muscles of this side, times their body-size norm")
+                "muscles of this side, times their body-size norm"
+            )
     use = (table["atrophy_basis"] == basis).to_numpy()
     expected = table["expected_volume_ml"]
     table.loc[use, "volume_ratio"] = (table["volume_ml"] / expected)[use]
@@ -235,8 +271,13 @@ def _band_notes(table: pd.DataFrame, use: np.ndarray) -> None:
         table.at[index, "atrophy_note"] = f"{note}; {band}" if note else band
 
 
-def _share_basis(table: pd.DataFrame, eligible: np.ndarray, shares: dict[str, float],
-                 min_muscles: int, no_norm: str) -> None:  # fmt: skip
+def _share_basis(
+    table: pd.DataFrame,
+    eligible: np.ndarray,
+    shares: dict[str, float],
+    min_muscles: int,
+    no_norm: str,
+) -> None:
     """Share of the fully covered labelled volume of each side against normative shares."""
     for _side, part in table[eligible].groupby("side"):
         if len(part) < min_muscles:
@@ -259,7 +300,8 @@ def _share_basis(table: pd.DataFrame, eligible: np.ndarray, shares: dict[str, fl
         table.loc[take, "atrophy_note"] = (
             "share of the fully covered labelled volume of this side"
             + no_norm
-            + ": a loss every muscle shares is not visible")
+            + ": a loss every muscle shares is not visible"
+        )
 
 
 def _add_lr_ratio(table: pd.DataFrame, is_muscle: np.ndarray, coverage: Coverage) -> None:

@@ -39,8 +39,8 @@ __all__ = [
     "body_size",
     "expected_volume_ml",
     "ff_excess",
-    "norms_used",
     "normal_thigh_ff",
+    "norms_used",
     "stand_in",
     "volume_norm",
 ]
@@ -68,9 +68,9 @@ class BodySize:
 def body_size(metadata: dict[str, Any]) -> tuple[BodySize | None, str]:
     """Body size from study metadata, or None with the reason.
 
-    Plausible at any age, infancy to old age (``configs/norms_body_age_sex.yaml``, ``body_size``): height,
-    mass and mass for height (body-mass index) inside wide bands, so that a unit mistake (cm for
-    m, lb for kg) is caught in children and adults alike.
+    Plausible at any age, infancy to old age (``configs/norms_body_age_sex.yaml``,
+    ``body_size``): height, mass and mass for height (body-mass index) inside wide bands, so that
+    a unit mistake (cm for m, lb for kg) is caught in children and adults alike.
 
     Parameters
     ----------
@@ -102,25 +102,44 @@ def body_size(metadata: dict[str, Any]) -> tuple[BodySize | None, str]:
         return None, f"{missing} missing from study.json: body size not used"
     config = _norms()["body_size"]
     checks = (  # name, value, range, unit, hint when too high, hint when too low
-        ("height_m", height, config["height_m_range"], "m", "centimetres given for metres?",
-         "not a height in metres?"),
-        ("mass_kg", mass, config["mass_kg_range"], "kg", "pounds given for kilograms?",
-         "not a mass in kilograms?"),
-    )  # fmt: skip
+        (
+            "height_m",
+            height,
+            config["height_m_range"],
+            "m",
+            "centimetres given for metres?",
+            "not a height in metres?",
+        ),
+        (
+            "mass_kg",
+            mass,
+            config["mass_kg_range"],
+            "kg",
+            "pounds given for kilograms?",
+            "not a mass in kilograms?",
+        ),
+    )
     for name, value, (low, high), unit, too_high, too_low in checks:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None, f"{name} {value!r} is not a number: body size not used"
         if not low <= value <= high:
             hint = too_high if value > high else too_low
-            return None, f"{name} {value:g} is outside {low:g}-{high:g} {unit} ({hint}): " \
-                         "body size not used"
+            return (
+                None,
+                f"{name} {value:g} is outside {low:g}-{high:g} {unit} ({hint}): body size not used",
+            )
     bmi = float(mass) / float(height) ** 2
     low, high = config["bmi_range"]
     if not low <= bmi <= high:
-        hint = ("pounds given for kilograms, or height in the wrong unit?" if bmi > high
-                else "height or mass in the wrong unit?")  # fmt: skip
-        return None, (f"mass_kg {mass:g} at height_m {height:g} is a body-mass index of "
-                      f"{bmi:.0f} kg/m2, outside {low:g}-{high:g} ({hint}): body size not used")
+        hint = (
+            "pounds given for kilograms, or height in the wrong unit?"
+            if bmi > high
+            else "height or mass in the wrong unit?"
+        )
+        return None, (
+            f"mass_kg {mass:g} at height_m {height:g} is a body-mass index of "
+            f"{bmi:.0f} kg/m2, outside {low:g}-{high:g} ({hint}): body size not used"
+        )
     return BodySize(float(height), float(mass)), ""
 
 
@@ -212,8 +231,9 @@ def _adult_band(expected: float) -> tuple[float, float]:
     return expected * math.exp(-spread), expected * math.exp(spread)
 
 
-def volume_norm(name: str, size: BodySize, age: float | None = None,
-                sex: str | None = None) -> VolumeNorm | None:  # fmt: skip
+def volume_norm(
+    name: str, size: BodySize, age: float | None = None, sex: str | None = None
+) -> VolumeNorm | None:
     """Expected volume and normal band of a muscle for body size, age and sex.
 
     Adults (and unknown age): the handsfield2014 regression. Children: the same muscle in the
@@ -263,8 +283,9 @@ def normal_thigh_ff(age_years: object, sex: object) -> float | None:
     """Mean healthy thigh intramuscular fat fraction for an age and sex (whole-thigh mean).
 
     Adults: linear between the UK Biobank band midpoints (50 and 80 years), held constant
-    outside them (``configs/norms_body_age_sex.yaml``, ``thigh_fat``). Children: the healthy children's
-    figure of ``configs/paediatric.yaml``, joined to the adult's over ``adult_join_years``.
+    outside them (``configs/norms_body_age_sex.yaml``, ``thigh_fat``). Children: the healthy
+    children's figure of ``configs/paediatric.yaml``, joined to the adult's over
+    ``adult_join_years``.
 
     Parameters
     ----------
@@ -368,23 +389,33 @@ def norms_used(metadata: dict[str, Any], body: BodySize | None) -> dict[str, dic
     age = paediatric_age(metadata)
     basis = _basis(age)
     sources = {
-        ADULT: {"volume": "handsfield2014", "fat": "ukbiobank_thigh2024",
-                "t2": "pai2008 (settings.yaml edema.t2_normal_ms)"},
+        ADULT: {
+            "volume": "handsfield2014",
+            "fat": "ukbiobank_thigh2024",
+            "t2": "pai2008 (settings.yaml edema.t2_normal_ms)",
+        },
         PAEDIATRIC: {k: paediatric_source(k) for k in ("volume", "fat", "t2")},
-    }  # fmt: skip
-    sources[JOINED] = {k: f"{sources[PAEDIATRIC][k]}; joined to {sources[ADULT][k]}"
-                       for k in sources[ADULT]}  # fmt: skip
-    out = {kind: {"basis": basis, "source": sources[basis][kind], "age_years": age}
-           for kind in ("volume", "fat", "t2")}  # fmt: skip
+    }
+    sources[JOINED] = {
+        k: f"{sources[PAEDIATRIC][k]}; joined to {sources[ADULT][k]}" for k in sources[ADULT]
+    }
+    out = {
+        kind: {"basis": basis, "source": sources[basis][kind], "age_years": age}
+        for kind in ("volume", "fat", "t2")
+    }
     if basis != ADULT and sex_of(metadata) != "male":
         for kind in ("fat", "t2"):  # healthy boys' figures: for girls a judgement
             out[kind]["source"] += f" ({paediatric_config()[kind]['female_mark']} for girls)"
     if body is None:
         out["volume"].update(basis=NO_NORM, source="no plausible height_m and mass_kg")
     elif basis != ADULT and age is not None and age < youngest_volume_age():
-        out["volume"].update(basis=NO_NORM, source=(
-            f"age {age:g} y is below the youngest reference age of the volume norms "
-            f"({youngest_volume_age():g} y, zemel2023)"))  # fmt: skip
+        out["volume"].update(
+            basis=NO_NORM,
+            source=(
+                f"age {age:g} y is below the youngest reference age of the volume norms "
+                f"({youngest_volume_age():g} y, zemel2023)"
+            ),
+        )
     if age is None:
         out["volume"]["source"] += " (no age_years: adult norms assumed)"
         out["t2"]["source"] += " (no age_years: adult norms assumed)"

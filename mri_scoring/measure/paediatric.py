@@ -54,7 +54,9 @@ def age_years(metadata: dict[str, Any]) -> float | None:
 
 
 def sex_of(metadata: dict[str, Any]) -> str | None:
-    """``male``, ``female`` or None from ``study.json`` ``sex`` (values of ``configs/norms_body_age_sex.yaml``).
+    """``male``, ``female`` or None from ``study.json`` ``sex``.
+
+    The accepted values are those of ``configs/norms_body_age_sex.yaml`` (``sex_values``).
 
     Examples
     --------

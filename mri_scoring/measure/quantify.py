@@ -175,9 +175,14 @@ def _slice_index(voxels: VoxelSet) -> np.ndarray:
     return voxels.ijk[2].astype(dtype) + dtype(voxels.region[2].start)
 
 
-def _coverage_and_norms(study: Study, table: pd.DataFrame, coverage: Coverage, areas: SliceAreas,
-                        settings: Settings, qc: list[QCFinding],
-                        ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:  # fmt: skip
+def _coverage_and_norms(
+    study: Study,
+    table: pd.DataFrame,
+    coverage: Coverage,
+    areas: SliceAreas,
+    settings: Settings,
+    qc: list[QCFinding],
+) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Add coverage flags, max_csa_cm2, ff_excess and atrophy; the ``slices.tsv`` rows, the norms.
 
     The table is changed in place; findings are appended to ``qc``.
@@ -208,16 +213,23 @@ def _coverage_and_norms(study: Study, table: pd.DataFrame, coverage: Coverage, a
 CHILDRENS = "children's"
 
 
-def _norms_finding(norms: dict[str, dict[str, Any]], age: float | None,
-                   sex: str | None) -> QCFinding:  # fmt: skip
+def _norms_finding(
+    norms: dict[str, dict[str, Any]], age: float | None, sex: str | None
+) -> QCFinding:
     """The QC info line naming the norms used, their sources and the age."""
     used = [n["basis"] for n in norms.values() if n["basis"] != NO_NORM]
     child = any(b != ADULT for b in used)
-    who = ("no age_years in study.json, adult norms assumed" if age is None
-           else f"age {age:g} y{f', {sex}' if sex else ', sex not stated'}")  # fmt: skip
+    who = (
+        "no age_years in study.json, adult norms assumed"
+        if age is None
+        else f"age {age:g} y{f', {sex}' if sex else ', sex not stated'}"
+    )
     parts = "; ".join(f"{kind}: {n['basis']} ({n['source']})" for kind, n in norms.items())
-    return QCFinding("info", schema.NORMS_PAEDIATRIC if child else schema.NORMS_ADULT,
-                     f"{CHILDRENS if child else 'adult'} norms, {who}: {parts}")  # fmt: skip
+    return QCFinding(
+        "info",
+        schema.NORMS_PAEDIATRIC if child else schema.NORMS_ADULT,
+        f"{CHILDRENS if child else 'adult'} norms, {who}: {parts}",
+    )
 
 
 def _slice_rows(table: pd.DataFrame, areas: pd.DataFrame) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from .figures import (
     side_bars_measures,
 )
 from .levels import build_levels, levels_html, slices_heading
+from .norms_section import norms_note, population_section
 from .render import CSS, signed
 from .slices import VIEWS
 
@@ -161,37 +162,6 @@ def _call_section(result: StudyResult) -> str:
         f"DM at p &le; {template.call_negative_at_most} (a call needs the whole interval past "
         "its bound), otherwise indeterminate.</p>"
     )
-
-
-def _population_section(result: StudyResult) -> str:
-    """Both posteriors: the template prior's (the call) and the population prior's (if any)."""
-    population, like, esc = result.population, result.likelihood, html.escape
-    if population is None:
-        return ""
-    low, high = population.interval
-    why = f" ({esc(population.note)})" if population.note else f" (by {esc(population.chosen_by)})"
-    return (
-        f"<p class=population>With the <b>{esc(population.name)}</b> population prior"
-        f"{why}: p(IMNM) = {population.p_imnm:.3f} (90 % interval {low:.2f}–{high:.2f}) "
-        f"at prior {population.prior:.3f}, beside p(IMNM) = {like.p_imnm:.3f} at the template "
-        f"prior {like.prior_imnm:.2f}, which the call uses. The same likelihood ratio; only the "
-        f"prior differs.</p><p class=small>population prior: {esc(population.source)}</p>"
-    )
-
-
-def _norms_note(result: StudyResult) -> str:
-    """Which norms (adult or children's), their sources and the age the study was read at."""
-    if not result.norms:
-        return ""
-    rows = ""
-    for kind, key in (("volume", "volume"), ("fat", "fat"), ("T2", "t2")):
-        norm = result.norms.get(key, {})
-        age = f" at {norm['age_years']:g} y" if norm.get("age_years") is not None else ""
-        rows += (f"<li>{kind}: <b>{html.escape(str(norm.get('basis')))}</b>{age} "
-                 f"({html.escape(str(norm.get('source')))})</li>")  # fmt: skip
-    return ("<p class=small><b>Norms</b> the measures are compared with (expected volumes with "
-            f"their 10th-90th centile band, ff_excess, the T2-map normal):</p><ul class=small>"
-            f"{rows}</ul>")
 
 
 def _qc_section(result: StudyResult) -> str:
@@ -336,9 +306,11 @@ def _atrophy_note(result: StudyResult) -> str:
     codes = {q.code for q in result.qc}
     notes = []
     if "volume_norm_below_reference_age" in codes:
-        notes.append("<b>No expected volumes</b>: the child is younger than the volume norms' "
-                     "youngest reference age; atrophy is each muscle's share of the labelled "
-                     "volume and the left/right comparison.")
+        notes.append(
+            "<b>No expected volumes</b>: the child is younger than the volume norms' "
+            "youngest reference age; atrophy is each muscle's share of the labelled "
+            "volume and the left/right comparison."
+        )
     if "global_atrophy_not_assessable" in codes:
         notes.append(
             "<b>Global atrophy is not assessable</b>: without height_m and mass_kg in "
@@ -440,7 +412,7 @@ def study_page(
         f"<p class=disclaimer>{esc(disclaimer)}</p>",
         _qc_section(result),  # warnings first: they qualify everything below
         _call_section(result),
-        _population_section(result),
+        population_section(result),
         "<h2>Evidence per feature</h2>",
         evidence_figure(
             like.features, like.log10_likelihood_ratio, neutral=like.call == "indeterminate"
@@ -471,7 +443,7 @@ def study_page(
     parts.append(_table(muscles) if not muscles.empty else no_muscle)
     parts.append(_grade_legend(grades, muscles))
     parts.append(_atrophy_note(result))
-    parts.append(_norms_note(result))
+    parts.append(norms_note(result))
     if not references.empty:
         shown = ("muscle", "side", "volume_ml", "ff_median")
         columns = [c for c in muscle_table_columns() if c[0] in shown]

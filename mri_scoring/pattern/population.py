@@ -72,10 +72,15 @@ class PopulationPosterior:
     def to_dict(self) -> dict[str, Any]:
         """``score.json`` ``population``."""
         return {
-            "name": self.name, "prior": self.prior, "strength": self.strength,
-            "source": self.source, "p_imnm": self.p_imnm, "interval": list(self.interval),
-            "chosen_by": self.chosen_by, "note": self.note,
-        }  # fmt: skip
+            "name": self.name,
+            "prior": self.prior,
+            "strength": self.strength,
+            "source": self.source,
+            "p_imnm": self.p_imnm,
+            "interval": list(self.interval),
+            "chosen_by": self.chosen_by,
+            "note": self.note,
+        }
 
 
 def presets(template: str) -> dict[str, dict[str, Any]]:
@@ -93,7 +98,8 @@ def check_preset(name: str) -> str:
     """
     if name not in PRESETS:
         raise ConfigError(
-            f"population {name!r} is not a preset: choose one of {', '.join(PRESETS)}")
+            f"population {name!r} is not a preset: choose one of {', '.join(PRESETS)}"
+        )
     return name
 
 
@@ -114,17 +120,25 @@ def choose_preset(option: str | None, metadata: dict[str, Any]) -> tuple[str, st
     stated = metadata.get("population")
     if stated not in (None, ""):
         if stated not in PRESETS:
-            raise StudyError(f"study.json: population {stated!r} is not a preset: choose one of "
-                             f"{', '.join(PRESETS)} (or leave it out)")  # fmt: skip
+            raise StudyError(
+                f"study.json: population {stated!r} is not a preset: choose one of "
+                f"{', '.join(PRESETS)} (or leave it out)"
+            )
         return str(stated), "study.json", ""
     age = metadata.get("age_years")
     if isinstance(age, bool) or not isinstance(age, int | float) or age < 0:
         return None
     if age < ADULT_AGE_YEARS:
-        return ("juvenile", "age",
-                f"age {age:g} y (under {ADULT_AGE_YEARS:g}): the juvenile population prior")
-    return ("adult", "age",
-            f"age {age:g} y ({ADULT_AGE_YEARS:g} or over): the adult population prior")
+        return (
+            "juvenile",
+            "age",
+            f"age {age:g} y (under {ADULT_AGE_YEARS:g}): the juvenile population prior",
+        )
+    return (
+        "adult",
+        "age",
+        f"age {age:g} y ({ADULT_AGE_YEARS:g} or over): the adult population prior",
+    )
 
 
 def _degrees(likelihood: Likelihood, template: Template) -> np.ndarray:
@@ -133,8 +147,9 @@ def _degrees(likelihood: Likelihood, template: Template) -> np.ndarray:
     return np.array([by_id.get(f.id, np.nan) for f in template.features], dtype=float)
 
 
-def population_posterior(likelihood: Likelihood, template: Template, option: str | None,
-                         metadata: dict[str, Any]) -> PopulationPosterior | None:  # fmt: skip
+def population_posterior(
+    likelihood: Likelihood, template: Template, option: str | None, metadata: dict[str, Any]
+) -> PopulationPosterior | None:
     """The population posterior of a scored study, or None (no preset chosen, or none published).
 
     Parameters
@@ -159,9 +174,16 @@ def population_posterior(likelihood: Likelihood, template: Template, option: str
     if preset is None:
         return None
     prior, strength = float(preset["prior"]), float(preset["strength"])
-    low, high = credible_interval(_degrees(likelihood, template), template,
-                                  likelihood.absence_gate, prior, strength)  # fmt: skip
+    low, high = credible_interval(
+        _degrees(likelihood, template), template, likelihood.absence_gate, prior, strength
+    )
     return PopulationPosterior(
-        name, prior, strength, str(preset["source"]),
-        posterior(likelihood.log10_likelihood_ratio, prior), (low, high), chosen_by, note,
-    )  # fmt: skip
+        name,
+        prior,
+        strength,
+        str(preset["source"]),
+        posterior(likelihood.log10_likelihood_ratio, prior),
+        (low, high),
+        chosen_by,
+        note,
+    )

@@ -76,8 +76,10 @@ def body_for_age(age_years: float, sex: str | None = None) -> dict[str, float]:
     growth = _growth()
     table = growth[check_sex(sex)]
     ages = growth["body_ages_years"]
-    return {key: round(float(np.interp(age_years, ages, table[key])), 3)
-            for key in ("height_m", "mass_kg")}  # fmt: skip
+    return {
+        key: round(float(np.interp(age_years, ages, table[key])), 3)
+        for key in ("height_m", "mass_kg")
+    }
 
 
 def healthy_ff() -> float:

@@ -399,8 +399,13 @@ def make_study(
         features=dict(features or {}),
     )
     if child:
-        truth.update(age_years=age_years, sex=sex, size_age_years=size_age,
-                     linear_scale=scale, volume_fraction=scale**3)  # fmt: skip
+        truth.update(
+            age_years=age_years,
+            sex=sex,
+            size_age_years=size_age,
+            linear_scale=scale,
+            volume_fraction=scale**3,
+        )
     return PhantomStudy(
         study_id=study_id or f"phantom-{pattern}-{seed}",
         labels=labels.astype(np.int32),
