@@ -154,7 +154,15 @@ def test_a_child_under_the_youngest_reference_age_has_no_volume_norm_and_a_note(
 
 
 def _record(table: pd.DataFrame, session: str) -> SessionRecord:
-    return SessionRecord("s", "child", session, "", table, {}, "t", "c")
+    return SessionRecord(
+        study_id="s",
+        subject_id="child",
+        session_id=session,
+        date="",
+        muscles=table,
+        template_sha256="t",
+        config_sha256="c",
+    )
 
 
 def test_follow_up_of_a_growing_child_reads_volume_against_the_norm_at_each_age(child_tables):

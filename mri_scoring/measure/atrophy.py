@@ -75,7 +75,7 @@ def normative_shares() -> dict[str, float]:
     return shares
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AtrophyInputs:
     """What the atrophy measure needs besides the muscle table.
 

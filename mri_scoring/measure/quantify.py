@@ -204,7 +204,14 @@ def _coverage_and_norms(
         )
     min_share = settings["atrophy"].get("min_share_muscles", 3)
     age, sex = age_years(study.metadata), sex_of(study.metadata)
-    qc.extend(add_atrophy(table, AtrophyInputs(coverage, body, min_share, age, sex)))
+    qc.extend(
+        add_atrophy(
+            table,
+            AtrophyInputs(
+                coverage=coverage, body=body, min_share_muscles=min_share, age_years=age, sex=sex
+            ),
+        )
+    )
     norms = norms_used(study.metadata, body)
     qc.append(_norms_finding(norms, age, sex))
     return _slice_rows(table, areas.table), norms

@@ -38,7 +38,7 @@ ADULT_AGE_YEARS = 18.0
 """Age from which the age default is ``adult`` rather than ``juvenile``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PopulationPosterior:
     """The template's likelihood ratio read with a population's prior.
 
@@ -178,12 +178,12 @@ def population_posterior(
         _degrees(likelihood, template), template, likelihood.absence_gate, prior, strength
     )
     return PopulationPosterior(
-        name,
-        prior,
-        strength,
-        str(preset["source"]),
-        posterior(likelihood.log10_likelihood_ratio, prior),
-        (low, high),
-        chosen_by,
-        note,
+        name=name,
+        prior=prior,
+        strength=strength,
+        source=str(preset["source"]),
+        p_imnm=posterior(likelihood.log10_likelihood_ratio, prior),
+        interval=(low, high),
+        chosen_by=chosen_by,
+        note=note,
     )
