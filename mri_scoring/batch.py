@@ -1,8 +1,7 @@
 """Running many studies: resume fingerprints, a process pool or dask, failures recorded.
 
-Knows nothing of how one study is scored: the caller passes a ``task``
-``(StudyFiles, out, BatchOptions) -> Outcome`` (:func:`mri_scoring.pipeline.score_one`), a
-module-level function so that it can be sent to worker processes.
+Knows nothing of how one study is scored: the caller passes a module-level ``task``
+``(StudyFiles, out, BatchOptions) -> Outcome`` (:func:`mri_scoring.pipeline.score_one`).
 """
 
 from __future__ import annotations
@@ -67,6 +66,7 @@ class BatchOptions:
     threads: int | None = None  # threads each study reads and measures with (None: per core)
     maps: bool = False  # write each study's voxel maps (maps/*.nii.gz)
     view: str = "radiological"  # orientation of the reports' slice panels
+    population: str | None = None  # preset of p_imnm_population only
     dicom_out: bool = False  # write DICOM SEG/SR/FF map where the study has DICOM references
     further: tuple[Template, ...] = ()  # the panel's templates after ``template``
 

@@ -12,6 +12,22 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
+from .cli_options import (
+    ConfigOption,
+    DicomOutOption,
+    Engine,
+    LabelScheme,
+    LabelsOption,
+    MapsOption,
+    PanelOption,
+    PopulationOption,
+    PriorOption,
+    ReportOption,
+    ResampleOption,
+    TemplateOption,
+    View,
+    ViewOption,
+)
 
 __all__ = ["app", "main"]  # the verbs are commands of app; the rest is typer plumbing
 #: Options of the whole program that are accepted after the verb too (``batch -v ...``).
@@ -47,6 +63,9 @@ class Pattern(StrEnum):
     dm = "dm"
     dystrophy = "dystrophy"
     normal = "normal"
+
+
+Sex = StrEnum("Sex", ["male", "female"])  # phantom --sex
 
 
 class Layout(StrEnum):
@@ -92,82 +111,20 @@ def phantom(
     shape: Annotated[tuple[int, int, int], typer.Option(help="Grid size X Y Z.")] = (128, 128, 24),
     noise: Annotated[float, typer.Option(min=0.0, help="Rician noise (SNR = 1/noise).")] = 0.02,
     layout: Annotated[Layout, typer.Option(help="Folder layout.")] = Layout.simple,
+    age: Annotated[float | None, typer.Option(min=0.0, max=100.0, help="A child's (or adult's) "
+                   "age in years: thigh sized by the phantom's own growth rule.")] = None,
+    sex: Annotated[Sex | None, typer.Option(help="Sex, with --age.")] = None,
 ) -> None:
     """Write synthetic thigh studies with their ground truth (truth.json)."""
     from . import phantom as phantom_module
 
     for i in range(n):
         study_seed = seed + i
-        study = phantom_module.make_study(pattern.value, seed=study_seed, shape=shape, noise=noise)
+        study = phantom_module.make_study(pattern.value, seed=study_seed, shape=shape, noise=noise,
+                                          age_years=age, sex=sex.value if sex else None)
         target = out if layout is Layout.bids else out / study.study_id
         folder = phantom_module.write_study(study, target, layout=layout.value)
         typer.echo(f"{study.study_id}\t{folder}")
-
-
-class LabelScheme(StrEnum):
-    """Label schemes of ``--labels``."""
-
-    auto = "auto"
-    tsv = "tsv"
-    musclemap = "musclemap"
-    musclesense = "musclesense"
-    totalsegmentator = "totalsegmentator"
-
-
-class Engine(StrEnum):
-    """Where ``batch`` runs the studies."""
-
-    processes = "processes"
-    dask = "dask"
-
-
-TemplateOption = Annotated[
-    str | None,
-    typer.Option("--template", help="Template to fit: a name (configs/templates/NAME.yaml) or a "
-                 "YAML file (default imnm_vs_dm)."),
-]  # fmt: skip
-PanelOption = Annotated[
-    list[str] | None,
-    typer.Option("--template", help="Template name or YAML file; repeat for a differential "
-                 "panel, the first filling the main columns (default: imnm_vs_dm, "
-                 "imnm_vs_dystrophy)."),
-]  # fmt: skip
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="Settings overrides (YAML).", dir_okay=False)
-]
-LabelsOption = Annotated[
-    LabelScheme, typer.Option("--labels", help="Label scheme of the segmentation.")
-]
-ResampleOption = Annotated[
-    bool, typer.Option("--resample", help="Resample images onto the label grid.")
-]
-ReportOption = Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")]
-MapsOption = Annotated[
-    bool,
-    typer.Option("--maps", help="Write voxel maps (maps/{fat_fraction,core,edema,shell,"
-                 "fascial_edema}.nii.gz) on the label map's grid, for any viewer."),
-]
-
-DicomOutOption = Annotated[bool, typer.Option("--dicom-out", help="Also write DICOM SEG, SR "
-                           "and FF map to OUT/<study>/dicom/ (needs convert --dicom-refs).")]
-
-
-class View(StrEnum):
-    """Orientation of the report's slice panels."""
-
-    radiological = "radiological"
-    neurological = "neurological"
-
-
-ViewOption = Annotated[
-    View,
-    typer.Option("--view", help="Slice panels in the radiological view (patient's right on the "
-                 "viewer's left) or the neurological view."),
-]
-PriorOption = Annotated[
-    float | None,
-    typer.Option("--prior", min=0.001, max=0.999, help="Prior p(IMNM) (default: template's)."),
-]
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -208,6 +165,7 @@ def score(
     view: ViewOption = View.radiological,
     prior: PriorOption = None,
     dicom_out: DicomOutOption = False,
+    population: PopulationOption = None,
 ) -> None:
     """Score one study: muscles.tsv, score.json and report.html in OUT.
 
@@ -233,6 +191,7 @@ def score(
             labels=labels.value,
             resample=resample,
             voxel_maps=report or maps or dicom_out,
+            population=population.value if population else None,
         )
         result.save(out, report=report, maps=maps, view=view.value, dicom=dicom_out)
     except StudyError as exc:  # the STUDY argument names unusable input
@@ -284,6 +243,7 @@ def batch(
     view: ViewOption = View.radiological,
     prior: PriorOption = None,
     dicom_out: DicomOutOption = False,
+    population: PopulationOption = None,
 ) -> None:
     """Score every study under ROOT; failures are recorded in failures.tsv (exit 1 if any)."""
     from rich import progress as rp
@@ -327,6 +287,7 @@ def batch(
                 view=view.value,
                 dicom_out=dicom_out,
                 progress=progress,
+                population=population.value if population else None,
             )
         except MriScoringError as exc:
             raise _fail(str(exc)) from None

@@ -46,6 +46,7 @@ from .output.write import (
     write_batch_tables,
 )
 from .pattern.panel import compare, load_panel
+from .pattern.population import check_preset, population_posterior
 from .pattern.templates import Template
 from .schema import DICOM_OUT_UNAVAILABLE, DISCLAIMER, muscle_columns
 from .workers import start_worker_server
@@ -78,6 +79,7 @@ def score_study(
     resample: bool = False,
     voxel_maps: bool = True,
     threads: int | None = None,
+    population: str | None = None,
 ) -> StudyResult:
     """Score one study: quantify, grade, match each template of the panel, combine.
 
@@ -102,6 +104,10 @@ def score_study(
     threads : int, optional
         Threads to read and measure with (default: one per core); the numbers do not depend
         on it.
+    population : str, optional
+        Population prior preset (``juvenile``, ``juvenile_asian``, ``adult``) for the population
+        posterior only; default ``study.json`` ``population``, else by age
+        (:mod:`~mri_scoring.pattern.population`). ``p_imnm`` and the call never use it.
 
     Returns
     -------
@@ -116,6 +122,9 @@ def score_study(
     measured = quantify(study, settings, voxel_maps=voxel_maps, threads=threads)
     table = grade(measured.table, settings)
     first, *further = compare(table, panel, settings, prior)
+    by_population = population_posterior(
+        first.likelihood, first.template, population, study.metadata
+    )
     columns = [c for c in muscle_columns() if c in table.columns]
     return StudyResult(
         study_id=study.study_id,
@@ -134,6 +143,8 @@ def score_study(
         voxel_maps=measured.voxel_maps,
         settings=settings,
         slices=measured.slices,
+        norms=measured.norms,
+        population=by_population,
     )
 
 
@@ -173,6 +184,7 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
             prior=options.prior,
             voxel_maps=options.report or options.maps or dicom,
             threads=options.threads,
+            population=options.population,
         )
         save_study(
             result,
@@ -225,6 +237,7 @@ def score_batch(
     view: str = DEFAULT_VIEW,
     dicom_out: bool = False,
     progress: Callable[[Outcome, int, int, int], None] | None = None,
+    population: str | None = None,
 ) -> pd.DataFrame:
     """Score every study under ``root`` into ``out``.
 
@@ -232,8 +245,8 @@ def score_batch(
     ``report``, the cohort figure and ``index.html``). A failing study is recorded and skipped;
     with ``resume``, a study is reused only when its fingerprint is unchanged: the SHA-256 of
     every input file, every option that changes an output (template, settings, shipped
-    configs, prior, labels, resample, report, maps, view) and the package version. Anything
-    else scores it again.
+    configs, prior, labels, resample, report, maps, view, population) and the package
+    version. Anything else scores it again.
 
     Parameters
     ----------
@@ -259,6 +272,8 @@ def score_batch(
         Orientation of the reports' slice panels.
     progress : callable, optional
         Called after each study as ``progress(outcome, done, failed, total)``.
+    population : str, optional
+        Population prior preset for every study (see :func:`score_study`).
 
     Returns
     -------
@@ -290,6 +305,7 @@ def score_batch(
         view=view,
         dicom_out=dicom_out,
         further=tuple(further),
+        population=check_preset(population) if population else None,
     )
     studies = [s for s in discover_studies(root) if not inside(s.folder, out)]
     for study in studies:

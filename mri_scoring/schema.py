@@ -36,6 +36,7 @@ __all__ = [
     "QC_LEVELS",
     "SLICE_COLUMNS",
     "SUMMARY_FIXED",
+    "SUMMARY_POPULATION",
     "TABLES",
     "Column",
     "QCCode",
@@ -161,9 +162,14 @@ COLUMNS: tuple[Column, ...] = (
     _m("atrophy_index_lean", "ratio", "lean atrophy index", "atrophy_index of the lean volume"),
     _m("lr_volume_ratio", "ratio", "left/right volume ratio", "this side's volume / the other's"),
     _m("expected_volume_ml", "ml", "expected volume (ml)",
-       "whole-muscle volume expected from height x mass"),
+       "whole-muscle volume expected for body size (and, under 20 y, age and sex)"),
+    _m("expected_volume_p10_ml", "ml", "expected volume p10 (ml)",
+       "10th centile of healthy muscles: the normal band's lower end"),
+    _m("expected_volume_p90_ml", "ml", "expected volume p90 (ml)",
+       "90th centile of healthy muscles: the normal band's upper end"),
     _m("volume_ratio", "ratio", "volume ratio", "volume_ml / expected_volume_ml"),
-    _m("atrophy_basis", "text", "atrophy basis", "body_size, share or none", _TEXT),
+    _m("atrophy_basis", "text", "atrophy basis",
+       "body_size, body_size_paediatric, share or none", _TEXT),
     _m("atrophy_note", "text", "atrophy note", "why atrophy was not assessed, or a stand-in"),
     _m("max_csa_cm2", "cm2", "max CSA (cm2)", "largest cross-sectional area over the slices"),
     _m("ff_excess", "fraction", "FF excess (pp)", "ff_mean minus the healthy mean for age and sex"),
@@ -188,6 +194,14 @@ COLUMNS: tuple[Column, ...] = (
         ("log10_likelihood_ratio", "log10", "log10 LR", "evidence for IMNM over DM"),
         ("call", "text", "call", "IMNM, DM or uncertain"),
         ("qc", "text", "QC", "the study's QC warning codes"),
+        # with a population prior only (after the features): never p_imnm or the call
+        ("population", "text", "population", "the population prior preset"),
+        ("p_imnm_population", "probability", "P(IMNM), population",
+         "posterior at the population prior (same likelihood ratio)"),
+        ("p_imnm_population_lo", "probability", "P(IMNM) population 5 %",
+         "lower end of its 90 % interval"),
+        ("p_imnm_population_hi", "probability", "P(IMNM) population 95 %",
+         "upper end of its 90 % interval"),
     )),
 )
 # fmt: on
@@ -238,7 +252,16 @@ SLICE_COLUMNS: tuple[str, ...] = tuple(_names("slices"))
 """Columns of ``slices.tsv`` (one row per label and slice; ``slice`` indexes the stack axis,
 ``z_mm`` is the world z of the slice centre, ``ff_mean`` the whole-mask mean in that slice)."""
 
-SUMMARY_FIXED = _names("summary")
+SUMMARY_POPULATION = [
+    "population",
+    "p_imnm_population",
+    "p_imnm_population_lo",
+    "p_imnm_population_hi",
+]
+"""``summary.tsv`` columns of a population prior (after the features; only when some study of
+the table has one): the preset's name and the posterior at its prior, never ``p_imnm``."""
+
+SUMMARY_FIXED = [n for n in _names("summary") if n not in SUMMARY_POPULATION]
 """The first columns of ``summary.tsv`` (``qc``: the study's warning codes); each template
 feature's degree follows."""
 
@@ -288,6 +311,9 @@ GLOBAL_ATROPHY_NOT_ASSESSABLE = "global_atrophy_not_assessable"
 BODY_SIZE_NOT_USED = "body_size_not_used"
 # Study findings of writing.
 DICOM_OUT_UNAVAILABLE = "dicom_out_unavailable"
+VOLUME_NORM_BELOW_REFERENCE_AGE = "volume_norm_below_reference_age"
+NORMS_PAEDIATRIC = "norms_paediatric"
+NORMS_ADULT = "norms_adult"
 # Per-row flags (the ``qc_flags`` column, ``;``-separated).
 SMALL_CORE_WHOLE_MASK_USED = "small_core_whole_mask_used"
 UNKNOWN_LABEL = "unknown_label"
@@ -338,6 +364,10 @@ QC_CODES: dict[str, QCCode] = {q.code: q for q in (
     QCCode(BODY_SIZE_NOT_USED, _W, "height_m / mass_kg: one missing, not a number or implausible"),
     # Study findings of writing.
     QCCode(DICOM_OUT_UNAVAILABLE, _W, "--dicom-out: no DICOM references, no DICOM results (why)"),
+    QCCode(VOLUME_NORM_BELOW_REFERENCE_AGE, _I,
+           "younger than the volume norms' youngest age: no expected volume"),
+    QCCode(NORMS_PAEDIATRIC, _I, "children's norms (volume, fat, T2): their sources and the age"),
+    QCCode(NORMS_ADULT, _I, "adult norms (volume, fat, T2): their sources and the age"),
     # Row flags of the qc_flags column.
     QCCode(EDEMA_TOO_FEW_VOXELS, _R, "too few assessable voxels for an edema fraction: cell empty"),
     QCCode(FASCIAL_TOO_FEW_VOXELS, _R,

@@ -4,8 +4,10 @@
 
 Small synthetic phantoms (mri_scoring.phantom), not patient data: IMNM-like, DM-like and normal
 studies in the simple layout, one IMNM-like study in BIDS layout with its segmentation under
-derivatives/, and one DM-like study with a fat-fraction map (percent) and a water-T2 map instead
-of Dixon and STIR.
+derivatives/, one DM-like study with a fat-fraction map (percent) and a water-T2 map instead
+of Dixon and STIR, and one child: an IMNM-like study of a 9.5-year-old girl (the review's mean
+onset is 9.4 years), sized by the phantom's own growth rule, with her age, sex, height and mass
+in study.json (children's norms, the juvenile population prior).
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ def main() -> None:
         "dm", seed=5, shape=SHAPE, roles=("ff", "t2map"), study_id="sample-ffmap-t2map-dm"
     )
     phantom.write_study(maps, HERE / "sample-ffmap-t2map-dm", ff_scale="percent")
+    child = phantom.make_study(
+        "imnm", seed=6, shape=SHAPE, roles=roles, study_id="sample-child-imnm",
+        age_years=9.5, sex="female",
+    )
+    phantom.write_study(child, HERE / "sample-child-imnm")
 
 
 if __name__ == "__main__":

@@ -248,6 +248,7 @@ def test_every_option_but_the_runtime_ones_is_in_the_fingerprint() -> None:
         "settings": load_settings({"quantify": {"core_erosion_mm": 3.0}}),
         "template": dataclasses.replace(template, sha256="0" * 64),
         "prior": 0.123,
+        "population": "juvenile",
         "threads": 3,
         "further": (load_template("imnm_vs_dystrophy"),),  # the rest of the panel (issue 29)
     }

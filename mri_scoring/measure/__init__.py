@@ -10,7 +10,8 @@ Modules, in the order data flows through them:
 * :mod:`.water_t2` -- water-T2 reference numbers for the field strength;
 * :mod:`.edema` -- STIR against normal muscle after a bias fit, T2-map thresholds, fascial edema;
 * :mod:`.coverage` -- which muscles the stack holds whole, cross-sectional areas per slice;
-* :mod:`.norms` -- volume from body size, thigh fat by age and sex;
+* :mod:`.paediatric` -- children's norms (limb lean mass for age, sex, height; fat; MRI T2);
+* :mod:`.norms` -- volume from body size, thigh fat by age and sex, joined to children's norms;
 * :mod:`.atrophy` -- volume shares against normative shares, left/right ratios;
 * :mod:`.t2fit` -- water T2 from multi-echo spin echo (mono-exponential, EPG water/fat);
 * :mod:`.registry` -- which muscle-table columns each per-muscle measure fills;

@@ -8,7 +8,7 @@ atrophy (:mod:`.atrophy`). Missing inputs leave their columns NaN and say why (Q
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -26,7 +26,8 @@ from .coverage import Coverage, SliceAreas, label_coverage, slice_areas
 from .edema import EdemaMeasure, EdemaReference, measure_edema
 from .fat import FatMeasure, measure_fat
 from .masks import core_mask, exclusive_shell, padded_region, shell_reach_mm, steps_within
-from .norms import body_size, ff_excess
+from .norms import ADULT, NO_NORM, body_size, ff_excess, norms_used
+from .paediatric import age_years, sex_of
 from .registry import MeasureInputs, run_registered
 from .voxel_maps import VoxelMaps
 from .voxel_sets import LabelledRegion, VoxelSet, run_parallel, thread_count
@@ -61,6 +62,9 @@ class MuscleTable:
     slices : pandas.DataFrame
         ``slices.tsv``: one row per label and slice (``study_id``, ``label``, ``muscle``,
         ``side``, ``slice``, ``z_mm``, ``area_cm2``, ``ff_mean``).
+    norms : dict
+        Where each norm came from (``score.json`` ``norms``: ``volume``, ``fat``, ``t2``, each
+        ``{basis, source, age_years}``, :func:`.norms.norms_used`).
     """
 
     table: pd.DataFrame
@@ -70,6 +74,7 @@ class MuscleTable:
     voxel_maps: VoxelMaps | None = None
     noise_source: str = ""
     slices: pd.DataFrame | None = None
+    norms: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,7 +128,7 @@ def quantify(
     infos = [study.label_info[int(v)] for v in study.label_values]
     table = _assemble(study, infos, counts, fat, edema)
     qc = [*fat.qc, *edema.qc]
-    slices = _coverage_and_norms(study, table, coverage, areas, settings, qc)
+    slices, norms = _coverage_and_norms(study, table, coverage, areas, settings, qc)
     run_registered(MeasureInputs(study, region, table, fat.ff))
     maps = _voxel_maps(study, region, fat, edema) if voxel_maps else None
     return MuscleTable(
@@ -134,6 +139,7 @@ def quantify(
         voxel_maps=maps,
         noise_source=fat.noise_source,
         slices=slices,
+        norms=norms,
     )
 
 
@@ -176,8 +182,8 @@ def _coverage_and_norms(
     areas: SliceAreas,
     settings: Settings,
     qc: list[QCFinding],
-) -> pd.DataFrame:
-    """Add coverage flags, max_csa_cm2, ff_excess and atrophy; return the ``slices.tsv`` rows.
+) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Add coverage flags, max_csa_cm2, ff_excess and atrophy; the ``slices.tsv`` rows, the norms.
 
     The table is changed in place; findings are appended to ``qc``.
     """
@@ -197,8 +203,40 @@ def _coverage_and_norms(
             )
         )
     min_share = settings["atrophy"].get("min_share_muscles", 3)
-    qc.extend(add_atrophy(table, AtrophyInputs(coverage, body, min_share)))
-    return _slice_rows(table, areas.table)
+    age, sex = age_years(study.metadata), sex_of(study.metadata)
+    qc.extend(
+        add_atrophy(
+            table,
+            AtrophyInputs(
+                coverage=coverage, body=body, min_share_muscles=min_share, age_years=age, sex=sex
+            ),
+        )
+    )
+    norms = norms_used(study.metadata, body)
+    qc.append(_norms_finding(norms, age, sex))
+    return _slice_rows(table, areas.table), norms
+
+
+CHILDRENS = "children's"
+
+
+def _norms_finding(
+    norms: dict[str, dict[str, Any]], age: float | None, sex: str | None
+) -> QCFinding:
+    """The QC info line naming the norms used, their sources and the age."""
+    used = [n["basis"] for n in norms.values() if n["basis"] != NO_NORM]
+    child = any(b != ADULT for b in used)
+    who = (
+        "no age_years in study.json, adult norms assumed"
+        if age is None
+        else f"age {age:g} y{f', {sex}' if sex else ', sex not stated'}"
+    )
+    parts = "; ".join(f"{kind}: {n['basis']} ({n['source']})" for kind, n in norms.items())
+    return QCFinding(
+        "info",
+        schema.NORMS_PAEDIATRIC if child else schema.NORMS_ADULT,
+        f"{CHILDRENS if child else 'adult'} norms, {who}: {parts}",
+    )
 
 
 def _slice_rows(table: pd.DataFrame, areas: pd.DataFrame) -> pd.DataFrame:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .paediatric import adult_weight, age_years, child_t2
+
 __all__ = [
     "T2Range",
     "t2_range",
@@ -41,6 +43,10 @@ class T2Range:
 def t2_range(eset: dict[str, Any], metadata: dict[str, Any]) -> T2Range:
     """Normal water-T2 range shifted for the field strength stated in ``study.json``.
 
+    A child (``study.json`` ``age_years`` below the adult join) is compared with healthy
+    children's MRI T2 (``configs/paediatric.yaml``), joined to the adult numbers at 18-20 years;
+    the edema-like cut keeps the adult cut's distance above the normal centre.
+
     Parameters
     ----------
     eset : dict
@@ -61,6 +67,9 @@ def t2_range(eset: dict[str, Any], metadata: dict[str, Any]) -> T2Range:
     ...         "t2_median_grid_ms": [0.0, 200.0, 0.05]}
     >>> t2_range(eset, {"field_strength_t": 1.5}).edema_ms
     42.0
+    >>> child = t2_range(eset, {"age_years": 9})
+    >>> child.normal_ms, child.sd_ms, round(child.edema_ms, 1)
+    (33.6, 2.0, 40.6)
     """
     stated = metadata.get("field_strength_t")
     try:
@@ -69,10 +78,17 @@ def t2_range(eset: dict[str, Any], metadata: dict[str, Any]) -> T2Range:
         field_t, stated = float(eset["t2_field_strength_t"]), None
     offsets = {float(k): float(v) for k, v in eset["t2_offset_ms_by_field_t"].items()}
     offset = offsets[min(offsets, key=lambda k: abs(k - field_t))] if offsets else 0.0
+    normal, sd = float(eset["t2_normal_ms"]), float(eset["t2_normal_sd_ms"])
+    weight = adult_weight(age_years(metadata))
+    if weight < 1.0:
+        child_normal, child_sd = child_t2()
+        normal = weight * normal + (1.0 - weight) * child_normal
+        sd = weight * sd + (1.0 - weight) * child_sd
+    cut_above = float(eset["t2_edema_ms"]) - float(eset["t2_normal_ms"])
     return T2Range(
-        normal_ms=eset["t2_normal_ms"] + offset,
-        sd_ms=eset["t2_normal_sd_ms"],
-        edema_ms=eset["t2_edema_ms"] + offset,
+        normal_ms=normal + offset,
+        sd_ms=sd,
+        edema_ms=normal + cut_above + offset,
         field_strength_t=field_t,
         stated=stated is not None,
         median_grid_ms=tuple(float(x) for x in eset["t2_median_grid_ms"]),

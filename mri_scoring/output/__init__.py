@@ -12,7 +12,8 @@
 - :mod:`~mri_scoring.output.report` — the self-contained ``report.html`` of one study, with
   :mod:`~mri_scoring.output.comparisons` (one row and one section per template of the panel),
   :mod:`~mri_scoring.output.figures` (SVG bars), :mod:`~mri_scoring.output.levels` and
-  :mod:`~mri_scoring.output.slices` (slice panels).
+  :mod:`~mri_scoring.output.slices` (slice panels) and :mod:`~mri_scoring.output.norms_section`
+  (the norms used and the population prior).
 - :mod:`~mri_scoring.output.cohort` — the cohort heat map and ``index.html`` of a batch.
 - :mod:`~mri_scoring.output.render` — PNG, colour ramps and SVG without a plotting library.
 - :mod:`~mri_scoring.output.longitudinal`, :mod:`~mri_scoring.output.followup`,

@@ -8,8 +8,11 @@ the first → last pair are compared.
 A change counts only beyond its band (``configs/longitudinal.yaml``, sources there); inside it
 the muscle is ``stable``. A muscle labelled or measured in one session only, or cut by the
 field of view (its volume), is ``not assessable`` — never a change. Fat fraction or edema going
-up is ``worse``, down ``better``; volume going down is ``worse`` (atrophy). Template features
-and p(IMNM) are not good or bad in themselves: they are ``higher`` / ``lower``.
+up is ``worse``, down ``better``; volume going down is ``worse`` (atrophy). In a growing child
+(either session on the ``body_size_paediatric`` basis) the volume is read against the norm at
+each session's age: the relative change of ``volume_ratio``, so a child who grew as expected is
+``stable`` and one whose muscles did not grow is ``worse``. Template features and p(IMNM) are
+not good or bad in themselves: they are ``higher`` / ``lower``.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ FEATURE_COLUMNS = (
     "note",
 )
 NOT_ASSESSABLE = "not assessable"
+PAEDIATRIC = "body_size_paediatric"
+GROWING_NOTE = "child: volume change read against the norm at each session's age"
 
 
 @dataclass(kw_only=True)
@@ -195,6 +200,12 @@ def _value(row: pd.Series | None, column: str) -> float:
     return float(value) if pd.notna(value) else math.nan
 
 
+def _text(row: pd.Series | None, column: str) -> str:
+    if row is None or column not in row.index or pd.isna(row[column]):
+        return ""
+    return str(row[column])
+
+
 def _partial(row: pd.Series | None) -> bool:
     flags = "" if row is None else str(row.get("qc_flags", "") or "")
     return schema.PARTIAL_COVERAGE in flags.split(";")
@@ -215,6 +226,11 @@ def _muscle_rows(
         if _partial(ra) or _partial(rb):
             d_volume = math.nan
         relative = d_volume / volume_a if volume_a > 0 else math.nan
+        ratio_a, ratio_b = _value(ra, "volume_ratio"), _value(rb, "volume_ratio")
+        growing = PAEDIATRIC in (_text(ra, "atrophy_basis"), _text(rb, "atrophy_basis"))
+        if growing:  # against the norm at each session's age (NaN if either has none)
+            usable = ratio_a > 0 and np.isfinite(d_volume)
+            relative = ratio_b / ratio_a - 1.0 if usable else math.nan
         rows.append(
             {
                 "subject_id": a.subject_id,
@@ -227,11 +243,11 @@ def _muscle_rows(
                 "delta_ff": d_ff,
                 "delta_edema_fraction": d_edema,
                 "delta_volume_ml": d_volume,
-                "delta_volume_ratio": _value(rb, "volume_ratio") - _value(ra, "volume_ratio"),
+                "delta_volume_ratio": ratio_b - ratio_a,
                 "change_ff": _classify(d_ff, band["ff"], "worse", "better"),
                 "change_edema": _classify(d_edema, band["edema_fraction"], "worse", "better"),
                 "change_volume": _classify(relative, band["volume_relative"], "better", "worse"),
-                "note": note,
+                "note": "; ".join(n for n in (note, GROWING_NOTE if growing else "") if n),
             }
         )
     return rows

@@ -28,6 +28,7 @@ from .figures import (
     side_bars_measures,
 )
 from .levels import build_levels, levels_html, slices_heading
+from .norms_section import norms_note, population_section
 from .render import CSS
 from .slices import VIEWS
 
@@ -217,6 +218,12 @@ def _atrophy_note(result: StudyResult) -> str:
     """One line on what atrophy rests on (global atrophy needs height and mass)."""
     codes = {q.code for q in result.qc}
     notes = []
+    if "volume_norm_below_reference_age" in codes:
+        notes.append(
+            "<b>No expected volumes</b>: the child is younger than the volume norms' "
+            "youngest reference age; atrophy is each muscle's share of the labelled "
+            "volume and the left/right comparison."
+        )
     if "global_atrophy_not_assessable" in codes:
         notes.append(
             "<b>Global atrophy is not assessable</b>: without height_m and mass_kg in "
@@ -321,6 +328,7 @@ def study_page(
         f"<p class=disclaimer>{esc(disclaimer)}</p>",
         _qc_section(result),  # warnings first: they qualify everything below
         panel_section(result),  # then one row per comparison of the panel
+        population_section(result),
         *(comparison_section(c.template, c.likelihood) for c in result.comparisons),
     ]
     if result.study is not None:
@@ -347,6 +355,7 @@ def study_page(
     parts.append(_table(muscles) if not muscles.empty else no_muscle)
     parts.append(_grade_legend(grades, muscles))
     parts.append(_atrophy_note(result))
+    parts.append(norms_note(result))
     if not references.empty:
         shown = ("muscle", "side", "volume_ml", "ff_median")
         columns = [c for c in muscle_table_columns() if c[0] in shown]

@@ -26,8 +26,9 @@ from ..io.subjects import SessionInfo
 from ..measure.voxel_maps import VoxelMaps
 from ..pattern.likelihood import Likelihood
 from ..pattern.panel import Comparison, class_key
+from ..pattern.population import PopulationPosterior
 from ..pattern.templates import Template
-from ..schema import DISCLAIMER, SUMMARY_FIXED
+from ..schema import DISCLAIMER, SUMMARY_FIXED, SUMMARY_POPULATION
 
 __all__ = [
     "SOFTWARE",
@@ -131,6 +132,12 @@ class StudyResult:
     slices : pandas.DataFrame or None
         Per-slice cross-sections (``slices.tsv``; columns of
         :data:`~mri_scoring.schema.SLICE_COLUMNS`).
+    norms : dict
+        Where each norm came from (``score.json`` ``norms``: ``volume``, ``fat``, ``t2``, each
+        ``{basis, source, age_years}``).
+    population : PopulationPosterior or None
+        The likelihood ratio read with a population prior (``score.json`` ``population``);
+        ``p_imnm`` and the call do not use it.
     """
 
     study_id: str
@@ -148,6 +155,8 @@ class StudyResult:
     voxel_maps: VoxelMaps | None = field(default=None, repr=False)
     settings: Settings | None = field(default=None, repr=False)
     slices: pd.DataFrame | None = field(default=None, repr=False)
+    norms: dict[str, Any] = field(default_factory=dict)
+    population: PopulationPosterior | None = None
     further: list[Comparison] = field(default_factory=list, repr=False)
 
     @property
@@ -181,6 +190,8 @@ class StudyResult:
                 "study_id": self.study_id,
                 **top,
                 "qc": [q.to_dict() for q in self.qc],
+                "norms": self.norms,
+                "population": self.population.to_dict() if self.population else None,
                 "edema_reference": self.edema_reference,
                 "noise": {"sigma": self.noise_sigma, "source": self.noise_source},
                 "session": self.session.to_dict() if self.session else None,
@@ -290,7 +301,8 @@ def summary_row(document: dict[str, Any]) -> dict[str, Any]:
         ``log10_likelihood_ratio``, ``call``, ``qc`` (the warning codes, :func:`qc_codes`),
         then each feature's degree of the first template (NaN when the feature was
         unavailable), then each further template's ``<name>_p_imnm``, ``<name>_p_imnm_lo``,
-        ``<name>_p_imnm_hi`` and ``<name>_call``.
+        ``<name>_p_imnm_hi`` and ``<name>_call``;
+        then, with a population prior, ``population``, ``p_imnm_population`` and its interval.
     """
     low, high = document["p_imnm_interval"]
     derived = {"p_imnm_lo": low, "p_imnm_hi": high, "qc": qc_codes(document.get("qc", []))}
@@ -308,6 +320,10 @@ def summary_row(document: dict[str, Any]) -> dict[str, Any]:
                 f"{name}_call": entry["call"],
             }
         )
+    population = document.get("population")
+    if population:
+        values = [population["name"], population["p_imnm"], *population["interval"]]
+        row.update(zip(SUMMARY_POPULATION, values, strict=True))
     return {k: (np.nan if v is None else v) for k, v in row.items()}
 
 

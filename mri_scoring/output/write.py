@@ -19,7 +19,7 @@ from ..files import atomic_write
 from ..grading import pooled_tables
 from ..io.discover import sanitise_id
 from ..pattern.panel import panel_columns
-from ..schema import SUMMARY_FIXED
+from ..schema import SUMMARY_FIXED, SUMMARY_POPULATION
 from .map_files import write_maps
 from .report import DEFAULT_VIEW, study_report_html
 
@@ -208,6 +208,8 @@ def summary_table(
     """
     panel = list(templates) if isinstance(templates, Sequence) else [templates]
     columns = SUMMARY_FIXED + [f.id for f in panel[0].features] + panel_columns(panel)
+    if any(SUMMARY_POPULATION[0] in row for row in rows.values()):
+        columns += SUMMARY_POPULATION
     return pd.DataFrame([rows[k] for k in sorted(rows)], columns=columns)
 
 

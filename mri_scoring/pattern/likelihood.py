@@ -145,7 +145,11 @@ def _beta_draws(
 
 
 def credible_interval(
-    degrees: np.ndarray, template: Template, gate: float, prior: float
+    degrees: np.ndarray,
+    template: Template,
+    gate: float,
+    prior: float,
+    prior_strength: float | None = None,
 ) -> tuple[float, float]:
     """[5 %, 95 %] credible bounds of p(positive) over the Beta uncertainty of every probability.
 
@@ -158,7 +162,10 @@ def credible_interval(
     gate : float
         The study's involvement gate (:func:`involvement_gate`).
     prior : float
-        Centre of the prior p(positive); its strength is the template's ``prior_strength``.
+        Centre of the prior p(positive).
+    prior_strength : float, optional
+        Its Beta pseudo-count strength; default the template's ``prior_strength`` (a
+        population preset brings its own, :mod:`.population`).
 
     Returns
     -------
@@ -179,9 +186,8 @@ def credible_interval(
         np.array([x.strength_negative for x in f]),
         INTERVAL_DRAWS,
     )
-    pi = _beta_draws(rng, np.array([prior]), np.array([template.prior_strength]), INTERVAL_DRAWS)[
-        :, 0
-    ]
+    strength = template.prior_strength if prior_strength is None else prior_strength
+    pi = _beta_draws(rng, np.array([prior]), np.array([strength]), INTERVAL_DRAWS)[:, 0]
     d = np.asarray(degrees, dtype=float)
     use = np.isfinite(d)
     weight = np.array([x.weight for x in f])

@@ -6,7 +6,7 @@ definitions (``configs/phantom.yaml``, ``configs/phantom_cohort.yaml``): no modu
 subpackage imports measurement code or reads the measurement settings (``tests/test_phantom.py``
 walks their imports).
 
-Modules, each its own job (imports run one way: ``drawing`` <- ``truth`` <- ``studies``,
+Modules, each its own job (imports run one way: ``drawing`` <- ``truth``, ``growth`` <- ``studies``,
 ``writer`` on its own):
 
 ==================  ================================================================================
@@ -14,6 +14,7 @@ Modules, each its own job (imports run one way: ``drawing`` <- ``truth`` <- ``st
                     random fields, coil bias, Rician noise
 ``truth``           ``MuscleSpec``, the truth's own interior (an erosion in mm), the truth table
 ``writer``          ``write_study``: simple layout or BIDS, fixed headers, the same bytes each time
+``growth``          the phantom's own growth rule for a child phantom (size, height, mass)
 ``studies``         ``make_study``, ``pattern_specs``, ``PhantomStudy``, the label table
 ``cohort_tables``   measured tables in the batch layout drawn from per-class finding frequencies
                     (no images), for calibration tests

@@ -55,6 +55,7 @@ from .drawing import (
     rician,
     smooth_field,
 )
+from .growth import adult_age, body_for_age, check_sex, healthy_ff, volume_fraction
 from .truth import (
     MuscleSpec,
     interior_depth_mm,
@@ -120,6 +121,7 @@ def pattern_specs(
     pattern: str = "normal",
     overrides: dict[str, dict] | None = None,
     features: dict[str, bool] | None = None,
+    defaults: dict[str, Any] | None = None,
 ) -> dict[str, dict]:
     """Side-less truth per muscle for a named pattern, drawn features and explicit overrides.
 
@@ -132,11 +134,14 @@ def pattern_specs(
     features : dict of str -> bool, optional
         Template feature states to realise (``feature_realisation`` in the phantom config),
         applied on top of ``pattern``.
+    defaults : dict, optional
+        Replaces fields of the config's ``defaults`` (a child's healthy ``ff``).
     """
     config = phantom_config()
     if pattern not in config["patterns"]:
         raise ValueError(f"unknown phantom pattern {pattern!r}; expected one of {PATTERNS}")
-    specs = {m: dict(config["defaults"]) for m in phantom_muscles()}
+    base = {**config["defaults"], **(defaults or {})}
+    specs = {m: dict(base) for m in phantom_muscles()}
     _apply_fragment(specs, config["patterns"][pattern] or {})
     if features:
         realise = config["feature_realisation"]
@@ -176,6 +181,9 @@ def make_study(
     study_id: str | None = None,
     body: dict[str, float] | None = None,
     side_overrides: dict[str, dict[str, dict]] | None = None,
+    age_years: float | None = None,
+    sex: str | None = None,
+    size_age_years: float | None = None,
 ) -> PhantomStudy:
     """Make an in-memory phantom study with its ground truth.
 
@@ -210,6 +218,16 @@ def make_study(
     side_overrides : dict, optional
         ``{"left"|"right": {muscle or group: fields}}``: truth of one side only, applied after
         ``overrides`` (an asymmetric study, e.g. one thigh's quadriceps fatty).
+    age_years : float, optional
+        A child (or adult) of this age: the thigh, the voxels and the field of view are scaled
+        by the phantom's own growth rule (:mod:`.growth`, ``configs/phantom.yaml`` ``growth``),
+        healthy muscle fat is the child's, and ``study.json`` gets ``age_years``, ``sex`` and
+        (unless ``body`` is given) a typical height and mass for the age.
+    sex : {"male", "female"}, optional
+        With ``age_years`` (default male).
+    size_age_years : float, optional
+        Size the muscles for this age instead of ``age_years`` (a child whose muscles did not
+        grow: ``age_years=10, size_age_years=8``).
 
     Returns
     -------
@@ -224,11 +242,18 @@ def make_study(
     signal = config["signal"]
     rng = np.random.default_rng(seed)
     shape = tuple(int(n) for n in shape)
+    scale, child = 1.0, {}
+    if age_years is not None:
+        sex = check_sex(sex)
+        size_age = age_years if size_age_years is None else size_age_years
+        scale = volume_fraction(size_age, sex) ** (1.0 / 3.0)
+        child = {"age_years": age_years, "sex": sex, **(body or body_for_age(age_years, sex))}
     if voxel_size_mm is None:
-        voxel = tuple(f / n for f, n in zip(DEFAULT_FOV_MM, shape, strict=True))
+        voxel = tuple(f * scale / n for f, n in zip(DEFAULT_FOV_MM, shape, strict=True))
     else:
         voxel = tuple(float(v) for v in voxel_size_mm)
-    specs = pattern_specs(pattern, overrides, features)
+    young = child and age_years < adult_age()  # type: ignore[operator]
+    specs = pattern_specs(pattern, overrides, features, {"ff": healthy_ff()} if young else None)
     unknown = set(side_overrides or {}) - {"left", "right"}
     if unknown:
         raise ValueError(f"side_overrides: sides must be left or right, got {sorted(unknown)}")
@@ -237,7 +262,8 @@ def make_study(
         _apply_fragment(by_side[side], fragment)
     jitter = config["side_jitter"]
 
-    labels, tissue, radius = build_anatomy(shape, voxel)
+    # The drawn adult anatomy (mm) on a grid of voxels 1/scale as large: a child's thigh.
+    labels, tissue, radius = build_anatomy(shape, tuple(v / scale for v in voxel))
     table = label_table()
     side_specs: dict[int, MuscleSpec] = {}
     for value, name in table.items():
@@ -382,6 +408,14 @@ def make_study(
         overrides=copy.deepcopy(overrides) or {},
         features=dict(features or {}),
     )
+    if child:
+        truth.update(
+            age_years=age_years,
+            sex=sex,
+            size_age_years=size_age,
+            linear_scale=scale,
+            volume_fraction=scale**3,
+        )
     return PhantomStudy(
         study_id=study_id or f"phantom-{pattern}-{seed}",
         labels=labels.astype(np.int32),
@@ -391,7 +425,7 @@ def make_study(
         metadata={
             "study_id": study_id or f"phantom-{pattern}-{seed}",
             "phantom": True,
-            **(body or {}),
+            **(child or body or {}),
         },
         truth=truth,
     )
