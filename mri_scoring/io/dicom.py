@@ -393,6 +393,25 @@ def convert_dicom(
     return ConversionReport(rows, outputs, anat if outputs else None, messages, scan.skipped)
 
 
+def _converted_files(a: Assignment, workdir: Path) -> list[Path]:
+    """dcm2niix's output of one series: one run, or one run per file for an enhanced MESE.
+
+    An enhanced MESE written one file per echo (Siemens XA) is converted file by file: every
+    file is a whole volume of one echo, and dcm2niix v1.0.20260724, given several non-Philips
+    enhanced files in one run, wrote all but the last as float32 with values near 1e-33
+    (phantom exports; MyoQMRI's Siemens export was not affected). Echo order comes from the
+    sidecars either way.
+    """
+    if a.role == "mese" and a.series.multiframe and len(a.series.files) > 1:
+        out: list[Path] = []
+        for i, path in enumerate(a.series.files):
+            run = workdir / f"file{i:04d}"
+            run.mkdir()
+            out.extend(_run_dcm2niix([path], a.series, run))
+        return out
+    return _run_dcm2niix(a.series.files, a.series, workdir)
+
+
 def _convert_one(
     a: Assignment,
     rules: RoleRules,
@@ -406,7 +425,7 @@ def _convert_one(
     if not suffix:
         raise _SeriesFailure(f"role '{a.role}' has no output name in the rules file")
     with tempfile.TemporaryDirectory(prefix="mri-scoring-dcm-") as tmp:
-        converted = _run_dcm2niix(a.series.files, a.series, Path(tmp))
+        converted = _converted_files(a, Path(tmp))
         written: dict[str, Path] = {}
         if a.role == "mese":
             image, sidecar, te_ms = _stack_echoes(converted)

@@ -87,9 +87,9 @@ def _frames(ds: Dataset) -> list[_Slice]:
             if "PlaneOrientationSequence" in frame:
                 orientation = frame.PlaneOrientationSequence[0].ImageOrientationPatient
             position = frame.PlanePositionSequence[0].ImagePositionPatient
-            echo = None
-            if "MREchoSequence" in frame:
-                echo = float(frame.MREchoSequence[0].EffectiveEchoTime)
+            echo = _effective_echo(frame) if "MREchoSequence" in frame else None
+            if echo is None and shared is not None and "MREchoSequence" in shared:
+                echo = _effective_echo(shared)
             out.append(_Slice(np.asarray(position, float), _normal(orientation), echo))
         return out
     echo = float(ds.EchoTime) if "EchoTime" in ds and ds.EchoTime != "" else None
@@ -100,6 +100,11 @@ def _frames(ds: Dataset) -> list[_Slice]:
             np.asarray(ds.ImagePositionPatient, float), _normal(ds.ImageOrientationPatient), echo
         )
     ]
+
+
+def _effective_echo(group: Dataset) -> float | None:
+    value = group.MREchoSequence[0].get("EffectiveEchoTime")
+    return float(value) if value not in (None, "") else None
 
 
 def _normal(orientation: Sequence[float] | None) -> np.ndarray:
@@ -245,13 +250,18 @@ def _parse(path: Path) -> _Reading | None:
             number=_int(ds.get("SeriesNumber")),
             description=str(ds.get("SeriesDescription", "") or ""),
             protocol=str(ds.get("ProtocolName", "") or ""),
-            scanning_sequence=_tokens(ds.get("ScanningSequence")),
+            scanning_sequence=_scanning_sequence(ds),
             inversion_time_ms=_float(ds.get("InversionTime")),
             repetition_time_ms=_float(ds.get("RepetitionTime")),
+            sequence_name=str(
+                ds.get("PulseSequenceName", "") or ds.get("SequenceName", "") or ""
+            ).strip(),
             manufacturer=str(ds.get("Manufacturer", "") or ""),
             patient_id=str(ds.get("PatientID", "") or ""),
             image_type=_image_type(ds),
+            multiframe="PerFrameFunctionalGroupsSequence" in ds,
         )
+        _enhanced_timing(ds, info)
         expected = _pixel_bytes(ds)
         if expected is not None:  # + the element's tag, VR and length: 8 or 12 bytes
             expected += pixels_at + (8 if ds.original_encoding[0] else 12)
@@ -375,13 +385,60 @@ def _float(value: Any) -> float | None:
     return float(value) if value not in (None, "") else None
 
 
+def _group_item(ds: Dataset, keyword: str) -> Dataset | None:
+    """The first item of functional group ``keyword``: per-frame (first frame), else shared."""
+    for groups in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        try:
+            group = ds.get(groups)[0]
+            if keyword in group and len(group[keyword].value):
+                return group[keyword].value[0]
+        except (TypeError, IndexError, KeyError, AttributeError):
+            continue
+    return None
+
+
+# Enhanced MR files carry no ScanningSequence (PS3.3 C.8.13.4, MR Pulse Sequence module):
+# EchoPulseSequence says spin or gradient echo and the MR Modifier functional group says
+# inversion recovery. They are read into the classic tokens the role rules use.
+_ECHO_PULSE_TOKENS = {"SPIN": ("SE",), "GRADIENT": ("GR",), "BOTH": ("SE", "GR")}
+
+
+def _scanning_sequence(ds: Dataset) -> tuple[str, ...]:
+    """ScanningSequence tokens, for enhanced files made from their pulse-sequence facts.
+
+    ``EchoPulseSequence`` ``SPIN`` -> ``SE``, ``GRADIENT`` -> ``GR``; the MR modifier group's
+    ``InversionRecovery`` ``YES`` -> ``IR``.
+    """
+    tokens = list(_tokens(ds.get("ScanningSequence")))
+    if tokens:
+        return tuple(tokens)
+    pulse = str(ds.get("EchoPulseSequence", "") or "").strip().upper()
+    tokens += _ECHO_PULSE_TOKENS.get(pulse, ())
+    modifier = _group_item(ds, "MRModifierSequence")
+    if modifier is not None and str(modifier.get("InversionRecovery", "")).upper() == "YES":
+        tokens.append("IR")
+    return tuple(tokens)
+
+
+def _enhanced_timing(ds: Dataset, info: SeriesInfo) -> None:
+    """TR and TI of an enhanced file from its timing and MR modifier functional groups."""
+    if info.repetition_time_ms is None:
+        timing = _group_item(ds, "MRTimingAndRelatedParametersSequence")
+        if timing is not None:
+            info.repetition_time_ms = _float(timing.get("RepetitionTime"))
+    if info.inversion_time_ms is None:
+        modifier = _group_item(ds, "MRModifierSequence")
+        times = modifier.get("InversionTimes") if modifier is not None else None
+        if times not in (None, ""):
+            values = times if isinstance(times, (list, tuple, MultiValue)) else [times]
+            info.inversion_time_ms = _float(values[0]) if len(values) else None
+
+
 def _image_type(ds: Dataset) -> tuple[str, ...]:
     tokens = list(_tokens(ds.get("ImageType")))
-    try:
-        frame = ds.PerFrameFunctionalGroupsSequence[0]
-        tokens += _tokens(frame.MRImageFrameTypeSequence[0].FrameType)
-    except (AttributeError, IndexError, KeyError):
-        pass
+    frame_type = _group_item(ds, "MRImageFrameTypeSequence")
+    if frame_type is not None:
+        tokens += _tokens(frame_type.get("FrameType"))
     if "PHILIPS" in str(ds.get("Manufacturer", "")).upper():
         element = ds.get((0x2005, 0x1011))
         if element is not None:

@@ -66,6 +66,19 @@ VENDOR_SERIES: dict[str, dict[str, tuple]] = {
         "localizer": ("3Plane Loc", "ORIGINAL\\PRIMARY\\LOCALIZER", "GR", None),
     },
 }
+# PulseSequenceName of the enhanced files (SequenceName of the classic ones), per vendor and role
+# [elicited: names seen in exported headers, e.g. Siemens "*se2d<N>" for an N-echo spin echo].
+SEQUENCE_NAMES: dict[str, dict[str, str]] = {
+    "siemens": {"water": "*fl3d2", "fat": "*fl3d2", "inphase": "*fl3d2", "opphase": "*fl3d2",
+                "stir": "*tir2d1_13", "t1w": "*tse2d1_3", "mese": "*se2d16",
+                "localizer": "*fl2d1"},
+    "philips": {"water": "TSE", "fat": "TSE", "inphase": "TSE", "opphase": "TSE", "stir": "TSE",
+                "t1w": "TSE", "mese": "SE", "localizer": "FFE"},
+    "ge": {"water": "LAVA-Flex", "fat": "LAVA-Flex", "inphase": "LAVA-Flex",
+           "opphase": "LAVA-Flex", "stir": "FSE-IR", "t1w": "FSE", "mese": "MSE",
+           "localizer": "FGRE"},
+}  # fmt: skip
+_ECHO_PULSE = {"SE": "SPIN", "GR": "GRADIENT"}
 _MANUFACTURER = {
     "siemens": "SIEMENS",
     "philips": "Philips Medical Systems",
@@ -100,6 +113,8 @@ class SeriesSpec:
         ignores it gets the stored values).
     private_image_type : str, optional
         Philips private image type (2005,1011), e.g. ``W``.
+    sequence_name : str
+        SequenceName (classic) or PulseSequenceName (enhanced), e.g. ``*se2d16``.
     """
 
     number: int
@@ -113,6 +128,7 @@ class SeriesSpec:
     scale: float = 1000.0
     rescale_slope: float = 1.0
     private_image_type: str | None = None
+    sequence_name: str = ""
 
 
 def vendor_series(vendor: str, role: str, number: int, data: np.ndarray,
@@ -144,6 +160,7 @@ def vendor_series(vendor: str, role: str, number: int, data: np.ndarray,
         scanning_sequence=sequence,
         inversion_time_ms=ti,
         echo_times_ms=[2.4] if sequence == "GR" else [12.0],
+        sequence_name=SEQUENCE_NAMES[vendor][role],
     )
     if vendor == "philips" and role in ("water", "fat", "inphase", "opphase"):
         spec.private_image_type = {"water": "W", "fat": "F", "inphase": "IP", "opphase": "OP"}[role]
@@ -174,6 +191,13 @@ def _geometry(affine: np.ndarray, k: int) -> tuple[list[float], list[float], lis
 
 
 def _base(ctx: ExportContext, spec: SeriesSpec, sop_class: str, series_uid: str) -> Dataset:
+    """Header of either storage class.
+
+    An enhanced file keeps its sequence and timing facts in the MR pulse sequence module and
+    the functional groups (no top-level ScanningSequence, TR, TI or echo time), as Siemens XA
+    and Philips write them (PS3.3 C.8.13).
+    """
+    enhanced = sop_class == ENHANCED_MR_IMAGE
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = sop_class
@@ -193,13 +217,23 @@ def _base(ctx: ExportContext, spec: SeriesSpec, sop_class: str, series_uid: str)
     ds.SeriesDescription = spec.description
     ds.ProtocolName = spec.description
     ds.ImageType = spec.image_type.split("\\")
-    ds.ScanningSequence = spec.scanning_sequence.split("\\")
-    ds.SequenceVariant = "NONE"
+    sequence = spec.scanning_sequence.split("\\")
+    if enhanced:
+        ds.EchoPulseSequence = "BOTH" if {"SE", "GR"} <= set(sequence) else next(
+            (_ECHO_PULSE[t] for t in sequence if t in _ECHO_PULSE), "SPIN")
+        ds.MultipleSpinEcho = "YES" if len(spec.echo_times_ms) > 1 else "NO"
+        ds.PulseSequenceName = spec.sequence_name
+        ds.AcquisitionContrast = "UNKNOWN"
+    else:
+        ds.ScanningSequence = sequence
+        ds.SequenceVariant = "NONE"
+        ds.RepetitionTime = spec.repetition_time_ms
+        if spec.inversion_time_ms:
+            ds.InversionTime = spec.inversion_time_ms
+        if spec.sequence_name:
+            ds.SequenceName = spec.sequence_name
     ds.MRAcquisitionType = "2D"
     ds.MagneticFieldStrength = 3
-    ds.RepetitionTime = spec.repetition_time_ms
-    if spec.inversion_time_ms:
-        ds.InversionTime = spec.inversion_time_ms
     ds.BodyPartExamined = "THIGH"
     ds.PatientPosition = "FFS"
     ds.SamplesPerPixel = 1
@@ -233,7 +267,8 @@ def write_series(folder: str | Path, spec: SeriesSpec, affine: np.ndarray, ctx: 
     ctx : ExportContext
         Shared identifiers.
     enhanced : bool
-        One enhanced multi-frame file instead of single-frame files.
+        Enhanced multi-frame files (one per echo, all slices as frames) instead of single-frame
+        files.
 
     Returns
     -------
@@ -245,8 +280,9 @@ def write_series(folder: str | Path, spec: SeriesSpec, affine: np.ndarray, ctx: 
     stored = _stored(spec)
     nx, ny, nz, ne = stored.shape
     series_uid = generate_uid()
-    if enhanced:
-        return [_write_enhanced(folder, spec, affine, ctx, stored, series_uid)]
+    if enhanced:  # one file per echo, all of one series, as Siemens XA writes a MESE
+        return [_write_enhanced(folder, spec, affine, ctx, stored[..., e : e + 1], series_uid, e)
+                for e in range(ne)]  # fmt: skip
     paths = []
     instance = 0
     for e in range(ne):
@@ -284,13 +320,13 @@ def _item(**values: object) -> Dataset:
 
 
 def _write_enhanced(folder: Path, spec: SeriesSpec, affine: np.ndarray, ctx: ExportContext,
-                    stored: np.ndarray, series_uid: str) -> Path:  # fmt: skip
+                    stored: np.ndarray, series_uid: str, echo: int) -> Path:  # fmt: skip
     nx, ny, nz, ne = stored.shape
     ds = _base(ctx, spec, ENHANCED_MR_IMAGE, series_uid)
     uid = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = uid
     ds.SOPInstanceUID = uid
-    ds.InstanceNumber = 1
+    ds.InstanceNumber = echo + 1
     ds.Rows, ds.Columns = ny, nx
     ds.NumberOfFrames = nz * ne
     ds.ContentQualification = "PRODUCT"
@@ -300,7 +336,14 @@ def _write_enhanced(folder: Path, spec: SeriesSpec, affine: np.ndarray, ctx: Exp
             _item(PixelSpacing=spacing, SliceThickness=float(np.linalg.norm(affine[:3, 2])))
         ],
         PlaneOrientationSequence=[_item(ImageOrientationPatient=orientation)],
-        MRTimingAndRelatedParametersSequence=[_item(RepetitionTime=spec.repetition_time_ms)],
+        MRTimingAndRelatedParametersSequence=[
+            _item(RepetitionTime=spec.repetition_time_ms, EchoTrainLength=len(spec.echo_times_ms))
+        ],
+        MRModifierSequence=[
+            _item(InversionRecovery="YES", InversionTimes=[spec.inversion_time_ms])
+            if spec.inversion_time_ms
+            else _item(InversionRecovery="NO")
+        ],
         PixelValueTransformationSequence=[
             _item(RescaleIntercept=0, RescaleSlope=spec.rescale_slope, RescaleType="US")
         ],
@@ -315,7 +358,7 @@ def _write_enhanced(folder: Path, spec: SeriesSpec, affine: np.ndarray, ctx: Exp
               FunctionalGroupPointer=0x00209111),
     ]  # fmt: skip
     frames, pixels = [], []
-    for e in range(ne):
+    for e in range(echo, echo + ne):
         for k in range(nz):
             _, position, _ = _geometry(affine, k)
             frames.append(
@@ -325,18 +368,21 @@ def _write_enhanced(folder: Path, spec: SeriesSpec, affine: np.ndarray, ctx: Exp
                             StackID="1",
                             InStackPositionNumber=k + 1,
                             DimensionIndexValues=[1, k + 1],
-                            TemporalPositionIndex=e + 1,
+                            TemporalPositionIndex=1,
                         )
                     ],
                     PlanePositionSequence=[_item(ImagePositionPatient=position)],
-                    MREchoSequence=[_item(EffectiveEchoTime=spec.echo_times_ms[e])],
+                    MREchoSequence=[
+                        _item(EchoNumbers=e + 1, EffectiveEchoTime=spec.echo_times_ms[e])
+                    ],
                     MRImageFrameTypeSequence=[_item(FrameType=list(ds.ImageType))],
                 )
             )
-            pixels.append(np.ascontiguousarray(stored[:, :, k, e].T))
+            pixels.append(np.ascontiguousarray(stored[:, :, k, e - echo].T))
     ds.PerFrameFunctionalGroupsSequence = frames
     ds.PixelData = np.stack(pixels).tobytes()
-    path = folder / f"{spec.number:03d}_enhanced.dcm"
+    name = "enhanced" if len(spec.echo_times_ms) == 1 else f"enhanced_e{echo + 1:02d}"
+    path = folder / f"{spec.number:03d}_{name}.dcm"
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     return path
 
@@ -451,7 +497,8 @@ def export_study(
         Naming convention.
     roles : tuple of str
         Image roles to write (``water``, ``fat``, ``stir``, ``t1w``; ``inphase``/``opphase``
-        are made from water +- fat).
+        are made from water +- fat; ``mese``: 16 echoes 10-160 ms simulated from water, fat
+        and the water-T2 map by :func:`mese_echoes`).
     enhanced : tuple of str
         Roles to write as enhanced multi-frame files.
     affine : ndarray, optional
@@ -472,14 +519,18 @@ def export_study(
     affine = study.affine if affine is None else affine
     numbers: dict[str, int] = {}
     for offset, role in enumerate(roles):
+        kwargs: dict[str, object] = {}
         if role == "inphase":
             data = study.images["water"] + study.images["fat"]
+        elif role == "mese":
+            data = mese_echoes(study.images["water"], study.images["fat"], study.images["t2map"])
+            kwargs["echo_times_ms"] = [10.0 * k for k in range(1, data.shape[-1] + 1)]
         elif role == "opphase":
             data = np.abs(study.images["water"] - study.images["fat"])
         else:
             data = study.images[role]
         number = first_number + offset
-        spec = vendor_series(vendor, role, number, data)
+        spec = vendor_series(vendor, role, number, data, **kwargs)
         spec.rescale_slope = (rescale_slopes or {}).get(role, 1.0)
         write_series(folder / f"{number:03d}", spec, affine, ctx, enhanced=role in enhanced)
         numbers[role] = number
