@@ -127,7 +127,11 @@ ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="Settings overrides (YAML).", dir_okay=False)
 ]
 LabelsOption = Annotated[
-    LabelScheme, typer.Option("--labels", help="Label scheme of the segmentation.")
+    LabelScheme, typer.Option(
+        "--labels",
+        help="Label scheme of the segmentation (tsv: its label table file - labels.tsv, "
+        "*_dseg.tsv, ITK-SNAP .txt/.label or 3D Slicer colour table - is required).",
+    )
 ]
 ResampleOption = Annotated[
     bool, typer.Option("--resample", help="Resample images onto the label grid.")

@@ -19,6 +19,7 @@ from ..config import Settings, load_settings
 from ..errors import QCFinding, StudyError
 from ..memory_layout import smallest_label_dtype
 from .discover import IMAGE_ROLES, StudyFiles, study_files, unclaimed_images
+from .label_files import find_label_table, read_any_table
 from .label_geometry import resolve_geometry
 from .label_profiles import LabelProfiles, label_profiles
 from .nifti import (
@@ -33,12 +34,10 @@ from .nifti import (
 from .tables import (
     LABEL_OPTIONS,
     ignored_table_finding,
-    read_label_table,
     read_metadata,
     resolve_labels,
     shown_values,
     sidecar_units,
-    table_for,
 )
 
 __all__ = [
@@ -338,12 +337,12 @@ def load_study(
         images[role] = volume.data
         hashes[role] = volume.sha256
 
-    table_path = table_for(label_path, roles)
-    table = read_label_table(table_path) if table_path and labels in ("auto", "tsv") else None
+    table_path = find_label_table(label_path, roles, qc)
+    table = read_any_table(table_path) if table_path and labels in ("auto", "tsv") else None
     counted = label_profiles(label_array)  # one walk: the values present and where they lie
     values = {int(v) for v in counted.values}
     if table_path and labels not in ("auto", "tsv"):  # an explicit scheme sets the table aside
-        qc.append(ignored_table_finding(table_path, labels, values))
+        qc.append(ignored_table_finding(table_path, labels, values, read_any_table))
     label_info, identified = resolve_labels(values, table, labels, label_path, qc, settings)
     label_array, label_info, profiles = resolve_geometry(
         label_array, counted, label_volume.affine, label_info, identified, label_path, qc, settings
