@@ -137,6 +137,17 @@ def norm_within() -> dict[str, str]:
     return dict(_anatomy().get("norm_within") or {})
 
 
+def reference_tissue(name: str) -> str:
+    """The tissue (``bone``, ``marrow``, ``subcutaneous_fat``) of a reference name, or ``""``.
+
+    Examples
+    --------
+    >>> reference_tissue("femur_marrow"), reference_tissue("vastus_lateralis")
+    ('marrow', '')
+    """
+    return str(_anatomy()["reference_tissues"].get(name, ""))
+
+
 @cache
 def not_tissues() -> frozenset[str]:
     """Normalised table names that are no tissue (``Clear Label``, ``background``).

@@ -133,6 +133,14 @@ LabelsOption = Annotated[
         "*_dseg.tsv, ITK-SNAP .txt/.label or 3D Slicer colour table - is required).",
     )
 ]
+FatReferenceOption = Annotated[
+    bool,
+    typer.Option(
+        "--fat-reference",
+        help="Also give FF normalised by the subject's own adipose tissue (Dixon): "
+        "ff_median_fatref, ff_mean_fatref columns (the measured FF stays).",
+    ),
+]
 ResampleOption = Annotated[
     bool, typer.Option("--resample", help="Resample images onto the label grid.")
 ]
@@ -180,11 +188,16 @@ def _check_out(out: Path) -> None:
         raise _fail(f"--out {out}: exists and is not a folder; name a new or existing folder", 2)
 
 
-def _knowledge(config: Path | None, template: Path | None) -> tuple[Any, Any]:
+def _knowledge(
+    config: Path | None, template: Path | None, fat_reference: bool = False
+) -> tuple[Any, Any]:
     from .config import load_settings
     from .pattern.templates import load_template
 
-    return load_settings(config), load_template(template)
+    settings = load_settings(config)
+    if fat_reference:
+        settings = settings.overridden({"fat_scale": {"fat_reference": True}}, "--fat-reference")
+    return settings, load_template(template)
 
 
 @app.command()
@@ -195,6 +208,7 @@ def score(
     config: ConfigOption = None,
     labels: LabelsOption = LabelScheme.auto,
     resample: ResampleOption = False,
+    fat_reference: FatReferenceOption = False,
     report: ReportOption = True,
     maps: MapsOption = False,
     view: ViewOption = View.radiological,
@@ -211,7 +225,7 @@ def score(
 
     _check_paths(study, out)
     try:
-        settings, pattern = _knowledge(config, template)
+        settings, pattern = _knowledge(config, template, fat_reference)
         result = score_study(
             study,
             settings=settings,
@@ -263,6 +277,7 @@ def batch(
     config: ConfigOption = None,
     labels: LabelsOption = LabelScheme.auto,
     resample: ResampleOption = False,
+    fat_reference: FatReferenceOption = False,
     report: ReportOption = True,
     maps: MapsOption = False,
     view: ViewOption = View.radiological,
@@ -305,7 +320,7 @@ def batch(
             bar.update(task, total=total, completed=done + failed, done=done, failed=failed)
 
         try:
-            settings, pattern = _knowledge(config, template)
+            settings, pattern = _knowledge(config, template, fat_reference)
             summary = score_batch(
                 root,
                 out,

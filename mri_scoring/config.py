@@ -134,6 +134,17 @@ class Settings:
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self.data[section]
 
+    def overridden(self, override: dict[str, Any], source: str) -> Settings:
+        """These settings with ``override`` merged in (as a settings file would be).
+
+        Examples
+        --------
+        >>> s = load_settings().overridden({"fat_scale": {"fat_reference": True}}, "flag")
+        >>> s["fat_scale"]["fat_reference"], s.sources[-1]
+        (True, 'flag')
+        """
+        return Settings(_merge(self.data, override, source), (*self.sources, source))
+
     @property
     def sha256(self) -> str:
         """Hash of the effective settings (canonical JSON), written to ``score.json``."""

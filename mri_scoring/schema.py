@@ -141,6 +141,10 @@ COLUMNS: tuple[Column, ...] = (
        "mean fat fraction over the whole mask"),
     _m("ff_median_whole", "fraction", "FF median, whole mask (%)",
        "median fat fraction over the whole mask"),
+    _m("ff_median_fatref", "fraction", "FF median, fat-referenced (%)",
+       "ff_median x fat_scale.adipose_ff / the subcutaneous fat reading (--fat-reference only)"),
+    _m("ff_mean_fatref", "fraction", "FF mean, fat-referenced (%)",
+       "ff_mean x fat_scale.adipose_ff / the subcutaneous fat reading (--fat-reference only)"),
     _m("ff_source", "text", "FF source", "dixon, ff_map, t1w_semiquantitative or empty"),
     _m("mercuri_grade", "grade", "Mercuri grade (FF)",
        "0-4 from ff_median and grades.mercuri_ff_bands", _0),
@@ -274,6 +278,8 @@ SIDE_MISMATCH = "side_mismatch"
 # Study findings of measuring.
 FF_SEMIQUANTITATIVE = "ff_semiquantitative"
 FAT_WATER_SWAP_SUSPECTED = "fat_water_swap_suspected"
+FAT_SCALE_COMPRESSED = "fat_scale_compressed"
+FAT_REFERENCE_UNAVAILABLE = "fat_reference_unavailable"
 T2_FAT_NOT_EXCLUDED = "t2_fat_not_excluded"
 EDEMA_REFERENCE_MISSING = "edema_reference_missing"
 EDEMA_REFERENCE_UNCERTAIN = "edema_reference_uncertain"
@@ -315,6 +321,8 @@ QC_CODES: dict[str, QCCode] = {q.code: q for q in (
     # Study findings of measuring.
     QCCode(FF_SEMIQUANTITATIVE, _W, "FF from T1w intensities, not a Dixon/PDFF (also a row flag)"),
     QCCode(FAT_WATER_SWAP_SUSPECTED, _W, "fat and reference tissue read lean: fat/water swapped?"),
+    QCCode(FAT_SCALE_COMPRESSED, _W, "subcutaneous fat reads below a calibrated Dixon: FF reads low"),
+    QCCode(FAT_REFERENCE_UNAVAILABLE, _W, "--fat-reference without a subcutaneous fat reading"),
     QCCode(T2_FAT_NOT_EXCLUDED, _I, "no FF image: fatty voxels may pass for edema on the T2 map"),
     QCCode(EDEMA_REFERENCE_MISSING, _W, "too few non-fatty muscle voxels for a STIR reference"),
     QCCode(EDEMA_REFERENCE_UNCERTAIN, _W, "little muscle reads normal: reference may be edematous"),

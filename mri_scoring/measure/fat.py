@@ -16,6 +16,7 @@ import numpy as np
 from .. import schema
 from ..anatomy import REFERENCE
 from ..errors import QCFinding
+from .fat_scale import fat_scale_findings, read_fat_scale
 from .masks import background_sample
 from .noise import NoiseEstimate, dixon_noise
 from .voxel_sets import (
@@ -262,9 +263,12 @@ class FatMeasure:
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     qc: list[QCFinding] = field(default_factory=list)
     noise_source: str = ""
+    fat_scale: dict[str, Any] | None = None
 
 
-def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
+def measure_fat(
+    region: LabelledRegion, qset: dict[str, Any], scale_cfg: dict[str, Any] | None = None
+) -> FatMeasure:
     """Per-voxel and per-label fat fraction from the best available source.
 
     Parameters
@@ -273,6 +277,9 @@ def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
         The study's labelled voxels and images.
     qset : dict
         The ``quantify`` section of the settings.
+    scale_cfg : dict, optional
+        The ``fat_scale`` section: with Dixon images, subcutaneous fat and marrow are read
+        (:mod:`.fat_scale`), and with ``fat_reference`` the ``*_fatref`` columns are added.
 
     Returns
     -------
@@ -314,6 +321,28 @@ def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
 
     columns = _ff_columns(region, ff_flat)
     qc.extend(swap_check(region, ff_flat, noise_sigma, SwapCheck.from_settings(qset)))
+    scale = None
+    if source == "dixon" and scale_cfg is not None:
+        found = read_fat_scale(
+            region, ff_flat, noise_sigma, scale_cfg, qset["swap_check_body_floor_sigma"]
+        )
+        qc.extend(fat_scale_findings(found, scale_cfg, region.file("fat")))
+        scale = found.as_dict()
+        factor = found.factor(scale_cfg["adipose_ff"])
+        if scale_cfg["fat_reference"]:
+            scale["fat_reference_factor"] = None if factor is None else round(factor, 4)
+            scale["adipose_ff"] = scale_cfg["adipose_ff"]
+            columns.update(_fatref_columns(region, ff_flat, factor))
+            if factor is None:
+                qc.append(
+                    QCFinding(
+                        "warning",
+                        schema.FAT_REFERENCE_UNAVAILABLE,
+                        f"--fat-reference: no subcutaneous fat reading ({found.note}); the "
+                        "fat-referenced columns are empty",
+                        region.file("fat"),
+                    )
+                )
     return FatMeasure(
         ff=ff_flat,
         source=source,
@@ -321,7 +350,19 @@ def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
         columns=columns,
         qc=qc,
         noise_source=noise.source,
+        fat_scale=scale,
     )
+
+
+def _fatref_columns(
+    region: LabelledRegion, ff_flat: np.ndarray, factor: float | None
+) -> dict[str, np.ndarray]:
+    """``ff_median_fatref`` and ``ff_mean_fatref``: FF x factor (clipped to 0-1) per label."""
+    if factor is None:
+        empty = np.full(region.n_labels + 1, np.nan)
+        return {"ff_median_fatref": empty, "ff_mean_fatref": empty.copy()}
+    scaled = _ff_columns(region, np.clip(ff_flat * np.float32(factor), 0.0, 1.0))
+    return {"ff_median_fatref": scaled["ff_median"], "ff_mean_fatref": scaled["ff_mean"]}
 
 
 def _ff_columns(region: LabelledRegion, ff_flat: np.ndarray) -> dict[str, np.ndarray]:

@@ -61,6 +61,8 @@ class MuscleTable:
     slices : pandas.DataFrame
         ``slices.tsv``: one row per label and slice (``study_id``, ``label``, ``muscle``,
         ``side``, ``slice``, ``z_mm``, ``area_cm2``, ``ff_mean``).
+    fat_scale : dict or None
+        Subcutaneous-fat and marrow readings of a Dixon study (:mod:`.fat_scale`).
     """
 
     table: pd.DataFrame
@@ -70,6 +72,7 @@ class MuscleTable:
     voxel_maps: VoxelMaps | None = None
     noise_source: str = ""
     slices: pd.DataFrame | None = None
+    fat_scale: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,7 +114,7 @@ def quantify(
     settings = settings or load_settings()
     qset, eset = settings["quantify"], settings["edema"]
     region, counts = _labelled_region(study, qset, thread_count(threads))
-    fat = measure_fat(region, qset)
+    fat = measure_fat(region, qset, settings["fat_scale"])
     coverage = label_coverage(study.label_boxes, study.shape, study.affine)
     edema, areas = run_parallel(
         [
@@ -134,6 +137,7 @@ def quantify(
         voxel_maps=maps,
         noise_source=fat.noise_source,
         slices=slices,
+        fat_scale=fat.fat_scale,
     )
 
 
@@ -281,6 +285,9 @@ def _assemble(
     }
     for column in ("ff_mean", "ff_median", "ff_p90", "ff_mean_whole", "ff_median_whole"):
         data[column] = fat.columns[column][rows] if column in fat.columns else np.nan
+    for column in ("ff_median_fatref", "ff_mean_fatref"):  # only with --fat-reference
+        if column in fat.columns:
+            data[column] = fat.columns[column][rows]
     data["ff_source"] = fat.source
     edema_cols = edema.columns
     for column in ("edema_fraction", "edema_z", "fascial_edema_fraction", "t2_median_ms"):
