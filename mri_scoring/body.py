@@ -102,7 +102,10 @@ class SubcutaneousLayer:
 
 
 def subcutaneous_layer(
-    inside: np.ndarray, body: np.ndarray, voxel_mm: tuple[float, float, float]
+    inside: np.ndarray,
+    body: np.ndarray,
+    voxel_mm: tuple[float, float, float],
+    min_slice_share: float = 0.5,
 ) -> SubcutaneousLayer:
     """The subcutaneous layer of a body around its labelled region.
 
@@ -114,13 +117,19 @@ def subcutaneous_layer(
         From :func:`body_mask`.
     voxel_mm : tuple of float
         Voxel size.
+    min_slice_share : float
+        Slices whose labelled area is below this share of the largest one's are left out.
 
     Returns
     -------
     SubcutaneousLayer
     """
     envelope = muscle_envelope(inside, voxel_mm)
-    layer = body & ~envelope
+    # only slices labelled about as fully as the best one: where the segmentation stops (the hip,
+    # the knee) unlabelled muscle outside the envelope would pass for subcutaneous fat
+    area = inside.sum(axis=(0, 1))
+    full = area >= min_slice_share * area.max() if area.max() > 0 else area > 0
+    layer = body & ~envelope & full[None, None, :]
     n_layer = int(layer.sum())
     if n_layer == 0:
         return SubcutaneousLayer(layer, 0.0, 0)
