@@ -16,6 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+__all__ = [
+    "SubcutaneousLayer",
+    "body_mask",
+    "muscle_envelope",
+    "subcutaneous_layer",
+]
+
 _IN_PLANE = np.zeros((3, 3, 3), bool)
 _IN_PLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
 

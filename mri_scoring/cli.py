@@ -126,24 +126,9 @@ TemplateOption = Annotated[
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="Settings overrides (YAML).", dir_okay=False)
 ]
-LabelsOption = Annotated[
-    LabelScheme, typer.Option(
-        "--labels",
-        help="Label scheme of the segmentation (tsv: its label table file - labels.tsv, "
-        "*_dseg.tsv, ITK-SNAP .txt/.label or 3D Slicer colour table - is required).",
-    )
-]
-FatReferenceOption = Annotated[
-    bool,
-    typer.Option(
-        "--fat-reference",
-        help="Also give FF normalised by the subject's own adipose tissue (Dixon): "
-        "ff_median_fatref, ff_mean_fatref columns (the measured FF stays).",
-    ),
-]
-ResampleOption = Annotated[
-    bool, typer.Option("--resample", help="Resample images onto the label grid.")
-]
+LabelsOption = Annotated[LabelScheme, typer.Option(help="Label scheme (tsv: a label table file).")]
+FatRefOption = Annotated[bool, typer.Option(help="Add fat-referenced FF columns (*_fatref).")]
+ResampleOption = Annotated[bool, typer.Option(help="Resample images onto the label grid.")]
 ReportOption = Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")]
 MapsOption = Annotated[
     bool,
@@ -188,16 +173,11 @@ def _check_out(out: Path) -> None:
         raise _fail(f"--out {out}: exists and is not a folder; name a new or existing folder", 2)
 
 
-def _knowledge(
-    config: Path | None, template: Path | None, fat_reference: bool = False
-) -> tuple[Any, Any]:
+def _knowledge(config: Path | None, template: Path | None, fatref: bool = False) -> tuple[Any, Any]:
     from .config import load_settings
     from .pattern.templates import load_template
 
-    settings = load_settings(config)
-    if fat_reference:
-        settings = settings.overridden({"fat_scale": {"fat_reference": True}}, "--fat-reference")
-    return settings, load_template(template)
+    return load_settings(config, fat_reference=fatref), load_template(template)
 
 
 @app.command()
@@ -208,7 +188,7 @@ def score(
     config: ConfigOption = None,
     labels: LabelsOption = LabelScheme.auto,
     resample: ResampleOption = False,
-    fat_reference: FatReferenceOption = False,
+    fat_reference: FatRefOption = False,
     report: ReportOption = True,
     maps: MapsOption = False,
     view: ViewOption = View.radiological,
@@ -277,7 +257,7 @@ def batch(
     config: ConfigOption = None,
     labels: LabelsOption = LabelScheme.auto,
     resample: ResampleOption = False,
-    fat_reference: FatReferenceOption = False,
+    fat_reference: FatRefOption = False,
     report: ReportOption = True,
     maps: MapsOption = False,
     view: ViewOption = View.radiological,

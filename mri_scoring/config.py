@@ -152,7 +152,9 @@ class Settings:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def load_settings(override: str | Path | dict | None = None) -> Settings:
+def load_settings(
+    override: str | Path | dict | None = None, *, fat_reference: bool = False
+) -> Settings:
     """Return the shipped settings, optionally merged with an override file or mapping.
 
     Parameters
@@ -160,7 +162,12 @@ def load_settings(override: str | Path | dict | None = None) -> Settings:
     override : path or dict, optional
         A YAML file (or mapping) with the structure of ``configs/settings.yaml``; only the keys it
         names change. Unknown keys and wrongly typed values are errors naming the file and key.
+    fat_reference : bool
+        ``--fat-reference``: set ``fat_scale.fat_reference`` after the override.
     """
+    if fat_reference:
+        flag = {"fat_scale": {"fat_reference": True}}
+        return load_settings(override).overridden(flag, "--fat-reference")
     base = load_config_file("settings.yaml")
     sources = [str(config_dir() / "settings.yaml")]
     if override is None:

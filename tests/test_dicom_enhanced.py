@@ -62,11 +62,22 @@ def test_enhanced_roles_come_from_pulse_sequence_and_modifier_groups(study, tmp_
     ctx = pdm.ExportContext("siemens")
     echoes = pdm.mese_echoes(study.images["water"], study.images["fat"], study.images["t2map"])
     specs = [
-        pdm.SeriesSpec(7, "series_a", "ORIGINAL\\PRIMARY\\M\\NONE", echoes,
-                       echo_times_ms=[10.0 * k for k in range(1, 17)]),
-        pdm.SeriesSpec(8, "series_b", "ORIGINAL\\PRIMARY\\M\\NONE", study.images["stir"],
-                       scanning_sequence="SE\\IR", inversion_time_ms=220.0),
-    ]  # fmt: skip
+        pdm.SeriesSpec(
+            number=7,
+            description="series_a",
+            image_type="ORIGINAL\\PRIMARY\\M\\NONE",
+            data=echoes,
+            echo_times_ms=[10.0 * k for k in range(1, 17)],
+        ),
+        pdm.SeriesSpec(
+            number=8,
+            description="series_b",
+            image_type="ORIGINAL\\PRIMARY\\M\\NONE",
+            data=study.images["stir"],
+            scanning_sequence="SE\\IR",
+            inversion_time_ms=220.0,
+        ),
+    ]
     for spec in specs:
         pdm.write_series(tmp_path / f"{spec.number:03d}", spec, study.affine, ctx, enhanced=True)
     found = {s.number: s for s in discover_series(tmp_path).series}
@@ -85,12 +96,16 @@ def test_mese_names_and_siemens_sequence_name():
     plain = ("ORIGINAL", "PRIMARY", "M")
     echoes = tuple(11.0 * k for k in range(1, 18))
     for name in ("mese_product", "t2_mese", "MESE thigh"):
-        info = SeriesInfo("1", 1, name, image_type=plain, echo_times_ms=echoes)
+        info = SeriesInfo(
+            uid="1", number=1, description=name, image_type=plain, echo_times_ms=echoes
+        )
         assert classify(info, RULES).role == "mese", name
-    by_sequence = SeriesInfo("2", 2, "calf", image_type=plain, echo_times_ms=echoes,
+    by_sequence = SeriesInfo(uid="2", number=2, description="calf", image_type=plain,
+                             echo_times_ms=echoes,
                              sequence_name="*se2d17")  # fmt: skip
     assert classify(by_sequence, RULES).role == "mese"
-    single = SeriesInfo("3", 3, "calf", image_type=plain, echo_times_ms=(12.0,),
+    single = SeriesInfo(uid="3", number=3, description="calf", image_type=plain,
+                        echo_times_ms=(12.0,),
                         sequence_name="*se2d1")  # fmt: skip
     assert classify(single, RULES).role is None
 

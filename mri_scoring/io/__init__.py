@@ -5,6 +5,10 @@
 - :mod:`~mri_scoring.io.inputs` — every file a study's scoring reads and their SHA-256 digests.
 - :mod:`~mri_scoring.io.nifti` — reading NIfTI (gunzip, header checks, RAS+ reorientation).
 - :mod:`~mri_scoring.io.tables` — label tables, label schemes, ``study.json``.
+- :mod:`~mri_scoring.io.label_files` — label table files as tools write them (BIDS TSV,
+  ITK-SNAP, 3D Slicer) and the order they are looked for.
+- :mod:`~mri_scoring.io.role_content` — does each image hold what its role says (a T2 map under
+  a STIR name, seconds, a T1w that is not T1-weighted).
 - :mod:`~mri_scoring.io.label_profiles` — one walk over the label map: values, per-axis counts.
 - :mod:`~mri_scoring.io.label_geometry` — the body midline, sides from anatomy, unsided labels
   split.

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .. import schema
 from ..errors import QCFinding, StudyError
 from .discover import strip_nifti_suffix
 from .tables import read_label_table
@@ -29,6 +30,16 @@ from .tables import read_label_table
 _ITKSNAP = re.compile(
     r'^\s*(-?\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([0-9.eE+-]+)\s+(\d+)\s+(\d+)\s+"(.*)"\s*$'
 )
+
+
+__all__ = [
+    "drop_leading_number",
+    "find_label_table",
+    "read_any_table",
+    "read_label_file",
+    "sniff_format",
+    "table_candidates",
+]
 _SLICER = re.compile(r"^\s*(-?\d+)\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$")
 _LEADING_NUMBER = re.compile(r"^\s*\d+\s+(?=\S)")
 
@@ -115,7 +126,7 @@ def read_label_file(path: Path, kind: str | None = None) -> dict[int, str]:
     kind = kind or {".label": "itksnap", ".ctbl": "slicer"}.get(suffix) or sniff_format(path)
     if kind not in ("itksnap", "slicer"):
         raise StudyError(
-            "not an ITK-SNAP label description (IDX R G B A VIS MSH \"LABEL\") or a 3D Slicer "
+            'not an ITK-SNAP label description (IDX R G B A VIS MSH "LABEL") or a 3D Slicer '
             "colour table (index name R G B A)",
             path,
         )
@@ -128,16 +139,18 @@ def read_label_file(path: Path, kind: str | None = None) -> dict[int, str]:
     for number, line in _data_lines(text):
         match = pattern.match(line)
         if match is None:
-            raise StudyError(f"line {number} cannot be read: {line.strip()!r}; expected {shape}",
-                             path)  # fmt: skip
+            raise StudyError(
+                f"line {number} cannot be read: {line.strip()!r}; expected {shape}", path
+            )
         index, name = int(match.group(1)), drop_leading_number(match.group(name_group))
         if index < 0:
             raise StudyError(f"line {number}: index {index} is negative", path)
         if not name:
             raise StudyError(f"line {number}: empty name for index {index}", path)
         if index in table:
-            raise StudyError(f"line {number}: duplicate index {index} (also {table[index]!r})",
-                             path)  # fmt: skip
+            raise StudyError(
+                f"line {number}: duplicate index {index} (also {table[index]!r})", path
+            )
         table[index] = name
     if not table:
         raise StudyError("label file has no label lines", path)
@@ -217,7 +230,7 @@ def find_label_table(
             qc.append(
                 QCFinding(
                     "info",
-                    "label_file_ignored",
+                    schema.LABEL_FILE_IGNORED,
                     f"{path.name} is beside the label map but is neither an ITK-SNAP label "
                     "description nor a 3D Slicer colour table; not used as its label table",
                     str(path),

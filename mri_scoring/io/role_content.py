@@ -23,9 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import schema
 from ..body import body_mask, subcutaneous_layer
 from ..errors import QCFinding
 from .discover import strip_nifti_suffix
+
+__all__ = [
+    "check_roles",
+    "fat_layer_contrast",
+    "sidecar_unit",
+    "t2_map_unit",
+]
 
 
 def sidecar_unit(image_path: Path | None) -> str:
@@ -40,8 +48,9 @@ def sidecar_unit(image_path: Path | None) -> str:
         return ""
 
 
-def t2_map_unit(image: np.ndarray, muscle: np.ndarray, unit: str, cfg: dict,
-                is_map: bool = False) -> str | None:  # fmt: skip
+def t2_map_unit(
+    image: np.ndarray, muscle: np.ndarray, unit: str, cfg: dict, is_map: bool = False
+) -> str | None:
     """``"ms"`` or ``"s"`` when ``image`` is a water-T2 map, else None.
 
     Parameters
@@ -95,8 +104,9 @@ def t2_map_unit(image: np.ndarray, muscle: np.ndarray, unit: str, cfg: dict,
     return None
 
 
-def fat_layer_contrast(image: np.ndarray, inside: np.ndarray, muscle: np.ndarray,
-                       voxel_mm: tuple[float, float, float]) -> float | None:  # fmt: skip
+def fat_layer_contrast(
+    image: np.ndarray, inside: np.ndarray, muscle: np.ndarray, voxel_mm: tuple[float, float, float]
+) -> float | None:
     """Subcutaneous-layer median over muscle median of an image, or None when unreadable.
 
     The body is the image above a tenth of its 99th percentile; the layer is the body outside
@@ -155,9 +165,12 @@ def check_roles(
         unit = t2_map_unit(images["stir"], muscle, sidecar_unit(path), cfg)
         if unit is not None:
             median = float(np.median(images["stir"][muscle]))
-            evidence = (f"muscle median {median:.4g} {unit}, a non-integer map with an unfitted "
-                        "zero background" if not sidecar_unit(path) else
-                        f"its sidecar says Units {unit}")  # fmt: skip
+            evidence = (
+                f"muscle median {median:.4g} {unit}, a non-integer map with an unfitted "
+                "zero background"
+                if not sidecar_unit(path)
+                else f"its sidecar says Units {unit}"
+            )
             data = images.pop("stir")
             files.pop("stir", None)
             name = path.name if path else "the STIR image"
@@ -166,16 +179,25 @@ def check_roles(
                 if path is not None:
                     files["t2map"] = path
                 reassigned = True
-                qc.append(QCFinding(
-                    "warning", "role_reassigned",
-                    f"{name} was found as STIR by its name but is a water-T2 map ({evidence}): "
-                    "used as the T2 map" + (" (converted from s to ms)" if unit == "s" else ""),
-                    str(path or "")))  # fmt: skip
+                qc.append(
+                    QCFinding(
+                        "warning",
+                        schema.ROLE_REASSIGNED,
+                        f"{name} was found as STIR by its name but is a water-T2 map ({evidence}): "
+                        "used as the T2 map" + (" (converted from s to ms)" if unit == "s" else ""),
+                        str(path or ""),
+                    )
+                )
             else:
-                qc.append(QCFinding(
-                    "warning", "role_content_mismatch",
-                    f"{name} was found as STIR by its name but is a water-T2 map ({evidence}); "
-                    "a T2 map is already present: not used", str(path or "")))  # fmt: skip
+                qc.append(
+                    QCFinding(
+                        "warning",
+                        schema.ROLE_CONTENT_MISMATCH,
+                        f"{name} was found as STIR by its name but is a water-T2 map ({evidence}); "
+                        "a T2 map is already present: not used",
+                        str(path or ""),
+                    )
+                )
     if "t2map" in images and not reassigned:
         path = files.get("t2map")
         declared = sidecar_unit(path)
@@ -183,21 +205,32 @@ def check_roles(
         if unit == "s":
             median = float(np.median(images["t2map"][muscle]))
             images["t2map"] = images["t2map"] * np.float32(1000.0)
-            why = (f"its sidecar says Units {declared}" if declared
-                   else f"muscle median {median:.4g}, plausible only in seconds")  # fmt: skip
-            qc.append(QCFinding(
-                "info", "t2map_seconds",
-                f"the T2 map is in seconds ({why}, the BIDS unit); converted to ms",
-                str(path or "")))  # fmt: skip
+            why = (
+                f"its sidecar says Units {declared}"
+                if declared
+                else f"muscle median {median:.4g}, plausible only in seconds"
+            )
+            qc.append(
+                QCFinding(
+                    "info",
+                    schema.T2MAP_SECONDS,
+                    f"the T2 map is in seconds ({why}, the BIDS unit); converted to ms",
+                    str(path or ""),
+                )
+            )
     if "t1w" in images:
         inside = np.isin(labels, labelled_values)
         ratio = fat_layer_contrast(images["t1w"], inside, muscle, voxel_mm)
         if ratio is not None and ratio < cfg["t1w_min_fat_contrast"]:
             path = files.pop("t1w", None)
             images.pop("t1w")
-            qc.append(QCFinding(
-                "warning", "role_content_mismatch",
-                f"{path.name if path else 'the T1w image'} is not T1-weighted: the fat layer "
-                f"around the muscles reads {ratio:.2f} x muscle (T1w: fat brighter than muscle, "
-                f"above {cfg['t1w_min_fat_contrast']:g} x); not used",
-                str(path or "")))  # fmt: skip
+            qc.append(
+                QCFinding(
+                    "warning",
+                    schema.ROLE_CONTENT_MISMATCH,
+                    f"{path.name if path else 'the T1w image'} is not T1-weighted: the fat "
+                    f"layer around the muscles reads {ratio:.2f} x muscle (T1w: fat brighter "
+                    f"than muscle, above {cfg['t1w_min_fat_contrast']:g} x); not used",
+                    str(path or ""),
+                )
+            )

@@ -174,8 +174,9 @@ class Study:
         return label_profiles(self.labels, self.label_values).boxes()
 
 
-def _fat_fraction_map(volume: Volume, declared: str | None, settings: Settings,
-                      qc: list[QCFinding]) -> np.ndarray:  # fmt: skip
+def _fat_fraction_map(
+    volume: Volume, declared: str | None, settings: Settings, qc: list[QCFinding]
+) -> np.ndarray:
     data = volume.data
     finite = data[np.isfinite(data)]
     if finite.size == 0:
@@ -185,11 +186,16 @@ def _fat_fraction_map(volume: Volume, declared: str | None, settings: Settings,
     tolerance = settings["load"]["ff_map_tolerance"]
     if declared == "fraction" and looks_percent and float(finite.max()) <= 100.0 * (1 + tolerance):
         # percent declared as a fraction: read as a fraction every muscle would be >100 % fat
-        qc.append(QCFinding(
-            "warning", "role_content_mismatch",
-            f"the fat-fraction map is declared a fraction (0-1) but its 99th percentile is "
-            f"{p99:.4g} and its maximum {float(finite.max()):.4g}: percent values; read as "
-            "percent", str(volume.path)))  # fmt: skip
+        qc.append(
+            QCFinding(
+                "warning",
+                schema.ROLE_CONTENT_MISMATCH,
+                f"the fat-fraction map is declared a fraction (0-1) but its 99th percentile is "
+                f"{p99:.4g} and its maximum {float(finite.max()):.4g}: percent values; read as "
+                "percent",
+                str(volume.path),
+            )
+        )
         declared = "percent"
     scale = declared or ("percent" if looks_percent else "fraction")
     if scale == "percent":
@@ -221,8 +227,9 @@ def _check_role_content(
     muscles = [v for v, i in label_info.items() if i.kind in ("muscle", "other_muscle")]
     labelled = [v for v, i in label_info.items() if i.kind != "unknown"]
     voxel = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
-    check_roles(images, image_paths, labels, muscles, labelled, voxel, qc,
-                settings["load"]["role_content"])  # fmt: skip
+    check_roles(
+        images, image_paths, labels, muscles, labelled, voxel, qc, settings["load"]["role_content"]
+    )
     for role, path in before.items():
         if image_paths.get(role) != path:
             digest = hashes.pop(role, None)
@@ -388,8 +395,17 @@ def load_study(
     label_array, label_info, profiles = resolve_geometry(
         label_array, counted, label_volume.affine, label_info, identified, label_path, qc, settings
     )
-    _check_role_content(images, image_paths, hashes, label_array, label_info,
-                        label_volume.affine, qc, settings, label_path)  # fmt: skip
+    _check_role_content(
+        images,
+        image_paths,
+        hashes,
+        label_array,
+        label_info,
+        label_volume.affine,
+        qc,
+        settings,
+        label_path,
+    )
     study_id = found.study_id  # from study.json or the folder (BIDS: sub/ses), made unique
     files = {"labels": label_path, **image_paths}
     for role, extra in (("label_table", table_path), ("metadata", metadata_path)):

@@ -25,7 +25,6 @@ __all__ = [
     "resolve_labels",
     "shown_values",
     "sidecar_units",
-    "table_for",
 ]
 
 LABEL_OPTIONS = ("auto", "tsv", "musclemap", "musclesense", "totalsegmentator")
@@ -212,7 +211,7 @@ def resolve_labels(
         qc.append(
             QCFinding(
                 "info",
-                "adductor_minimus_apart",
+                schema.ADDUCTOR_MINIMUS_APART,
                 f"adductor minimus is labelled apart (values {shown_values(apart)}): it is its own "
                 "muscle in the adductor group; adductor magnus features use the adductor magnus "
                 "label only",

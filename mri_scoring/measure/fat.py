@@ -16,7 +16,7 @@ import numpy as np
 from .. import schema
 from ..anatomy import REFERENCE
 from ..errors import QCFinding
-from .fat_scale import fat_scale_findings, read_fat_scale
+from .fat_scale import fat_scale_outputs
 from .masks import background_sample
 from .noise import NoiseEstimate, dixon_noise
 from .voxel_sets import (
@@ -323,26 +323,11 @@ def measure_fat(
     qc.extend(swap_check(region, ff_flat, noise_sigma, SwapCheck.from_settings(qset)))
     scale = None
     if source == "dixon" and scale_cfg is not None:
-        found = read_fat_scale(
-            region, ff_flat, noise_sigma, scale_cfg, qset["swap_check_body_floor_sigma"]
+        scale_qc, scale, extra = fat_scale_outputs(
+            region, ff_flat, noise_sigma, qset, scale_cfg, _ff_columns
         )
-        qc.extend(fat_scale_findings(found, scale_cfg, region.file("fat")))
-        scale = found.as_dict()
-        factor = found.factor(scale_cfg["adipose_ff"])
-        if scale_cfg["fat_reference"]:
-            scale["fat_reference_factor"] = None if factor is None else round(factor, 4)
-            scale["adipose_ff"] = scale_cfg["adipose_ff"]
-            columns.update(_fatref_columns(region, ff_flat, factor))
-            if factor is None:
-                qc.append(
-                    QCFinding(
-                        "warning",
-                        schema.FAT_REFERENCE_UNAVAILABLE,
-                        f"--fat-reference: no subcutaneous fat reading ({found.note}); the "
-                        "fat-referenced columns are empty",
-                        region.file("fat"),
-                    )
-                )
+        qc.extend(scale_qc)
+        columns.update(extra)
     return FatMeasure(
         ff=ff_flat,
         source=source,
@@ -352,17 +337,6 @@ def measure_fat(
         noise_source=noise.source,
         fat_scale=scale,
     )
-
-
-def _fatref_columns(
-    region: LabelledRegion, ff_flat: np.ndarray, factor: float | None
-) -> dict[str, np.ndarray]:
-    """``ff_median_fatref`` and ``ff_mean_fatref``: FF x factor (clipped to 0-1) per label."""
-    if factor is None:
-        empty = np.full(region.n_labels + 1, np.nan)
-        return {"ff_median_fatref": empty, "ff_mean_fatref": empty.copy()}
-    scaled = _ff_columns(region, np.clip(ff_flat * np.float32(factor), 0.0, 1.0))
-    return {"ff_median_fatref": scaled["ff_median"], "ff_mean_fatref": scaled["ff_mean"]}
 
 
 def _ff_columns(region: LabelledRegion, ff_flat: np.ndarray) -> dict[str, np.ndarray]:

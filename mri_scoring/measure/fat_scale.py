@@ -23,6 +23,7 @@ passed in its place (:func:`read_fat_scale` takes the voxel mask).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +33,17 @@ from .. import schema
 from ..anatomy import reference_tissue
 from ..body import body_mask, subcutaneous_layer
 from ..errors import QCFinding
-from .arrays import LabelledRegion
+from .voxel_sets import LabelledRegion
+
+__all__ = [
+    "FatScale",
+    "fat_scale_findings",
+    "fat_scale_outputs",
+    "read_fat_scale",
+]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FatScale:
     """The fat-scale readings of one Dixon study.
 
@@ -110,8 +118,11 @@ def read_fat_scale(
     FatScale
     """
     study = region.study
-    marrow_ids = [i + 1 for i, v in enumerate(study.label_values)
-                  if reference_tissue(study.label_info[int(v)].muscle) == "marrow"]  # fmt: skip
+    marrow_ids = [
+        i + 1
+        for i, v in enumerate(study.label_values)
+        if reference_tissue(study.label_info[int(v)].muscle) == "marrow"
+    ]
     marrow = ff_flat[np.isin(region.label, marrow_ids)] if marrow_ids else ff_flat[:0]
     marrow = marrow[np.isfinite(marrow)]
     marrow_ff = float(np.median(marrow)) if marrow.size else None
@@ -125,17 +136,33 @@ def read_fat_scale(
         layer, thickness = found.core, found.thickness_mm
     n = int(layer.sum())
     if np.isfinite(thickness) and thickness < cfg["min_thickness_mm"]:
-        note = (f"subcutaneous fat layer {thickness:.1f} mm thick, under "
-                f"{cfg['min_thickness_mm']:g} mm: not read (partial volume)")  # fmt: skip
-        return FatScale(None, thickness, n, marrow_ff, note)
+        note = (
+            f"subcutaneous fat layer {thickness:.1f} mm thick, under "
+            f"{cfg['min_thickness_mm']:g} mm: not read (partial volume)"
+        )
+        return FatScale(
+            subcutaneous_ff=None,
+            thickness_mm=thickness,
+            subcutaneous_voxels=n,
+            marrow_ff=marrow_ff,
+            note=note,
+        )
     if n < cfg["min_voxels"]:
         note = f"{n} subcutaneous core voxels, under {cfg['min_voxels']}: not read"
-        return FatScale(None, thickness, n, marrow_ff, note)
+        return FatScale(
+            subcutaneous_ff=None,
+            thickness_mm=thickness,
+            subcutaneous_voxels=n,
+            marrow_ff=marrow_ff,
+            note=note,
+        )
     with np.errstate(invalid="ignore", divide="ignore"):
         ff = fat[layer] / total[layer]
     ff = ff[np.isfinite(ff)]
     reading = float(np.quantile(ff, cfg["reading_quantile"])) if ff.size else None
-    return FatScale(reading, thickness, n, marrow_ff)
+    return FatScale(
+        subcutaneous_ff=reading, thickness_mm=thickness, subcutaneous_voxels=n, marrow_ff=marrow_ff
+    )
 
 
 def fat_scale_findings(scale: FatScale, cfg: dict[str, Any], file: str) -> list[QCFinding]:
@@ -156,12 +183,80 @@ def fat_scale_findings(scale: FatScale, cfg: dict[str, Any], file: str) -> list[
     level = cfg["min_subcutaneous_ff"]
     if scale.subcutaneous_ff is None or scale.subcutaneous_ff >= level:
         return []
-    marrow = (f"labelled marrow reads {scale.marrow_ff:.2f}" if scale.marrow_ff is not None
-              else "no marrow labelled")  # fmt: skip
-    hint = "" if cfg.get("fat_reference") else (
-        "; --fat-reference adds FF normalised by the subject's adipose tissue")
-    message = (f"fat scale compressed: subcutaneous fat reads FF {scale.subcutaneous_ff:.2f} "
-               f"({scale.thickness_mm:.0f} mm layer; calibrated Dixon reads about 0.9-0.95, "
-               f"expected >= {level:g}); {marrow}. Absolute FF, FF-derived grades and "
-               f"ff_excess read low on this study{hint}")  # fmt: skip
+    marrow = (
+        f"labelled marrow reads {scale.marrow_ff:.2f}"
+        if scale.marrow_ff is not None
+        else "no marrow labelled"
+    )
+    hint = (
+        ""
+        if cfg.get("fat_reference")
+        else ("; --fat-reference adds FF normalised by the subject's adipose tissue")
+    )
+    message = (
+        f"fat scale compressed: subcutaneous fat reads FF {scale.subcutaneous_ff:.2f} "
+        f"({scale.thickness_mm:.0f} mm layer; calibrated Dixon reads about 0.9-0.95, "
+        f"expected >= {level:g}); {marrow}. Absolute FF, FF-derived grades and "
+        f"ff_excess read low on this study{hint}"
+    )
     return [QCFinding("warning", schema.FAT_SCALE_COMPRESSED, message, file)]
+
+
+def fat_scale_outputs(
+    region: LabelledRegion,
+    ff_flat: np.ndarray,
+    sigma: float | None,
+    qset: dict[str, Any],
+    cfg: dict[str, Any],
+    ff_columns: Callable[[LabelledRegion, np.ndarray], dict[str, np.ndarray]],
+) -> tuple[list[QCFinding], dict[str, Any], dict[str, np.ndarray]]:
+    """Everything the fat scale adds to a Dixon study's fat measure.
+
+    Parameters
+    ----------
+    region : LabelledRegion
+    ff_flat : ndarray
+        FF per labelled voxel.
+    sigma : float or None
+        Dixon noise sigma.
+    qset : dict
+        The ``quantify`` settings (the swap check's body floor).
+    cfg : dict
+        The ``fat_scale`` settings.
+    ff_columns : callable
+        Per-label FF columns of a voxel FF (``ff_median``, ``ff_mean``, ...): applied to the
+        fat-referenced FF with ``fat_reference``.
+
+    Returns
+    -------
+    findings : list of QCFinding
+    readings : dict
+        ``score.json`` ``fat_scale`` (with the factor and ``adipose_ff`` under
+        ``fat_reference``).
+    columns : dict of str -> ndarray
+        ``ff_median_fatref`` and ``ff_mean_fatref`` per compact label (empty without
+        ``fat_reference``; NaN when subcutaneous fat was not read).
+    """
+    found = read_fat_scale(region, ff_flat, sigma, cfg, qset["swap_check_body_floor_sigma"])
+    findings = fat_scale_findings(found, cfg, region.file("fat"))
+    readings = found.as_dict()
+    if not cfg["fat_reference"]:
+        return findings, readings, {}
+    factor = found.factor(cfg["adipose_ff"])
+    readings["fat_reference_factor"] = None if factor is None else round(factor, 4)
+    readings["adipose_ff"] = cfg["adipose_ff"]
+    if factor is None:
+        findings.append(
+            QCFinding(
+                "warning",
+                schema.FAT_REFERENCE_UNAVAILABLE,
+                f"--fat-reference: no subcutaneous fat reading ({found.note}); the "
+                "fat-referenced columns are empty",
+                region.file("fat"),
+            )
+        )
+        empty = np.full(region.n_labels + 1, np.nan)
+        return findings, readings, {"ff_median_fatref": empty, "ff_mean_fatref": empty.copy()}
+    scaled = ff_columns(region, np.clip(ff_flat * np.float32(factor), 0.0, 1.0))
+    columns = {"ff_median_fatref": scaled["ff_median"], "ff_mean_fatref": scaled["ff_mean"]}
+    return findings, readings, columns

@@ -285,9 +285,8 @@ def _assemble(
     }
     for column in ("ff_mean", "ff_median", "ff_p90", "ff_mean_whole", "ff_median_whole"):
         data[column] = fat.columns[column][rows] if column in fat.columns else np.nan
-    for column in ("ff_median_fatref", "ff_mean_fatref"):  # only with --fat-reference
-        if column in fat.columns:
-            data[column] = fat.columns[column][rows]
+    for column in ("ff_median_fatref", "ff_mean_fatref"):  # empty without --fat-reference
+        data[column] = fat.columns[column][rows] if column in fat.columns else np.nan
     data["ff_source"] = fat.source
     edema_cols = edema.columns
     for column in ("edema_fraction", "edema_z", "fascial_edema_fraction", "t2_median_ms"):

@@ -29,6 +29,11 @@ from .drawing import (
 )
 from .studies import PhantomStudy, pattern_specs
 
+__all__ = [
+    "paint_study",
+    "paint_tissues",
+]
+
 _PLANE = np.zeros((3, 3, 3), bool)
 _PLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
 
@@ -38,8 +43,9 @@ def _in_plane_distance(mask: np.ndarray, voxel: tuple[float, float, float]) -> n
     return ndimage.distance_transform_edt(~mask, sampling=(voxel[0], voxel[1], 1e6))
 
 
-def paint_tissues(labels: np.ndarray, kinds: dict[int, str],
-                  voxel: tuple[float, float, float]) -> np.ndarray:  # fmt: skip
+def paint_tissues(
+    labels: np.ndarray, kinds: dict[int, str], voxel: tuple[float, float, float]
+) -> np.ndarray:
     """Tissue codes (``drawing.TISSUE_CODES``) around a real label map.
 
     Parameters
@@ -123,8 +129,16 @@ def paint_study(
     voxel = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
     present = sorted(int(v) for v in np.unique(labels) if v)
     info = {v: match_label_name(names.get(v, f"label_{v}"), v) for v in present}
-    kinds = {v: ("muscle" if i.kind in ("muscle", "other_muscle") else
-                 "bone" if i.kind == "reference" else "") for v, i in info.items()}  # fmt: skip
+    kinds = {
+        v: (
+            "muscle"
+            if i.kind in ("muscle", "other_muscle")
+            else "bone"
+            if i.kind == "reference"
+            else ""
+        )
+        for v, i in info.items()
+    }
     tissue = paint_tissues(labels, kinds, voxel)
     specs = pattern_specs(pattern)
     jitter = config["side_jitter"]
@@ -149,8 +163,9 @@ def paint_study(
     for v, (target, _) in targets.items():
         lookup[v] = target
     log_sd = signal["heterogeneity_log_sd"]
-    ff[muscle] = np.clip(lookup[labels[muscle]] * np.exp(log_sd * texture[muscle] - log_sd**2 / 2),
-                         0.0, 0.98)  # fmt: skip
+    ff[muscle] = np.clip(
+        lookup[labels[muscle]] * np.exp(log_sd * texture[muscle] - log_sd**2 / 2), 0.0, 0.98
+    )
     pd[muscle] = 1.0
     edema = np.zeros(shape, bool)
     for v, (_, share) in targets.items():
@@ -180,6 +195,11 @@ def paint_study(
     }
     truth = {"pattern": pattern, "seed": seed, "anatomy": "real label map", "muscles": muscles}
     return PhantomStudy(
-        study_id=sid, labels=labels, affine=np.asarray(affine, float), images=images,
-        label_info=info, metadata={"study_id": sid, "phantom": True}, truth=truth,
-    )  # fmt: skip
+        study_id=sid,
+        labels=labels,
+        affine=np.asarray(affine, float),
+        images=images,
+        label_info=info,
+        metadata={"study_id": sid, "phantom": True},
+        truth=truth,
+    )
