@@ -116,7 +116,8 @@ def fat_layer_contrast(
     top = float(np.percentile(data, 99))
     if top <= 0:
         return None
-    layer = subcutaneous_layer(inside, body_mask(data, 0.1 * top), voxel_mm)
+    # every labelled slice: a contrast, not a calibration, and small studies have few voxels
+    layer = subcutaneous_layer(inside, body_mask(data, 0.1 * top), voxel_mm, min_slice_share=0.0)
     values = data[layer.core]
     lean = data[muscle]
     if values.size < 100 or lean.size < 100:
