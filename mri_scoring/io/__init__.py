@@ -17,6 +17,8 @@
 - :mod:`~mri_scoring.io.subjects` — which subject and session a study is, and when.
 - :mod:`~mri_scoring.io.dicom`, :mod:`~mri_scoring.io.dicom_series`,
   :mod:`~mri_scoring.io.dicom_roles` — DICOM exports to BIDS study folders.
+- :mod:`~mri_scoring.io.dicom_enhanced` — enhanced MR headers (EchoPulseSequence, the MR
+  modifier and timing groups) read into the facts the role rules use.
 - :mod:`~mri_scoring.io.dicom_guard` — guarded header reads: a file that does not parse is
   skipped with its reason, pydicom's warnings captured.
 
