@@ -126,6 +126,41 @@ def unions() -> dict[str, tuple[str, ...]]:
 
 
 @cache
+def norm_within() -> dict[str, str]:
+    """Muscles whose volume norm is counted within another's (``norm_within`` of anatomy.yaml).
+
+    Returns
+    -------
+    dict of str to str
+        E.g. ``adductor_minimus`` -> ``adductor_magnus``.
+    """
+    return dict(_anatomy().get("norm_within") or {})
+
+
+def reference_tissue(name: str) -> str:
+    """The tissue (``bone``, ``marrow``, ``subcutaneous_fat``) of a reference name, or ``""``.
+
+    Examples
+    --------
+    >>> reference_tissue("femur_marrow"), reference_tissue("vastus_lateralis")
+    ('marrow', '')
+    """
+    return str(_anatomy()["reference_tissues"].get(name, ""))
+
+
+@cache
+def not_tissues() -> frozenset[str]:
+    """Normalised table names that are no tissue (``Clear Label``, ``background``).
+
+    Examples
+    --------
+    >>> "clear_label" in not_tissues()
+    True
+    """
+    return frozenset(_anatomy().get("not_tissues") or ())
+
+
+@cache
 def group_of(muscle: str) -> str:
     """The group a canonical muscle belongs to, or ``""``."""
     for group, members in groups().items():
@@ -182,6 +217,8 @@ def match_label_name(name: str, value: int = 0) -> LabelInfo:
         ``kind == "unknown"`` when the vocabulary does not know the name.
     """
     tokens = normalise(name).split("_") if normalise(name) else []
+    if len(tokens) > 1 and tokens[0].isdigit() and not tokens[1].isdigit():
+        tokens = tokens[1:]  # a numbering ("31 Biceps femoris long Left"), not the name
     stem_tokens, side = _split_side(tokens)
     resolved = _resolve("_".join(stem_tokens))
     if resolved is None and not side and len(tokens) == 1 and len(tokens[0]) in (2, 3, 4):

@@ -16,6 +16,7 @@ from .cli_options import (
     ConfigOption,
     DicomOutOption,
     Engine,
+    FatRefOption,
     LabelScheme,
     LabelsOption,
     MapsOption,
@@ -145,11 +146,13 @@ def _check_out(out: Path) -> None:
         raise _fail(f"--out {out}: exists and is not a folder; name a new or existing folder", 2)
 
 
-def _knowledge(config: Path | None, templates: list[str] | None) -> tuple[Any, Any]:
+def _knowledge(
+    config: Path | None, templates: list[str] | None, fatref: bool = False
+) -> tuple[Any, Any]:
     from .config import load_settings
     from .pattern.panel import load_panel
 
-    return load_settings(config), load_panel(templates)
+    return load_settings(config, fat_reference=fatref), load_panel(templates)
 
 
 @app.command()
@@ -160,6 +163,7 @@ def score(
     config: ConfigOption = None,
     labels: LabelsOption = LabelScheme.auto,
     resample: ResampleOption = False,
+    fat_reference: FatRefOption = False,
     report: ReportOption = True,
     maps: MapsOption = False,
     view: ViewOption = View.radiological,
@@ -182,7 +186,7 @@ def score(
         if problem := folder_problem(study):
             raise _fail(f"--dicom-out: {study}: {problem}", 2)
     try:
-        settings, panel = _knowledge(config, template)
+        settings, panel = _knowledge(config, template, fat_reference)
         result = score_study(
             study,
             settings=settings,
@@ -238,6 +242,7 @@ def batch(
     config: ConfigOption = None,
     labels: LabelsOption = LabelScheme.auto,
     resample: ResampleOption = False,
+    fat_reference: FatRefOption = False,
     report: ReportOption = True,
     maps: MapsOption = False,
     view: ViewOption = View.radiological,
@@ -269,7 +274,7 @@ def batch(
             bar.update(task, total=total, completed=done + failed, done=done, failed=failed)
 
         try:
-            settings, panel = _knowledge(config, template)
+            settings, panel = _knowledge(config, template, fat_reference)
             summary = score_batch(
                 root,
                 out,

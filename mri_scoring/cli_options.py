@@ -16,6 +16,7 @@ __all__ = [
     "ConfigOption",
     "DicomOutOption",
     "Engine",
+    "FatRefOption",
     "LabelScheme",
     "LabelsOption",
     "MapsOption",
@@ -63,7 +64,11 @@ ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="Settings overrides (YAML).", dir_okay=False)
 ]
 LabelsOption = Annotated[
-    LabelScheme, typer.Option("--labels", help="Label scheme of the segmentation.")
+    LabelScheme, typer.Option("--labels", help="Label scheme (tsv: a label table file).")
+]
+FatRefOption = Annotated[
+    bool,
+    typer.Option("--fat-reference", help="Add fat-referenced FF columns (*_fatref)."),
 ]
 ResampleOption = Annotated[
     bool, typer.Option("--resample", help="Resample images onto the label grid.")

@@ -134,6 +134,17 @@ class Settings:
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self.data[section]
 
+    def overridden(self, override: dict[str, Any], source: str) -> Settings:
+        """These settings with ``override`` merged in (as a settings file would be).
+
+        Examples
+        --------
+        >>> s = load_settings().overridden({"fat_scale": {"fat_reference": True}}, "flag")
+        >>> s["fat_scale"]["fat_reference"], s.sources[-1]
+        (True, 'flag')
+        """
+        return Settings(_merge(self.data, override, source), (*self.sources, source))
+
     @property
     def sha256(self) -> str:
         """Hash of the effective settings (canonical JSON), written to ``score.json``."""
@@ -141,7 +152,9 @@ class Settings:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def load_settings(override: str | Path | dict | None = None) -> Settings:
+def load_settings(
+    override: str | Path | dict | None = None, *, fat_reference: bool = False
+) -> Settings:
     """Return the shipped settings, optionally merged with an override file or mapping.
 
     Parameters
@@ -149,7 +162,12 @@ def load_settings(override: str | Path | dict | None = None) -> Settings:
     override : path or dict, optional
         A YAML file (or mapping) with the structure of ``configs/settings.yaml``; only the keys it
         names change. Unknown keys and wrongly typed values are errors naming the file and key.
+    fat_reference : bool
+        ``--fat-reference``: set ``fat_scale.fat_reference`` after the override.
     """
+    if fat_reference:
+        flag = {"fat_scale": {"fat_reference": True}}
+        return load_settings(override).overridden(flag, "--fat-reference")
     base = load_config_file("settings.yaml")
     sources = [str(config_dir() / "settings.yaml")]
     if override is None:

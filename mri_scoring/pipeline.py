@@ -138,6 +138,7 @@ def score_study(
         edema_reference=measured.edema_reference.to_dict(),
         noise_sigma=measured.noise_sigma,
         noise_source=measured.noise_source,
+        fat_scale=measured.fat_scale,
         study=study,
         session=session_info(study.path, study.metadata, study.study_id),
         voxel_maps=measured.voxel_maps,

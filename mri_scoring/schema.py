@@ -142,6 +142,10 @@ COLUMNS: tuple[Column, ...] = (
        "mean fat fraction over the whole mask"),
     _m("ff_median_whole", "fraction", "FF median, whole mask (%)",
        "median fat fraction over the whole mask"),
+    _m("ff_median_fatref", "fraction", "FF median, fat-referenced (%)",
+       "ff_median x fat_scale.adipose_ff / subcutaneous fat FF; empty without --fat-reference"),
+    _m("ff_mean_fatref", "fraction", "FF mean, fat-referenced (%)",
+       "ff_mean x fat_scale.adipose_ff / subcutaneous fat FF; empty without --fat-reference"),
     _m("ff_source", "text", "FF source", "dixon, ff_map, t1w_semiquantitative or empty"),
     _m("mercuri_grade", "grade", "Mercuri grade (FF)",
        "0-4 from ff_median and grades.mercuri_ff_bands", _0),
@@ -294,9 +298,16 @@ HEADER_SCL_SLOPE_ZERO = "header_scl_slope_zero"
 UNSIDED_LABELS_SPLIT = "unsided_labels_split"
 SIDE_CHECK_SKIPPED = "side_check_skipped"
 SIDE_MISMATCH = "side_mismatch"
+LABEL_FILE_IGNORED = "label_file_ignored"
+ADDUCTOR_MINIMUS_APART = "adductor_minimus_apart"
+ROLE_REASSIGNED = "role_reassigned"
+ROLE_CONTENT_MISMATCH = "role_content_mismatch"
+T2MAP_SECONDS = "t2map_seconds"
 # Study findings of measuring.
 FF_SEMIQUANTITATIVE = "ff_semiquantitative"
 FAT_WATER_SWAP_SUSPECTED = "fat_water_swap_suspected"
+FAT_SCALE_COMPRESSED = "fat_scale_compressed"
+FAT_REFERENCE_UNAVAILABLE = "fat_reference_unavailable"
 T2_FAT_NOT_EXCLUDED = "t2_fat_not_excluded"
 EDEMA_REFERENCE_MISSING = "edema_reference_missing"
 EDEMA_REFERENCE_UNCERTAIN = "edema_reference_uncertain"
@@ -340,9 +351,16 @@ QC_CODES: dict[str, QCCode] = {q.code: q for q in (
     QCCode(UNSIDED_LABELS_SPLIT, _I, "unsided labels in both thighs split at the body midline"),
     QCCode(SIDE_CHECK_SKIPPED, _I, "sides not checked: no body midline found"),
     QCCode(SIDE_MISMATCH, _W, "muscles lie on the other side of the body midline from their name"),
+    QCCode(LABEL_FILE_IGNORED, _I, "a .txt beside the label map in no label table format: unused"),
+    QCCode(ADDUCTOR_MINIMUS_APART, _I, "adductor minimus labelled apart: AM features use AM only"),
+    QCCode(ROLE_REASSIGNED, _W, "a file found by name for one role holds another: used as that"),
+    QCCode(ROLE_CONTENT_MISMATCH, _W, "a file's values contradict its role or declared scale"),
+    QCCode(T2MAP_SECONDS, _I, "the T2 map was in seconds (BIDS): converted to ms"),
     # Study findings of measuring.
     QCCode(FF_SEMIQUANTITATIVE, _W, "FF from T1w intensities, not a Dixon/PDFF (also a row flag)"),
     QCCode(FAT_WATER_SWAP_SUSPECTED, _W, "fat and reference tissue read lean: fat/water swapped?"),
+    QCCode(FAT_SCALE_COMPRESSED, _W, "subcutaneous fat reads below calibrated Dixon: FF reads low"),
+    QCCode(FAT_REFERENCE_UNAVAILABLE, _W, "--fat-reference without a subcutaneous fat reading"),
     QCCode(T2_FAT_NOT_EXCLUDED, _I, "no FF image: fatty voxels may pass for edema on the T2 map"),
     QCCode(EDEMA_REFERENCE_MISSING, _W, "too few non-fatty muscle voxels for a STIR reference"),
     QCCode(EDEMA_REFERENCE_UNCERTAIN, _W, "little muscle reads normal: reference may be edematous"),

@@ -14,6 +14,18 @@ from mri_scoring import phantom
 TINY = (64, 64, 10)
 
 
+def shared_dir() -> Path:
+    """The read-only shared folder beside the clone (``<repo>/../shared``; CI puts it there).
+
+    ``MRI_SCORING_SHARED`` points elsewhere (a git worktree whose parent holds no ``shared``).
+    Tests that read it skip with the reason when it is absent: nothing in it is shipped.
+    """
+    import os
+
+    override = os.environ.get("MRI_SCORING_SHARED")
+    return Path(override) if override else Path(__file__).resolve().parents[1].parent / "shared"
+
+
 def write_phantom(folder: Path, pattern: str = "imnm", seed: int = 0, shape=TINY, **kwargs):
     """Write one phantom study in the simple layout; returns (folder, in-memory study)."""
     layout = kwargs.pop("layout", "simple")

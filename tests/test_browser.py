@@ -106,7 +106,7 @@ def sample_batch(tmp_path_factory):
 
 def test_sample_reports_fit_800_px_and_show_large_decoded_panels(sample_batch):
     pages = sorted(sample_batch.glob("*/report.html"))
-    assert len(pages) == 6, "the five sample studies and the child"
+    assert len(pages) == 7, "five cartoon-thigh samples, the child and one on real anatomy"
     for page in pages:
         _check(page, panels=6)  # three levels x (fat fraction, STIR or T2 map)
 

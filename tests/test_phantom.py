@@ -96,7 +96,7 @@ def test_the_phantom_modules_and_the_import_walk_are_what_they_claim():
     its known edges, and a module that does reach measurement code is flagged."""
     assert PHANTOM_MODULES, "the phantom subpackage enumerated no module"
     parts = {"", ".studies", ".drawing", ".truth", ".writer", ".cohort_tables", ".dicom_export",
-             ".growth"}
+             ".growth", ".mese", ".real_anatomy"}
     assert {f"mri_scoring.phantom{name}" for name in parts} == set(PHANTOM_MODULES)
     assert not list(PACKAGE.glob("phantom*.py")), "a phantom module outside the subpackage"
     reached = _reached("mri_scoring.phantom")

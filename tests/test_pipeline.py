@@ -377,6 +377,7 @@ def test_demo_scores_the_sample_data(tmp_path):
         "sample-normal": "indeterminate",
         "sample-ffmap-t2map-dm": "DM",
         "sample-child-imnm": "IMNM",
+        "sample-musclemap-imnm": "IMNM",
         "sub-imnm02_ses-01": "IMNM",
     }
     assert (tmp_path / "index.html").is_file() and (tmp_path / "cohort_heatmap.svg").is_file()

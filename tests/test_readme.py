@@ -33,7 +33,7 @@ def test_readme_api_example_saved_as_a_script_scores_the_sample_studies(tmp_path
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "bootstrapping" not in done.stderr, done.stderr
     summary = pd.read_csv(tmp_path / "out" / "summary.tsv", sep="\t")
-    assert len(summary) == 6 and summary["call"].notna().all(), summary
+    assert len(summary) == 7 and summary["call"].notna().all(), summary  # the 7 samples
     assert pd.read_csv(tmp_path / "out" / "failures.tsv", sep="\t").empty
 
 

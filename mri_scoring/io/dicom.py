@@ -37,6 +37,7 @@ from .dicom_guard import DicomError, DicomUsageError, SkippedFile
 from .dicom_refs import keep_refs
 from .dicom_roles import Assignment, RoleRules, SeriesInfo, assign_roles, load_rules
 from .dicom_series import choose_patient, discover_series, skip_messages
+from .role_content import ff_map_as_fraction
 
 __all__ = [
     "T2FIT_PIPELINE",
@@ -401,6 +402,25 @@ def convert_dicom(
     return ConversionReport(rows, outputs, anat if outputs else None, messages, scan.skipped)
 
 
+def _converted_files(a: Assignment, workdir: Path) -> list[Path]:
+    """dcm2niix's output of one series: one run, or one run per file for an enhanced MESE.
+
+    An enhanced MESE written one file per echo (Siemens XA) is converted file by file: every
+    file is a whole volume of one echo, and dcm2niix v1.0.20260724, given several non-Philips
+    enhanced files in one run, wrote all but the last as float32 with values near 1e-33
+    (phantom exports; MyoQMRI's Siemens export was not affected). Echo order comes from the
+    sidecars either way.
+    """
+    if a.role == "mese" and a.series.multiframe and len(a.series.files) > 1:
+        out: list[Path] = []
+        for i, path in enumerate(a.series.files):
+            run = workdir / f"file{i:04d}"
+            run.mkdir()
+            out.extend(_run_dcm2niix([path], a.series, run))
+        return out
+    return _run_dcm2niix(a.series.files, a.series, workdir)
+
+
 def _convert_one(
     a: Assignment,
     rules: RoleRules,
@@ -414,7 +434,7 @@ def _convert_one(
     if not suffix:
         raise _SeriesFailure(f"role '{a.role}' has no output name in the rules file")
     with tempfile.TemporaryDirectory(prefix="mri-scoring-dcm-") as tmp:
-        converted = _run_dcm2niix(a.series.files, a.series, Path(tmp))
+        converted = _converted_files(a, Path(tmp))
         written: dict[str, Path] = {}
         if a.role == "mese":
             image, sidecar, te_ms = _stack_echoes(converted)
@@ -454,7 +474,7 @@ def _convert_one(
         target = anat / f"{prefix}_{suffix}.nii.gz"
         sidecar = _sidecar(path)
         if a.role == "ff":
-            _save(*_ff_as_fraction(image, sidecar), target)
+            _save(*ff_map_as_fraction(image, sidecar), target)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target.with_name(target.name + ".tmp"))
@@ -465,25 +485,3 @@ def _convert_one(
             )
         written[a.role] = target
         return written
-
-
-# Stored fat-fraction maps come as fractions, percent, or per mille (0-1000) [elicited: vendor
-# practice]; subcutaneous fat (FF ~0.9) always sits near the top of the range, so the 99th
-# percentile tells them apart.
-_FF_SCALES = ((1.5, 1.0, "fraction"), (150.0, 100.0, "percent"), (1500.0, 1000.0, "per mille"))
-
-
-def _ff_as_fraction(image: nib.Nifti1Image, sidecar: dict) -> tuple[nib.Nifti1Image, dict]:
-    data = np.asanyarray(image.dataobj).astype(np.float32)
-    finite = data[np.isfinite(data)]
-    p99 = float(np.percentile(finite, 99)) if finite.size else 0.0
-    scale = next((entry for entry in _FF_SCALES if p99 <= entry[0]), None)
-    if scale is None:
-        raise _SeriesFailure(f"fat-fraction values up to {p99:g} fit no known scale")
-    _, divisor, name = scale
-    fraction = nib.Nifti1Image(data / np.float32(divisor), image.affine)
-    fraction.set_qform(image.affine, code=1)
-    fraction.set_sform(image.affine, code=1)
-    meta = dict(sidecar, Units="fraction")
-    meta["StoredScale"] = f"{name} (99th percentile of stored values {p99:g})"
-    return fraction, meta

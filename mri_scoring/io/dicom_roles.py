@@ -48,7 +48,10 @@ class SeriesInfo:
         Upper-case tokens of ImageType, the first frame's FrameType and the Philips private
         image type.
     scanning_sequence : tuple of str
-        ScanningSequence tokens.
+        ScanningSequence tokens; for enhanced files made from EchoPulseSequence (``SPIN`` ->
+        ``SE``, ``GRADIENT`` -> ``GR``) and the MR modifier group's InversionRecovery (``IR``).
+    sequence_name : str
+        PulseSequenceName (enhanced) or SequenceName (classic), e.g. Siemens ``*se2d17``.
     echo_times_ms : tuple of float
         Distinct echo times, ascending.
     inversion_time_ms : float or None
@@ -56,6 +59,8 @@ class SeriesInfo:
     manufacturer, patient_id : str
     files : list of Path
         Files of the series.
+    multiframe : bool
+        The files are enhanced multi-frame files (each one holds many frames).
     problems : list of str
         Why the series cannot be converted as it is (broken file, missing slices); empty if fine.
     """
@@ -66,12 +71,14 @@ class SeriesInfo:
     protocol: str = ""
     image_type: tuple[str, ...] = ()
     scanning_sequence: tuple[str, ...] = ()
+    sequence_name: str = ""
     echo_times_ms: tuple[float, ...] = ()
     inversion_time_ms: float | None = None
     repetition_time_ms: float | None = None
     manufacturer: str = ""
     patient_id: str = ""
     files: list[Path] = field(default_factory=list)
+    multiframe: bool = False
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -98,6 +105,7 @@ class _Rule:
     source: str
     conditions: dict[str, Any]
     pattern: re.Pattern | None
+    sequence_pattern: re.Pattern | None = None
 
 
 _CONDITIONS = {
@@ -110,6 +118,7 @@ _CONDITIONS = {
     "min_echoes",
     "max_echoes",
     "inversion_time_ms",
+    "sequence_name",
     "reason",
     "clarity",
     "source",
@@ -120,18 +129,21 @@ def _compile(entry: dict, role: str, where: str) -> _Rule:
     unknown = set(entry) - _CONDITIONS
     if unknown:
         raise ConfigError(f"{where}: unknown rule keys {sorted(unknown)} in role '{role}'")
-    pattern = None
-    if "description" in entry:
-        try:
-            pattern = re.compile(entry["description"], re.IGNORECASE)
-        except re.error as exc:
-            raise ConfigError(f"{where}: role '{role}': bad description pattern: {exc}") from None
+    patterns: dict[str, re.Pattern | None] = {}
+    for key in ("description", "sequence_name"):
+        patterns[key] = None
+        if key in entry:
+            try:
+                patterns[key] = re.compile(entry[key], re.IGNORECASE)
+            except re.error as exc:
+                raise ConfigError(f"{where}: role '{role}': bad {key} pattern: {exc}") from None
     return _Rule(
         role=role,
         clarity=int(entry.get("clarity", 1)),
         source=str(entry.get("source", "")),
         conditions=entry,
-        pattern=pattern,
+        pattern=patterns["description"],
+        sequence_pattern=patterns["sequence_name"],
     )
 
 
@@ -191,6 +203,8 @@ def _matches(rule: _Rule, series: SeriesInfo) -> bool:
     if rule.pattern is not None:
         names = (series.description, series.protocol)
         checks.append(any(rule.pattern.search(name or "") for name in names))
+    if rule.sequence_pattern is not None:
+        checks.append(bool(rule.sequence_pattern.search(series.sequence_name)))
     return all(checks)
 
 
@@ -237,7 +251,7 @@ def classify(series: SeriesInfo, rules: RoleRules) -> Classification:
         "image type"
         if "image_type_all" in rule.conditions or ("image_type_any" in rule.conditions)
         else "name"
-        if rule.pattern is not None
+        if rule.pattern is not None or rule.sequence_pattern is not None
         else "acquisition"
     )
     return Classification(rule.role, top, f"{evidence} rule ({rule.source or 'rules file'})")

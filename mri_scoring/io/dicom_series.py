@@ -20,9 +20,12 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
+from .dicom_enhanced import enhanced_timing as _enhanced_timing
+from .dicom_enhanced import group_item as _group_item
+from .dicom_enhanced import header_tokens as _tokens
+from .dicom_enhanced import scanning_sequence as _scanning_sequence
 from .dicom_guard import (
     DicomError,
     DicomUsageError,
@@ -45,16 +48,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
-
-
-def _tokens(value: object) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    values = value if isinstance(value, (list, tuple, MultiValue)) else [value]
-    out = []
-    for v in values:
-        out.extend(t.strip().upper() for t in str(v).split("\\") if t.strip())
-    return tuple(out)
 
 
 def _is_dicom_file(path: Path) -> bool:
@@ -87,9 +80,9 @@ def _frames(ds: Dataset) -> list[_Slice]:
             if "PlaneOrientationSequence" in frame:
                 orientation = frame.PlaneOrientationSequence[0].ImageOrientationPatient
             position = frame.PlanePositionSequence[0].ImagePositionPatient
-            echo = None
-            if "MREchoSequence" in frame:
-                echo = float(frame.MREchoSequence[0].EffectiveEchoTime)
+            echo = _effective_echo(frame) if "MREchoSequence" in frame else None
+            if echo is None and shared is not None and "MREchoSequence" in shared:
+                echo = _effective_echo(shared)
             out.append(_Slice(np.asarray(position, float), _normal(orientation), echo))
         return out
     echo = float(ds.EchoTime) if "EchoTime" in ds and ds.EchoTime != "" else None
@@ -100,6 +93,11 @@ def _frames(ds: Dataset) -> list[_Slice]:
             np.asarray(ds.ImagePositionPatient, float), _normal(ds.ImageOrientationPatient), echo
         )
     ]
+
+
+def _effective_echo(group: Dataset) -> float | None:
+    value = group.MREchoSequence[0].get("EffectiveEchoTime")
+    return float(value) if value not in (None, "") else None
 
 
 def _normal(orientation: Sequence[float] | None) -> np.ndarray:
@@ -245,13 +243,18 @@ def _parse(path: Path) -> _Reading | None:
             number=_int(ds.get("SeriesNumber")),
             description=str(ds.get("SeriesDescription", "") or ""),
             protocol=str(ds.get("ProtocolName", "") or ""),
-            scanning_sequence=_tokens(ds.get("ScanningSequence")),
+            scanning_sequence=_scanning_sequence(ds),
             inversion_time_ms=_float(ds.get("InversionTime")),
             repetition_time_ms=_float(ds.get("RepetitionTime")),
+            sequence_name=str(
+                ds.get("PulseSequenceName", "") or ds.get("SequenceName", "") or ""
+            ).strip(),
             manufacturer=str(ds.get("Manufacturer", "") or ""),
             patient_id=str(ds.get("PatientID", "") or ""),
             image_type=_image_type(ds),
+            multiframe="PerFrameFunctionalGroupsSequence" in ds,
         )
+        _enhanced_timing(ds, info)
         expected = _pixel_bytes(ds)
         if expected is not None:  # + the element's tag, VR and length: 8 or 12 bytes
             expected += pixels_at + (8 if ds.original_encoding[0] else 12)
@@ -377,11 +380,9 @@ def _float(value: Any) -> float | None:
 
 def _image_type(ds: Dataset) -> tuple[str, ...]:
     tokens = list(_tokens(ds.get("ImageType")))
-    try:
-        frame = ds.PerFrameFunctionalGroupsSequence[0]
-        tokens += _tokens(frame.MRImageFrameTypeSequence[0].FrameType)
-    except (AttributeError, IndexError, KeyError):
-        pass
+    frame_type = _group_item(ds, "MRImageFrameTypeSequence")
+    if frame_type is not None:
+        tokens += _tokens(frame_type.get("FrameType"))
     if "PHILIPS" in str(ds.get("Manufacturer", "")).upper():
         element = ds.get((0x2005, 0x1011))
         if element is not None:

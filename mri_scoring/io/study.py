@@ -19,6 +19,7 @@ from ..config import Settings, load_settings
 from ..errors import QCFinding, StudyError
 from ..memory_layout import smallest_label_dtype
 from .discover import IMAGE_ROLES, StudyFiles, study_files, unclaimed_images
+from .label_files import find_label_table, read_any_table
 from .label_geometry import resolve_geometry
 from .label_profiles import LabelProfiles, label_profiles
 from .nifti import (
@@ -30,15 +31,14 @@ from .nifti import (
     resample_to,
     same_grid,
 )
+from .role_content import check_roles
 from .tables import (
     LABEL_OPTIONS,
     ignored_table_finding,
-    read_label_table,
     read_metadata,
     resolve_labels,
     shown_values,
     sidecar_units,
-    table_for,
 )
 
 __all__ = [
@@ -174,19 +174,33 @@ class Study:
         return label_profiles(self.labels, self.label_values).boxes()
 
 
-def _fat_fraction_map(volume: Volume, declared: str | None, settings: Settings) -> np.ndarray:
+def _fat_fraction_map(
+    volume: Volume, declared: str | None, settings: Settings, qc: list[QCFinding]
+) -> np.ndarray:
     data = volume.data
     finite = data[np.isfinite(data)]
     if finite.size == 0:
         raise StudyError("fat-fraction map has no finite value", volume.path)
     p99 = float(np.percentile(finite, 99))
-    scale = declared or (
-        "percent" if p99 > settings["load"]["ff_map_percent_detect"] else "fraction"
-    )
+    looks_percent = p99 > settings["load"]["ff_map_percent_detect"]
+    tolerance = settings["load"]["ff_map_tolerance"]
+    if declared == "fraction" and looks_percent and float(finite.max()) <= 100.0 * (1 + tolerance):
+        # percent declared as a fraction: read as a fraction every muscle would be >100 % fat
+        qc.append(
+            QCFinding(
+                "warning",
+                schema.ROLE_CONTENT_MISMATCH,
+                f"the fat-fraction map is declared a fraction (0-1) but its 99th percentile is "
+                f"{p99:.4g} and its maximum {float(finite.max()):.4g}: percent values; read as "
+                "percent",
+                str(volume.path),
+            )
+        )
+        declared = "percent"
+    scale = declared or ("percent" if looks_percent else "fraction")
     if scale == "percent":
         data = data / np.float32(100.0)
         finite = finite / np.float32(100.0)
-    tolerance = settings["load"]["ff_map_tolerance"]
     low, high = float(finite.min()), float(finite.max())
     if low < -tolerance or high > 1.0 + tolerance:
         unit = "percent (0-100)" if scale == "percent" else "a fraction (0-1)"
@@ -195,6 +209,39 @@ def _fat_fraction_map(volume: Volume, declared: str | None, settings: Settings) 
             volume.path,
         )
     return np.clip(data, 0.0, 1.0, out=data)
+
+
+def _check_role_content(
+    images: dict[str, np.ndarray],
+    image_paths: dict[str, Path],
+    hashes: dict[str, str],
+    labels: np.ndarray,
+    label_info: dict[int, LabelInfo],
+    affine: np.ndarray,
+    qc: list[QCFinding],
+    settings: Settings,
+    label_path: Path,
+) -> None:
+    """Content against role (:mod:`.role_content`); a reassigned file keeps its hash."""
+    before = dict(image_paths)
+    muscles = [v for v, i in label_info.items() if i.kind in ("muscle", "other_muscle")]
+    labelled = [v for v, i in label_info.items() if i.kind != "unknown"]
+    voxel = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
+    check_roles(
+        images, image_paths, labels, muscles, labelled, voxel, qc, settings["load"]["role_content"]
+    )
+    for role, path in before.items():
+        if image_paths.get(role) != path:
+            digest = hashes.pop(role, None)
+            new_role = next((r for r, p in image_paths.items() if p == path), None)
+            if new_role and digest:
+                hashes[new_role] = digest
+    if not images:
+        raise StudyError(
+            "no usable image left after the role-content checks (see the QC findings: an "
+            "image did not hold what its role says)",
+            label_path,
+        )
 
 
 def _one(roles: dict[str, list[Path]], role: str) -> Path | None:
@@ -334,19 +381,30 @@ def load_study(
             )
         if role == "ff":
             scale = metadata.get("fat_fraction_scale") or sidecar_units(image_path)
-            volume.data = _fat_fraction_map(volume, scale, settings)
+            volume.data = _fat_fraction_map(volume, scale, settings, qc)
         images[role] = volume.data
         hashes[role] = volume.sha256
 
-    table_path = table_for(label_path, roles)
-    table = read_label_table(table_path) if table_path and labels in ("auto", "tsv") else None
+    table_path = find_label_table(label_path, roles, qc)
+    table = read_any_table(table_path) if table_path and labels in ("auto", "tsv") else None
     counted = label_profiles(label_array)  # one walk: the values present and where they lie
     values = {int(v) for v in counted.values}
     if table_path and labels not in ("auto", "tsv"):  # an explicit scheme sets the table aside
-        qc.append(ignored_table_finding(table_path, labels, values))
+        qc.append(ignored_table_finding(table_path, labels, values, read_any_table))
     label_info, identified = resolve_labels(values, table, labels, label_path, qc, settings)
     label_array, label_info, profiles = resolve_geometry(
         label_array, counted, label_volume.affine, label_info, identified, label_path, qc, settings
+    )
+    _check_role_content(
+        images,
+        image_paths,
+        hashes,
+        label_array,
+        label_info,
+        label_volume.affine,
+        qc,
+        settings,
+        label_path,
     )
     study_id = found.study_id  # from study.json or the folder (BIDS: sub/ses), made unique
     files = {"labels": label_path, **image_paths}

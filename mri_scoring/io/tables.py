@@ -8,6 +8,7 @@ Musclesense, TotalSegmentator) when there is no table, and type-checks ``study.j
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import schema
@@ -24,7 +25,6 @@ __all__ = [
     "resolve_labels",
     "shown_values",
     "sidecar_units",
-    "table_for",
 ]
 
 LABEL_OPTIONS = ("auto", "tsv", "musclemap", "musclesense", "totalsegmentator")
@@ -162,7 +162,8 @@ def resolve_labels(
     """
     if scheme_option == "tsv" and table is None:
         raise StudyError(
-            "--labels tsv was given but the study has no label table (labels.tsv or *_dseg.tsv)",
+            "--labels tsv was given but the study has no label table file (labels.tsv or "
+            "*_dseg.tsv, an ITK-SNAP labels.txt/.label, or a 3D Slicer colour table)",
             label_path,
         )
     identified = None
@@ -173,7 +174,9 @@ def resolve_labels(
         if identified is None:
             raise StudyError(
                 f"no label table, and the label values ({shown_values(sorted(values))}) match no "
-                "known scheme (MuscleMap, Musclesense, TotalSegmentator): add labels.tsv",
+                "known scheme (MuscleMap, Musclesense, TotalSegmentator): add a label table "
+                "beside it (labels.tsv, an ITK-SNAP labels.txt or .label file, or a 3D Slicer "
+                "colour table .ctbl)",
                 label_path,
             )
         table = identified.scheme.names
@@ -203,6 +206,18 @@ def resolve_labels(
         info[value] = match_label_name(name, value)
         if info[value].kind == "unknown" and value in table:
             unknown.append(name)
+    apart = sorted(v for v, i in info.items() if i.muscle == "adductor_minimus")
+    if apart:
+        qc.append(
+            QCFinding(
+                "info",
+                schema.ADDUCTOR_MINIMUS_APART,
+                f"adductor minimus is labelled apart (values {shown_values(apart)}): it is its own "
+                "muscle in the adductor group; adductor magnus features use the adductor magnus "
+                "label only",
+                str(label_path),
+            )
+        )
     if unknown:
         qc.append(
             QCFinding(
@@ -216,7 +231,12 @@ def resolve_labels(
     return info, identified
 
 
-def ignored_table_finding(table_path: Path, scheme_option: str, values: set[int]) -> QCFinding:
+def ignored_table_finding(
+    table_path: Path,
+    scheme_option: str,
+    values: set[int],
+    reader: Callable[[Path], dict[int, str]] = read_label_table,
+) -> QCFinding:
     """The warning for a label table set aside because a scheme was named (``--labels``).
 
     The explicit scheme wins (the user named it), but a table that says otherwise is worth
@@ -230,6 +250,8 @@ def ignored_table_finding(table_path: Path, scheme_option: str, values: set[int]
         The scheme given (``musclemap``, ``musclesense`` or ``totalsegmentator``).
     values : set of int
         Label values present in the map.
+    reader : callable, optional
+        Reads the table file (default: the BIDS dseg reader).
 
     Returns
     -------
@@ -243,7 +265,7 @@ def ignored_table_finding(table_path: Path, scheme_option: str, values: set[int]
         return info.muscle, info.side
 
     try:
-        table = read_label_table(table_path)
+        table = reader(table_path)
     except StudyError as exc:
         detail = f"it is unreadable too ({exc})"
     else:
@@ -262,18 +284,6 @@ def ignored_table_finding(table_path: Path, scheme_option: str, values: set[int]
         f"{detail}",
         str(table_path),
     )
-
-
-def table_for(label_path: Path, roles: dict[str, list[Path]]) -> Path | None:
-    """The label table of a label map: ``<stem>.tsv`` beside it, else a table role file there."""
-    stem = strip_nifti_suffix(label_path.name) or label_path.stem
-    beside = label_path.with_name(stem + ".tsv")
-    if beside.is_file():
-        return beside
-    for candidate in roles.get("label_table", []):
-        if candidate.parent == label_path.parent:
-            return candidate
-    return None
 
 
 def sidecar_units(image_path: Path) -> str | None:

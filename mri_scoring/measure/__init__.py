@@ -6,6 +6,7 @@ Modules, in the order data flows through them:
 * :mod:`.voxel_sets` -- voxel sets and per-label reductions (histogram quantiles, means);
 * :mod:`.noise` -- the Dixon noise sigma (background or muscle differences);
 * :mod:`.fat` -- Dixon FF with Rician bias removed, FF maps, T1w mixture, fat-water swap check;
+* :mod:`.fat_scale` -- subcutaneous fat and marrow readings (a compressed scale, fat-referenced FF);
 * :mod:`.bias` -- smooth STIR bias fields; :mod:`.reference` -- is the STIR reference normal;
 * :mod:`.water_t2` -- water-T2 reference numbers for the field strength;
 * :mod:`.edema` -- STIR against normal muscle after a bias fit, T2-map thresholds, fascial edema;

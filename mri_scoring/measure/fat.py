@@ -16,6 +16,7 @@ import numpy as np
 from .. import schema
 from ..anatomy import REFERENCE
 from ..errors import QCFinding
+from .fat_scale import fat_scale_outputs
 from .masks import background_sample
 from .noise import NoiseEstimate, dixon_noise
 from .voxel_sets import (
@@ -262,9 +263,12 @@ class FatMeasure:
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     qc: list[QCFinding] = field(default_factory=list)
     noise_source: str = ""
+    fat_scale: dict[str, Any] | None = None
 
 
-def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
+def measure_fat(
+    region: LabelledRegion, qset: dict[str, Any], scale_cfg: dict[str, Any] | None = None
+) -> FatMeasure:
     """Per-voxel and per-label fat fraction from the best available source.
 
     Parameters
@@ -273,6 +277,9 @@ def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
         The study's labelled voxels and images.
     qset : dict
         The ``quantify`` section of the settings.
+    scale_cfg : dict, optional
+        The ``fat_scale`` section: with Dixon images, subcutaneous fat and marrow are read
+        (:mod:`.fat_scale`), and with ``fat_reference`` the ``*_fatref`` columns are added.
 
     Returns
     -------
@@ -314,6 +321,13 @@ def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
 
     columns = _ff_columns(region, ff_flat)
     qc.extend(swap_check(region, ff_flat, noise_sigma, SwapCheck.from_settings(qset)))
+    scale = None
+    if source == "dixon" and scale_cfg is not None:
+        scale_qc, scale, extra = fat_scale_outputs(
+            region, ff_flat, noise_sigma, qset, scale_cfg, _ff_columns
+        )
+        qc.extend(scale_qc)
+        columns.update(extra)
     return FatMeasure(
         ff=ff_flat,
         source=source,
@@ -321,6 +335,7 @@ def measure_fat(region: LabelledRegion, qset: dict[str, Any]) -> FatMeasure:
         columns=columns,
         qc=qc,
         noise_source=noise.source,
+        fat_scale=scale,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..anatomy import groups
+from ..anatomy import groups, norm_within
 from ..config import load_config_file
 from .paediatric import (
     adult_weight,
@@ -153,8 +153,15 @@ def _coefficients(name: str) -> list[tuple[float, float]] | None:
     if members is None and name in groups():
         # a compartment label: its members, a member that is the sum of others counted once
         # (the whole biceps femoris by its two heads)
+        # and a member counted within another (adductor minimus within adductor magnus) not
+        # again
         listed = set(groups()[name])
-        members = [m for m in groups()[name] if not listed.intersection(sums.get(m, ()))]
+        inside = norm_within()
+        members = [
+            m
+            for m in groups()[name]
+            if not listed.intersection(sums.get(m, ())) and inside.get(m) not in listed
+        ]
     if members is None:
         return None
     terms: list[tuple[float, float]] = []

@@ -65,6 +65,8 @@ class MuscleTable:
     norms : dict
         Where each norm came from (``score.json`` ``norms``: ``volume``, ``fat``, ``t2``, each
         ``{basis, source, age_years}``, :func:`.norms.norms_used`).
+    fat_scale : dict or None
+        Subcutaneous-fat and marrow readings of a Dixon study (:mod:`.fat_scale`).
     """
 
     table: pd.DataFrame
@@ -75,6 +77,7 @@ class MuscleTable:
     noise_source: str = ""
     slices: pd.DataFrame | None = None
     norms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fat_scale: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,7 +119,7 @@ def quantify(
     settings = settings or load_settings()
     qset, eset = settings["quantify"], settings["edema"]
     region, counts = _labelled_region(study, qset, thread_count(threads))
-    fat = measure_fat(region, qset)
+    fat = measure_fat(region, qset, settings["fat_scale"])
     coverage = label_coverage(study.label_boxes, study.shape, study.affine)
     edema, areas = run_parallel(
         [
@@ -140,6 +143,7 @@ def quantify(
         noise_source=fat.noise_source,
         slices=slices,
         norms=norms,
+        fat_scale=fat.fat_scale,
     )
 
 
@@ -318,6 +322,8 @@ def _assemble(
         "core_voxels": counts.core[rows],
     }
     for column in ("ff_mean", "ff_median", "ff_p90", "ff_mean_whole", "ff_median_whole"):
+        data[column] = fat.columns[column][rows] if column in fat.columns else np.nan
+    for column in ("ff_median_fatref", "ff_mean_fatref"):  # empty without --fat-reference
         data[column] = fat.columns[column][rows] if column in fat.columns else np.nan
     data["ff_source"] = fat.source
     edema_cols = edema.columns

@@ -88,6 +88,7 @@ MEASURES: dict[str, Measure] = {
                  "shell_voxels"),
         _builtin("fat", "measure.fat", "ff_mean", "ff_median", "ff_p90", "ff_mean_whole",
                  "ff_median_whole", "ff_source"),
+        _builtin("fat_reference", "measure.fat_scale", "ff_median_fatref", "ff_mean_fatref"),
         _builtin("edema", "measure.edema", "edema_fraction", "edema_z", "edema_source",
                  "t2_median_ms", "fascial_edema_fraction"),
         _builtin("grades", "grading", "mercuri_grade", "edema_grade"),

@@ -120,6 +120,9 @@ class StudyResult:
         not be found. In ``score.json`` as ``noise.sigma`` with ``noise.source``.
     noise_source : str
         How the sigma was found (``background``, ``tissue_differences``, ``none``, "").
+    fat_scale : dict or None
+        Subcutaneous-fat and marrow FF readings of a Dixon study (``score.json`` ``fat_scale``;
+        None without Dixon images).
     study : Study or None
         The loaded study (kept in memory for figures; not serialised).
     session : SessionInfo or None
@@ -150,6 +153,7 @@ class StudyResult:
     edema_reference: dict[str, Any] = field(default_factory=dict)
     noise_sigma: float | None = None
     noise_source: str = ""
+    fat_scale: dict[str, Any] | None = None
     study: Study | None = field(default=None, repr=False)
     session: SessionInfo | None = None
     voxel_maps: VoxelMaps | None = field(default=None, repr=False)
@@ -194,6 +198,7 @@ class StudyResult:
                 "population": self.population.to_dict() if self.population else None,
                 "edema_reference": self.edema_reference,
                 "noise": {"sigma": self.noise_sigma, "source": self.noise_source},
+                "fat_scale": self.fat_scale,
                 "session": self.session.to_dict() if self.session else None,
                 "inputs": self.inputs,
                 "software": software_versions(),

@@ -19,6 +19,8 @@ Modules, each its own job (imports run one way: ``drawing`` <- ``truth``, ``grow
 ``cohort_tables``   measured tables in the batch layout drawn from per-class finding frequencies
                     (no images), for calibration tests
 ``dicom_export``    DICOM series as Siemens, Philips and GE write them (Dixon, STIR, MESE)
+``mese``            MESE echo trains: an isochromat (Bloch) simulation of CPMG (``dicom_export``)
+``real_anatomy``    images painted on a real label map by the phantom's rules (a sample study)
 ==================  ================================================================================
 
 The public names of ``drawing``, ``truth``, ``writer`` and ``studies`` are re-exported here;

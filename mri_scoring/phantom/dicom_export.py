@@ -4,8 +4,8 @@ Written with pydicom from the arrays and affine of a :class:`~mri_scoring.phanto
 (or any RAS+ array), as classic single-frame MR Image Storage or enhanced multi-frame MR Image
 Storage files. The series names and image-type tokens follow each vendor's convention (see
 ``configs/dicom_roles.yaml`` for the sources); a multi-echo spin-echo (MESE) series is simulated
-from water and fat proton densities and a water-T2 map by an isochromat (Bloch) simulation of a
-CPMG train, independent of the EPG fit in :mod:`mri_scoring.measure.t2fit`.
+(:mod:`.mese`) from water and fat proton densities and a water-T2 map by an isochromat (Bloch)
+simulation of a CPMG train, independent of the EPG fit in :mod:`mri_scoring.measure.t2fit`.
 
 Like the phantom this module imports no measurement code: tests use it as the truth.
 """
@@ -21,13 +21,15 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from .mese import cpmg_isochromats, mese_echoes
+
 if TYPE_CHECKING:  # pragma: no cover (annotations only: at run time no package code is imported)
     from ..io.study import Study
 
 __all__ = [
     "ENHANCED_MR_IMAGE", "MR_IMAGE", "VENDOR_SERIES", "ExportContext", "SeriesSpec",
     "cpmg_isochromats", "export_study", "mese_echoes", "vendor_series", "write_series",
-]  # fmt: skip  (hand-laid module, see pyproject.toml)
+]  # fmt: skip  (hand-laid module, see pyproject.toml; the MESE simulation lives in .mese)
 
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4.1"
@@ -66,6 +68,19 @@ VENDOR_SERIES: dict[str, dict[str, tuple]] = {
         "localizer": ("3Plane Loc", "ORIGINAL\\PRIMARY\\LOCALIZER", "GR", None),
     },
 }
+# PulseSequenceName of the enhanced files (SequenceName of the classic ones), per vendor and role
+# [elicited: names seen in exported headers, e.g. Siemens "*se2d<N>" for an N-echo spin echo].
+SEQUENCE_NAMES: dict[str, dict[str, str]] = {
+    "siemens": {"water": "*fl3d2", "fat": "*fl3d2", "inphase": "*fl3d2", "opphase": "*fl3d2",
+                "stir": "*tir2d1_13", "t1w": "*tse2d1_3", "mese": "*se2d16",
+                "localizer": "*fl2d1"},
+    "philips": {"water": "TSE", "fat": "TSE", "inphase": "TSE", "opphase": "TSE", "stir": "TSE",
+                "t1w": "TSE", "mese": "SE", "localizer": "FFE"},
+    "ge": {"water": "LAVA-Flex", "fat": "LAVA-Flex", "inphase": "LAVA-Flex",
+           "opphase": "LAVA-Flex", "stir": "FSE-IR", "t1w": "FSE", "mese": "MSE",
+           "localizer": "FGRE"},
+}  # fmt: skip
+_ECHO_PULSE = {"SE": "SPIN", "GR": "GRADIENT"}
 _MANUFACTURER = {
     "siemens": "SIEMENS",
     "philips": "Philips Medical Systems",
@@ -100,6 +115,8 @@ class SeriesSpec:
         ignores it gets the stored values).
     private_image_type : str, optional
         Philips private image type (2005,1011), e.g. ``W``.
+    sequence_name : str
+        SequenceName (classic) or PulseSequenceName (enhanced), e.g. ``*se2d16``.
     """
 
     number: int
@@ -113,6 +130,7 @@ class SeriesSpec:
     scale: float = 1000.0
     rescale_slope: float = 1.0
     private_image_type: str | None = None
+    sequence_name: str = ""
 
 
 def vendor_series(vendor: str, role: str, number: int, data: np.ndarray,
@@ -144,6 +162,7 @@ def vendor_series(vendor: str, role: str, number: int, data: np.ndarray,
         scanning_sequence=sequence,
         inversion_time_ms=ti,
         echo_times_ms=[2.4] if sequence == "GR" else [12.0],
+        sequence_name=SEQUENCE_NAMES[vendor][role],
     )
     if vendor == "philips" and role in ("water", "fat", "inphase", "opphase"):
         spec.private_image_type = {"water": "W", "fat": "F", "inphase": "IP", "opphase": "OP"}[role]
@@ -174,6 +193,13 @@ def _geometry(affine: np.ndarray, k: int) -> tuple[list[float], list[float], lis
 
 
 def _base(ctx: ExportContext, spec: SeriesSpec, sop_class: str, series_uid: str) -> Dataset:
+    """Header of either storage class.
+
+    An enhanced file keeps its sequence and timing facts in the MR pulse sequence module and
+    the functional groups (no top-level ScanningSequence, TR, TI or echo time), as Siemens XA
+    and Philips write them (PS3.3 C.8.13).
+    """
+    enhanced = sop_class == ENHANCED_MR_IMAGE
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = sop_class
@@ -195,13 +221,23 @@ def _base(ctx: ExportContext, spec: SeriesSpec, sop_class: str, series_uid: str)
     ds.SeriesDescription = spec.description
     ds.ProtocolName = spec.description
     ds.ImageType = spec.image_type.split("\\")
-    ds.ScanningSequence = spec.scanning_sequence.split("\\")
-    ds.SequenceVariant = "NONE"
+    sequence = spec.scanning_sequence.split("\\")
+    if enhanced:
+        ds.EchoPulseSequence = "BOTH" if {"SE", "GR"} <= set(sequence) else next(
+            (_ECHO_PULSE[t] for t in sequence if t in _ECHO_PULSE), "SPIN")
+        ds.MultipleSpinEcho = "YES" if len(spec.echo_times_ms) > 1 else "NO"
+        ds.PulseSequenceName = spec.sequence_name
+        ds.AcquisitionContrast = "UNKNOWN"
+    else:
+        ds.ScanningSequence = sequence
+        ds.SequenceVariant = "NONE"
+        ds.RepetitionTime = spec.repetition_time_ms
+        if spec.inversion_time_ms:
+            ds.InversionTime = spec.inversion_time_ms
+        if spec.sequence_name:
+            ds.SequenceName = spec.sequence_name
     ds.MRAcquisitionType = "2D"
     ds.MagneticFieldStrength = 3
-    ds.RepetitionTime = spec.repetition_time_ms
-    if spec.inversion_time_ms:
-        ds.InversionTime = spec.inversion_time_ms
     ds.BodyPartExamined = "THIGH"
     ds.PatientPosition = "FFS"
     ds.SamplesPerPixel = 1
@@ -235,7 +271,8 @@ def write_series(folder: str | Path, spec: SeriesSpec, affine: np.ndarray, ctx: 
     ctx : ExportContext
         Shared identifiers.
     enhanced : bool
-        One enhanced multi-frame file instead of single-frame files.
+        Enhanced multi-frame files (one per echo, all slices as frames) instead of single-frame
+        files.
 
     Returns
     -------
@@ -247,8 +284,9 @@ def write_series(folder: str | Path, spec: SeriesSpec, affine: np.ndarray, ctx: 
     stored = _stored(spec)
     nx, ny, nz, ne = stored.shape
     series_uid = generate_uid()
-    if enhanced:
-        return [_write_enhanced(folder, spec, affine, ctx, stored, series_uid)]
+    if enhanced:  # one file per echo, all of one series, as Siemens XA writes a MESE
+        return [_write_enhanced(folder, spec, affine, ctx, stored[..., e : e + 1], series_uid, e)
+                for e in range(ne)]  # fmt: skip
     paths = []
     instance = 0
     for e in range(ne):
@@ -286,13 +324,13 @@ def _item(**values: object) -> Dataset:
 
 
 def _write_enhanced(folder: Path, spec: SeriesSpec, affine: np.ndarray, ctx: ExportContext,
-                    stored: np.ndarray, series_uid: str) -> Path:  # fmt: skip
+                    stored: np.ndarray, series_uid: str, echo: int) -> Path:  # fmt: skip
     nx, ny, nz, ne = stored.shape
     ds = _base(ctx, spec, ENHANCED_MR_IMAGE, series_uid)
     uid = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = uid
     ds.SOPInstanceUID = uid
-    ds.InstanceNumber = 1
+    ds.InstanceNumber = echo + 1
     ds.Rows, ds.Columns = ny, nx
     ds.NumberOfFrames = nz * ne
     ds.ContentQualification = "PRODUCT"
@@ -302,7 +340,14 @@ def _write_enhanced(folder: Path, spec: SeriesSpec, affine: np.ndarray, ctx: Exp
             _item(PixelSpacing=spacing, SliceThickness=float(np.linalg.norm(affine[:3, 2])))
         ],
         PlaneOrientationSequence=[_item(ImageOrientationPatient=orientation)],
-        MRTimingAndRelatedParametersSequence=[_item(RepetitionTime=spec.repetition_time_ms)],
+        MRTimingAndRelatedParametersSequence=[
+            _item(RepetitionTime=spec.repetition_time_ms, EchoTrainLength=len(spec.echo_times_ms))
+        ],
+        MRModifierSequence=[
+            _item(InversionRecovery="YES", InversionTimes=[spec.inversion_time_ms])
+            if spec.inversion_time_ms
+            else _item(InversionRecovery="NO")
+        ],
         PixelValueTransformationSequence=[
             _item(RescaleIntercept=0, RescaleSlope=spec.rescale_slope, RescaleType="US")
         ],
@@ -317,7 +362,7 @@ def _write_enhanced(folder: Path, spec: SeriesSpec, affine: np.ndarray, ctx: Exp
               FunctionalGroupPointer=0x00209111),
     ]  # fmt: skip
     frames, pixels = [], []
-    for e in range(ne):
+    for e in range(echo, echo + ne):
         for k in range(nz):
             _, position, _ = _geometry(affine, k)
             frames.append(
@@ -327,106 +372,23 @@ def _write_enhanced(folder: Path, spec: SeriesSpec, affine: np.ndarray, ctx: Exp
                             StackID="1",
                             InStackPositionNumber=k + 1,
                             DimensionIndexValues=[1, k + 1],
-                            TemporalPositionIndex=e + 1,
+                            TemporalPositionIndex=1,
                         )
                     ],
                     PlanePositionSequence=[_item(ImagePositionPatient=position)],
-                    MREchoSequence=[_item(EffectiveEchoTime=spec.echo_times_ms[e])],
+                    MREchoSequence=[
+                        _item(EchoNumbers=e + 1, EffectiveEchoTime=spec.echo_times_ms[e])
+                    ],
                     MRImageFrameTypeSequence=[_item(FrameType=list(ds.ImageType))],
                 )
             )
-            pixels.append(np.ascontiguousarray(stored[:, :, k, e].T))
+            pixels.append(np.ascontiguousarray(stored[:, :, k, e - echo].T))
     ds.PerFrameFunctionalGroupsSequence = frames
     ds.PixelData = np.stack(pixels).tobytes()
-    path = folder / f"{spec.number:03d}_enhanced.dcm"
+    name = "enhanced" if len(spec.echo_times_ms) == 1 else f"enhanced_e{echo + 1:02d}"
+    path = folder / f"{spec.number:03d}_{name}.dcm"
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     return path
-
-
-# --------------------------------------------------------------------------- MESE simulation
-
-
-def cpmg_isochromats(t2_ms: np.ndarray, t1_ms: float, b1: float, spacing_ms: float,
-                     n_echoes: int, n_iso: int = 256) -> np.ndarray:  # fmt: skip
-    """CPMG echo amplitudes by an isochromat (Bloch) simulation, vectorised over ``t2_ms``.
-
-    Excitation about x, refocusing about y (CPMG), both flip angles scaled by ``b1``; each
-    half echo spacing dephases the isochromats over one full cycle and relaxes them.
-
-    Parameters
-    ----------
-    t2_ms : array
-        Transverse relaxation times (ms).
-    t1_ms : float
-        Longitudinal relaxation time (ms).
-    b1 : float
-        Flip-angle scale.
-    spacing_ms : float
-        Echo spacing (ms).
-    n_echoes : int
-        Echoes to simulate.
-    n_iso : int
-        Isochromats (more than twice the echo count).
-
-    Returns
-    -------
-    ndarray
-        Shape ``t2_ms.shape + (n_echoes,)``.
-    """
-    t2 = np.asarray(t2_ms, float).ravel()[:, None]
-    theta = 2.0 * np.pi * np.arange(n_iso) / n_iso
-    ct, st = np.cos(theta), np.sin(theta)
-    a = np.pi / 2.0 * b1
-    mx = np.zeros((t2.shape[0], n_iso))
-    my = np.full_like(mx, -np.sin(a))
-    mz = np.full_like(mx, np.cos(a))
-    e2, e1 = np.exp(-spacing_ms / 2.0 / t2), np.exp(-spacing_ms / 2.0 / t1_ms)
-    r = np.pi * b1
-    cr, sr = np.cos(r), np.sin(r)
-    out = np.empty((t2.shape[0], n_echoes))
-
-    def free(mx: np.ndarray, my: np.ndarray,
-             mz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-        x, y = mx * ct - my * st, mx * st + my * ct
-        return x * e2, y * e2, 1.0 + (mz - 1.0) * e1
-
-    for echo in range(n_echoes):
-        mx, my, mz = free(mx, my, mz)
-        mx, mz = cr * mx + sr * mz, -sr * mx + cr * mz  # rotation about y
-        mx, my, mz = free(mx, my, mz)
-        out[:, echo] = np.hypot(mx.mean(1), my.mean(1))
-    return out.reshape((*np.shape(t2_ms), n_echoes))
-
-
-def mese_echoes(water: np.ndarray, fat: np.ndarray, t2_water_ms: np.ndarray, *,
-                spacing_ms: float = 10.0, n_echoes: int = 16, b1: float = 1.0,
-                fat_t2_ms: float = 150.0, water_t1_ms: float = 1400.0, fat_t1_ms: float = 365.0,
-                noise: float = 0.0, seed: int = 0) -> np.ndarray:  # fmt: skip
-    """Magnitude MESE echoes (x, y, z, echoes) of water + fat with a water-T2 map.
-
-    The water curves are simulated on a 0.25 ms T2 grid and interpolated per voxel; voxels with
-    T2 0 (no water T2, e.g. air) get no water signal. Rician noise of sigma ``noise``.
-
-    Returns
-    -------
-    ndarray of float32
-    """
-    t2 = np.asarray(t2_water_ms, float)
-    grid = np.arange(5.0, 200.25, 0.25)
-    curves = cpmg_isochromats(grid, water_t1_ms, b1, spacing_ms, n_echoes)
-    idx = np.clip((t2 - grid[0]) / 0.25, 0, grid.size - 1.001)
-    lo = idx.astype(int)
-    frac = (idx - lo)[..., None]
-    water_curve = curves[lo] * (1 - frac) + curves[lo + 1] * frac
-    water_curve[t2 <= 0] = 0.0
-    fat_curve = cpmg_isochromats(np.array([fat_t2_ms]), fat_t1_ms, b1, spacing_ms, n_echoes)[0]
-    signal = water[..., None] * water_curve + fat[..., None] * fat_curve
-    if noise > 0:
-        rng = np.random.default_rng(seed)
-        signal = np.hypot(
-            signal + rng.normal(0, noise, signal.shape), rng.normal(0, noise, signal.shape)
-        )
-    return signal.astype(np.float32)
 
 
 def export_study(
@@ -453,7 +415,8 @@ def export_study(
         Naming convention.
     roles : tuple of str
         Image roles to write (``water``, ``fat``, ``stir``, ``t1w``; ``inphase``/``opphase``
-        are made from water +- fat).
+        are made from water +- fat; ``mese``: 16 echoes 10-160 ms simulated from water, fat
+        and the water-T2 map by :func:`mese_echoes`).
     enhanced : tuple of str
         Roles to write as enhanced multi-frame files.
     affine : ndarray, optional
@@ -474,14 +437,18 @@ def export_study(
     affine = study.affine if affine is None else affine
     numbers: dict[str, int] = {}
     for offset, role in enumerate(roles):
+        kwargs: dict[str, object] = {}
         if role == "inphase":
             data = study.images["water"] + study.images["fat"]
+        elif role == "mese":
+            data = mese_echoes(study.images["water"], study.images["fat"], study.images["t2map"])
+            kwargs["echo_times_ms"] = [10.0 * k for k in range(1, data.shape[-1] + 1)]
         elif role == "opphase":
             data = np.abs(study.images["water"] - study.images["fat"])
         else:
             data = study.images[role]
         number = first_number + offset
-        spec = vendor_series(vendor, role, number, data)
+        spec = vendor_series(vendor, role, number, data, **kwargs)
         spec.rescale_slope = (rescale_slopes or {}).get(role, 1.0)
         write_series(folder / f"{number:03d}", spec, affine, ctx, enhanced=role in enhanced)
         numbers[role] = number
