@@ -25,7 +25,7 @@ from pathlib import Path
 from .. import schema
 from ..errors import QCFinding, StudyError
 from .discover import strip_nifti_suffix
-from .tables import read_label_table
+from .tables import add_label_row, read_label_table, read_table_text
 
 _ITKSNAP = re.compile(
     r'^\s*(-?\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([0-9.eE+-]+)\s+(\d+)\s+(\d+)\s+"(.*)"\s*$'
@@ -116,12 +116,7 @@ def read_label_file(path: Path, kind: str | None = None) -> dict[int, str]:
         Unreadable file, a line that fits neither format (named with its number and text),
         a duplicate index.
     """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise StudyError("label file is not UTF-8 text", path) from None
-    except OSError as exc:
-        raise StudyError(f"cannot read the label file ({exc.strerror or exc})", path) from None
+    text = read_table_text(path, "label file")
     suffix = path.suffix.lower()
     kind = kind or {".label": "itksnap", ".ctbl": "slicer"}.get(suffix) or sniff_format(path)
     if kind not in ("itksnap", "slicer"):
@@ -143,15 +138,7 @@ def read_label_file(path: Path, kind: str | None = None) -> dict[int, str]:
                 f"line {number} cannot be read: {line.strip()!r}; expected {shape}", path
             )
         index, name = int(match.group(1)), drop_leading_number(match.group(name_group))
-        if index < 0:
-            raise StudyError(f"line {number}: index {index} is negative", path)
-        if not name:
-            raise StudyError(f"line {number}: empty name for index {index}", path)
-        if index in table:
-            raise StudyError(
-                f"line {number}: duplicate index {index} (also {table[index]!r})", path
-            )
-        table[index] = name
+        add_label_row(table, number, index, name, path)
     if not table:
         raise StudyError("label file has no label lines", path)
     return table

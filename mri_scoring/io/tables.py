@@ -19,15 +19,50 @@ from .discover import strip_nifti_suffix
 
 __all__ = [
     "LABEL_OPTIONS",
+    "add_label_row",
     "ignored_table_finding",
     "read_label_table",
     "read_metadata",
+    "read_table_text",
     "resolve_labels",
     "shown_values",
     "sidecar_units",
 ]
 
 LABEL_OPTIONS = ("auto", "tsv", "musclemap", "musclesense", "totalsegmentator")
+
+
+def read_table_text(path: Path, what: str) -> str:
+    """The text of a label table file, or the error naming the file (``what``: how it is called).
+
+    Raises
+    ------
+    StudyError
+        When the file is not UTF-8 text or cannot be read.
+    """
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise StudyError(f"{what} is not UTF-8 text", path) from None
+    except OSError as exc:
+        raise StudyError(f"cannot read the {what} ({exc.strerror or exc})", path) from None
+
+
+def add_label_row(table: dict[int, str], number: int, index: int, name: str, path: Path) -> None:
+    """Add one parsed row to a label table, refusing a negative, unnamed or repeated index.
+
+    Raises
+    ------
+    StudyError
+        Naming the file, the line and what is wrong.
+    """
+    if index < 0:
+        raise StudyError(f"line {number}: index {index} is negative", path)
+    if not name:
+        raise StudyError(f"line {number}: empty name for index {index}", path)
+    if index in table:
+        raise StudyError(f"line {number}: duplicate index {index} (also {table[index]!r})", path)
+    table[index] = name
 
 
 def read_label_table(path: Path) -> dict[int, str]:
@@ -38,12 +73,7 @@ def read_label_table(path: Path) -> dict[int, str]:
     StudyError
         Naming the file, the line and what was expected.
     """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise StudyError("label table is not UTF-8 text", path) from None
-    except OSError as exc:
-        raise StudyError(f"cannot read the label table ({exc.strerror or exc})", path) from None
+    text = read_table_text(path, "label table")
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if not lines:
         raise StudyError("label table is empty: expected a header 'index<TAB>name' and rows", path)
@@ -68,15 +98,7 @@ def read_label_table(path: Path) -> dict[int, str]:
             raise StudyError(
                 f"line {number}: index {raw_index!r} is not an integer", path
             ) from None
-        if index < 0:
-            raise StudyError(f"line {number}: index {index} is negative", path)
-        if not name:
-            raise StudyError(f"line {number}: empty name for index {index}", path)
-        if index in table:
-            raise StudyError(
-                f"line {number}: duplicate index {index} (also {table[index]!r})", path
-            )
-        table[index] = name
+        add_label_row(table, number, index, name, path)
     return table
 
 
