@@ -19,6 +19,7 @@ from scipy import ndimage
 __all__ = [
     "SubcutaneousLayer",
     "body_mask",
+    "full_slices",
     "muscle_envelope",
     "subcutaneous_layer",
 ]
@@ -48,7 +49,17 @@ def body_mask(total: np.ndarray, floor: float) -> np.ndarray:
     9
     """
     above = np.nan_to_num(np.asarray(total, np.float32)) > floor
-    return ndimage.binary_fill_holes(above, structure=_IN_PLANE)
+    # what scipy's binary_fill_holes does with this structure (background not connected in plane
+    # to a slice's edge), by one labelling instead of a dilation iterated to convergence
+    outside, _ = ndimage.label(~above, structure=_IN_PLANE)
+    edge = np.unique(
+        np.concatenate(
+            [outside[0].ravel(), outside[-1].ravel(), outside[:, 0].ravel(), outside[:, -1].ravel()]
+        )
+    )
+    keep = np.ones(int(outside.max()) + 1, bool)
+    keep[edge[edge > 0]] = False
+    return keep[outside]
 
 
 def muscle_envelope(
@@ -73,19 +84,31 @@ def muscle_envelope(
     out = np.zeros_like(mask)
     radius = max(1, round(join_mm / 2.0 / min(voxel_mm[0], voxel_mm[1])))
     disk = ndimage.generate_binary_structure(2, 1)
-    for k in range(mask.shape[2]):
-        plane = mask[..., k]
-        if not plane.any():
-            continue
+    for k in np.flatnonzero(mask.any(axis=(0, 1))):
+        # each slice is worked on its labelled bounding box widened by the joining radius (and
+        # each hull on its limb's box): a hull never leaves the box of its points
+        box = _box(mask[..., k], radius + 1)
+        plane = mask[(*box, k)]
         joined = ndimage.binary_dilation(plane, structure=disk, iterations=radius)
-        limbs, n = ndimage.label(joined)
-        for limb in range(1, n + 1):
-            part = plane & (limbs == limb)
+        limbs, _ = ndimage.label(joined)
+        hulls = out[(*box, k)]
+        for limb, limb_box in enumerate(ndimage.find_objects(limbs), start=1):
+            part = plane[limb_box] & (limbs[limb_box] == limb)
             if part.sum() >= 3:
-                out[..., k] |= convex_hull_image(part)
+                hulls[limb_box] |= convex_hull_image(part)
             else:
-                out[..., k] |= part
+                hulls[limb_box] |= part
     return out
+
+
+def _box(plane: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """The bounding box of a non-empty plane's True pixels, widened by ``margin`` (clipped)."""
+    rows = np.flatnonzero(plane.any(axis=1))
+    cols = np.flatnonzero(plane.any(axis=0))
+    return (
+        slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + margin + 1, plane.shape[0])),
+        slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + margin + 1, plane.shape[1])),
+    )
 
 
 @dataclass(frozen=True)
@@ -108,6 +131,46 @@ class SubcutaneousLayer:
     n_layer: int
 
 
+def full_slices(
+    inside: np.ndarray, min_slice_share: float = 0.5, max_slices: int | None = None
+) -> np.ndarray:
+    """The slices labelled about as fully as the best one, evenly thinned to ``max_slices``.
+
+    Where the segmentation stops (the hip, the knee) unlabelled muscle outside the envelope
+    would pass for subcutaneous fat, so only slices whose labelled area reaches
+    ``min_slice_share`` of the largest one's are used.
+
+    Parameters
+    ----------
+    inside : ndarray of bool
+        Labelled voxels (muscles, bone, marrow); axis 2 is the slice axis.
+    min_slice_share : float
+        Share of the largest labelled area a slice must reach.
+    max_slices : int, optional
+        At most this many slices, evenly spaced over the full ones.
+
+    Returns
+    -------
+    ndarray of int
+        Slice indices, ascending (empty when nothing is labelled).
+
+    Examples
+    --------
+    >>> m = np.zeros((4, 4, 6), bool); m[:2, :2, 1:] = True; m[2, :2, 3] = True
+    >>> full_slices(m).tolist(), full_slices(m, max_slices=2).tolist()
+    ([1, 2, 3, 4, 5], [2, 4])
+    """
+    area = np.asarray(inside, bool).sum(axis=(0, 1))
+    if area.max(initial=0) == 0:
+        return np.zeros(0, int)
+    index = np.flatnonzero(area >= min_slice_share * area.max())
+    if max_slices is not None and index.size > max_slices:
+        # the middle slice of each of max_slices equal runs: the ends of a stack (thickest
+        # and thinnest layer) weigh as much as any other run, no more
+        index = index[((np.arange(max_slices) + 0.5) * index.size / max_slices).astype(int)]
+    return index
+
+
 def subcutaneous_layer(
     inside: np.ndarray,
     body: np.ndarray,
@@ -125,22 +188,29 @@ def subcutaneous_layer(
     voxel_mm : tuple of float
         Voxel size.
     min_slice_share : float
-        Slices whose labelled area is below this share of the largest one's are left out.
+        Slices whose labelled area is below this share of the largest one's are left out
+        (:func:`full_slices`).
 
     Returns
     -------
     SubcutaneousLayer
     """
     envelope = muscle_envelope(inside, voxel_mm)
-    # only slices labelled about as fully as the best one: where the segmentation stops (the hip,
-    # the knee) unlabelled muscle outside the envelope would pass for subcutaneous fat
-    area = inside.sum(axis=(0, 1))
-    full = area >= min_slice_share * area.max() if area.max() > 0 else area > 0
+    full = np.zeros(inside.shape[2], bool)
+    full[full_slices(inside, min_slice_share)] = True
     layer = body & ~envelope & full[None, None, :]
     n_layer = int(layer.sum())
     if n_layer == 0:
         return SubcutaneousLayer(layer, 0.0, 0)
-    core = ndimage.binary_erosion(layer, structure=_IN_PLANE)
-    distance = ndimage.distance_transform_edt(layer, sampling=(voxel_mm[0], voxel_mm[1], 1e6))
-    thickness = 2.0 * float(np.percentile(distance[layer], 95))
+    core = np.zeros_like(layer)
+    distances = []
+    for k in np.flatnonzero(layer.any(axis=(0, 1))):
+        # slice by slice on the layer's box widened by one pixel: the pixels just outside the box
+        # are background (or the slice's edge, as before), so the in-plane erosion and distances
+        # are those of the whole slice
+        box = _box(layer[..., k], 1)
+        plane = layer[(*box, k)]
+        core[(*box, k)] = ndimage.binary_erosion(plane, structure=_IN_PLANE[:, :, 1])
+        distances.append(ndimage.distance_transform_edt(plane, sampling=voxel_mm[:2])[plane])
+    thickness = 2.0 * float(np.percentile(np.concatenate(distances), 95))
     return SubcutaneousLayer(core, thickness, n_layer)

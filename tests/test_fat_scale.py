@@ -131,3 +131,74 @@ def test_child_thin_fat_layer_gives_no_false_alarm(made, tmp_path):
     assert scale["subcutaneous_ff"] is None and "not read" in scale["note"]
     assert "fat_scale_compressed" not in _codes(result.qc)
     assert scale["marrow_ff"] > 0.85, "marrow is still read and reported"
+
+
+def test_layer_is_unchanged_by_padding_and_flipping_and_thinning_keeps_the_reading(made):
+    """The layer is worked on cropped boxes, slice by slice: padding the volume with air and
+    flipping it in plane must give the same core, voxel count and thickness (guards an
+    off-by-one box that drops the layer's edge or lets the crop border act as air where the
+    slice goes on). Reading 4 of the 12 slices (``max_slices``) keeps the subcutaneous FF
+    within 0.01 of reading all of them."""
+    from mri_scoring.body import body_mask, full_slices, subcutaneous_layer
+
+    voxel = made.voxel_size_mm
+    total = made.images["fat"] + made.images["water"]
+    inside = made.labels > 0
+    floor = 0.1 * float(np.percentile(total, 99))
+    base = subcutaneous_layer(inside, body_mask(total, floor), voxel)
+    assert base.n_layer > 1000 and base.thickness_mm > 6.0
+    # the definition, on whole slices: the body is the signal with its in-plane holes filled,
+    # the envelope each limb's convex hull, the layer the body outside it on the fully labelled
+    # slices, the core its in-plane erosion, the thickness twice the 95th percentile of the
+    # in-plane distance to the nearest non-layer voxel
+    from skimage.morphology import convex_hull_image
+
+    envelope = muscle_envelope(inside, voxel)
+    disk = ndimage.generate_binary_structure(2, 1)
+    for k in range(inside.shape[2]):
+        joined = ndimage.binary_dilation(inside[..., k], structure=disk, iterations=1)
+        limbs, n = ndimage.label(joined)
+        hulls = [convex_hull_image(inside[..., k] & (limbs == i)) for i in range(1, n + 1)]
+        assert np.array_equal(envelope[..., k], np.logical_or.reduce(hulls)), k
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[..., 1] = disk
+    body = ndimage.binary_fill_holes(total > floor, structure=in_plane)
+    assert np.array_equal(body_mask(total, floor), body)
+    area = inside.sum(axis=(0, 1))
+    layer = body & ~envelope & (area >= 0.5 * area.max())
+    core = ndimage.binary_erosion(layer, structure=in_plane)
+    distance = ndimage.distance_transform_edt(layer, sampling=(*voxel[:2], 1e6))
+    assert np.array_equal(base.core, core)
+    assert base.thickness_mm == pytest.approx(2 * np.percentile(distance[layer], 95), rel=1e-9)
+    # a square body around a square limb: the layer's box has straight edges, where a box
+    # without its one-pixel margin would see no air beyond the skin (thickness 12 -> 24 mm)
+    square_body = np.zeros((40, 40, 2), bool)
+    square_body[4:36, 4:36] = True
+    limb = np.zeros_like(square_body)
+    limb[16:24, 16:24] = True
+    square = subcutaneous_layer(limb, square_body, (1.0, 1.0, 5.0))
+    assert square.thickness_mm == pytest.approx(12.0, abs=1.0)
+    # the core: the ring one pixel thinner on both sides (the 4 corners of the hole stay:
+    # the erosion is 4-connected)
+    assert square.n_layer == 2 * (32 * 32 - 8 * 8)
+    assert square.core.sum() == 2 * (30 * 30 - 10 * 10 + 4)
+    pad = ((7, 3), (2, 9), (0, 0))
+    padded = subcutaneous_layer(np.pad(inside, pad), body_mask(np.pad(total, pad), floor), voxel)
+    assert np.array_equal(padded.core[7:-3, 2:-9], base.core)
+    assert (padded.n_layer, padded.thickness_mm) == (base.n_layer, base.thickness_mm)
+    flip = (slice(None, None, -1), slice(None, None, -1))
+    flipped = subcutaneous_layer(inside[flip], body_mask(total[flip], floor), voxel)
+    assert np.array_equal(flipped.core[flip], base.core)
+    assert (flipped.n_layer, flipped.thickness_mm) == (base.n_layer, base.thickness_mm)
+
+    def reading(layer_slices):
+        sub = np.s_[..., layer_slices]
+        found = subcutaneous_layer(
+            inside[sub], body_mask(total[sub], floor), voxel, min_slice_share=0.0
+        )
+        ff = made.images["fat"][sub][found.core] / total[sub][found.core]
+        return float(np.quantile(ff, 0.75))
+
+    every, four = full_slices(inside), full_slices(inside, max_slices=4)
+    assert len(every) > 4 and len(four) == 4
+    assert abs(reading(four) - reading(every)) < 0.01

@@ -128,6 +128,13 @@ def fat_layer_contrast(
     return float(np.median(values)) / base if base > 0 else None
 
 
+def _mask_of(labels: np.ndarray, values: list[int]) -> np.ndarray:
+    """Voxels whose label is one of ``values``: one table lookup (``np.isin`` sorts the volume)."""
+    table = np.zeros(max([int(labels.max(initial=0)), *values]) + 1, bool)
+    table[values] = True
+    return table[labels]
+
+
 def check_roles(
     images: dict[str, np.ndarray],
     files: dict[str, Path],
@@ -159,7 +166,7 @@ def check_roles(
     cfg : dict
         ``load.role_content`` settings.
     """
-    muscle = np.isin(labels, muscle_values)
+    muscle = _mask_of(labels, muscle_values)
     if not muscle.any():
         return
     reassigned = False
@@ -222,7 +229,7 @@ def check_roles(
                 )
             )
     if "t1w" in images:
-        inside = np.isin(labels, labelled_values)
+        inside = _mask_of(labels, labelled_values)
         ratio = fat_layer_contrast(images["t1w"], inside, muscle, voxel_mm)
         if ratio is not None and ratio < cfg["t1w_min_fat_contrast"]:
             path = files.pop("t1w", None)

@@ -6,7 +6,8 @@ multi-peak fat model), and then every FF reads low: absolute FF, FF grades and `
 Beside the fat-water swap check (:func:`mri_scoring.measure.fat.swap_check`) this reads:
 
 * subcutaneous fat: the core of the body's layer outside the muscle envelope
-  (:func:`mri_scoring.body.subcutaneous_layer`), only when the layer is at least
+  (:func:`mri_scoring.body.subcutaneous_layer`) on at most ``max_slices`` evenly spaced, fully
+  labelled slices, only when the layer is at least
   ``min_thickness_mm`` thick (a thin layer, as in a lean child, is mostly partial volume) - the
   reading is the ``reading_quantile`` of F / (F + W) there (the purest adipose voxels);
 * marrow, when labelled (median FF), reported beside it; marrow alone never raises the flag
@@ -31,7 +32,7 @@ import numpy as np
 
 from .. import schema
 from ..anatomy import reference_tissue
-from ..body import body_mask, subcutaneous_layer
+from ..body import body_mask, full_slices, subcutaneous_layer
 from ..errors import QCFinding
 from .voxel_sets import LabelledRegion
 
@@ -126,14 +127,22 @@ def read_fat_scale(
     marrow = ff_flat[np.isin(region.label, marrow_ids)] if marrow_ids else ff_flat[:0]
     marrow = marrow[np.isfinite(marrow)]
     marrow_ff = float(np.median(marrow)) if marrow.size else None
-    fat = np.asarray(study.images["fat"], np.float32)
-    water = np.asarray(study.images["water"], np.float32)
-    total = fat + water
     thickness = float("nan")
     if layer is None:
+        # the layer of a few evenly spaced, fully labelled slices (``max_slices``): every step
+        # of it is in plane, so each is the layer the whole volume would give on that slice
+        inside = study.labels > 0
+        slices = full_slices(inside, max_slices=cfg["max_slices"])
+        fat = np.asarray(study.images["fat"][..., slices], np.float32)
+        total = fat + np.asarray(study.images["water"][..., slices], np.float32)
         floor = body_floor_sigma * sigma if sigma else float(np.quantile(total, 0.5))
-        found = subcutaneous_layer(study.labels > 0, body_mask(total, floor), study.voxel_size_mm)
+        found = subcutaneous_layer(
+            inside[..., slices], body_mask(total, floor), study.voxel_size_mm, min_slice_share=0.0
+        )
         layer, thickness = found.core, found.thickness_mm
+    else:
+        fat = np.asarray(study.images["fat"], np.float32)
+        total = fat + np.asarray(study.images["water"], np.float32)
     n = int(layer.sum())
     if np.isfinite(thickness) and thickness < cfg["min_thickness_mm"]:
         note = (
