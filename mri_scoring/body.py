@@ -138,7 +138,7 @@ def full_slices(
 
     Where the segmentation stops (the hip, the knee) unlabelled muscle outside the envelope
     would pass for subcutaneous fat, so only slices whose labelled area reaches
-    ``min_slice_share`` of the largest one's are used.
+    ``min_slice_share`` of the largest one's are used (any labelled slice when it is 0).
 
     Parameters
     ----------
@@ -163,7 +163,7 @@ def full_slices(
     area = np.asarray(inside, bool).sum(axis=(0, 1))
     if area.max(initial=0) == 0:
         return np.zeros(0, int)
-    index = np.flatnonzero(area >= min_slice_share * area.max())
+    index = np.flatnonzero((area > 0) & (area >= min_slice_share * area.max()))
     if max_slices is not None and index.size > max_slices:
         # the middle slice of each of max_slices equal runs: the ends of a stack (thickest
         # and thinnest layer) weigh as much as any other run, no more

@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 
 from .. import schema
-from ..body import body_mask, subcutaneous_layer
+from ..body import body_mask, full_slices, subcutaneous_layer
 from ..errors import QCFinding
 from .discover import strip_nifti_suffix
 
@@ -86,19 +86,21 @@ def t2_map_unit(
         return "ms"
     if unit in ("s", "second", "seconds"):
         return "s"
+    if not is_map:
+        # first the cheapest evidence: a STIR or T2w image has noise where a map has zeros
+        flat = np.asarray(image, np.float32)
+        unfitted = float(np.mean((flat == 0) | ~np.isfinite(flat)))
+        if unfitted < cfg["map_zero_share"]:
+            return None
     values = np.asarray(image[muscle], np.float64)
     values = values[np.isfinite(values)]
     if values.size < 20:
         return None
     median = float(np.median(values))
-    fractional = float(np.mean(np.abs(values - np.rint(values)) > 1e-3))
-    flat = np.asarray(image, np.float32)
-    unfitted = float(np.mean((flat == 0) | ~np.isfinite(flat)))
     low, high = cfg["t2map_ms_range"]
     if is_map:
         return "s" if low / 1000.0 <= median <= high / 1000.0 else "ms"
-    if unfitted < cfg["map_zero_share"]:
-        return None
+    fractional = float(np.mean(np.abs(values - np.rint(values)) > 1e-3))
     if low <= median <= high and fractional > 0.5:
         return "ms"
     if low / 1000.0 <= median <= high / 1000.0:
@@ -107,21 +109,30 @@ def t2_map_unit(
 
 
 def fat_layer_contrast(
-    image: np.ndarray, inside: np.ndarray, muscle: np.ndarray, voxel_mm: tuple[float, float, float]
+    image: np.ndarray,
+    inside: np.ndarray,
+    muscle: np.ndarray,
+    voxel_mm: tuple[float, float, float],
+    max_slices: int | None = None,
 ) -> float | None:
     """Subcutaneous-layer median over muscle median of an image, or None when unreadable.
 
     The body is the image above a tenth of its 99th percentile; the layer is the body outside
-    the labelled region (:func:`mri_scoring.body.subcutaneous_layer`).
+    the labelled region (:func:`mri_scoring.body.subcutaneous_layer`), read on at most
+    ``max_slices`` evenly spaced labelled slices.
     """
-    data = np.nan_to_num(np.asarray(image, np.float32))
-    top = float(np.percentile(data, 99))
+    # labelled slices, at most max_slices of them evenly spaced: a contrast, not a calibration,
+    # so partly labelled slices count too (small studies have few voxels)
+    slices = full_slices(inside, min_slice_share=0.0, max_slices=max_slices)
+    data = np.nan_to_num(np.asarray(image[..., slices], np.float32))
+    top = float(np.percentile(data, 99)) if data.size else 0.0
     if top <= 0:
         return None
-    # every labelled slice: a contrast, not a calibration, and small studies have few voxels
-    layer = subcutaneous_layer(inside, body_mask(data, 0.1 * top), voxel_mm, min_slice_share=0.0)
+    layer = subcutaneous_layer(
+        inside[..., slices], body_mask(data, 0.1 * top), voxel_mm, min_slice_share=0.0
+    )
     values = data[layer.core]
-    lean = data[muscle]
+    lean = data[muscle[..., slices]]
     if values.size < 100 or lean.size < 100:
         return None
     base = float(np.median(lean))
@@ -230,7 +241,9 @@ def check_roles(
             )
     if "t1w" in images:
         inside = _mask_of(labels, labelled_values)
-        ratio = fat_layer_contrast(images["t1w"], inside, muscle, voxel_mm)
+        ratio = fat_layer_contrast(
+            images["t1w"], inside, muscle, voxel_mm, cfg["t1w_layer_max_slices"]
+        )
         if ratio is not None and ratio < cfg["t1w_min_fat_contrast"]:
             path = files.pop("t1w", None)
             images.pop("t1w")
