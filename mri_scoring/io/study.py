@@ -178,7 +178,8 @@ def _fat_fraction_map(
     volume: Volume, declared: str | None, settings: Settings, qc: list[QCFinding]
 ) -> np.ndarray:
     data = volume.data
-    finite = data[np.isfinite(data)]
+    is_finite = np.isfinite(data)
+    finite = data.reshape(-1) if is_finite.all() else data[is_finite]
     if finite.size == 0:
         raise StudyError("fat-fraction map has no finite value", volume.path)
     p99 = float(np.percentile(finite, 99))
@@ -198,10 +199,10 @@ def _fat_fraction_map(
         )
         declared = "percent"
     scale = declared or ("percent" if looks_percent else "fraction")
+    low, high = float(finite.min()), float(finite.max())
     if scale == "percent":
         data = data / np.float32(100.0)
-        finite = finite / np.float32(100.0)
-    low, high = float(finite.min()), float(finite.max())
+        low, high = low / 100.0, high / 100.0
     if low < -tolerance or high > 1.0 + tolerance:
         unit = "percent (0-100)" if scale == "percent" else "a fraction (0-1)"
         raise StudyError(
