@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from functools import partial
 from multiprocessing.context import BaseContext
 from pathlib import Path
@@ -29,6 +29,7 @@ from .io.discover import StudyFiles
 from .io.inputs import input_digests
 from .output.cohort import read_cohort_values
 from .output.result import summary_row
+from .output.thumbnail import THUMB_NAME
 from .output.write import study_out_dir
 from .pattern.templates import Template
 from .workers import unguarded_main_script, worker_context, worker_started, workers_can_start
@@ -106,6 +107,13 @@ class Outcome:
     error: str = ""
     skipped: bool = False
     cohort: dict[str, dict[str, float]] | None = None  # for the cohort heat map (with reports)
+    subject: str = ""  # the subject the study is a session of (follow-up pages)
+
+    def record(self) -> dict[str, Any]:
+        """The study's line in its shard's ``outcomes.jsonl`` (JSON values only)."""
+        return {"study_id": self.study_id, "path": self.path, "error": self.error,
+                "skipped": self.skipped, "summary": self.summary, "cohort": self.cohort,
+                "subject": self.subject}  # fmt: skip
 
 
 Task = Callable[[StudyFiles, Path, BatchOptions], Outcome]
@@ -227,13 +235,17 @@ def resumed(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome | No
         summary = summary_row(document)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    if options.report and not (folder / THUMB_NAME).is_file():
+        return None  # a folder from before the mosaic: scored again to draw its thumbnail
     values = read_cohort_values(folder / "muscles.tsv") if options.report else None
+    subject = str((document.get("session") or {}).get("subject_id") or files.study_id)
     return Outcome(
         study_id=files.study_id,
         path=str(files.folder),
         summary=summary,
         skipped=True,
         cohort=values,
+        subject=subject,
     )
 
 
@@ -339,7 +351,7 @@ def run_dask(
         When dask's distributed scheduler is not installed.
     """
     try:
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import Client, LocalCluster
     except ImportError:
         raise MriScoringError(
             "--engine dask needs the optional extra: pip install 'mri-scoring[distributed]'"
@@ -353,35 +365,64 @@ def run_dask(
         )
         client = Client(cluster)
     try:
-        futures = client.map(task, todo, [out] * len(todo), [options] * len(todo), pure=False)
-        for future, files in zip(futures, todo, strict=True):
-            future.files = files  # type: ignore[attr-defined]
-        for future in as_completed(futures):
-            try:
-                report(future.result())
-            except Exception as exc:  # a lost worker: that study fails, the rest go on
-                files = future.files  # type: ignore[attr-defined]
-                report(
-                    Outcome(
-                        study_id=files.study_id,
-                        path=str(files.folder),
-                        error=f"worker failed ({type(exc).__name__}: {exc})",
-                    )
-                )
+        _run_window(client, todo, out, options, workers, report, task)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
 
 
+def _run_window(client: Any, todo: list[StudyFiles], out: Path, options: BatchOptions,
+                workers: int, report: Callable[[Outcome], None], task: Task) -> None:  # fmt: skip
+    """Keep a bounded window of studies in flight on a dask client; release each result.
+
+    ``DASK_WINDOW_PER_WORKER`` studies per worker thread are submitted at a time, the next one
+    as each finishes; a finished future is dropped once its outcome is recorded, so neither the
+    driver nor the workers hold the results of the batch (both stay flat in its size).
+    """
+    from dask.distributed import as_completed
+
+    threads = sum(client.nthreads().values()) if client.nthreads() else max(workers, 1)
+    window = DASK_WINDOW_PER_WORKER * max(threads, 1)
+    shared = client.scatter(options, broadcast=True)  # sent once, not with every study
+    queue = iter(todo)
+    flying: dict[str, StudyFiles] = {}
+
+    def submit(files: StudyFiles) -> Any:
+        future = client.submit(task, files, out, shared, pure=False)
+        flying[future.key] = files
+        return future
+
+    running = as_completed([submit(files) for files, _ in zip(queue, range(window), strict=False)])
+    for future in running:
+        files = flying.pop(future.key)
+        try:
+            outcome = future.result()
+        except Exception as exc:  # a lost worker: that study fails, the rest go on
+            outcome = Outcome(
+                study_id=files.study_id,
+                path=str(files.folder),
+                error=f"worker failed ({type(exc).__name__}: {exc})",
+            )
+        future.release()
+        del future
+        report(outcome)
+        following = next(queue, None)
+        if following is not None:
+            running.add(submit(following))
+
+
+DASK_WINDOW_PER_WORKER = 4
+"""Studies in flight per dask worker thread (enough to keep each busy while one returns)."""
+
+
 @dataclass
 class BatchRun:
-    """What a batch produced: summary rows, reused ids, cohort values and failures, by study id."""
+    """What a batch did, as counts (each outcome went to the ``record`` sink, nothing kept)."""
 
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    reused: list[str] = field(default_factory=list)
-    cohort: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    failures: dict[str, Outcome] = field(default_factory=dict)
+    done: int = 0
+    failed: int = 0
+    reused: int = 0
 
 
 def safe_engine(engine: str, workers: int, scheduler: str | None) -> tuple[str, int]:
@@ -421,8 +462,9 @@ def run_batch(
     scheduler: str | None = None,
     resume: bool = True,
     progress: Callable[[Outcome, int, int, int], None] | None = None,
+    sink: Callable[[Outcome], None] | None = None,
 ) -> BatchRun:
-    """Run ``task`` over ``studies``, in order or in parallel, and collect every outcome.
+    """Run ``task`` over ``studies``, in order or in parallel, and hand on every outcome.
 
     With ``resume``, studies already complete with the same fingerprint are not run again.
 
@@ -446,29 +488,29 @@ def run_batch(
         Reuse the outputs of studies whose fingerprint is unchanged (:func:`resumed`).
     progress : callable, optional
         Called after each study as ``progress(outcome, done, failed, total)``.
+    sink : callable, optional
+        Called with each :class:`Outcome` as it is recorded (e.g. appending it to the shard's
+        partial table); the batch keeps nothing per study.
 
     Returns
     -------
     BatchRun
+        Counts of scored, failed and reused studies.
     """
     run = BatchRun()
     total = len(studies)
-    counts = {"done": 0, "failed": 0}
 
     def record(outcome: Outcome) -> None:
         if outcome.error:
-            run.failures[outcome.study_id] = outcome
-            counts["failed"] += 1
+            run.failed += 1
             log.warning("%s failed: %s", outcome.study_id, outcome.error)
         else:
-            run.rows[outcome.study_id] = outcome.summary or {}
-            if outcome.skipped:
-                run.reused.append(outcome.study_id)
-            if outcome.cohort is not None:
-                run.cohort[outcome.study_id] = outcome.cohort
-            counts["done"] += 1
+            run.done += 1
+            run.reused += bool(outcome.skipped)
+        if sink is not None:
+            sink(outcome)
         if progress:
-            progress(outcome, counts["done"], counts["failed"], total)
+            progress(outcome, run.done, run.failed, total)
 
     if resume:  # each study's fingerprint is checked where it would be scored
         task = partial(resume_or_run, task)

@@ -263,16 +263,15 @@ def batch(
     maps: MapsOption = False,
     view: ViewOption = View.radiological,
     prior: PriorOption = None,
+    shard: Annotated[str | None, typer.Option(
+        help="Score shard I of N (I/N, e.g. $SLURM_ARRAY_TASK_ID/100): studies split by a hash "
+        "of their subject; then run 'mri-scoring merge OUT'.")] = None,
+    participant_label: Annotated[list[str] | None, typer.Option(
+        "--participant-label", help="Score only this participant (BIDS label without sub-, "
+        "or subject_id / folder name); repeatable.")] = None,
 ) -> None:
     """Score every study under ROOT; failures are recorded in failures.tsv (exit 1 if any)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich import progress as rp
 
     from .errors import MriScoringError
     from .workers import start_worker_server
@@ -284,17 +283,11 @@ def batch(
         start_worker_server()  # the workers' imports then overlap with this process's
     from .pipeline import score_batch
 
-    columns = (
-        TextColumn("[bold]scoring"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("done {task.fields[done]} failed {task.fields[failed]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
+    columns = (rp.TextColumn("[bold]scoring"), rp.BarColumn(), rp.MofNCompleteColumn(),
+               rp.TextColumn("done {task.fields[done]} failed {task.fields[failed]}"),
+               rp.TimeElapsedColumn(), rp.TextColumn("ETA"), rp.TimeRemainingColumn())  # fmt: skip
     quiet = logging.getLogger("mri_scoring").getEffectiveLevel() > logging.WARNING
-    with Progress(*columns, disable=quiet, transient=False) as bar:
+    with rp.Progress(*columns, disable=quiet, transient=False) as bar:
         task = bar.add_task("scoring", total=None, done=0, failed=0)
 
         def progress(outcome: object, done: int, failed: int, total: int) -> None:
@@ -302,36 +295,40 @@ def batch(
 
         try:
             settings, pattern = _knowledge(config, template)
-            summary = score_batch(
-                root,
-                out,
-                workers=workers,
-                engine=engine.value,
-                scheduler=scheduler,
-                resume=resume and not force,
-                settings=settings,
-                template=pattern,
-                prior=prior,
-                labels=labels.value,
-                resample=resample,
-                report=report,
-                maps=maps,
-                view=view.value,
-                progress=progress,
-            )
+            summary = score_batch(root, out, workers=workers, engine=engine.value,
+                                  scheduler=scheduler, resume=resume and not force,
+                                  settings=settings, template=pattern, prior=prior,
+                                  labels=labels.value, resample=resample, report=report,
+                                  maps=maps, view=view.value, progress=progress, shard=shard,
+                                  participant_labels=participant_label or ())  # fmt: skip
         except MriScoringError as exc:
             raise _fail(str(exc)) from None
     failures = summary.attrs["failures"]
-    if summary.empty and failures.empty:
+    if summary.empty and failures.empty and not shard:  # a shard's share may be empty
         raise _fail(f"no study found under {root}: a study is a folder holding a label map "
                     "(labels.nii.gz or *_dseg.nii.gz) and its images", 1)  # fmt: skip
     for _, row in failures.iterrows():
         typer.echo(f"failed: {row['study_id']}: {row['error']}", err=True)
     reused = len(summary.attrs.get("reused", ()))
+    where = f"{out}/shards (then: mri-scoring merge)" if shard else f"{out}/summary.tsv"
     typer.echo(f"{len(summary) - reused} scored, {reused} reused, {len(failures)} failed "
-               f"-> {out}/summary.tsv")  # fmt: skip
+               f"-> {where}")  # fmt: skip
     if len(failures):
         raise typer.Exit(1)
+
+
+@app.command()
+def merge(out: Annotated[Path, typer.Argument(help="The folder every shard wrote into.")]) -> None:
+    """Build the cohort files of a batch scored in shards (batch --shard I/N), as one run would."""
+    from .errors import MriScoringError
+    from .pipeline import merge_batch
+
+    try:
+        summary = merge_batch(out)
+    except MriScoringError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{len(summary)} studies, {len(summary.attrs['failures'])} failed, "
+               f"{len(summary.attrs['excluded'])} excluded -> {out}/summary.tsv")  # fmt: skip
 
 
 @app.command()

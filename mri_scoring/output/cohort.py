@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import html
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,7 @@ __all__ = [
 
 MAX_CLUSTERED_STUDIES = 2000
 COHORT_MAX_ROWS = 3000  # beyond, the cohort heat map averages bands of studies per row
+INDEX_MAX_ROWS = 1000  # index.html lists this many studies at most (all are in summary.tsv)
 CALL_ORDER = ("IMNM", "DM", "indeterminate")
 
 
@@ -253,10 +254,11 @@ def _cell_titles(
 def write_cohort_report(
     out: Path,
     summary: pd.DataFrame,
-    template: Template,
-    values: Mapping[str, dict[str, dict[str, float]]],
+    template: Template | str,
+    values: Mapping[str, dict[str, dict[str, float]]] | Sequence[pd.DataFrame],
     failures: pd.DataFrame | None = None,
     subjects: Iterable[str] = (),
+    excluded: int = 0,
 ) -> None:
     """Write ``cohort_heatmap.svg`` and ``index.html`` for a batch output folder.
 
@@ -266,27 +268,39 @@ def write_cohort_report(
         The batch output folder.
     summary : pandas.DataFrame
         The ``summary.tsv`` table (may be empty when every study failed).
-    template : Template
-        The template the studies were matched against.
-    values : mapping
-        Each study's :func:`cohort_values` by study id (studies without are grey).
+    template : Template or str
+        The template the studies were matched against (or its name).
+    values : mapping or sequence of pandas.DataFrame
+        Each study's :func:`cohort_values` by study id, or one study x muscle table per
+        measure of ``COHORT_MEASURES`` (studies without values are grey).
     failures : pandas.DataFrame, optional
         The ``failures.tsv`` table: listed in the index with their reasons.
     subjects : iterable of str
         The subjects with a follow-up page (``subjects/<id>.html``), linked.
+    excluded : int
+        Studies left out by ``qc_ratings.tsv`` (said on the page).
+
+    Notes
+    -----
+    The figure bands rows beyond ``COHORT_MAX_ROWS`` studies and the page lists at most
+    ``INDEX_MAX_ROWS`` studies (with a note), so both stay usable at 100,000 studies.
     """
     esc = html.escape
+    name = template if isinstance(template, str) else template.name
     figure_html = "<p>No study was scored.</p>"
     if not summary.empty:
         ids = list(summary["study_id"])
-        matrices = [
-            pd.DataFrame.from_dict(
-                {i: values[i].get(measure, {}) for i in ids if i in values},
-                orient="index",
-                dtype=float,
-            )
-            for measure in COHORT_MEASURES
-        ]
+        if isinstance(values, Mapping):
+            matrices = [
+                pd.DataFrame.from_dict(
+                    {i: values[i].get(measure, {}) for i in ids if i in values},
+                    orient="index",
+                    dtype=float,
+                )
+                for measure in COHORT_MEASURES
+            ]
+        else:
+            matrices = list(values)
         figure = cohort_figure(summary, *matrices).replace(
             "<svg ",
             '<svg xmlns="http://www.w3.org/2000/svg" ',
@@ -301,7 +315,7 @@ def write_cohort_report(
             "cell's value as a tooltip.</p>"
         )
     rows = []
-    for _, row in summary.iterrows():
+    for _, row in summary.head(INDEX_MAX_ROWS).iterrows():
         link = f"{row['study_id']}/report.html"
         has_report = (out / row["study_id"] / "report.html").is_file()
         name = (
@@ -325,6 +339,9 @@ def write_cohort_report(
             f"<td>{row['p_imnm']:.3f}</td><td>{interval}</td>"
             f"<td>{signed(row['log10_likelihood_ratio'])}</td><td class=l>{qc_text}</td></tr>"
         )
+    capped = (f"<p>The first {INDEX_MAX_ROWS} of {len(summary)} studies (by study id); all are "
+              "in summary.tsv and summary.parquet, the outliers first in mosaic.html.</p>"
+              if len(summary) > INDEX_MAX_ROWS else "")  # fmt: skip
     failures = failures if failures is not None else _read_failures(out / "failures.tsv")
     failed = "".join(
         f"<tr><td class=l>{esc(str(f['study_id']))}</td><td class=l>{esc(str(f['path']))}</td>"
@@ -342,10 +359,13 @@ def write_cohort_report(
         f"content='width=device-width, initial-scale=1'><title>mri_scoring cohort</title>"
         f"<style>{CSS}</style></head><body><h1>Cohort: {len(summary)} studies</h1>"
         f"<p class=disclaimer>{esc(DISCLAIMER)}</p>"
-        f"<p>Template {esc(template.name)}. Scored: {len(summary)}; failed: {len(failures)} "
-        "(also in failures.tsv). Tables: summary.tsv, muscles_long.tsv, features_long.tsv.</p>"
+        f"<p>Template {esc(name)}. Scored: {len(summary)}; failed: {len(failures)} "
+        "(also in failures.tsv)" + (f"; excluded by qc_ratings.tsv: {excluded}" if excluded
+                                    else "") + ". Tables: summary.tsv, muscles_long.tsv, "
+        "features_long.tsv (and .parquet). QC queue: <a href='mosaic.html'>mosaic.html</a>, "
+        "outliers.tsv.</p>"
         f"<h2>Cohort heat map</h2>{figure_html}"
-        "<h2>Studies</h2><table><tr><th class=l>study</th><th class=l>call</th>"
+        f"<h2>Studies</h2>{capped}<table><tr><th class=l>study</th><th class=l>call</th>"
         "<th>p(IMNM)</th><th>90 % interval</th><th>log10 LR</th><th class=l>QC warnings</th>"
         "</tr>"
         + "".join(rows)
