@@ -32,7 +32,7 @@ from .io.shards import parse_shard, select_studies
 from .io.study import Study, load_study
 from .io.subjects import session_info
 from .measure.quantify import quantify
-from .output.cohort import cohort_values
+from .output.cohort import read_cohort_values
 from .output.cohort_files import collect, write_cohort_files
 from .output.partials import OutcomeLog, shard_dir
 from .output.report import DEFAULT_VIEW
@@ -147,7 +147,8 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
             write_thumbnail(target, result.study, result.voxel_maps, options.view)
         save_study(result, target, report=options.report, maps=options.maps, view=options.view,
                    fingerprint=fingerprint(files, options, loaded))
-        cohort = cohort_values(result.muscles.to_dict("records")) if options.report else None
+        # From the table as written, as a resumed study reads it: the same heat map either way.
+        cohort = read_cohort_values(target / "muscles.tsv") if options.report else None
         return Outcome(
             study_id=files.study_id,
             path=str(files.folder),
