@@ -28,13 +28,10 @@ from .config import Settings, load_settings
 from .errors import MriScoringError
 from .grading import grade
 from .io.discover import StudyFiles, discover_studies
-from .io.shards import parse_shard, select_studies
 from .io.study import Study, load_study
 from .io.subjects import session_info
 from .measure.quantify import quantify
 from .output.cohort import read_cohort_values
-from .output.cohort_files import collect, write_cohort_files
-from .output.partials import OutcomeLog, shard_dir
 from .output.report import DEFAULT_VIEW
 from .output.result import StudyResult
 from .output.slices import VIEWS
@@ -228,6 +225,11 @@ def score_batch(
         the studies whose earlier results were reused, ``.attrs["excluded"]`` those
         ``qc_ratings.tsv`` excludes.
     """
+    # The cohort machinery is imported here, not by `score` (one study needs none of it).
+    from .io.shards import parse_shard, select_studies
+    from .output.cohort_files import collect, write_cohort_files
+    from .output.partials import OutcomeLog, shard_dir
+
     root, out = Path(root), Path(out)
     if out.exists() and not out.is_dir():
         raise MriScoringError(f"--out {out}: exists and is not a folder")
@@ -299,6 +301,8 @@ def merge_batch(out: str | Path) -> pd.DataFrame:
     MriScoringError
         When a shard is missing or unfinished, or shards were scored with other options.
     """
+    from .output.cohort_files import write_cohort_files
+
     out = Path(out)
     if not out.is_dir():
         raise MriScoringError(f"{out}: not a batch output folder")
