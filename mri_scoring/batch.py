@@ -47,7 +47,6 @@ __all__ = [
     "resume_or_run",
     "resumed",
     "run_batch",
-    "run_dask",
     "run_processes",
     "safe_engine",
 ]
@@ -334,86 +333,13 @@ def _pool(context: BaseContext, workers: int) -> ProcessPoolExecutor:
     )
 
 
-def run_dask(
-    todo: list[StudyFiles],
-    out: Path,
-    options: BatchOptions,
-    workers: int,
-    scheduler: str | None,
-    report: Callable[[Outcome], None],
-    task: Task,
-) -> None:
-    """Score ``todo`` on a dask cluster: a local one of ``workers`` processes, or ``scheduler``.
-
-    Raises
-    ------
-    MriScoringError
-        When dask's distributed scheduler is not installed.
-    """
-    try:
-        from dask.distributed import Client, LocalCluster
-    except ImportError:
-        raise MriScoringError(
-            "--engine dask needs the optional extra: pip install 'mri-scoring[distributed]'"
-        ) from None
-    cluster = None
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        cluster = LocalCluster(
-            n_workers=max(workers, 1), threads_per_worker=1, processes=True, dashboard_address=None
-        )
-        client = Client(cluster)
-    try:
-        _run_window(client, todo, out, options, workers, report, task)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-def _run_window(client: Any, todo: list[StudyFiles], out: Path, options: BatchOptions,
-                workers: int, report: Callable[[Outcome], None], task: Task) -> None:  # fmt: skip
-    """Keep a bounded window of studies in flight on a dask client; release each result.
-
-    ``DASK_WINDOW_PER_WORKER`` studies per worker thread are submitted at a time, the next one
-    as each finishes; a finished future is dropped once its outcome is recorded, so neither the
-    driver nor the workers hold the results of the batch (both stay flat in its size).
-    """
-    from dask.distributed import as_completed
-
-    threads = sum(client.nthreads().values()) if client.nthreads() else max(workers, 1)
-    window = DASK_WINDOW_PER_WORKER * max(threads, 1)
-    shared = client.scatter(options, broadcast=True)  # sent once, not with every study
-    queue = iter(todo)
-    flying: dict[str, StudyFiles] = {}
-
-    def submit(files: StudyFiles) -> Any:
-        future = client.submit(task, files, out, shared, pure=False)
-        flying[future.key] = files
-        return future
-
-    running = as_completed([submit(files) for files, _ in zip(queue, range(window), strict=False)])
-    for future in running:
-        files = flying.pop(future.key)
-        try:
-            outcome = future.result()
-        except Exception as exc:  # a lost worker: that study fails, the rest go on
-            outcome = Outcome(
-                study_id=files.study_id,
-                path=str(files.folder),
-                error=f"worker failed ({type(exc).__name__}: {exc})",
-            )
-        future.release()
-        del future
-        report(outcome)
-        following = next(queue, None)
-        if following is not None:
-            running.add(submit(following))
-
-
-DASK_WINDOW_PER_WORKER = 4
-"""Studies in flight per dask worker thread (enough to keep each busy while one returns)."""
+def _lost(files: StudyFiles, exc: BaseException) -> Outcome:
+    """The outcome of a study whose dask worker was lost: it fails, the rest go on."""
+    return Outcome(
+        study_id=files.study_id,
+        path=str(files.folder),
+        error=f"worker failed ({type(exc).__name__}: {exc})",
+    )
 
 
 @dataclass
@@ -517,7 +443,9 @@ def run_batch(
     if not studies:
         return run
     if engine == "dask":
-        run_dask(studies, out, options, workers, scheduler, record, task)
+        from .dask_engine import run_dask
+
+        run_dask(studies, out, options, workers, scheduler, record, task, lost=_lost)
     elif workers <= 1:
         for files in studies:
             record(task(files, out, options))

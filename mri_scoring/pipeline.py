@@ -40,7 +40,7 @@ from .output.write import inside, save_study, study_out_dir, summary_table
 from .pattern.likelihood import combine
 from .pattern.match import involved_muscles, match
 from .pattern.templates import Template, load_template
-from .schema import MUSCLE_COLUMNS
+from .schema import muscle_columns
 from .workers import start_worker_server
 
 __all__ = [
@@ -133,17 +133,33 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
     """
     try:
         target = study_out_dir(out, files.study_id)
-        study = load_study(files, labels=options.labels, resample=options.resample,
-                           settings=options.settings, read_threads=options.threads)
+        study = load_study(
+            files,
+            labels=options.labels,
+            resample=options.resample,
+            settings=options.settings,
+            read_threads=options.threads,
+        )
         loaded = {Path(study.files[role]): digest for role, digest in study.input_sha256.items()
                   if role in study.files}  # fmt: skip
-        result = score_study(study, settings=options.settings, template=options.template,
-                             prior=options.prior, voxel_maps=options.report or options.maps,
-                             threads=options.threads)
+        result = score_study(
+            study,
+            settings=options.settings,
+            template=options.template,
+            prior=options.prior,
+            voxel_maps=options.report or options.maps,
+            threads=options.threads,
+        )
         if options.report:  # the mosaic's thumbnail, drawn here while the arrays are in memory
             write_thumbnail(target, result.study, result.voxel_maps, options.view)
-        save_study(result, target, report=options.report, maps=options.maps, view=options.view,
-                   fingerprint=fingerprint(files, options, loaded))
+        save_study(
+            result,
+            target,
+            report=options.report,
+            maps=options.maps,
+            view=options.view,
+            fingerprint=fingerprint(files, options, loaded),
+        )
         # From the table as written, as a resumed study reads it: the same heat map either way.
         cohort = read_cohort_values(target / "muscles.tsv") if options.report else None
         return Outcome(

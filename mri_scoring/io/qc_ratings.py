@@ -13,6 +13,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
+__all__ = ["RATINGS_FILE", "RATING_COLUMNS", "Rating", "excluded_ids", "read_ratings"]
+
 RATINGS_FILE = "qc_ratings.tsv"
 RATING_COLUMNS = ("study_id", "rating", "exclude", "note")
 TRUE = {"true", "yes", "1", "y", "t"}

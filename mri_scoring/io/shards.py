@@ -16,6 +16,8 @@ from pathlib import Path
 from ..errors import MriScoringError
 from .discover import StudyFiles
 
+__all__ = ["parse_shard", "participant_labels", "select_studies", "shard_of", "subject_key"]
+
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"I/N"`` as ``(I, N)``, 1 <= I <= N.

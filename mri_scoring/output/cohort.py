@@ -360,8 +360,9 @@ def write_cohort_report(
         f"<style>{CSS}</style></head><body><h1>Cohort: {len(summary)} studies</h1>"
         f"<p class=disclaimer>{esc(DISCLAIMER)}</p>"
         f"<p>Template {esc(name)}. Scored: {len(summary)}; failed: {len(failures)} "
-        "(also in failures.tsv)" + (f"; excluded by qc_ratings.tsv: {excluded}" if excluded
-                                    else "") + ". Tables: summary.tsv, muscles_long.tsv, "
+        "(also in failures.tsv)"
+        + (f"; excluded by qc_ratings.tsv: {excluded}" if excluded else "")
+        + ". Tables: summary.tsv, muscles_long.tsv, "
         "features_long.tsv (and .parquet). QC queue: <a href='mosaic.html'>mosaic.html</a>, "
         "outliers.tsv.</p>"
         f"<h2>Cohort heat map</h2>{figure_html}"

@@ -33,6 +33,15 @@ from .partials import RecordReader, finished_shards, iter_records, read_run
 from .qc_queue import find_outliers, write_mosaic
 from .write import failure_table, study_out_dir, table_text
 
+__all__ = [
+    "BIDS_VERSION",
+    "CHUNK_ROWS",
+    "LONG_TABLES",
+    "collect",
+    "dataset_description",
+    "write_cohort_files",
+]
+
 CHUNK_ROWS = 20_000  # summary rows turned into a table at a time
 LONG_TABLES = ("summary.tsv", "muscles_long.tsv", "features_long.tsv")
 BIDS_VERSION = "1.10.0"

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from ..files import _umask
 
+__all__ = ["column_types", "write_parquet"]
+
 BLOCK_BYTES = 8 << 20
 _NARROWING = ("int64", "double", "bool", "string")
 _ARROW = {"int64": "int64", "double": "float64", "bool": "bool_", "string": "string"}

@@ -21,6 +21,18 @@ from typing import IO, Any
 from ..errors import MriScoringError
 from ..files import atomic_write
 
+__all__ = [
+    "OUTCOMES",
+    "RUN_FILE",
+    "SHARDS_DIR",
+    "OutcomeLog",
+    "RecordReader",
+    "finished_shards",
+    "iter_records",
+    "read_run",
+    "shard_dir",
+]
+
 SHARDS_DIR = "shards"
 OUTCOMES = "outcomes.jsonl"
 RUN_FILE = "run.json"

@@ -24,6 +24,15 @@ from ..io.qc_ratings import Rating
 from .render import CSS
 from .thumbnail import THUMB_NAME
 
+__all__ = [
+    "OUTLIER_COLUMNS",
+    "find_outliers",
+    "mosaic_order",
+    "qc_settings",
+    "robust_z",
+    "write_mosaic",
+]
+
 OUTLIER_COLUMNS = ["study_id", "muscle", "side", "measure", "value", "z", "reason"]
 MAD_TO_Z = 0.6745  # [ref: iglewicz1993] the normal's 0.75 quantile: MAD / 0.6745 estimates SD
 MEAN_AD_TO_SD = 1.2533  # sqrt(pi / 2): mean absolute deviation to SD under normality

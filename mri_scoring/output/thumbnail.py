@@ -19,7 +19,9 @@ from .slices import PALETTE, PanelLayers, draw_panel, panel_zoom
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..io.study import Study
-    from ..measure.maps import VoxelMaps
+    from ..measure.voxel_maps import VoxelMaps
+
+__all__ = ["THUMB_NAME", "THUMB_PIXELS", "thumbnail_png", "write_thumbnail"]
 
 THUMB_NAME = "thumb.png"
 THUMB_PIXELS = 160  # about this wide: 500 per mosaic page stay light to load
