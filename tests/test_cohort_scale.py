@@ -155,7 +155,7 @@ def test_parquet_reads_back_equal_to_the_tsv(cohort):
                                       tsv.astype(object).where(tsv.notna(), np.nan),
                                       check_dtype=False, obj=name)  # fmt: skip
     types = pd.read_parquet(out / "muscles_long.parquet").dtypes
-    assert types["voxels"].kind == "i" and types["ff_median"].kind == "f"
+    assert types["label"].kind == "i" and types["ff_median"].kind == "f"
 
 
 def test_the_planted_outlier_heads_outliers_and_mosaic(cohort):
@@ -204,13 +204,14 @@ def test_driver_memory_is_flat_in_the_number_of_studies(tmp_path):
     """Guards against a driver that keeps each study's row and heat-map values until the end
     (the old BatchRun: several kB per study, 5 GB at 100,000): allocations still held after 300
     studies exceed those after 100 by less than 100 bytes a study, and no outcome is kept."""
-    options = BatchOptions(load_settings(), load_template(), report=True)
+    options = BatchOptions(settings=load_settings(), template=load_template(), report=True)
     muscles = [f"muscle_{i}" for i in range(20)]
 
     def task(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
         summary = {"study_id": files.study_id, **{f"feature_{i}": 0.5 for i in range(30)}}
         cohort = {m: {k: 0.1 for k in muscles} for m in ("ff_median", "edema_fraction")}
-        return Outcome(files.study_id, str(files.folder), summary, cohort=cohort, subject="x")
+        return Outcome(study_id=files.study_id, path=str(files.folder), summary=summary,
+                       cohort=cohort, subject="x")  # fmt: skip
 
     studies = [StudyFiles(tmp_path / f"s{i}", f"s{i:04d}", {}) for i in range(300)]
     log = OutcomeLog(tmp_path, (1, 1), {"columns": []})
@@ -232,3 +233,26 @@ def test_driver_memory_is_flat_in_the_number_of_studies(tmp_path):
     assert growth < 100, f"{growth:.0f} bytes held per study"
     assert sum(isinstance(o, Outcome) for o in gc.get_objects()) <= 1
     assert sum(1 for _ in iter_records([tmp_path / "shards" / "1-of-1"])) == 300
+
+
+def test_command_line_shard_label_and_merge(cohort, tmp_path):
+    """``batch --shard --participant-label`` and ``merge`` as typed (in-process, resumed)."""
+    from typer.testing import CliRunner
+
+    from mri_scoring.cli import app
+
+    root, whole, _ = cohort
+    out = tmp_path / "cli"
+    _copy_scored(whole, out)
+    runner = CliRunner()
+    for i in (1, 2):
+        done = runner.invoke(app, ["-q", "batch", str(root), "--out", str(out), "--shard",
+                                   f"{i}/2", "--participant-label", "P1",
+                                   "--participant-label", "n0"])  # fmt: skip
+        assert done.exit_code == 0, done.output
+    merged = runner.invoke(app, ["merge", str(out)])
+    assert merged.exit_code == 0 and "3 studies" in merged.output, merged.output
+    assert sorted(pd.read_csv(out / "summary.tsv", sep="\t")["study_id"]) == ["n0", "p1_v1",
+                                                                              "p1_v2"]  # fmt: skip
+    bad = runner.invoke(app, ["batch", str(root), "--out", str(out), "--shard", "3/2"])
+    assert bad.exit_code == 1 and "--shard must be I/N" in bad.output

@@ -49,7 +49,8 @@ def thumbnail_png(study: Study, maps: VoxelMaps | None, view: str) -> bytes | No
         colour[~np.isin(labels, muscles)] = np.nan
     box = crop_box(study, [k])
     zoom = panel_zoom(box[0].stop - box[0].start, THUMB_PIXELS)
-    index = draw_panel(PanelLayers(plane, low, high, labels, colour), box, view, zoom)
+    layers = PanelLayers(anatomy=plane, low=low, high=high, labels=labels, colour=colour)
+    index = draw_panel(layers, box, view, zoom)
     step = max(1, index.shape[1] // (2 * THUMB_PIXELS))  # a large grid: every n-th pixel
     return png_indexed_bytes(np.ascontiguousarray(index[::step, ::step]), PALETTE)
 
