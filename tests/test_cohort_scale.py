@@ -214,6 +214,8 @@ def test_driver_memory_is_flat_in_the_number_of_studies(tmp_path):
                        cohort=cohort, subject="x")  # fmt: skip
 
     studies = [StudyFiles(tmp_path / f"s{i}", f"s{i:04d}", {}) for i in range(300)]
+    for files in studies:  # a Path caches its text on first str(): the discovery's, not kept
+        str(files.folder)
     log = OutcomeLog(tmp_path, (1, 1), {"columns": []})
     held: dict[int, int] = {}
 
