@@ -10,6 +10,7 @@ Knows nothing of how a study is scored (:mod:`mri_scoring.batch` passes the task
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ def _run_window(
         flying[future.key] = files
         return future
 
-    running = as_completed([submit(files) for files, _ in zip(queue, range(window), strict=False)])
+    running = as_completed([submit(files) for files in islice(queue, window)])
     for future in running:
         files = flying.pop(future.key)
         try:
