@@ -308,9 +308,11 @@ def write_cohort_report(
     ``INDEX_MAX_ROWS`` studies (with a note), so both stay usable at 100,000 studies.
     """
     esc = html.escape
-    panel = list(template) if isinstance(template, Sequence) and not isinstance(
-        template, PanelEntry
-    ) else [template]
+    panel = (
+        list(template)
+        if isinstance(template, Sequence) and not isinstance(template, PanelEntry)
+        else [template]
+    )
     further = [t for t in panel[1:] if f"{t.name}_call" in summary]
     calls = [(panel[0].name, "call", panel[0].classes)] + [
         (t.name, f"{t.name}_call", t.classes) for t in further
