@@ -10,7 +10,8 @@ Subpackages (stages in data-flow order): :mod:`.io`, :mod:`.measure`, :mod:`.pat
 :mod:`._forkserver_warmup` (the batch's processes), :mod:`.pipeline` (composes the stages),
 :mod:`.cli` (the command line) and :mod:`.cli_options` (its shared options); neutral ground any
 stage may use: :mod:`.schema` (output columns, QC codes), :mod:`.config`, :mod:`.anatomy`,
-:mod:`.body`, :mod:`.errors`, :mod:`.files`, :mod:`.memory_layout`, :mod:`.svg`.
+:mod:`.body`, :mod:`.errors`, :mod:`.files`, :mod:`.frames`, :mod:`.memory_layout`,
+:mod:`.svg`.
 ``docs/architecture.md`` lists every module with its job.
 
 Examples

@@ -11,38 +11,30 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from . import __version__
-from .batch import (
-    BatchOptions,
-    Outcome,
-    failed,
-    fingerprint,
-    remove_stale_temporaries,
-    run_batch,
-    safe_engine,
-)
 from .config import Settings, load_settings
 from .errors import MriScoringError, QCFinding
+from .frames import python_strings
 from .grading import grade
 from .io.discover import StudyFiles, discover_studies
 from .io.study import Study, load_study
 from .io.subjects import session_info
 from .measure.quantify import quantify
-from .output.cohort import read_cohort_values
-from .output.dicom_out import dicom_out_problem
 from .output.report import DEFAULT_VIEW
 from .output.result import StudyResult
 from .output.slices import VIEWS
-from .output.thumbnail import write_thumbnail
 from .output.write import inside, save_study, study_out_dir, summary_table
 from .pattern.panel import compare, load_panel
 from .pattern.population import check_preset, population_posterior
 from .pattern.templates import Template
 from .schema import DICOM_OUT_UNAVAILABLE, muscle_columns
-from .workers import start_worker_server
+
+if TYPE_CHECKING:  # pragma: no cover - the batch machinery is imported where a batch runs
+    from .batch import BatchOptions, Outcome
 
 __all__ = [
     "merge_batch",
@@ -62,6 +54,7 @@ def _inputs(study: Study) -> dict[str, dict[str, str]]:
     return out
 
 
+@python_strings
 def score_study(
     study: Study | str | Path,
     *,
@@ -157,6 +150,12 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
 
     The batch task (:data:`mri_scoring.batch.Task`), run in worker processes.
     """
+    # Imported here, not by `score` (one study needs no batch machinery); a batch's fork
+    # server imports them once before it forks the workers (workers.PRELOAD).
+    from .batch import Outcome, failed, fingerprint
+    from .output.cohort import read_cohort_values
+    from .output.thumbnail import write_thumbnail
+
     try:
         target = study_out_dir(out, files.study_id)
         study = load_study(
@@ -207,6 +206,8 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
 
 def _dicom_possible(study: Study) -> bool:
     """Whether the study can have DICOM results; if not, a QC warning on it says why."""
+    from .output.dicom_out import dicom_out_problem
+
     problem = dicom_out_problem(study.files)
     if problem:
         study.qc.append(
@@ -294,10 +295,12 @@ def score_batch(
         the studies whose earlier results were reused, ``.attrs["excluded"]`` those
         ``qc_ratings.tsv`` excludes.
     """
-    # The cohort machinery is imported here, not by `score` (one study needs none of it).
+    # The batch and cohort machinery is imported here, not by `score` (one study needs none).
+    from .batch import BatchOptions, remove_stale_temporaries, run_batch, safe_engine
     from .io.shards import parse_shard, select_studies
     from .output.cohort_files import collect, write_cohort_files
     from .output.partials import OutcomeLog, shard_dir
+    from .workers import start_worker_server
 
     root, out = Path(root), Path(out)
     if out.exists() and not out.is_dir():
@@ -375,6 +378,7 @@ def merge_batch(out: str | Path) -> pd.DataFrame:
     MriScoringError
         When a shard is missing or unfinished, or shards were scored with other options.
     """
+    from .batch import remove_stale_temporaries
     from .output.cohort_files import write_cohort_files
 
     out = Path(out)
