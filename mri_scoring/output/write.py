@@ -165,7 +165,7 @@ def save_study(
         from .dicom_out import write_dicom
 
         write_dicom(out / "dicom", result)
-    else:
+    elif (out / "dicom").is_dir():  # an earlier run's (the DICOM writers not imported otherwise)
         from .dicom_out import remove_dicom
 
         remove_dicom(out / "dicom")
