@@ -292,8 +292,9 @@ def test_dask_window_scores_every_study_and_keeps_the_window(tmp_path):
     todo = [f"s{i}" for i in range(9)]
     reported: list[str] = []
     in_flight: list[int] = []
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
-                            dashboard_address=None) as client:  # fmt: skip
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:  # fmt: skip
         counting = _CountingClient(client)
 
         def report(outcome: str) -> None:
