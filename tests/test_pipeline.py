@@ -134,6 +134,10 @@ def test_batch_summary_matches_per_study_files(cohort, tmp_path):
         "imnm_vs_dystrophy_p_imnm_lo",
         "imnm_vs_dystrophy_p_imnm_hi",
         "imnm_vs_dystrophy_call",
+        "imnm_vs_ass_p_imnm",
+        "imnm_vs_ass_p_imnm_lo",
+        "imnm_vs_ass_p_imnm_hi",
+        "imnm_vs_ass_call",
     ]
     on_disk = pd.read_csv(tmp_path / "out" / "summary.tsv", sep="\t")
     for _, row in on_disk.iterrows():

@@ -141,6 +141,9 @@ class StudyResult:
     population : PopulationPosterior or None
         The likelihood ratio read with a population prior (``score.json`` ``population``);
         ``p_imnm`` and the call do not use it.
+    compartments : pandas.DataFrame or None
+        Tissue compartments outside the muscles, one row per compartment and side
+        (``compartments.tsv``; columns of :data:`~mri_scoring.schema.COMPARTMENT_COLUMNS`).
     """
 
     study_id: str
@@ -162,6 +165,7 @@ class StudyResult:
     norms: dict[str, Any] = field(default_factory=dict)
     population: PopulationPosterior | None = None
     further: list[Comparison] = field(default_factory=list, repr=False)
+    compartments: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def comparisons(self) -> list[Comparison]:
