@@ -210,6 +210,38 @@ def test_dystrophy_phantom_is_called_dystrophy_and_imnm_phantom_imnm(dystrophy_r
     assert imnm.likelihood.call == "IMNM", imnm.likelihood
 
 
+def test_imnm_vs_ass_in_the_default_panel_calls_an_ass_phantom_ass(default_batch):
+    """Issue 30: an antisynthetase phantom (subcutaneous and TFL myofascial edema, adductors
+    spared against quadriceps edema; configs/phantom.yaml) is called ASS by imnm_vs_ass in the
+    default panel, and the IMNM phantom of the default batch IMNM. Guards against the template
+    missing from the panel, its compartment feature never reaching it (compartments.tsv not
+    passed), and classes swapped (an ASS study called IMNM)."""
+    result = ms.score_study(phantom.make_study("ass", seed=3, shape=(80, 80, 12)),
+                            voxel_maps=False)  # fmt: skip
+    by_name = {c.template.name: c.likelihood for c in result.comparisons}
+    ass = by_name["imnm_vs_ass"]
+    assert ass.call == "ASS", (ass.p_imnm, ass.notes)
+    used = {f.id: f for f in ass.features}
+    assert used["subcutaneous_edema"].available and used["subcutaneous_edema"].value > 0.10
+    out, summary = default_batch
+    imnm = summary[summary["study_id"].str.contains("imnm")]
+    assert len(imnm) == 1, list(summary["study_id"])  # the IMNM phantom (seed 51)
+    imnm = imnm.iloc[0]
+    assert imnm["imnm_vs_ass_call"] == "IMNM", imnm.to_dict()
+
+
+def test_every_shipped_template_uses_the_one_call_rule():
+    """Issue 30: the call rule is one rule with rule-level numbers shared by every template
+    (bounds, reading, involvement gate and minimum, default elicited strength); a template
+    whose bounds drifted would call on a different rule than the one docs/likelihood.md
+    defends and the calibration test measures."""
+    rule = {(t.call_positive_at_least, t.call_negative_at_most, t.lean_beyond, t.absence_gate,
+             t.min_involved_muscles) for t in load_panel()}  # fmt: skip
+    assert rule == {(0.85, 0.08, 0.15, DM.absence_gate, 2)}, rule
+    written = [yaml.safe_load(Path(t.path).read_text(encoding="utf-8")) for t in load_panel()]
+    assert {d.get("elicited_strength") for d in written} == {10}
+
+
 @pytest.mark.slow
 def test_imnm_vs_dystrophy_calibration_on_a_phantom_cohort():
     """200 studies drawn from the generator's literature frequencies (not the template's).

@@ -1,9 +1,12 @@
 """Tissue compartments outside the muscles: the subcutaneous fat, per side (``compartments.tsv``).
 
-The subcutaneous compartment of a slice is the body outline (from the Dixon water + fat sum or
-the T1-weighted image) minus the deep compartment: the labelled muscles, bone and marrow and the
-convex hull of each thigh's labels (the unlabelled deep fascia's stand-in). It is read in 2-D per
-slice (the fat is a thin band around each thigh; slices are usually far coarser than pixels):
+The subcutaneous compartment is the one subcutaneous layer of :mod:`mri_scoring.body` (shared
+with the fat-scale check, :mod:`.fat_scale`): the body outline (from the Dixon water + fat sum or
+the T1-weighted image, :func:`~mri_scoring.body.body_mask`) outside the convex hull of each
+limb's labels (the unlabelled deep fascia's stand-in, :func:`~mri_scoring.body.muscle_envelope`),
+in the slices labelled about as fully as the best one (where the labels stop, unlabelled muscle
+would pass for fat). It is read in 2-D per slice (the fat is a thin band around each thigh;
+slices are usually far coarser than pixels):
 
 * **thickness** -- for a voxel of the band, the distance to the skin surface plus the distance
   to the deep compartment is the band's local thickness (one pixel is subtracted for the two
@@ -20,8 +23,8 @@ slice (the fat is a thin band around each thigh; slices are usually far coarser 
   empty with the reason.
 
 The side of a band voxel is its side of the midline between the two thighs' labels in that
-slice. :func:`subcutaneous` returns the compartment itself (a small typed surface other measures
-reuse, e.g. a fat-scale check); :func:`measure_compartments` the table.
+slice. :func:`subcutaneous` returns the compartment itself; :func:`measure_compartments` the
+table.
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
 
 from .. import schema
 from ..anatomy import GROUP, MUSCLE
+from ..body import body_mask, subcutaneous_layer
 from ..config import Settings
 from ..errors import QCFinding
 from ..io.study import Study
@@ -120,43 +123,10 @@ def _outline_roles(study: Study) -> tuple[tuple[str, ...], str]:
     return (), ""
 
 
-def _outline(study: Study, roles: tuple[str, ...], where: tuple[slice, ...]) -> np.ndarray:
-    """The outline signal (sum of ``roles``) in a region, float32, NaN as 0."""
-    total = sum(np.asarray(study.images[r][where], np.float32) for r in roles)
+def _outline(study: Study, roles: tuple[str, ...]) -> np.ndarray:
+    """The outline signal (sum of ``roles``), float32, NaN as 0."""
+    total = sum(np.asarray(study.images[r], np.float32) for r in roles)
     return np.nan_to_num(np.asarray(total, np.float32))
-
-
-def _hull(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Pixels of a 2-D grid inside the convex hull of ``points`` (pixel centres, (n, 2))."""
-    inside = np.zeros(shape, bool)
-    try:
-        equations = ConvexHull(points).equations  # a*i + b*j + c <= 0 inside
-    except QhullError:  # fewer than three points or all on one line: the points themselves
-        inside[points[:, 0], points[:, 1]] = True
-        return inside
-    low, high = points.min(axis=0), points.max(axis=0) + 1
-    i, j = np.mgrid[low[0] : high[0], low[1] : high[1]]
-    test = equations[:, :1, None] * i + equations[:, 1:2, None] * j + equations[:, 2:, None]
-    inside[low[0] : high[0], low[1] : high[1]] = (test <= 1e-9).all(axis=0)
-    return inside
-
-
-def _deep(lab: np.ndarray, side_of: np.ndarray) -> np.ndarray:
-    """The deep compartment of one slice: every label, and the convex hull of each side's.
-
-    The deep fascia that bounds the subcutaneous fat is not labelled; the hull of a thigh's
-    labels stands in for it (intermuscular fat, vessels and bone inside it are deep tissue).
-    """
-    deep = lab > 0
-    for s in (0, 1):
-        mine = side_of == s
-        rows = np.flatnonzero(mine.any(axis=1))
-        if rows.size:  # each row's two extreme pixels span the same hull as all of them
-            first = mine[rows].argmax(axis=1)
-            last = mine.shape[1] - 1 - mine[rows, ::-1].argmax(axis=1)
-            points = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)])
-            deep |= _hull(points, lab.shape)
-    return deep
 
 
 def _owner(side_of: np.ndarray) -> np.ndarray:
@@ -211,44 +181,37 @@ def subcutaneous(study: Study, cset: CompartmentSettings) -> Subcutaneous:
         )
     dx, dy, _ = study.voxel_size_mm
     pixel = 0.5 * (dx + dy)
-    sample = _outline(study, roles, (slice(None, None, 2), slice(None, None, 2), slice(None)))
-    floor = cset.body_floor * float(np.quantile(sample, 0.99))
+    total = _outline(study, roles)
+    body = body_mask(total, cset.body_floor * float(np.quantile(total[::2, ::2], 0.99)))
+    # the one subcutaneous layer (shared with the fat-scale check): the body outside each
+    # limb's convex hull of labels, in the slices labelled about as fully as the best one
+    layer = subcutaneous_layer(study.labels > 0, body, study.voxel_size_mm).layer
+    if layer is None or not layer.any():
+        layer = np.zeros(study.shape, bool)
+    in_plane = (dx, dy, 1e6)  # distances within each slice only
+    d_out = ndimage.distance_transform_edt(
+        np.pad(body, ((1, 1), (1, 1), (0, 0))), sampling=in_plane
+    )[1:-1, 1:-1]
+    d_in = ndimage.distance_transform_edt(~(body & ~layer), sampling=in_plane)
+    layer &= d_in <= cset.max_depth_mm
     sides = _side_lookup(study)
-    nx, ny, nz = study.shape
-    reach = (cset.max_depth_mm + 2 * pixel) / np.array([dx, dy])
     index, side, slices, thickness = [], [], [], {0: [], 1: []}
-    for k in range(nz):
-        lab_full = np.asarray(study.labels[..., k])
-        found = np.argwhere(lab_full)
-        if not found.size:
-            continue
-        low = np.maximum(found.min(axis=0) - reach, 0).astype(int)
-        high = np.minimum(found.max(axis=0) + 1 + reach, (nx, ny)).astype(int)
-        box = (slice(low[0], high[0]), slice(low[1], high[1]))
-        lab = lab_full[box]
+    for k in np.flatnonzero(layer.any(axis=(0, 1))):
+        lab = np.asarray(study.labels[..., k])
         side_of = np.full(lab.shape, -1, np.int8)
         known = (lab > 0) & (lab < sides.size)
         side_of[known] = sides[lab[known]]
         if not (side_of >= 0).any():
             continue
-        body = _outline(study, roles, (*box, k)) > floor
-        deep = _deep(lab, side_of)
-        band = body & ~deep
-        if not band.any():
-            continue
-        d_out = ndimage.distance_transform_edt(np.pad(body, 1), sampling=(dx, dy))[1:-1, 1:-1]
-        d_in = ndimage.distance_transform_edt(~deep, sampling=(dx, dy))
         owner = _owner(side_of)
-        band &= d_in <= cset.max_depth_mm
-        local = d_out + d_in - pixel
+        band, out_k, in_k = layer[..., k], d_out[..., k], d_in[..., k]
+        local = out_k + in_k - pixel
         for s in (0, 1):
             thickness[s].append(local[band & (owner == s)])
-        keep = band & (d_out > max(cset.skin_margin_mm, pixel))
-        keep &= d_in > max(cset.muscle_margin_mm, pixel)
+        keep = band & (out_k > max(cset.skin_margin_mm, pixel))
+        keep &= in_k > max(cset.muscle_margin_mm, pixel)
         i, j = np.nonzero(keep)
-        index.append(
-            np.ravel_multi_index((i + low[0], j + low[1], np.full(i.size, k)), study.shape)
-        )
+        index.append(np.ravel_multi_index((i, j, np.full(i.size, k)), study.shape))
         side.append(owner[i, j])
         slices.append(np.full(i.size, k, np.int32))
     index_all = np.concatenate(index) if index else empty
