@@ -223,7 +223,7 @@ def test_imnm_vs_ass_in_the_default_panel_calls_an_ass_phantom_ass(default_batch
     assert ass.call == "ASS", (ass.p_imnm, ass.notes)
     used = {f.id: f for f in ass.features}
     assert used["subcutaneous_edema"].available and used["subcutaneous_edema"].value > 0.10
-    out, summary = default_batch
+    _, summary = default_batch
     imnm = summary[summary["study_id"].str.contains("imnm")]
     assert len(imnm) == 1, list(summary["study_id"])  # the IMNM phantom (seed 51)
     imnm = imnm.iloc[0]
