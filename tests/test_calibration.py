@@ -172,10 +172,10 @@ def test_generator_bayes_ratio_is_exact_on_a_tiny_case():
     (independent computation: simulate many studies and count identical finding vectors)."""
     from mri_scoring.phantom import cohort_tables as pc
 
-    diagnosis, findings, _ = pc.draw_findings(200_000, seed=5)
+    diagnosis, findings, names = pc.draw_findings(200_000, seed=5)
     nothing = np.zeros((1, findings.shape[1]), bool)
     # "nothing seen": no finding shows (symmetry and sparing are not seen without involvement)
-    empty = (pc.observed(findings) == pc.observed(nothing)).all(axis=1)
+    empty = (pc.observed(findings, names) == pc.observed(nothing, names)).all(axis=1)
     counted = np.log10(empty[diagnosis == "IMNM"].mean() / empty[diagnosis == "DM"].mean())
     exact = pc.bayes_log10_lr(nothing)[0]
     assert abs(exact - counted) < 0.05, (exact, counted)

@@ -248,25 +248,29 @@ def _symmetry(table: pd.DataFrame, feature: Feature, settings: Settings) -> tupl
     """
     rows = _rows(table, feature.muscles, feature.group_fallback)
     rows = rows[rows["side"].isin(("left", "right"))]
-    degrees = None
+    keys, sides = rows["key"].to_numpy(), rows["side"].to_numpy()
+    degree: dict[tuple[str, str], float] = {}  # (key, side) -> the largest degree over the cuts
     for measure, cut in feature.per_muscle.items():
-        values = rows.set_index(["key", "side"])[PER_MUSCLE_COLUMNS[measure]].astype(float)
-        d = values[np.isfinite(values)].map(cut.degree)
-        degrees = d if degrees is None else pd.concat([degrees, d], axis=1).max(axis=1)
-    if degrees is None or degrees.empty:
+        values = rows[PER_MUSCLE_COLUMNS[measure]].to_numpy(float)
+        z = np.clip((values - cut.threshold) / cut.width, -50.0, 50.0)
+        degrees = 1.0 / (1.0 + np.exp(-z))  # SoftCut.degree, vectorised
+        for key, side, value, d in zip(keys, sides, values, degrees, strict=True):
+            if np.isfinite(value):
+                degree[(key, side)] = max(degree.get((key, side), 0.0), float(d))
+    if not degree:
         raise Unavailable(f"no per-side {'/'.join(feature.per_muscle)} for the listed muscles")
-    sides = degrees.unstack("side").dropna()
-    if sides.empty or not {"left", "right"} <= set(sides.columns):
+    both = sorted({k for k, _ in degree if (k, "left") in degree and (k, "right") in degree})
+    if not both:
         raise Unavailable("no listed muscle measured on both sides")
-    worse = sides.max(axis=1)
-    involved = float(worse.sum())
+    left = np.array([degree[(k, "left")] for k in both])
+    right = np.array([degree[(k, "right")] for k in both])
+    involved = float(np.maximum(left, right).sum())
     if involved < (feature.applies_from or 1e-9):
         raise Unavailable(
             f"involvement {involved:.1f} muscles (sum of degrees) below {feature.applies_from:g}: "
             "symmetry is not defined without involvement"
         )
-    value = 1.0 - float((sides["left"] - sides["right"]).abs().sum()) / involved
-    return value, sorted(sides.index)
+    return 1.0 - float(np.abs(left - right).sum()) / involved, both
 
 
 def _column(column: str) -> Callable[..., tuple[float, list[str]]]:
