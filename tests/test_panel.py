@@ -335,6 +335,8 @@ def test_default_batch_writes_panel_columns_templates_and_report_rows(default_ba
         assert entries[1]["classes"] == ["IMNM", "dystrophy"] and "p_dystrophy" in entries[1]
         assert row["imnm_vs_dystrophy_p_imnm"] == pytest.approx(entries[1]["p_imnm"], rel=1e-5)
         assert row["imnm_vs_dystrophy_call"] == entries[1]["call"]
+        assert all(e["reading"] in (e["call"], "no lean", "not applicable") or e["reading"]
+                   .startswith("leans ") for e in entries), "reading beside call (issue 30)"
         report = (out / row["study_id"] / "report.html").read_text(encoding="utf-8")
         head = report[: report.index("id='imnm_vs_dm'")]  # before the first template's section
         assert "<h2>Differential</h2>" in head

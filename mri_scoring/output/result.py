@@ -256,7 +256,8 @@ def comparison_dict(template: Template, like: Likelihood) -> dict[str, Any]:
     -------
     dict
         ``template``, ``template_sha256``, ``prior_imnm``, ``p_imnm``, ``p_imnm_interval``,
-        ``p_<second class>``, ``log10_likelihood_ratio``, ``call``, ``applicable``,
+        ``p_<second class>``, ``log10_likelihood_ratio``, ``call``, ``reading`` (the posterior in
+        words, never the call), ``applicable``,
         ``involved_muscles``, ``absence_gate``, ``notes``, ``features``, ``classes``.
     """
     negative = class_key(template.negative)
@@ -286,6 +287,7 @@ def comparison_dict(template: Template, like: Likelihood) -> dict[str, Any]:
         negative: like.p_dm,
         "log10_likelihood_ratio": like.log10_likelihood_ratio,
         "call": like.call,
+        "reading": like.reading,
         "applicable": like.applicable,
         "involved_muscles": like.involved_muscles,
         "absence_gate": like.absence_gate,

@@ -218,9 +218,7 @@ def _subcutaneous_edema(
     finite = rows[np.isfinite(values)]
     if finite.empty:
         notes = sorted({str(n) for n in rows.get("note", pd.Series(dtype=str)) if str(n)})
-        raise Unavailable(
-            "subcutaneous edema not measured: " + ("; ".join(notes) or "no subcutaneous fat found")
-        )
+        raise Unavailable("; ".join(notes) or "no subcutaneous fat found: edema not measured")
     value = float(finite["edema_fraction"].astype(float).agg(feature.sides))
     return value, [f"subcutaneous:{side}" for side in sorted(finite["side"])]
 
