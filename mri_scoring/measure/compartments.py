@@ -5,8 +5,8 @@ with the fat-scale check, :mod:`.fat_scale`): the body outline (from the Dixon w
 the T1-weighted image, :func:`~mri_scoring.body.body_mask`) outside the convex hull of each
 limb's labels (the unlabelled deep fascia's stand-in, :func:`~mri_scoring.body.muscle_envelope`),
 in the slices labelled about as fully as the best one (where the labels stop, unlabelled muscle
-would pass for fat). It is read in 2-D per slice (the fat is a thin band around each thigh;
-slices are usually far coarser than pixels):
+would pass for fat), at most ``max_slices`` of them, evenly spaced. It is read in 2-D per slice
+(the fat is a thin band around each thigh; slices are usually far coarser than pixels):
 
 * **thickness** -- for a voxel of the band, the distance to the skin surface plus the distance
   to the deep compartment is the band's local thickness (one pixel is subtracted for the two
@@ -37,7 +37,7 @@ from scipy import ndimage
 
 from .. import schema
 from ..anatomy import GROUP, MUSCLE
-from ..body import body_mask, subcutaneous_layer
+from ..body import body_mask, full_slices, subcutaneous_layer
 from ..config import Settings
 from ..errors import QCFinding
 from ..io.study import Study
@@ -67,6 +67,7 @@ class CompartmentSettings:
     max_depth_mm: float = 60.0
     min_thickness_mm: float = 10.0
     min_voxels: int = 30
+    max_slices: int = 12
     body_floor: float = 0.25
     fat_ff: float = 0.75
     min_level_voxels: int = 20
@@ -123,9 +124,9 @@ def _outline_roles(study: Study) -> tuple[tuple[str, ...], str]:
     return (), ""
 
 
-def _outline(study: Study, roles: tuple[str, ...]) -> np.ndarray:
-    """The outline signal (sum of ``roles``), float32, NaN as 0."""
-    total = sum(np.asarray(study.images[r], np.float32) for r in roles)
+def _outline(study: Study, roles: tuple[str, ...], slices: np.ndarray) -> np.ndarray:
+    """The outline signal (sum of ``roles``) on the given slices, float32, NaN as 0."""
+    total = sum(np.asarray(study.images[r][..., slices], np.float32) for r in roles)
     return np.nan_to_num(np.asarray(total, np.float32))
 
 
@@ -181,13 +182,18 @@ def subcutaneous(study: Study, cset: CompartmentSettings) -> Subcutaneous:
         )
     dx, dy, _ = study.voxel_size_mm
     pixel = 0.5 * (dx + dy)
-    total = _outline(study, roles)
-    body = body_mask(total, cset.body_floor * float(np.quantile(total[::2, ::2], 0.99)))
     # the one subcutaneous layer (shared with the fat-scale check): the body outside each
-    # limb's convex hull of labels, in the slices labelled about as fully as the best one
-    layer = subcutaneous_layer(study.labels > 0, body, study.voxel_size_mm).layer
+    # limb's convex hull of labels, on at most max_slices evenly spaced, fully labelled slices
+    # (every step is in plane, so each slice's layer is the one the whole volume would give)
+    inside = study.labels > 0
+    chosen = full_slices(inside, max_slices=cset.max_slices)
+    total = _outline(study, roles, chosen)
+    floor = cset.body_floor * float(np.quantile(total[::2, ::2], 0.99)) if chosen.size else 0.0
+    body = body_mask(total, floor)
+    sub = inside[..., chosen]
+    layer = subcutaneous_layer(sub, body, study.voxel_size_mm, min_slice_share=0.0).layer
     if layer is None or not layer.any():
-        layer = np.zeros(study.shape, bool)
+        layer = np.zeros(sub.shape, bool)
     in_plane = (dx, dy, 1e6)  # distances within each slice only
     d_out = ndimage.distance_transform_edt(
         np.pad(body, ((1, 1), (1, 1), (0, 0))), sampling=in_plane
@@ -196,7 +202,8 @@ def subcutaneous(study: Study, cset: CompartmentSettings) -> Subcutaneous:
     layer &= d_in <= cset.max_depth_mm
     sides = _side_lookup(study)
     index, side, slices, thickness = [], [], [], {0: [], 1: []}
-    for k in np.flatnonzero(layer.any(axis=(0, 1))):
+    for j in np.flatnonzero(layer.any(axis=(0, 1))):
+        k = int(chosen[j])
         lab = np.asarray(study.labels[..., k])
         side_of = np.full(lab.shape, -1, np.int8)
         known = (lab > 0) & (lab < sides.size)
@@ -204,16 +211,16 @@ def subcutaneous(study: Study, cset: CompartmentSettings) -> Subcutaneous:
         if not (side_of >= 0).any():
             continue
         owner = _owner(side_of)
-        band, out_k, in_k = layer[..., k], d_out[..., k], d_in[..., k]
+        band, out_k, in_k = layer[..., j], d_out[..., j], d_in[..., j]
         local = out_k + in_k - pixel
         for s in (0, 1):
             thickness[s].append(local[band & (owner == s)])
         keep = band & (out_k > max(cset.skin_margin_mm, pixel))
         keep &= in_k > max(cset.muscle_margin_mm, pixel)
-        i, j = np.nonzero(keep)
-        index.append(np.ravel_multi_index((i, j, np.full(i.size, k)), study.shape))
-        side.append(owner[i, j])
-        slices.append(np.full(i.size, k, np.int32))
+        row, col = np.nonzero(keep)
+        index.append(np.ravel_multi_index((row, col, np.full(row.size, k)), study.shape))
+        side.append(owner[row, col])
+        slices.append(np.full(row.size, k, np.int32))
     index_all = np.concatenate(index) if index else empty
     side_all = np.concatenate(side).astype(np.int8) if side else empty.astype(np.int8)
     slice_all = np.concatenate(slices) if slices else empty.astype(np.int32)
