@@ -279,7 +279,7 @@ def test_resumed_batch_draws_the_same_cohort_heatmap(cohort, tmp_path):
     ms.score_batch(cohort, resumed)
     expected, got = panels(full), panels(resumed)
     assert [p.shape for p in got] == [p.shape for p in expected]
-    assert len(got) == 5  # a call bar per template of the default panel, FF, edema, fascial
+    assert len(got) == 6  # a call bar per template of the default panel, FF, edema, fascial
     for a, b in zip(expected, got, strict=True):
         assert np.abs(a - b).max() <= 1
 
