@@ -124,11 +124,14 @@ class SubcutaneousLayer:
         voxel to the nearest non-layer voxel (within about a voxel).
     n_layer : int
         Voxels in the whole layer.
+    layer : ndarray of bool or None
+        The whole layer (the body outside the envelope, in the slices read).
     """
 
     core: np.ndarray
     thickness_mm: float
     n_layer: int
+    layer: np.ndarray | None = None
 
 
 def full_slices(
@@ -201,7 +204,7 @@ def subcutaneous_layer(
     layer = body & ~envelope & full[None, None, :]
     n_layer = int(layer.sum())
     if n_layer == 0:
-        return SubcutaneousLayer(layer, 0.0, 0)
+        return SubcutaneousLayer(layer, 0.0, 0, layer)
     core = np.zeros_like(layer)
     distances = []
     for k in np.flatnonzero(layer.any(axis=(0, 1))):
@@ -213,4 +216,4 @@ def subcutaneous_layer(
         core[(*box, k)] = ndimage.binary_erosion(plane, structure=_IN_PLANE[:, :, 1])
         distances.append(ndimage.distance_transform_edt(plane, sampling=voxel_mm[:2])[plane])
     thickness = 2.0 * float(np.percentile(np.concatenate(distances), 95))
-    return SubcutaneousLayer(core, thickness, n_layer)
+    return SubcutaneousLayer(core, thickness, n_layer, layer)

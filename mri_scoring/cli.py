@@ -65,6 +65,7 @@ class Pattern(StrEnum):
     imnm = "imnm"
     dm = "dm"
     dystrophy = "dystrophy"
+    ass = "ass"
     normal = "normal"
 
 

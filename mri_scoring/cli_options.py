@@ -60,7 +60,7 @@ PanelOption = Annotated[
     list[str] | None,
     typer.Option("--template", help="Template name or YAML file; repeat for a differential "
                  "panel, the first filling the main columns (default: imnm_vs_dm, "
-                 "imnm_vs_dystrophy)."),
+                 "imnm_vs_dystrophy, imnm_vs_ass)."),
 ]  # fmt: skip
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="Settings overrides (YAML).", dir_okay=False)

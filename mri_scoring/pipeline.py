@@ -108,7 +108,7 @@ def score_study(
         )
     measured = quantify(study, settings, voxel_maps=voxel_maps, threads=threads)
     table = grade(measured.table, settings)
-    first, *further = compare(table, panel, settings, prior)
+    first, *further = compare(table, panel, settings, prior, compartments=measured.compartments)
     by_population = population_posterior(
         first.likelihood, first.template, population, study.metadata
     )
@@ -133,6 +133,7 @@ def score_study(
         slices=measured.slices,
         norms=measured.norms,
         population=by_population,
+        compartments=measured.compartments,
     )
 
 

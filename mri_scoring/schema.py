@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "COLUMNS",
+    "COMPARTMENT_COLUMNS",
     "DISCLAIMER",
     "EDEMA_SOURCES",
     "FF_SOURCES",
@@ -48,7 +49,7 @@ __all__ = [
     "report_columns",
 ]
 
-TABLES = ("muscles", "slices", "summary")
+TABLES = ("muscles", "slices", "compartments", "summary")
 """The tables whose columns :data:`COLUMNS` records (``<table>.tsv`` of a study or batch)."""
 
 
@@ -173,7 +174,7 @@ COLUMNS: tuple[Column, ...] = (
        "90th centile of healthy muscles: the normal band's upper end"),
     _m("volume_ratio", "ratio", "volume ratio", "volume_ml / expected_volume_ml"),
     _m("atrophy_basis", "text", "atrophy basis",
-       "body_size, body_size_paediatric, share or none", _TEXT),
+       "body_size, body_size_paediatric, share, matched_levels or none", _TEXT),
     _m("atrophy_note", "text", "atrophy note", "why atrophy was not assessed, or a stand-in"),
     _m("max_csa_cm2", "cm2", "max CSA (cm2)", "largest cross-sectional area over the slices"),
     _m("ff_excess", "fraction", "FF excess (pp)", "ff_mean minus the healthy mean for age and sex"),
@@ -188,6 +189,19 @@ COLUMNS: tuple[Column, ...] = (
         ("z_mm", "mm", "z (mm)", "world z of the slice centre"),
         ("area_cm2", "cm2", "area (cm2)", "cross-sectional area in the slice plane"),
         ("ff_mean", "fraction", "FF mean (%)", "whole-mask mean fat fraction in the slice"),
+    )),
+    # compartments.tsv: one row per compartment and side (subcutaneous for now).
+    *(Column(name=n, table="compartments", unit=u, header=h, description=d) for n, u, h, d in (
+        ("study_id", "text", "study", "the study's id"),
+        ("compartment", "text", "compartment", "subcutaneous (the fat between skin and muscle)"),
+        ("side", "text", "side", "left or right"),
+        ("voxels", "count", "voxels", "measured voxels, clear of skin and muscle borders"),
+        ("thickness_mm", "mm", "thickness (mm)", "median thickness, skin surface to muscle"),
+        ("ff_median", "fraction", "FF median (%)", "median fat fraction of the measured voxels"),
+        ("edema_fraction", "fraction", "edema (%)",
+         "share read as edema on STIR against the fat's own level (STIR only)"),
+        ("edema_source", "text", "edema source", "stir or empty"),
+        ("note", "text", "note", "why a cell is empty (thin fat, no STIR, ...)"),
     )),
     # summary.tsv: one row per study; each template feature's degree follows these.
     *(Column(name=n, table="summary", unit=u, header=h, description=d) for n, u, h, d in (
@@ -255,6 +269,10 @@ def columns_markdown(table: str = "muscles") -> str:
 SLICE_COLUMNS: tuple[str, ...] = tuple(_names("slices"))
 """Columns of ``slices.tsv`` (one row per label and slice; ``slice`` indexes the stack axis,
 ``z_mm`` is the world z of the slice centre, ``ff_mean`` the whole-mask mean in that slice)."""
+
+COMPARTMENT_COLUMNS: tuple[str, ...] = tuple(_names("compartments"))
+"""Columns of ``compartments.tsv`` (one row per compartment and side; ``edema_fraction`` from
+STIR only; ``note`` says why a cell is empty)."""
 
 SUMMARY_POPULATION = [
     "population",
@@ -325,6 +343,7 @@ DICOM_OUT_UNAVAILABLE = "dicom_out_unavailable"
 VOLUME_NORM_BELOW_REFERENCE_AGE = "volume_norm_below_reference_age"
 NORMS_PAEDIATRIC = "norms_paediatric"
 NORMS_ADULT = "norms_adult"
+SUBCUTANEOUS_NOT_MEASURED = "subcutaneous_not_measured"
 # Per-row flags (the ``qc_flags`` column, ``;``-separated).
 SMALL_CORE_WHOLE_MASK_USED = "small_core_whole_mask_used"
 UNKNOWN_LABEL = "unknown_label"
@@ -386,6 +405,8 @@ QC_CODES: dict[str, QCCode] = {q.code: q for q in (
            "younger than the volume norms' youngest age: no expected volume"),
     QCCode(NORMS_PAEDIATRIC, _I, "children's norms (volume, fat, T2): their sources and the age"),
     QCCode(NORMS_ADULT, _I, "adult norms (volume, fat, T2): their sources and the age"),
+    QCCode(SUBCUTANEOUS_NOT_MEASURED, _I,
+           "a side's subcutaneous fat not measured (thin, no outline image): compartments.tsv"),
     # Row flags of the qc_flags column.
     QCCode(EDEMA_TOO_FEW_VOXELS, _R, "too few assessable voxels for an edema fraction: cell empty"),
     QCCode(FASCIAL_TOO_FEW_VOXELS, _R,

@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 
 from mri_scoring import phantom, schema
+from mri_scoring.config import load_settings
+from mri_scoring.grading import grade
 from mri_scoring.measure.quantify import quantify
 from mri_scoring.pattern.match import match
 from mri_scoring.pattern.templates import load_template
@@ -116,7 +118,11 @@ def test_removing_or_adding_end_slices_changes_only_the_muscles_cut(keep):
     labels_cut = _end_labels(cropped.labels)
     assert set(cut.loc[flagged, "label"]) == labels_cut & set(cut["label"])
     assert cut.loc[flagged, "volume_ratio"].isna().all()
-    assert (cut.loc[flagged, "atrophy_basis"] == "none").all()
+    basis = cut.loc[flagged, "atrophy_basis"]
+    assert basis.isin(("none", "matched_levels")).all()
+    # a cut muscle may be judged at matched levels only when settings name it (obturator ext.)
+    matched = cut.index[flagged & (cut["atrophy_basis"] == "matched_levels")]
+    assert set(matched.get_level_values("muscle")) <= {"obturator_externus"}
     # muscles the regressions list (a stand-in's norm depends on which listed muscles are whole)
     listed = whole.index[(whole["atrophy_basis"] == "body_size") & (whole["atrophy_note"] == "")]
     still_whole = cut.index[~flagged].intersection(listed)
@@ -166,16 +172,19 @@ def _oe_evidence(table):
 
 def test_stack_cut_through_obturator_externus_makes_its_atrophy_unavailable():
     """Regression: the strongest IMNM feature rested on a ~0.5 % share at the edge of the field
-    of view. Cut by the stack, obturator externus is flagged and its atrophy is not assessed."""
+    of view. Cut by the stack, obturator externus is flagged and its volume-based atrophy is not
+    assessed; with one slice left its matched-levels atrophy neither (superseded in part: a cut
+    muscle covered in two or more slices is judged at matched levels, test_a_cut_obturator_...)."""
     study = phantom.make_study("imnm", seed=4, shape=(128, 128, 24), body=BODY)
     oe = [i.value for i in study.label_info.values() if i.muscle == "obturator_externus"]
-    top = int(np.nonzero(np.isin(study.labels, oe).any(axis=(0, 1)))[0].max())
+    lowest = int(np.nonzero(np.isin(study.labels, oe).any(axis=(0, 1)))[0].min())
     whole = score_study(study)
-    cut = score_study(_crop(study, slice(0, top)))  # the last slice now passes through OE
+    cut = score_study(_crop(study, slice(0, lowest + 1)))  # the last slice is OE's only one
     rows = cut.muscles[cut.muscles["muscle"] == "obturator_externus"]
     assert rows["qc_flags"].str.contains("partial_coverage").all()
     assert rows["atrophy_index"].isna().all() and (rows["atrophy_basis"] == "none").all()
     assert rows["atrophy_note"].str.contains("partial coverage").all()
+    assert rows["atrophy_note"].str.contains("covered in 1 slice").all()
     before = {f.id: f for f in whole.likelihood.features}["obturator_externus_atrophy"]
     after = {f.id: f for f in cut.likelihood.features}["obturator_externus_atrophy"]
     assert before.available and before.degree > 0.5, "OE drawn at 45 % volume: atrophic"
@@ -280,3 +289,45 @@ def test_report_and_score_say_when_global_atrophy_is_not_assessable(tmp_path):
     study = phantom.make_study("normal", seed=1, shape=(64, 64, 10), body=BODY)
     out = score_study(study).save(tmp_path / "b")
     assert "Global atrophy is not assessable" not in (out / "report.html").read_text()
+
+
+def _cut_proximally(study, drop):
+    """The study without its ``drop`` most proximal slices (the stack ends lower)."""
+    return dataclasses.replace(
+        study, labels=study.labels[..., :-drop].copy(),
+        images={role: image[..., :-drop].copy() for role, image in study.images.items()},
+    )  # fmt: skip
+
+
+def test_a_cut_obturator_externus_is_judged_at_matched_levels():
+    """Regression: a muscle cut by the stack was never assessed, so the obturator externus
+    atrophy feature was unavailable in every real study (it reaches the proximal end). Cut
+    halfway (2 of its 4 slices kept), atrophic and normal OE must separate on the
+    matched-levels basis; covered by one slice it is unavailable with the reason."""
+    from sklearn.metrics import roc_auc_score
+
+    settings = load_settings()
+    template = load_template()
+    values, truth = [], []
+    for seed in (61, 62):
+        for factor in (1.0, 0.45):
+            study = phantom.make_study("normal", seed=seed, shape=(80, 80, 32),
+                                       roles=("fat", "water"),
+                                       overrides={"obturator_externus": {"atrophy": factor}})
+            table = quantify(_cut_proximally(study, 3), settings).table
+            oe = table[table["muscle"] == "obturator_externus"]
+            assert set(oe["atrophy_basis"]) == {"matched_levels"}, oe["atrophy_note"].tolist()
+            assert oe["qc_flags"].str.contains("partial_coverage").all()
+            assert all("2 matched slices" in n for n in oe["atrophy_note"]), oe["atrophy_note"]
+            values.extend(oe["atrophy_index"])
+            truth.extend([factor < 1.0] * len(oe))
+    auc = roc_auc_score(truth, -np.asarray(values))
+    print(f"OE matched-levels atrophy AUC {auc:.3f}; indices {np.round(values, 2)}")
+    assert auc >= 0.95
+    one = quantify(_cut_proximally(study, 4), settings).table  # the last study: atrophic
+    oe = one[one["muscle"] == "obturator_externus"]
+    assert oe["atrophy_index"].isna().all() and set(oe["atrophy_basis"]) == {"none"}
+    assert all("covered in 1 slice" in n for n in oe["atrophy_note"])
+    evidence = next(e for e in match(grade(one), template, settings)
+                    if e.id == "obturator_externus_atrophy")  # fmt: skip
+    assert not evidence.available and "covered in 1 slice" in evidence.reason

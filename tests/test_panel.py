@@ -32,7 +32,7 @@ from mri_scoring.phantom.cohort_tables import make_cohort, write_cohort
 from .helpers import reorient_folder
 
 SHAPE = (64, 64, 12)
-DM, DYSTROPHY = load_panel()
+DM, DYSTROPHY, ASS = load_panel()
 QUADRICEPS = ("rectus_femoris", "vastus_lateralis", "vastus_medialis", "vastus_intermedius")
 runner = CliRunner()
 
@@ -57,9 +57,16 @@ def test_first_schema_and_named_classes_give_the_same_likelihood(tmp_path):
     data = yaml.safe_load(template_path("imnm_vs_dm").read_text(encoding="utf-8"))
     data["classes"] = ["IMNM", "DM"]
     data["prior"] = data.pop("prior_imnm")
-    data["call_bounds"] = {"IMNM": 0.8, "DM": 0.8}
+    bounds = data["call_bounds"]
+    data["call_bounds"] = {
+        "IMNM": bounds["imnm_at_least"],
+        "DM": round(1.0 - bounds["dm_at_most"], 12),
+        "lean_beyond": bounds.get("lean_beyond", 0.15),
+    }
     for feature in data["features"]:
         feature["p"] = {"IMNM": feature.pop("p_imnm"), "DM": feature.pop("p_dm")}
+        if isinstance(feature.get("strength"), dict):
+            feature["strength"] = {k.upper(): v for k, v in feature["strength"].items()}
     path = tmp_path / "named.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     named = load_template(path)
@@ -83,13 +90,14 @@ def test_named_classes_are_checked_with_a_clear_error(tmp_path):
         load_template(path)
 
 
-def test_the_default_panel_and_the_templates_command_list_both_templates():
-    assert [t.name for t in load_panel()] == ["imnm_vs_dm", "imnm_vs_dystrophy"]
+def test_the_default_panel_and_the_templates_command_list_its_templates():
+    assert [t.name for t in load_panel()] == ["imnm_vs_dm", "imnm_vs_dystrophy", "imnm_vs_ass"]
     assert DYSTROPHY.classes == ("IMNM", "dystrophy")
     result = runner.invoke(app, ["templates"])
     assert result.exit_code == 0, result.output
     assert "template imnm_vs_dm" in result.output and "template imnm_vs_dystrophy" in result.output
     assert "classes IMNM (positive) and dystrophy" in result.output
+    assert "classes IMNM (positive) and ASS" in result.output
 
 
 # --------------------------------------------------------------------------- measures
@@ -202,6 +210,38 @@ def test_dystrophy_phantom_is_called_dystrophy_and_imnm_phantom_imnm(dystrophy_r
     assert imnm.likelihood.call == "IMNM", imnm.likelihood
 
 
+def test_imnm_vs_ass_in_the_default_panel_calls_an_ass_phantom_ass(default_batch):
+    """Issue 30: an antisynthetase phantom (subcutaneous and TFL myofascial edema, adductors
+    spared against quadriceps edema; configs/phantom.yaml) is called ASS by imnm_vs_ass in the
+    default panel, and the IMNM phantom of the default batch IMNM. Guards against the template
+    missing from the panel, its compartment feature never reaching it (compartments.tsv not
+    passed), and classes swapped (an ASS study called IMNM)."""
+    result = ms.score_study(phantom.make_study("ass", seed=3, shape=(80, 80, 12)),
+                            voxel_maps=False)  # fmt: skip
+    by_name = {c.template.name: c.likelihood for c in result.comparisons}
+    ass = by_name["imnm_vs_ass"]
+    assert ass.call == "ASS", (ass.p_imnm, ass.notes)
+    used = {f.id: f for f in ass.features}
+    assert used["subcutaneous_edema"].available and used["subcutaneous_edema"].value > 0.10
+    _, summary = default_batch
+    imnm = summary[summary["study_id"].str.contains("imnm")]
+    assert len(imnm) == 1, list(summary["study_id"])  # the IMNM phantom (seed 51)
+    imnm = imnm.iloc[0]
+    assert imnm["imnm_vs_ass_call"] == "IMNM", imnm.to_dict()
+
+
+def test_every_shipped_template_uses_the_one_call_rule():
+    """Issue 30: the call rule is one rule with rule-level numbers shared by every template
+    (bounds, reading, involvement gate and minimum, default elicited strength); a template
+    whose bounds drifted would call on a different rule than the one docs/likelihood.md
+    defends and the calibration test measures."""
+    rule = {(t.call_positive_at_least, t.call_negative_at_most, t.lean_beyond, t.absence_gate,
+             t.min_involved_muscles) for t in load_panel()}  # fmt: skip
+    assert rule == {(0.85, 0.08, 0.15, DM.absence_gate, 2)}, rule
+    written = [yaml.safe_load(Path(t.path).read_text(encoding="utf-8")) for t in load_panel()]
+    assert {d.get("elicited_strength") for d in written} == {10}
+
+
 @pytest.mark.slow
 def test_imnm_vs_dystrophy_calibration_on_a_phantom_cohort():
     """200 studies drawn from the generator's literature frequencies (not the template's).
@@ -222,15 +262,20 @@ def test_imnm_vs_dystrophy_calibration_on_a_phantom_cohort():
         assert np.mean(y[made] == truth) >= 0.85, f"{name} calls right {np.mean(y[made] == truth)}"
 
 
-def test_phantom_cohort_of_imnm_and_dm_is_drawn_as_before():
-    """Adding the dystrophy class must not move one IMNM-vs-DM study (their calibration and
-    fit tests stay what they were): the first findings and values of seed 11 are pinned."""
+def test_phantom_cohorts_draw_only_the_findings_of_their_two_classes():
+    """Each cohort draws the findings its two classes have frequencies for: IMNM-vs-DM the
+    fourteen regional findings plus Zhang 2022's four (issue 30), never the dystrophy-only
+    ones; IMNM-vs-dystrophy never Zhang's four (no published dystrophy rate), so adding them
+    moved no dystrophy study."""
     cohort = make_cohort(4, seed=11)
     assert cohort.finding_names[:2] == ["fat_hamstrings", "fat_adductor_magnus"]
-    assert len(cohort.finding_names) == 14 and "fat_one_side" not in cohort.finding_names
+    assert len(cohort.finding_names) == 18 and "fat_one_side" not in cohort.finding_names
+    assert "subcutaneous_edema" in cohort.finding_names
     other = make_cohort(4, seed=11, classes=("IMNM", "dystrophy"))
     assert "fat_one_side" in other.finding_names and list(other.diagnosis[:2]) == [
         "IMNM", "dystrophy"]  # fmt: skip
+    assert "subcutaneous_edema" not in other.finding_names and "symmetric" not in (
+        other.finding_names)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- fit
@@ -277,17 +322,21 @@ def default_batch(tmp_path_factory):
 
 def test_default_batch_writes_panel_columns_templates_and_report_rows(default_batch):
     out, summary = default_batch
-    extra = [f"imnm_vs_dystrophy_{s}" for s in ("p_imnm", "p_imnm_lo", "p_imnm_hi", "call")]
-    assert list(summary.columns)[-4:] == extra
+    extra = [f"{t}_{s}" for t in ("imnm_vs_dystrophy", "imnm_vs_ass")
+             for s in ("p_imnm", "p_imnm_lo", "p_imnm_hi", "call")]  # fmt: skip
+    assert list(summary.columns)[-8:] == extra
     for _, row in summary.iterrows():
         document = json.loads((out / row["study_id"] / "score.json").read_text())
         entries = document["templates"]
-        assert [e["template"] for e in entries] == ["imnm_vs_dm", "imnm_vs_dystrophy"]
+        assert [e["template"] for e in entries] == ["imnm_vs_dm", "imnm_vs_dystrophy",
+                                                     "imnm_vs_ass"]  # fmt: skip
         first = {k: v for k, v in entries[0].items() if k != "classes"}
         assert all(document[k] == v for k, v in first.items()), "first entry = top level"
         assert entries[1]["classes"] == ["IMNM", "dystrophy"] and "p_dystrophy" in entries[1]
         assert row["imnm_vs_dystrophy_p_imnm"] == pytest.approx(entries[1]["p_imnm"], rel=1e-5)
         assert row["imnm_vs_dystrophy_call"] == entries[1]["call"]
+        assert all(e["reading"] in (e["call"], "no lean", "not applicable") or e["reading"]
+                   .startswith("leans ") for e in entries), "reading beside call (issue 30)"
         report = (out / row["study_id"] / "report.html").read_text(encoding="utf-8")
         head = report[: report.index("id='imnm_vs_dm'")]  # before the first template's section
         assert "<h2>Differential</h2>" in head

@@ -134,6 +134,10 @@ def test_batch_summary_matches_per_study_files(cohort, tmp_path):
         "imnm_vs_dystrophy_p_imnm_lo",
         "imnm_vs_dystrophy_p_imnm_hi",
         "imnm_vs_dystrophy_call",
+        "imnm_vs_ass_p_imnm",
+        "imnm_vs_ass_p_imnm_lo",
+        "imnm_vs_ass_p_imnm_hi",
+        "imnm_vs_ass_call",
     ]
     on_disk = pd.read_csv(tmp_path / "out" / "summary.tsv", sep="\t")
     for _, row in on_disk.iterrows():
@@ -275,7 +279,7 @@ def test_resumed_batch_draws_the_same_cohort_heatmap(cohort, tmp_path):
     ms.score_batch(cohort, resumed)
     expected, got = panels(full), panels(resumed)
     assert [p.shape for p in got] == [p.shape for p in expected]
-    assert len(got) == 5  # a call bar per template of the default panel, FF, edema, fascial
+    assert len(got) == 6  # a call bar per template of the default panel, FF, edema, fascial
     for a, b in zip(expected, got, strict=True):
         assert np.abs(a - b).max() <= 1
 

@@ -128,7 +128,7 @@ def test_cohort_index_and_heatmap(tmp_path):
     assert root_element.tag == "{http://www.w3.org/2000/svg}svg"
     panels = _svg_panels(svg)
     # a call bar per template of the default panel, then FF, edema, fascial edema
-    assert [p.shape[1] for p in panels] == [14, 14] + [14 * 22] * 3
+    assert [p.shape[1] for p in panels] == [14, 14, 14] + [14 * 22] * 3
     assert {p.shape[0] for p in panels} == {4 * 14}  # 4 studies, 14 px each
     for study_id in ("phantom-imnm-83", "phantom-dm-84"):
         assert f">{study_id}</text>" in svg

@@ -14,6 +14,8 @@ Modules, in the order data flows through them:
 * :mod:`.paediatric` -- children's norms (limb lean mass for age, sex, height; fat; MRI T2);
 * :mod:`.norms` -- volume from body size, thigh fat by age and sex, joined to children's norms;
 * :mod:`.atrophy` -- volume shares against normative shares, left/right ratios;
+* :mod:`.matched_levels` -- a cut muscle's atrophy from cross-sections at matched levels;
+* :mod:`.compartments` -- the subcutaneous fat per side (``compartments.tsv``);
 * :mod:`.t2fit` -- water T2 from multi-echo spin echo (mono-exponential, EPG water/fat);
 * :mod:`.registry` -- which muscle-table columns each per-muscle measure fills;
 * :mod:`.voxel_maps` -- the per-voxel masks and values behind a table;

@@ -16,7 +16,9 @@ Two bases, chosen per muscle (column ``atrophy_basis``):
   [elicited]), renormalised over the same muscles. A share cancels body size, and with it any
   loss all muscles share.
 * ``none`` -- not assessed, with the reason in ``atrophy_note``: a muscle cut by the field of
-  view (``partial_coverage``) never gets a volume-based atrophy value.
+  view (``partial_coverage``) never gets a volume-based atrophy value; the muscles named in
+  ``atrophy.matched_levels`` are then judged from their cross-sections at matched levels
+  (:mod:`.matched_levels`, basis ``matched_levels``).
 
 Every expected volume has its normal band, ``expected_volume_p10_ml`` to ``_p90_ml`` (children
 vary more than adults); ``atrophy_note`` says when the muscle lies outside it.

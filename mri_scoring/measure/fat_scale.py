@@ -18,8 +18,9 @@ what they affect. With ``fat_reference`` the FF is also given normalised by the 
 adipose tissue (as AMRA does for UK Biobank): FF x ``adipose_ff`` / subcutaneous reading, in
 separate ``*_fatref`` columns, never replacing the measured ones.
 
-This sampler is minimal and replaceable: a subcutaneous compartment measured elsewhere can be
-passed in its place (:func:`read_fat_scale` takes the voxel mask).
+The layer is the one :func:`mri_scoring.body.subcutaneous_layer` finds, the same layer the
+subcutaneous compartment (:mod:`.compartments`, ``compartments.tsv``) reads its edema from;
+:func:`read_fat_scale` also takes a voxel mask found elsewhere.
 """
 
 from __future__ import annotations

@@ -22,10 +22,12 @@ from ..errors import QCFinding
 from ..io.study import Study
 from ..memory_layout import dense_layout
 from .atrophy import AtrophyInputs, add_atrophy
+from .compartments import measure_compartments
 from .coverage import Coverage, SliceAreas, label_coverage, slice_areas
 from .edema import EdemaMeasure, EdemaReference, measure_edema
 from .fat import FatMeasure, measure_fat
 from .masks import core_mask, exclusive_shell, padded_region, shell_reach_mm, steps_within
+from .matched_levels import add_matched_levels
 from .norms import ADULT, NO_NORM, body_size, ff_excess, norms_used
 from .paediatric import age_years, sex_of
 from .registry import MeasureInputs, run_registered
@@ -67,6 +69,8 @@ class MuscleTable:
         ``{basis, source, age_years}``, :func:`.norms.norms_used`).
     fat_scale : dict or None
         Subcutaneous-fat and marrow readings of a Dixon study (:mod:`.fat_scale`).
+    compartments : pandas.DataFrame
+        ``compartments.tsv``: one row per compartment and side (:mod:`.compartments`).
     """
 
     table: pd.DataFrame
@@ -78,6 +82,7 @@ class MuscleTable:
     slices: pd.DataFrame | None = None
     norms: dict[str, dict[str, Any]] = field(default_factory=dict)
     fat_scale: dict[str, Any] | None = None
+    compartments: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,6 +139,8 @@ def quantify(
     slices, norms = _coverage_and_norms(study, table, coverage, areas, settings, qc)
     run_registered(MeasureInputs(study, region, table, fat.ff))
     maps = _voxel_maps(study, region, fat, edema) if voxel_maps else None
+    compartments, compartment_qc = measure_compartments(study, settings)
+    qc.extend(compartment_qc)
     return MuscleTable(
         table=table,
         qc=qc,
@@ -144,6 +151,7 @@ def quantify(
         slices=slices,
         norms=norms,
         fat_scale=fat.fat_scale,
+        compartments=compartments,
     )
 
 
@@ -189,7 +197,8 @@ def _coverage_and_norms(
 ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Add coverage flags, max_csa_cm2, ff_excess and atrophy; the ``slices.tsv`` rows, the norms.
 
-    The table is changed in place; findings are appended to ``qc``.
+    Atrophy: the volume bases, then matched levels for the muscles the stack cuts. The table is
+    changed in place; findings are appended to ``qc``.
     """
     table["max_csa_cm2"] = areas.max_csa_cm2[1:]
     is_muscle = table["kind"].isin((MUSCLE, GROUP)).to_numpy()
@@ -218,7 +227,9 @@ def _coverage_and_norms(
     )
     norms = norms_used(study.metadata, body)
     qc.append(_norms_finding(norms, age, sex))
-    return _slice_rows(table, areas.table), norms
+    rows = _slice_rows(table, areas.table)
+    add_matched_levels(table, rows, coverage, settings["atrophy"].get("matched_levels", {}))
+    return rows, norms
 
 
 CHILDRENS = "children's"

@@ -34,6 +34,9 @@ MEASURE_UNITS = {
     "asymmetric_pairs": (1.0, "pairs", "muscles whose right and left differ beyond the floor"),
     "sparing_index": (100.0, "pp", "median FF of the muscles minus that of the spared ones"),
     "edema_fat_ratio": (1.0, "", "edematous muscles per fatty muscle (edema_fat_ratio)"),
+    "subcutaneous_edema_fraction": (100.0, "%", "of the subcutaneous fat read as edema (STIR)"),
+    "edema_sparing": (100.0, "pp", "other groups' edema above the listed muscles' (points)"),
+    "lr_symmetry": (100.0, "%", "left/right agreement of per-muscle involvement"),
 }
 
 
@@ -85,8 +88,9 @@ def _call_section(template: Template, like: Likelihood) -> str:
         + f"<p class=small>prior p({esc(first)}) = {like.prior_imnm:.2f}; template "
         f"{esc(template.name)}; call bounds: {esc(first)} at p &ge; "
         f"{template.call_positive_at_least:g}, {esc(second)} at p &le; "
-        f"{template.call_negative_at_most:g} (a call needs the whole interval past its bound), "
-        "otherwise indeterminate.</p>"
+        f"{template.call_negative_at_most:g} (the point posterior; the interval is shown, not "
+        "required past the bound), otherwise indeterminate; reading: "
+        f"{esc(getattr(like, 'reading', '') or '-')}.</p>"
     )
 
 

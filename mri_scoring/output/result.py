@@ -141,6 +141,9 @@ class StudyResult:
     population : PopulationPosterior or None
         The likelihood ratio read with a population prior (``score.json`` ``population``);
         ``p_imnm`` and the call do not use it.
+    compartments : pandas.DataFrame or None
+        Tissue compartments outside the muscles, one row per compartment and side
+        (``compartments.tsv``; columns of :data:`~mri_scoring.schema.COMPARTMENT_COLUMNS`).
     """
 
     study_id: str
@@ -162,6 +165,7 @@ class StudyResult:
     norms: dict[str, Any] = field(default_factory=dict)
     population: PopulationPosterior | None = None
     further: list[Comparison] = field(default_factory=list, repr=False)
+    compartments: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def comparisons(self) -> list[Comparison]:
@@ -252,7 +256,8 @@ def comparison_dict(template: Template, like: Likelihood) -> dict[str, Any]:
     -------
     dict
         ``template``, ``template_sha256``, ``prior_imnm``, ``p_imnm``, ``p_imnm_interval``,
-        ``p_<second class>``, ``log10_likelihood_ratio``, ``call``, ``applicable``,
+        ``p_<second class>``, ``log10_likelihood_ratio``, ``call``, ``reading`` (the posterior in
+        words, never the call), ``applicable``,
         ``involved_muscles``, ``absence_gate``, ``notes``, ``features``, ``classes``.
     """
     negative = class_key(template.negative)
@@ -282,6 +287,7 @@ def comparison_dict(template: Template, like: Likelihood) -> dict[str, Any]:
         negative: like.p_dm,
         "log10_likelihood_ratio": like.log10_likelihood_ratio,
         "call": like.call,
+        "reading": like.reading,
         "applicable": like.applicable,
         "involved_muscles": like.involved_muscles,
         "absence_gate": like.absence_gate,

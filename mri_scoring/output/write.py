@@ -101,7 +101,8 @@ def save_study(
 ) -> Path:
     """Write one study's outputs into ``out``.
 
-    ``muscles.tsv`` (per muscle and side), ``slices.tsv`` (per slice), ``muscles_pooled.tsv``
+    ``muscles.tsv`` (per muscle and side), ``slices.tsv`` (per slice), ``compartments.tsv``
+    (subcutaneous fat per side), ``muscles_pooled.tsv``
     (sides pooled), ``groups.tsv`` (per group), ``report.html`` (optional), ``maps/*.nii.gz``
     (optional) and, last,
     ``score.json`` (with the batch's resume fingerprint). An earlier ``score.json`` is removed
@@ -146,6 +147,10 @@ def save_study(
         atomic_write(out / "slices.tsv", table_text(result.slices))
     else:
         (out / "slices.tsv").unlink(missing_ok=True)
+    if result.compartments is not None:
+        atomic_write(out / "compartments.tsv", table_text(result.compartments))
+    else:
+        (out / "compartments.tsv").unlink(missing_ok=True)
     per_muscle, per_group = pooled_tables(result.muscles)
     for name, table in (("muscles_pooled.tsv", per_muscle), ("groups.tsv", per_group)):
         atomic_write(out / name, table_text(_with_study_id(table, result.study_id)))

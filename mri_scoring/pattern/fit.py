@@ -197,9 +197,22 @@ def cohort_evidence(
             settings,
         )
         muscles[["side", "group"]] = muscles[["side", "group"]].fillna("")
+        compartments_path = path.with_name("compartments.tsv")
+        compartments = (
+            pd.read_csv(
+                compartments_path,
+                sep="\t",
+                keep_default_na=True,
+                dtype={"note": str, "edema_source": str},
+            ).fillna({"note": ""})
+            if compartments_path.is_file()
+            else None
+        )
         likelihoods.append(
             combine(
-                match(muscles, template, settings), template, involved_muscles(muscles, template)
+                match(muscles, template, settings, compartments=compartments),
+                template,
+                involved_muscles(muscles, template),
             )
         )
         ids.append(study_id)

@@ -26,8 +26,13 @@ The evidence model, in four steps (each feature's share stays visible in the evi
 4. **Stated uncertainty.** Every probability (and the prior) is a Beta distribution with its
    pseudo-count strength (elicited ones weak, fitted ones from their cohort counts). The
    [5 %, 95 %] credible interval of p(IMNM) is a Monte Carlo over ``INTERVAL_DRAWS`` joint Beta
-   draws with the fixed seed ``INTERVAL_SEED`` (so outputs are reproducible). A class is called
-   only when the whole interval lies past its call bound.
+   draws with the fixed seed ``INTERVAL_SEED`` (so outputs are reproducible). It is reported
+   with every answer, not used to make it.
+5. **The call.** A class is called when the study is applicable and the point posterior lies
+   past that class's call bound (``call_bounds`` of the template; rule-level numbers shared by
+   every template, chosen for calibrated calls in ``docs/likelihood.md`` §4); otherwise the
+   study is indeterminate. ``reading`` grades the same posterior in words ("leans IMNM" past
+   ``lean_beyond`` from 0.5) without ever changing ``call``.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ __all__ = [
     "involvement_gate",
     "log_virtual_evidence",
     "posterior",
+    "reading",
     "soft_log10_lr",
 ]
 
@@ -253,6 +259,9 @@ class Likelihood:
         Involvement gate g (0-1): how far absent features counted.
     classes : list of str
         The template's two classes, the first (positive) one first.
+    reading : str
+        The posterior graded in words, separate from ``call``: the called class, ``leans
+        <class>``, ``no lean`` or ``not applicable``.
     """
 
     log10_likelihood_ratio: float
@@ -268,6 +277,7 @@ class Likelihood:
     p_imnm_interval: list[float] = field(default_factory=lambda: [0.0, 1.0])
     absence_gate: float = 1.0
     classes: list[str] = field(default_factory=lambda: ["IMNM", "DM"])
+    reading: str = ""
 
     def to_dict(self) -> dict:
         """Plain-data copy (lists and dicts only)."""
@@ -302,15 +312,38 @@ def _decide(
             f"{template.min_involved_muscles}): no meaningful muscle involvement, so "
             f"the {template.positive}-vs-{template.negative} question does not apply"
         ]
-    if low >= pos:
-        return template.positive, []
-    if high <= neg:
-        return template.negative, []
+    interval = f"90 % credible interval {low:.2f}-{high:.2f}"
+    if p_imnm >= pos:
+        return template.positive, [f"p({template.positive}) {p_imnm:.2f} >= {pos} ({interval})"]
+    if p_imnm <= neg:
+        return template.negative, [f"p({template.positive}) {p_imnm:.2f} <= {neg} ({interval})"]
     return INDETERMINATE, [
-        f"p({template.positive}) {p_imnm:.2f}, 90 % credible interval {low:.2f}-{high:.2f}: "
-        f"the interval is not wholly past a call bound ({template.positive} at >= {pos}, "
-        f"{template.negative} at <= {neg})"
+        f"p({template.positive}) {p_imnm:.2f} lies between the call bounds "
+        f"({template.positive} at >= {pos}, {template.negative} at <= {neg}; {interval})"
     ]
+
+
+def reading(template: Template, applicable: bool, call: str, p_imnm: float) -> str:
+    """The posterior in words, separate from the call (``call`` never takes these values).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as NS
+    >>> t = NS(positive="IMNM", negative="DM", lean_beyond=0.15)
+    >>> reading(t, True, "indeterminate", 0.7), reading(t, True, "indeterminate", 0.55)
+    ('leans IMNM', 'no lean')
+    >>> reading(t, True, "DM", 0.1), reading(t, False, "indeterminate", 0.9)
+    ('DM', 'not applicable')
+    """
+    if not applicable:
+        return "not applicable"
+    if call != INDETERMINATE:
+        return call
+    if p_imnm >= 0.5 + template.lean_beyond:
+        return f"leans {template.positive}"
+    if p_imnm <= 0.5 - template.lean_beyond:
+        return f"leans {template.negative}"
+    return "no lean"
 
 
 def combine(
@@ -388,6 +421,7 @@ def combine(
         p_imnm_interval=[low, high],
         absence_gate=gate,
         classes=list(template.classes),
+        reading=reading(template, applicable, call, p_imnm),
     )
 
 

@@ -58,7 +58,10 @@ class Evidence:
 
 
 def match(
-    table: pd.DataFrame, template: Template, settings: Settings | None = None
+    table: pd.DataFrame,
+    template: Template,
+    settings: Settings | None = None,
+    compartments: pd.DataFrame | None = None,
 ) -> list[Evidence]:
     """Evaluate every template feature on a graded muscle table.
 
@@ -68,6 +71,9 @@ def match(
         Output of :func:`mri_scoring.grading.grade` (one row per label).
     template : Template
     settings : Settings, optional
+    compartments : pandas.DataFrame, optional
+        ``compartments.tsv`` of the study; without it the compartment features are
+        unavailable.
 
     Returns
     -------
@@ -78,8 +84,12 @@ def match(
     prepared = prepare(table)
     evidence = []
     for feature in template.features:
+        spec = MEASURES[feature.measure]
+        source = prepared if spec.reads == "muscles" else compartments
         try:
-            value, used = MEASURES[feature.measure].compute(prepared, feature, settings)
+            if source is None:
+                raise Unavailable("no compartments table (the subcutaneous fat was not measured)")
+            value, used = spec.compute(source, feature, settings)
         except Unavailable as why:
             evidence.append(
                 Evidence(

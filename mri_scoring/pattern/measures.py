@@ -88,7 +88,7 @@ def _rows(table: pd.DataFrame, names: tuple[str, ...], fallback: bool) -> pd.Dat
 def _why_empty(rows: pd.DataFrame, column: str, names: tuple[str, ...]) -> str:
     """Why no row has a value: cut by the field of view (the table says so), or no input."""
     cut = rows["qc_flags"].astype(str).str.contains(schema.PARTIAL_COVERAGE)
-    if cut.all():
+    if column == "atrophy_loss" and cut.all():  # only volume needs the whole muscle
         note = rows["atrophy_note"].iloc[0] if "atrophy_note" in rows else "partial coverage"
         return f"not assessable for {', '.join(sorted(set(rows['key'])))}: {note}"
     return f"no {column} for {', '.join(names)} (input image missing)"
@@ -209,6 +209,68 @@ def _edema_fat_ratio(
     return edematous / fatty, sorted(set(edema.index) | set(grade.index))
 
 
+def _subcutaneous_edema(
+    compartments: pd.DataFrame, feature: Feature, settings: Settings
+) -> tuple[float, list[str]]:
+    """STIR edema share of the subcutaneous fat (``compartments.tsv``), sides by the rule."""
+    rows = compartments[compartments["compartment"] == "subcutaneous"]
+    values = rows["edema_fraction"].astype(float)
+    finite = rows[np.isfinite(values)]
+    if finite.empty:
+        notes = sorted({str(n) for n in rows.get("note", pd.Series(dtype=str)) if str(n)})
+        raise Unavailable("; ".join(notes) or "no subcutaneous fat found: edema not measured")
+    value = float(finite["edema_fraction"].astype(float).agg(feature.sides))
+    return value, [f"subcutaneous:{side}" for side in sorted(finite["side"])]
+
+
+def _edema_sparing(
+    table: pd.DataFrame, feature: Feature, settings: Settings
+) -> tuple[float, list[str]]:
+    """Reference muscles' edema minus the listed muscles' (a study with muscle edema only)."""
+    target, used = _aggregate(table, feature, feature.muscles, "edema_fraction")
+    reference, used_ref = _aggregate(table, feature, feature.reference, "edema_fraction")
+    if feature.applies_from is not None and reference < feature.applies_from:
+        raise Unavailable(
+            f"the comparison muscles' edema fraction is {reference:.2f}, below "
+            f"{feature.applies_from:g}: no muscle edema, so sparing is not defined"
+        )
+    return reference - target, used + [f"reference:{m}" for m in used_ref]
+
+
+def _symmetry(table: pd.DataFrame, feature: Feature, settings: Settings) -> tuple[float, list[str]]:
+    """1 - sum|d_left - d_right| / sum max(d_left, d_right) of per-muscle involvement degrees.
+
+    The degrees are the feature's per-muscle cuts (the maximum over them), read per side; 1 is
+    perfectly symmetric involvement, 0 one-sided. Muscles labelled on one side only are left
+    out; fewer involved muscles than ``applies_from`` leave it undefined.
+    """
+    rows = _rows(table, feature.muscles, feature.group_fallback)
+    rows = rows[rows["side"].isin(("left", "right"))]
+    keys, sides = rows["key"].to_numpy(), rows["side"].to_numpy()
+    degree: dict[tuple[str, str], float] = {}  # (key, side) -> the largest degree over the cuts
+    for measure, cut in feature.per_muscle.items():
+        values = rows[PER_MUSCLE_COLUMNS[measure]].to_numpy(float)
+        z = np.clip((values - cut.threshold) / cut.width, -50.0, 50.0)
+        degrees = 1.0 / (1.0 + np.exp(-z))  # SoftCut.degree, vectorised
+        for key, side, value, d in zip(keys, sides, values, degrees, strict=True):
+            if np.isfinite(value):
+                degree[(key, side)] = max(degree.get((key, side), 0.0), float(d))
+    if not degree:
+        raise Unavailable(f"no per-side {'/'.join(feature.per_muscle)} for the listed muscles")
+    both = sorted({k for k, _ in degree if (k, "left") in degree and (k, "right") in degree})
+    if not both:
+        raise Unavailable("no listed muscle measured on both sides")
+    left = np.array([degree[(k, "left")] for k in both])
+    right = np.array([degree[(k, "right")] for k in both])
+    involved = float(np.maximum(left, right).sum())
+    if involved < (feature.applies_from or 1e-9):
+        raise Unavailable(
+            f"involvement {involved:.1f} muscles (sum of degrees) below {feature.applies_from:g}: "
+            "symmetry is not defined without involvement"
+        )
+    return 1.0 - float(np.abs(left - right).sum()) / involved, both
+
+
 def _column(column: str) -> Callable[..., tuple[float, list[str]]]:
     def measure(
         table: pd.DataFrame, feature: Feature, settings: Settings
@@ -239,6 +301,9 @@ class Measure:
     floors : tuple of str
         Columns the feature must give a floor for (``floors: {column: value}``); empty when
         the measure takes none, ``("any",)`` when it takes one or more of :data:`FLOOR_COLUMNS`.
+    reads : str
+        ``muscles`` (the prepared muscle table) or ``compartments`` (``compartments.tsv``;
+        such a feature lists no muscles).
     """
 
     compute: Callable[..., tuple[float, list[str]]]
@@ -247,6 +312,7 @@ class Measure:
     per_muscle: str = ""
     description: str = ""
     floors: tuple[str, ...] = ()
+    reads: str = "muscles"
 
 
 MEASURES: dict[str, Measure] = {
@@ -306,6 +372,25 @@ MEASURES: dict[str, Measure] = {
         column="",
         floors=("edema_fraction", "mercuri_grade"),
         description="muscles with edema per muscle with FF-derived grade at the floor, ratio",
+    ),
+    "subcutaneous_edema_fraction": Measure(
+        compute=_subcutaneous_edema,
+        column="edema_fraction",
+        reads="compartments",
+        description="share of the subcutaneous fat with edema-like STIR signal, 0-1",
+    ),
+    "edema_sparing": Measure(
+        compute=_edema_sparing,
+        column="edema_fraction",
+        needs_reference=True,
+        description="reference muscles' edema fraction minus the listed muscles', 0-1",
+    ),
+    "lr_symmetry": Measure(
+        compute=_symmetry,
+        column="",
+        per_muscle="any",
+        description="1 - summed left/right difference of per-muscle involvement over the "
+        "summed worse side, 0-1 (1 = symmetric)",
     ),
 }
 """Every measure a template feature may name."""

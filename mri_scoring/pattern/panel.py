@@ -21,7 +21,7 @@ from .likelihood import Likelihood, combine
 from .match import involved_muscles, match
 from .templates import Template, load_template, template_path
 
-DEFAULT_PANEL = ("imnm_vs_dm", "imnm_vs_dystrophy")
+DEFAULT_PANEL = ("imnm_vs_dm", "imnm_vs_dystrophy", "imnm_vs_ass")
 """The templates a study is compared against by default (``--template`` may repeat), in order:
 the first fills the top level of ``score.json`` and the fixed ``summary.tsv`` columns."""
 __all__ = [
@@ -82,6 +82,7 @@ def compare(
     templates: Sequence[Template],
     settings: Settings | None = None,
     prior: float | None = None,
+    compartments: pd.DataFrame | None = None,
 ) -> list[Comparison]:
     """Match a graded muscle table against every template of a panel.
 
@@ -94,6 +95,9 @@ def compare(
     settings : Settings, optional
     prior : float, optional
         Prior p(first class) for every template; default each template's own.
+    compartments : pandas.DataFrame, optional
+        The study's ``compartments.tsv`` (:mod:`mri_scoring.measure.compartments`); without it
+        the compartment features (subcutaneous edema) are unavailable.
 
     Returns
     -------
@@ -102,7 +106,15 @@ def compare(
     """
     settings = settings or load_settings()
     return [
-        Comparison(t, combine(match(table, t, settings), t, involved_muscles(table, t), prior))
+        Comparison(
+            t,
+            combine(
+                match(table, t, settings, compartments=compartments),
+                t,
+                involved_muscles(table, t),
+                prior,
+            ),
+        )
         for t in templates
     ]
 
@@ -146,11 +158,13 @@ def describe(template: Template) -> list[str]:
     for f in template.features:
         lines += [
             f"\n- {f.id}: {f.description}",
-            f"    measure {f.measure} of {', '.join(f.muscles)}"
+            f"    measure {f.measure} of {', '.join(f.muscles) or 'its compartment'}"
             + (f" vs {', '.join(f.reference)}" if f.reference else "")
             + (f"; floors {f.floors}" if f.floors else "")
-            + f"; sides {f.sides}; soft threshold {f.cut.threshold} (width {f.cut.width})",
-            f"    P(present|{first}) = {f.p_positive}   P(present|{second}) = {f.p_negative}",
+            + f"; sides {f.sides}; soft threshold {f.cut.threshold} (width {f.cut.width})"
+            + (f"; defined from {f.applies_from:g}" if f.applies_from is not None else ""),
+            f"    P(present|{first}) = {f.p_positive}   P(present|{second}) = {f.p_negative}   "
+            f"(Beta pseudo-counts {f.strength_positive:g} / {f.strength_negative:g})",
             f"    source: {f.source}",
         ]
     return lines

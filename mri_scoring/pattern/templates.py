@@ -78,6 +78,7 @@ class Feature:
     strength_negative: float = DEFAULT_STRENGTH
     weight: float = 1.0
     floors: dict[str, float] = field(default_factory=dict)
+    applies_from: float | None = None
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -151,6 +152,7 @@ class Template:
     path: str
     sha256: str
     prior_strength: float = 4.0
+    lean_beyond: float = 0.15
     absence_gate: SoftCut | None = None
     groups: tuple[EvidenceGroup, ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -237,7 +239,7 @@ def _feature(
         id=feature_id,
         description=check.get(data, "description", where, str),
         measure=measure,
-        muscles=_muscle_list(check, data, "muscles", where, required=True),
+        muscles=_muscle_list(check, data, "muscles", where, spec_of.reads == "muscles"),
         reference=reference,
         sides=sides,
         group_fallback=bool(check.get(data, "group_fallback", where, bool, False)),
@@ -246,7 +248,15 @@ def _feature(
         source=check.get(data, "source", where, str),
         per_muscle=per_muscle,
         **strengths(check, data, where, default_strength, classes),
+        applies_from=_applies_from(check, data, where),
     )
+
+
+def _applies_from(check: Checker, data: dict, where: str) -> float | None:
+    """``applies_from``: below this basis the measure is undefined (unavailable), or None."""
+    if "applies_from" not in data:
+        return None
+    return check.number(data, "applies_from", where, 0.0, 1000.0)
 
 
 def _groups(check: Checker, data: dict, ids: list[str]) -> tuple[EvidenceGroup, ...]:
@@ -369,6 +379,7 @@ def load_template(path: str | Path | None = None) -> Template:
         )
     if prior >= 1.0:
         raise check.fail("top level", f"the prior must be below 1, got {prior!r}")
+    lean_beyond = check.number(bounds, "lean_beyond", "call_bounds", 0.0, 0.5, default=0.15)
     alternatives = check.get(data, "prior_alternatives", "top level", list, [])
     return Template(
         name=check.get(data, "name", "top level", str),
@@ -389,6 +400,7 @@ def load_template(path: str | Path | None = None) -> Template:
         prior_strength=check.number(
             data, "prior_strength", "top level", 0.0, 1e7, default=4.0, open_low=True
         ),
+        lean_beyond=lean_beyond,
         absence_gate=gate,
         groups=evidence_groups,
         provenance=check.get(data, "provenance", "top level", dict, {}),

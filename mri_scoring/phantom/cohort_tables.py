@@ -1,15 +1,18 @@
-"""Phantom cohorts: measured muscle tables of two classes with known Bayes-optimal odds.
+"""Phantom cohorts: measured tables of two classes with known Bayes-optimal odds.
 
 The classes are IMNM and DM by default; ``classes=("IMNM", "dystrophy")`` draws IMNM against
-muscular dystrophy from the same generator (each finding's ``p_<class>`` in the config; a
-finding without a probability for one of the two classes takes no part).
+muscular dystrophy and ``("IMNM", "ASS")`` against antisynthetase syndrome from the same
+generator (each finding's ``p_<class>`` in the config; a finding without a probability for one
+of the two classes takes no part).
 
 The generator (``configs/phantom_cohort.yaml``) is independent of the pattern template: it
-draws *findings* per region (fat, edema, fascial edema, atrophy) whose presence moves with a
-latent severity shared by the whole study and a latent per finding group (within-group
-correlation), then renders each finding into per-muscle measured values. Because the rendering
-noise does not depend on the class, the findings carry every bit of class information the
-tables do, so :func:`bayes_log10_lr` on the findings gives the best ranking any method on the
+draws *findings* per region (fat, edema, fascial edema, atrophy, subcutaneous edema, adductor
+sparing, symmetry) whose presence moves with a latent severity shared by the whole study and a
+latent per finding group (within-group correlation), then renders each finding into per-muscle
+measured values (and a ``compartments.tsv`` table). Because the rendering noise does not depend
+on the class, the *observed* findings (:func:`observed`: symmetry needs some involvement,
+sparing needs edema elsewhere and hides the adductors' own edema) carry every bit of class
+information the tables do, so :func:`bayes_log10_lr` gives the best ranking any method on the
 tables can reach (the Bayes-optimal AUC). Imports no measurement or pattern code.
 """
 
@@ -33,12 +36,14 @@ __all__ = [
     "bayes_log10_lr",
     "draw_findings",
     "make_cohort",
+    "observed",
+    "render_compartments",
     "render_tables",
     "write_cohort",
 ]
 
 CLASSES = ("IMNM", "DM")
-KNOWN_CLASSES = ("IMNM", "DM", "dystrophy")
+KNOWN_CLASSES = ("IMNM", "DM", "dystrophy", "ASS")
 """Classes the generator has frequencies for (``p_<lower-case class>`` of each finding)."""
 _QUADRATURE_NODES = 24
 _SIDE_SEED = 104729  # one-sided findings draw their side from their own stream
@@ -62,13 +67,17 @@ class PhantomCohort:
     ----------
     study_ids : list of str
     diagnosis : numpy.ndarray of str
-        ``IMNM`` or ``DM`` per study.
+        One of the cohort's two classes per study (``IMNM`` or ``DM`` by default).
     findings : numpy.ndarray of bool, shape (n_studies, n_findings)
     finding_names : list of str
     tables : list of pandas.DataFrame
         Measured (ungraded) muscle tables, one row per muscle and side.
     bayes_log10_lr : numpy.ndarray
-        log10 P(findings | IMNM) / P(findings | DM) under the generator.
+        log10 P(observed findings | first class) / P(... | second class) under the generator.
+    compartments : list of pandas.DataFrame
+        ``compartments.tsv`` tables (subcutaneous edema per side), one per study.
+    classes : tuple of str
+        The two classes, the first one the positive.
     """
 
     study_ids: list[str]
@@ -77,17 +86,33 @@ class PhantomCohort:
     finding_names: list[str]
     tables: list[pd.DataFrame]
     bayes_log10_lr: np.ndarray
+    compartments: list[pd.DataFrame] | None = None
+    classes: tuple[str, str] = CLASSES
 
 
 def _intercepts(
     config: dict,
     classes: tuple[str, str] = CLASSES,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Finding names, class intercepts (2, J) and group index per finding (of these classes)."""
+    """Finding names, class intercepts (2, J) and group index per finding (of these classes).
+
+    A ``marginal: true`` finding carries a published (population) rate p: its intercept is set
+    so that the probability averaged over the latents equals p.
+    """
     keys = [_key(c) for c in classes]
     names = [n for n, f in config["findings"].items() if all(k in f for k in keys)]
     groups = sorted({config["findings"][n]["group"] for n in names})
-    probit = np.array([[ndtri(config["findings"][n][key]) for n in names] for key in keys])
+    spread = np.sqrt(1.0 + config["severity_loading"] ** 2 + config["group_loading"] ** 2)
+    probit = np.array(
+        [
+            [
+                ndtri(config["findings"][n][key])
+                * (spread if config["findings"][n].get("marginal") else 1.0)
+                for n in names
+            ]
+            for key in keys
+        ]
+    )
     group_index = np.array([groups.index(config["findings"][n]["group"]) for n in names])
     return names, probit, group_index
 
@@ -129,11 +154,47 @@ def draw_findings(
     return diagnosis, findings, names
 
 
-def bayes_log10_lr(findings: np.ndarray, classes: tuple[str, str] = CLASSES) -> np.ndarray:
-    """Exact log10 likelihood ratio (first class over second) of binary findings.
+def observed(findings: np.ndarray, names: list[str]) -> np.ndarray:
+    """What the tables show of each finding: +1 present, -1 absent, 0 not seen.
 
-    Integrates the latent severity and the group latents by Gauss-Hermite quadrature. The side
-    of a one-sided finding carries no class information (drawn alike in every class).
+    ``seen_with`` findings are seen only when one of the named findings is present (and then
+    hide the ``hides`` findings when present); ``seen_with_kinds`` findings only when a finding
+    of those kinds is present.
+
+    Parameters
+    ----------
+    findings : numpy.ndarray of bool, shape (n, J)
+    names : list of str
+        Finding names (columns of ``findings``).
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (n, J)
+    """
+    spec = _config()["findings"]
+    sign = np.where(findings, 1, -1)
+    for j, name in enumerate(names):
+        entry = spec[name]
+        if "seen_with" in entry:
+            cols = [names.index(m) for m in entry["seen_with"] if m in names]
+            seen = findings[:, cols].any(axis=1)
+            sign[~seen, j] = 0
+            hidden = seen & findings[:, j]
+            for other in entry.get("hides", []):
+                if other in names:
+                    sign[hidden, names.index(other)] = 0
+        if "seen_with_kinds" in entry:
+            kinds = [k for k, n in enumerate(names) if spec[n]["kind"] in entry["seen_with_kinds"]]
+            sign[~findings[:, kinds].any(axis=1), j] = 0
+    return sign
+
+
+def bayes_log10_lr(findings: np.ndarray, classes: tuple[str, str] = CLASSES) -> np.ndarray:
+    """Exact log10 likelihood ratio (first class over second) of the observed findings.
+
+    Integrates the latent severity and the group latents by Gauss-Hermite quadrature; findings
+    the tables cannot show (:func:`observed`) are summed over. The side of a one-sided finding
+    carries no class information (drawn alike in every class).
 
     Parameters
     ----------
@@ -146,11 +207,11 @@ def bayes_log10_lr(findings: np.ndarray, classes: tuple[str, str] = CLASSES) -> 
     numpy.ndarray of shape (n,)
     """
     config = _config()
-    _, a, group_index = _intercepts(config, classes)
+    names, a, group_index = _intercepts(config, classes)
     x, w = np.polynomial.hermite_e.hermegauss(_QUADRATURE_NODES)
     w = w / w.sum()
     b, r = config["severity_loading"], config["group_loading"]
-    sign = np.where(findings, 1.0, -1.0)  # (n, J)
+    sign = observed(findings, names).astype(float)  # (n, J)
     log_like = []
     for c in range(2):
         # z[n, s, u, j] is too large at once; loop over severity nodes
@@ -160,7 +221,8 @@ def bayes_log10_lr(findings: np.ndarray, classes: tuple[str, str] = CLASSES) -> 
             for k in range(group_index.max() + 1):
                 cols = group_index == k
                 z = a[c, cols][None, None, :] + b * s + r * x[None, :, None]  # (1, U, Jk)
-                p = ndtr(sign[:, None, cols] * z)  # (n, U, Jk)
+                seen = sign[:, None, cols]
+                p = np.where(seen == 0, 1.0, ndtr(seen * z))  # (n, U, Jk)
                 per_group *= (p.prod(axis=2) * w[None, :]).sum(axis=1)
             total += ws * per_group
         log_like.append(np.log(total))
@@ -174,7 +236,11 @@ def render_tables(
     study_ids: list[str],
     paired_sides: bool = False,
 ) -> list[pd.DataFrame]:
-    """Per-muscle measured tables for each study's findings (both sides, class-free noise).
+    """Per-muscle measured tables for each study's findings (class-free noise).
+
+    A study without the ``symmetric`` finding (in cohorts that draw it) shows its muscle
+    findings on one side only (drawn per study); a seen ``adductor_sparing`` finding leaves the
+    adductors' edema normal.
 
     Parameters
     ----------
@@ -203,21 +269,33 @@ def render_tables(
     muscles = sorted({m for f in config["findings"].values() for m in f["muscles"]})
     values = config["values"]
     columns = list(values["normal"])
+    seen = observed(findings, names)
     tables = []
     for i, study_id in enumerate(study_ids):
         low = np.array([[values["normal"][c][0] for c in columns]] * len(muscles) * 2)
         high = np.array([[values["normal"][c][1] for c in columns]] * len(muscles) * 2)
+        both: tuple[int, ...] = (0, 1)
+        if "symmetric" in names:  # an asymmetric study shows its findings on one side
+            study_side = int(rng.integers(2))
+            if not findings[i, names.index("symmetric")]:
+                both = (study_side,)
         for j, name in enumerate(names):
-            if not findings[i, j]:
-                continue
             spec = config["findings"][name]
-            sides = [one_side[i, j]] if spec.get("sides") == "one" else [0, 1]
+            if not findings[i, j] or spec["kind"] not in values:
+                continue
+            sides = [one_side[i, j]] if spec.get("sides") == "one" else both
             for column, (lo, hi) in values[spec["kind"]].items():
                 c = columns.index(column)
                 for m in spec["muscles"]:
                     for side in sides:
                         row = 2 * muscles.index(m) + side
                         low[row, c], high[row, c] = lo, hi  # one finding kind per column
+        if "adductor_sparing" in names and seen[i, names.index("adductor_sparing")] > 0:
+            c = columns.index("edema_fraction")
+            for m in config["findings"]["adductor_sparing"]["muscles"]:
+                for side in range(2):
+                    row = 2 * muscles.index(m) + side
+                    low[row, c], high[row, c] = values["normal"]["edema_fraction"]
         drawn = low + (high - low) * rng.random(low.shape)
         if paired_sides:  # the right side reads the left side's value, within the difference
             spread = np.asarray(config["side_difference"], float) * (
@@ -245,6 +323,36 @@ def render_tables(
     return tables
 
 
+def render_compartments(
+    findings: np.ndarray, names: list[str], seed: int, study_ids: list[str]
+) -> list[pd.DataFrame]:
+    """``compartments.tsv`` tables: subcutaneous edema per side (present or normal range)."""
+    config = _config()
+    rng = np.random.default_rng(seed + 3 * _SIDE_SEED)  # its own stream
+    ranges = config["subcutaneous"]
+    j = names.index("subcutaneous_edema") if "subcutaneous_edema" in names else None
+    out = []
+    for i, study_id in enumerate(study_ids):
+        lo, hi = ranges["present" if j is not None and findings[i, j] else "normal"]
+        edema = lo + (hi - lo) * rng.random(2)
+        out.append(
+            pd.DataFrame(
+                {
+                    "study_id": study_id,
+                    "compartment": "subcutaneous",
+                    "side": ["left", "right"],
+                    "voxels": 3000,
+                    "thickness_mm": 14.0,
+                    "ff_median": 0.9,
+                    "edema_fraction": edema,
+                    "edema_source": "stir",
+                    "note": "",
+                }
+            )
+        )
+    return out
+
+
 def make_cohort(n: int, seed: int, classes: tuple[str, str] = CLASSES) -> PhantomCohort:
     """Draw a cohort of n studies (alternating the classes) with tables and Bayes-optimal odds.
 
@@ -255,8 +363,8 @@ def make_cohort(n: int, seed: int, classes: tuple[str, str] = CLASSES) -> Phanto
         Two seeds give two independent cohorts.
     classes : tuple of str
         The two classes, default ``("IMNM", "DM")``; ``("IMNM", "dystrophy")`` for the
-        muscular-dystrophy differential. Cohorts other than the default draw paired sides
-        (:func:`render_tables`); IMNM-vs-DM cohorts are drawn exactly as before.
+        muscular-dystrophy differential, ``("IMNM", "ASS")`` for antisynthetase syndrome.
+        Cohorts other than the default draw paired sides (:func:`render_tables`).
 
     Returns
     -------
@@ -267,6 +375,8 @@ def make_cohort(n: int, seed: int, classes: tuple[str, str] = CLASSES) -> Phanto
     >>> cohort = make_cohort(4, seed=1)
     >>> [str(d) for d in cohort.diagnosis], len(cohort.tables[0]) > 20
     (['IMNM', 'DM', 'IMNM', 'DM'], True)
+    >>> [str(d) for d in make_cohort(2, seed=1, classes=("IMNM", "ASS")).diagnosis]
+    ['IMNM', 'ASS']
     """
     diagnosis, findings, names = draw_findings(n, seed, classes)
     ids = [f"cohort{seed}-{i:04d}" for i in range(n)]
@@ -277,13 +387,16 @@ def make_cohort(n: int, seed: int, classes: tuple[str, str] = CLASSES) -> Phanto
         finding_names=names,
         tables=render_tables(findings, names, seed, ids, paired_sides=tuple(classes) != CLASSES),
         bayes_log10_lr=bayes_log10_lr(findings, classes),
+        compartments=render_compartments(findings, names, seed, ids),
+        classes=(classes[0], classes[1]),
     )
 
 
 def write_cohort(cohort: PhantomCohort, out: str | Path) -> Path:
-    """Write ``OUT/<study_id>/muscles.tsv`` per study and ``OUT/labels.tsv`` (study_id, diagnosis).
+    """Write each study's ``muscles.tsv`` and ``compartments.tsv``, and ``OUT/labels.tsv``.
 
-    The layout of a batch output folder, so ``mri-scoring fit OUT OUT/labels.tsv`` reads it.
+    ``OUT/labels.tsv`` has ``study_id`` and ``diagnosis``. The layout of a batch output folder,
+    so ``mri-scoring fit OUT OUT/labels.tsv`` reads it.
 
     Parameters
     ----------
@@ -299,6 +412,8 @@ def write_cohort(cohort: PhantomCohort, out: str | Path) -> Path:
     for study_id, table in zip(cohort.study_ids, cohort.tables, strict=True):
         (out / study_id).mkdir(parents=True, exist_ok=True)
         atomic_write(out / study_id / "muscles.tsv", table.to_csv(sep="\t", index=False))
+    for study_id, table in zip(cohort.study_ids, cohort.compartments or [], strict=False):
+        atomic_write(out / study_id / "compartments.tsv", table.to_csv(sep="\t", index=False))
     labels = pd.DataFrame({"study_id": cohort.study_ids, "diagnosis": cohort.diagnosis})
     atomic_write(out / "labels.tsv", labels.to_csv(sep="\t", index=False))
     return out / "labels.tsv"

@@ -100,9 +100,13 @@ def _level_profile(t: float, t0: float, t1: float) -> float:
 
 
 def build_anatomy(
-    shape: tuple[int, ...], voxel: tuple[float, ...]
+    shape: tuple[int, ...], voxel: tuple[float, ...], subcutaneous_fat_mm: float | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Label map, tissue map and normalised radius of each muscle voxel (for atrophy ranking)."""
+    """Label map, tissue map and normalised radius of each muscle voxel (for atrophy ranking).
+
+    ``subcutaneous_fat_mm`` (default ``anatomy.subcutaneous_fat_mm``) moves the skin, not the
+    muscles: a thinner layer is a smaller body around the same muscles.
+    """
     anatomy = phantom_config()["anatomy"]
     muscles = anatomy["muscles"]
     nx, ny, nz = shape
@@ -120,6 +124,8 @@ def build_anatomy(
         skin_prox, skin_dist = anatomy["skin_radius_mm"]
         skin_r = skin_prox + (skin_dist - skin_prox) * t
         muscle_r = skin_r - anatomy["subcutaneous_fat_mm"]
+        if subcutaneous_fat_mm is not None:
+            skin_r = muscle_r + subcutaneous_fat_mm
         for side_index, (sign, centre) in enumerate(
             ((-1.0, -anatomy["thigh_centre_x_mm"]), (1.0, anatomy["thigh_centre_x_mm"]))
         ):
@@ -176,6 +182,29 @@ def apply_atrophy(
         drop = order[keep:]
         labels[where[0][drop], where[1][drop], k] = 0
         tissue[where[0][drop], where[1][drop], k] = SEPTUM_FAT
+
+
+def subcutaneous_edema(
+    rng: np.random.Generator, tissue: np.ndarray, voxel: tuple[float, ...], share: float
+) -> np.ndarray:
+    """Patchy edema in the subcutaneous fat: the share ``share`` of each thigh's fat voxels.
+
+    A smooth random field (``subcutaneous.edema_patch_mm``) is cut at each side's own quantile
+    (side = sign of the grid's first axis about its centre, the phantom's two thighs).
+    """
+    spec = phantom_config()["subcutaneous"]
+    fat = tissue == SUBCUT_FAT
+    edema = np.zeros(tissue.shape, bool)
+    if share <= 0:
+        return edema
+    field = smooth_field(rng, tissue.shape, tuple(spec["edema_patch_mm"] / v for v in voxel))
+    half = tissue.shape[0] // 2
+    for part in (slice(0, half), slice(half, None)):
+        inside = fat[part]
+        if inside.any():
+            cut = np.quantile(field[part][inside], 1.0 - min(share, 1.0))
+            edema[part] |= inside & (field[part] > cut)
+    return edema
 
 
 def band_reach_mm(voxel_size_mm: tuple[float, ...], band_mm: float) -> float:

@@ -54,6 +54,7 @@ from .drawing import (
     phantom_muscles,
     rician,
     smooth_field,
+    subcutaneous_edema,
 )
 from .growth import adult_age, body_for_age, check_sex, healthy_ff, volume_fraction
 from .truth import (
@@ -85,7 +86,7 @@ __all__ = [
     "write_study",
 ]
 
-PATTERNS = ("normal", "imnm", "dm", "dystrophy")
+PATTERNS = ("normal", "imnm", "dm", "dystrophy", "ass")
 
 
 @dataclass(repr=False)  # the one-line Study repr, not 40,000 characters of arrays
@@ -127,7 +128,7 @@ def pattern_specs(
 
     Parameters
     ----------
-    pattern : {"normal", "imnm", "dm", "dystrophy"}
+    pattern : {"normal", "imnm", "dm", "dystrophy", "ass"}
         Base pattern from ``configs/phantom.yaml`` (sources cited there).
     overrides : dict, optional
         Muscle or group -> fields (``ff``, ``edema``, ``fascial``, ``atrophy``), applied last.
@@ -184,13 +185,15 @@ def make_study(
     age_years: float | None = None,
     sex: str | None = None,
     size_age_years: float | None = None,
+    subcutaneous: dict[str, float] | None = None,
 ) -> PhantomStudy:
     """Make an in-memory phantom study with its ground truth.
 
     Parameters
     ----------
-    pattern : {"normal", "imnm", "dm", "dystrophy"}
-        Disease pattern (``configs/phantom.yaml``; sources cited there).
+    pattern : {"normal", "imnm", "dm", "dystrophy", "ass"}
+        Disease pattern (``configs/phantom.yaml``; sources cited there; ``ass``:
+        antisynthetase syndrome, with subcutaneous edema).
     seed : int
         Seed of every random draw: the same seed gives identical arrays.
     shape : tuple of int
@@ -228,6 +231,10 @@ def make_study(
     size_age_years : float, optional
         Size the muscles for this age instead of ``age_years`` (a child whose muscles did not
         grow: ``age_years=10, size_age_years=8``).
+    subcutaneous : dict, optional
+        ``edema``: share (0-1) of each thigh's subcutaneous fat that is edematous;
+        ``fat_mm``: thickness of the subcutaneous layer (default ``anatomy.subcutaneous_fat_mm``,
+        scaled with a child's thigh).
 
     Returns
     -------
@@ -236,7 +243,9 @@ def make_study(
         ``label``, ``voxels``, ``volume_ml``, ``ff_mean``, ``ff_median``, ``ff_median_core``
         (over :func:`truth_interior`), ``edema_fraction``, ``edema_fraction_core`` (over the
         interior's non-fatty voxels: true FF at most ``truth.fatty_voxel_ff``),
-        ``fascial_edema``, ``atrophy_factor``, ``z_range``, ``centroid_x_mm``).
+        ``fascial_edema``, ``atrophy_factor``, ``z_range``, ``centroid_x_mm``); ``subcutaneous``
+        per side: ``edema_fraction`` (share of the subcutaneous fat voxels drawn edematous)
+        and ``fat_mm``.
     """
     config = phantom_config()
     signal = config["signal"]
@@ -262,8 +271,15 @@ def make_study(
         _apply_fragment(by_side[side], fragment)
     jitter = config["side_jitter"]
 
+    sub = {**config.get("pattern_subcutaneous", {}).get(pattern, {}), **(subcutaneous or {})}
+    unknown = set(sub) - {"edema", "fat_mm"}
+    if unknown:
+        raise ValueError(f"unknown subcutaneous options {sorted(unknown)}; expected edema, fat_mm")
+    fat_mm = float(sub.get("fat_mm", config["anatomy"]["subcutaneous_fat_mm"] * scale))
     # The drawn adult anatomy (mm) on a grid of voxels 1/scale as large: a child's thigh.
-    labels, tissue, radius = build_anatomy(shape, tuple(v / scale for v in voxel))
+    labels, tissue, radius = build_anatomy(
+        shape, tuple(v / scale for v in voxel), fat_mm / scale if "fat_mm" in sub else None
+    )
     table = label_table()
     side_specs: dict[int, MuscleSpec] = {}
     for value, name in table.items():
@@ -340,6 +356,10 @@ def make_study(
         ff[fascial] = tissues["fascial_fluid_ff"]
         pd[fascial] = tissues["fascial_fluid_pd"]
 
+    sub_spec = config["subcutaneous"]
+    sub_edema = subcutaneous_edema(rng, tissue, voxel, float(sub.get("edema", 0.0)))
+    ff[sub_edema] = sub_spec["edema_ff"]
+    pd[sub_edema] = sub_spec["edema_pd"]
     water = pd * (1.0 - ff)
     fat = pd * ff
     blur = (blur_voxels, blur_voxels, blur_voxels / 2.0)
@@ -367,6 +387,7 @@ def make_study(
             + signal["fat_suppression_residual"] * fat
         )
         stir[fascial] = signal["stir_fascial"]
+        stir[sub_edema] = sub_spec["stir_edema"]
         if blur_voxels > 0:
             stir = ndimage.gaussian_filter(stir, blur)
         images["stir"] = rician(rng, stir * stir_bias_field, noise)
@@ -396,6 +417,15 @@ def make_study(
     present = {int(v) for v in np.unique(labels) if v}
     label_info = {v: match_label_name(table[v], v) for v in present}
     truth = truth_table(labels, ff, edema, fascial, side_specs, table, voxel, affine)
+    half = shape[0] // 2
+    truth["subcutaneous"] = {
+        side: {
+            "edema_fraction": float(sub_edema[part].sum())
+            / max(int((tissue[part] == SUBCUT_FAT).sum()), 1),
+            "fat_mm": float(fat_mm),
+        }
+        for side, part in (("left", slice(0, half)), ("right", slice(half, None)))
+    }
     truth.update(
         pattern=pattern,
         seed=seed,
