@@ -6,11 +6,12 @@ Names are imported on first use, so ``import mri_scoring`` stays cheap for the c
 
 Subpackages (stages in data-flow order): :mod:`.io`, :mod:`.measure`, :mod:`.pattern`,
 :mod:`.output`, and :mod:`.phantom` (synthetic studies). Modules: :mod:`.grading` (grades),
-:mod:`.batch` (many studies), :mod:`.workers` and :mod:`._forkserver_warmup` (the batch's
-processes), :mod:`.pipeline` (composes the stages), :mod:`.cli` (the command line) and
-:mod:`.cli_options` (its shared options); neutral ground any stage may use: :mod:`.schema`
-(output columns, QC codes), :mod:`.config`, :mod:`.anatomy`, :mod:`.body`, :mod:`.errors`,
-:mod:`.files`, :mod:`.memory_layout`, :mod:`.svg`.
+:mod:`.batch` (many studies), :mod:`.dask_engine` (its dask engine), :mod:`.workers` and
+:mod:`._forkserver_warmup` (the batch's processes), :mod:`.pipeline` (composes the stages),
+:mod:`.cli` (the command line) and :mod:`.cli_options` (its shared options); neutral ground any
+stage may use: :mod:`.schema` (output columns, QC codes), :mod:`.config`, :mod:`.anatomy`,
+:mod:`.body`, :mod:`.errors`, :mod:`.files`, :mod:`.frames`, :mod:`.memory_layout`,
+:mod:`.svg`.
 ``docs/architecture.md`` lists every module with its job.
 
 Examples

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from functools import partial
 from multiprocessing.context import BaseContext
 from pathlib import Path
@@ -28,6 +28,7 @@ from .io.discover import StudyFiles
 from .io.inputs import input_digests
 from .output.cohort import read_cohort_values
 from .output.result import summary_row
+from .output.thumbnail import THUMB_NAME
 from .output.write import study_out_dir
 from .pattern.templates import Template
 from .workers import unguarded_main_script, worker_context, worker_started, workers_can_start
@@ -45,7 +46,6 @@ __all__ = [
     "resume_or_run",
     "resumed",
     "run_batch",
-    "run_dask",
     "run_processes",
     "safe_engine",
 ]
@@ -114,6 +114,13 @@ class Outcome:
     error: str = ""
     skipped: bool = False
     cohort: dict[str, dict[str, float]] | None = None  # for the cohort heat map (with reports)
+    subject: str = ""  # the subject the study is a session of (follow-up pages)
+
+    def record(self) -> dict[str, Any]:
+        """The study's line in its shard's ``outcomes.jsonl`` (JSON values only)."""
+        return {"study_id": self.study_id, "path": self.path, "error": self.error,
+                "skipped": self.skipped, "summary": self.summary, "cohort": self.cohort,
+                "subject": self.subject}  # fmt: skip
 
 
 Task = Callable[[StudyFiles, Path, BatchOptions], Outcome]
@@ -235,13 +242,17 @@ def resumed(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome | No
         summary = summary_row(document)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    if options.report and not (folder / THUMB_NAME).is_file():
+        return None  # a folder from before the mosaic: scored again to draw its thumbnail
     values = read_cohort_values(folder / "muscles.tsv") if options.report else None
+    subject = str((document.get("session") or {}).get("subject_id") or files.study_id)
     return Outcome(
         study_id=files.study_id,
         path=str(files.folder),
         summary=summary,
         skipped=True,
         cohort=values,
+        subject=subject,
     )
 
 
@@ -330,66 +341,22 @@ def _pool(context: BaseContext, workers: int) -> ProcessPoolExecutor:
     )
 
 
-def run_dask(
-    todo: list[StudyFiles],
-    out: Path,
-    options: BatchOptions,
-    workers: int,
-    scheduler: str | None,
-    report: Callable[[Outcome], None],
-    task: Task,
-) -> None:
-    """Score ``todo`` on a dask cluster: a local one of ``workers`` processes, or ``scheduler``.
-
-    Raises
-    ------
-    MriScoringError
-        When dask's distributed scheduler is not installed.
-    """
-    try:
-        from dask.distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        raise MriScoringError(
-            "--engine dask needs the optional extra: pip install 'mri-scoring[distributed]'"
-        ) from None
-    cluster = None
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        cluster = LocalCluster(
-            n_workers=max(workers, 1), threads_per_worker=1, processes=True, dashboard_address=None
-        )
-        client = Client(cluster)
-    try:
-        futures = client.map(task, todo, [out] * len(todo), [options] * len(todo), pure=False)
-        for future, files in zip(futures, todo, strict=True):
-            future.files = files  # type: ignore[attr-defined]
-        for future in as_completed(futures):
-            try:
-                report(future.result())
-            except Exception as exc:  # a lost worker: that study fails, the rest go on
-                files = future.files  # type: ignore[attr-defined]
-                report(
-                    Outcome(
-                        study_id=files.study_id,
-                        path=str(files.folder),
-                        error=f"worker failed ({type(exc).__name__}: {exc})",
-                    )
-                )
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+def _lost(files: StudyFiles, exc: BaseException) -> Outcome:
+    """The outcome of a study whose dask worker was lost: it fails, the rest go on."""
+    return Outcome(
+        study_id=files.study_id,
+        path=str(files.folder),
+        error=f"worker failed ({type(exc).__name__}: {exc})",
+    )
 
 
 @dataclass
 class BatchRun:
-    """What a batch produced: summary rows, reused ids, cohort values and failures, by study id."""
+    """What a batch did, as counts (each outcome went to the ``record`` sink, nothing kept)."""
 
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    reused: list[str] = field(default_factory=list)
-    cohort: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    failures: dict[str, Outcome] = field(default_factory=dict)
+    done: int = 0
+    failed: int = 0
+    reused: int = 0
 
 
 def safe_engine(engine: str, workers: int, scheduler: str | None) -> tuple[str, int]:
@@ -429,8 +396,9 @@ def run_batch(
     scheduler: str | None = None,
     resume: bool = True,
     progress: Callable[[Outcome, int, int, int], None] | None = None,
+    sink: Callable[[Outcome], None] | None = None,
 ) -> BatchRun:
-    """Run ``task`` over ``studies``, in order or in parallel, and collect every outcome.
+    """Run ``task`` over ``studies``, in order or in parallel, and hand on every outcome.
 
     With ``resume``, studies already complete with the same fingerprint are not run again.
 
@@ -454,36 +422,38 @@ def run_batch(
         Reuse the outputs of studies whose fingerprint is unchanged (:func:`resumed`).
     progress : callable, optional
         Called after each study as ``progress(outcome, done, failed, total)``.
+    sink : callable, optional
+        Called with each :class:`Outcome` as it is recorded (e.g. appending it to the shard's
+        partial table); the batch keeps nothing per study.
 
     Returns
     -------
     BatchRun
+        Counts of scored, failed and reused studies.
     """
     run = BatchRun()
     total = len(studies)
-    counts = {"done": 0, "failed": 0}
 
     def record(outcome: Outcome) -> None:
         if outcome.error:
-            run.failures[outcome.study_id] = outcome
-            counts["failed"] += 1
+            run.failed += 1
             log.warning("%s failed: %s", outcome.study_id, outcome.error)
         else:
-            run.rows[outcome.study_id] = outcome.summary or {}
-            if outcome.skipped:
-                run.reused.append(outcome.study_id)
-            if outcome.cohort is not None:
-                run.cohort[outcome.study_id] = outcome.cohort
-            counts["done"] += 1
+            run.done += 1
+            run.reused += bool(outcome.skipped)
+        if sink is not None:
+            sink(outcome)
         if progress:
-            progress(outcome, counts["done"], counts["failed"], total)
+            progress(outcome, run.done, run.failed, total)
 
     if resume:  # each study's fingerprint is checked where it would be scored
         task = partial(resume_or_run, task)
     if not studies:
         return run
     if engine == "dask":
-        run_dask(studies, out, options, workers, scheduler, record, task)
+        from .dask_engine import run_dask
+
+        run_dask(studies, out, options, workers, scheduler, record, task, lost=_lost)
     elif workers <= 1:
         for files in studies:
             record(task(files, out, options))

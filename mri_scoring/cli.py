@@ -21,10 +21,12 @@ from .cli_options import (
     LabelsOption,
     MapsOption,
     PanelOption,
+    ParticipantLabelOption,
     PopulationOption,
     PriorOption,
     ReportOption,
     ResampleOption,
+    ShardOption,
     TemplateOption,
     View,
     ViewOption,
@@ -250,6 +252,8 @@ def batch(
     prior: PriorOption = None,
     dicom_out: DicomOutOption = False,
     population: PopulationOption = None,
+    shard: ShardOption = None,
+    participant_label: ParticipantLabelOption = None,
 ) -> None:
     """Score every study under ROOT; failures are recorded in failures.tsv (exit 1 if any)."""
     from rich import progress as rp
@@ -294,20 +298,37 @@ def batch(
                 dicom_out=dicom_out,
                 progress=progress,
                 population=population.value if population else None,
+                shard=shard,
+                participant_labels=participant_label or (),
             )
         except MriScoringError as exc:
             raise _fail(str(exc)) from None
     failures = summary.attrs["failures"]
-    if summary.empty and failures.empty:
+    if summary.empty and failures.empty and not shard:  # a shard's share may be empty
         raise _fail(f"no study found under {root}: a study is a folder holding a label map "
                     "(labels.nii.gz or *_dseg.nii.gz) and its images", 1)  # fmt: skip
     for _, row in failures.iterrows():
         typer.echo(f"failed: {row['study_id']}: {row['error']}", err=True)
     reused = len(summary.attrs.get("reused", ()))
+    where = f"{out}/shards (then: mri-scoring merge)" if shard else f"{out}/summary.tsv"
     typer.echo(f"{len(summary) - reused} scored, {reused} reused, {len(failures)} failed "
-               f"-> {out}/summary.tsv")  # fmt: skip
+               f"-> {where}")  # fmt: skip
     if len(failures):
         raise typer.Exit(1)
+
+
+@app.command()
+def merge(out: Annotated[Path, typer.Argument(help="The folder every shard wrote into.")]) -> None:
+    """Build the cohort files of a batch scored in shards (batch --shard I/N), as one run would."""
+    from .errors import MriScoringError
+    from .pipeline import merge_batch
+
+    try:
+        summary = merge_batch(out)
+    except MriScoringError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{len(summary)} studies, {len(summary.attrs['failures'])} failed, "
+               f"{len(summary.attrs['excluded'])} excluded -> {out}/summary.tsv")  # fmt: skip
 
 
 @app.command()

@@ -21,11 +21,13 @@ __all__ = [
     "LabelsOption",
     "MapsOption",
     "PanelOption",
+    "ParticipantLabelOption",
     "Population",
     "PopulationOption",
     "PriorOption",
     "ReportOption",
     "ResampleOption",
+    "ShardOption",
     "TemplateOption",
     "View",
     "ViewOption",
@@ -120,4 +122,19 @@ PopulationOption = Annotated[
 PriorOption = Annotated[
     float | None,
     typer.Option("--prior", min=0.001, max=0.999, help="Prior p(IMNM) (default: template's)."),
+]
+ShardOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Score shard I of N (I/N, e.g. $SLURM_ARRAY_TASK_ID/100): studies split by a hash "
+        "of their subject; then run 'mri-scoring merge OUT'.",
+    ),
+]
+ParticipantLabelOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--participant-label",
+        help="Score only this participant (BIDS label without sub-, or subject_id / folder "
+        "name); repeatable.",
+    ),
 ]

@@ -9,49 +9,35 @@ the rooms together (:mod:`~mri_scoring.io`, :mod:`~mri_scoring.measure`,
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .batch import (
-    BatchOptions,
-    Outcome,
-    failed,
-    fingerprint,
-    remove_stale_temporaries,
-    run_batch,
-    safe_engine,
-)
+from . import __version__
 from .config import Settings, load_settings
 from .errors import MriScoringError, QCFinding
+from .frames import python_strings
 from .grading import grade
 from .io.discover import StudyFiles, discover_studies
 from .io.study import Study, load_study
 from .io.subjects import session_info
 from .measure.quantify import quantify
-from .output.cohort import cohort_values, write_cohort_report
-from .output.dicom_out import dicom_out_problem
-from .output.followup import write_followup
-from .output.long_tables import write_long_tables
 from .output.report import DEFAULT_VIEW
 from .output.result import StudyResult
 from .output.slices import VIEWS
-from .output.write import (
-    failure_table,
-    inside,
-    save_study,
-    study_out_dir,
-    summary_table,
-    write_batch_tables,
-)
+from .output.write import inside, save_study, study_out_dir, summary_table
 from .pattern.panel import compare, load_panel
 from .pattern.population import check_preset, population_posterior
 from .pattern.templates import Template
-from .schema import DICOM_OUT_UNAVAILABLE, DISCLAIMER, muscle_columns
-from .workers import start_worker_server
+from .schema import DICOM_OUT_UNAVAILABLE, muscle_columns
+
+if TYPE_CHECKING:  # pragma: no cover - the batch machinery is imported where a batch runs
+    from .batch import BatchOptions, Outcome
 
 __all__ = [
+    "merge_batch",
     "score_batch",
     "score_one",
     "score_study",
@@ -68,6 +54,7 @@ def _inputs(study: Study) -> dict[str, dict[str, str]]:
     return out
 
 
+@python_strings
 def score_study(
     study: Study | str | Path,
     *,
@@ -164,6 +151,12 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
 
     The batch task (:data:`mri_scoring.batch.Task`), run in worker processes.
     """
+    # Imported here, not by `score` (one study needs no batch machinery); a batch's fork
+    # server imports them once before it forks the workers (workers.PRELOAD).
+    from .batch import Outcome, failed, fingerprint
+    from .output.cohort import read_cohort_values
+    from .output.thumbnail import write_thumbnail
+
     try:
         target = study_out_dir(out, files.study_id)
         study = load_study(
@@ -188,6 +181,8 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
             threads=options.threads,
             population=options.population,
         )
+        if options.report:  # the mosaic's thumbnail, drawn here while the arrays are in memory
+            write_thumbnail(target, result.study, result.voxel_maps, options.view)
         save_study(
             result,
             target,
@@ -197,12 +192,14 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
             fingerprint=fingerprint(files, options, loaded),
             dicom=dicom,
         )
-        cohort = cohort_values(result.muscles.to_dict("records")) if options.report else None
+        # From the table as written, as a resumed study reads it: the same heat map either way.
+        cohort = read_cohort_values(target / "muscles.tsv") if options.report else None
         return Outcome(
             study_id=files.study_id,
             path=str(files.folder),
             summary=result.summary_row(),
             cohort=cohort,
+            subject=result.session.subject_id,
         )
     except Exception as exc:  # a bad study or a bug: recorded, the batch goes on
         return failed(files, exc)
@@ -210,6 +207,8 @@ def score_one(files: StudyFiles, out: Path, options: BatchOptions) -> Outcome:
 
 def _dicom_possible(study: Study) -> bool:
     """Whether the study can have DICOM results; if not, a QC warning on it says why."""
+    from .output.dicom_out import dicom_out_problem
+
     problem = dicom_out_problem(study.files)
     if problem:
         study.qc.append(
@@ -240,15 +239,20 @@ def score_batch(
     dicom_out: bool = False,
     progress: Callable[[Outcome, int, int, int], None] | None = None,
     population: str | None = None,
+    shard: tuple[int, int] | str | None = None,
+    participant_labels: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Score every study under ``root`` into ``out``.
 
-    Writes ``OUT/<study_id>/`` per study, then ``summary.tsv`` and ``failures.tsv`` (and, with
-    ``report``, the cohort figure and ``index.html``). A failing study is recorded and skipped;
-    with ``resume``, a study is reused only when its fingerprint is unchanged: the SHA-256 of
-    every input file, every option that changes an output (template, settings, shipped
-    configs, prior, labels, resample, report, maps, view, population) and the package
-    version. Anything else scores it again.
+    Writes ``OUT/<study_id>/`` per study, each study's outcome to ``OUT/shards/I-of-N/`` as it
+    finishes, then (unless this is one shard of several) the cohort files
+    (:func:`mri_scoring.output.cohort_files.write_cohort_files`): ``summary.tsv``,
+    ``failures.tsv``, the long tables and their Parquet copies, ``outliers.tsv``,
+    ``dataset_description.json`` and, with ``report``, ``mosaic.html``, the cohort figure and
+    ``index.html``. A failing study is recorded and skipped; with ``resume``, a study is reused
+    only when its fingerprint is unchanged: the SHA-256 of every input file, every option that
+    changes an output (template, settings, shipped configs, prior, labels, resample, report,
+    maps, view, population) and the package version. Anything else scores it again.
 
     Parameters
     ----------
@@ -276,17 +280,34 @@ def score_batch(
         Called after each study as ``progress(outcome, done, failed, total)``.
     population : str, optional
         Population prior preset for every study (see :func:`score_study`).
+    shard : (int, int) or str, optional
+        ``(I, N)`` or ``"I/N"``: score shard I of N (studies assigned by a hash of their
+        subject, :mod:`mri_scoring.io.shards`) and write only its partial tables; run
+        :func:`merge_batch` when every shard is done.
+    participant_labels : sequence of str
+        Score only these participants (BIDS label without ``sub-``, or the simple layout's
+        ``subject_id`` or folder name).
 
     Returns
     -------
     pandas.DataFrame
-        The summary table (one row per scored or reused study); ``.attrs["failures"]`` holds
-        the failures, ``.attrs["reused"]`` the ids of the studies whose earlier results were
-        reused.
+        The summary table (one row per scored or reused study of this run, excluded studies
+        left out); ``.attrs["failures"]`` holds the failures, ``.attrs["reused"]`` the ids of
+        the studies whose earlier results were reused, ``.attrs["excluded"]`` those
+        ``qc_ratings.tsv`` excludes.
     """
+    # The batch and cohort machinery is imported here, not by `score` (one study needs none).
+    from .batch import BatchOptions, remove_stale_temporaries, run_batch, safe_engine
+    from .io.shards import parse_shard, select_studies
+    from .output.cohort_files import collect, write_cohort_files
+    from .output.partials import OutcomeLog, shard_dir
+    from .workers import start_worker_server
+
     root, out = Path(root), Path(out)
     if out.exists() and not out.is_dir():
         raise MriScoringError(f"--out {out}: exists and is not a folder")
+    part = parse_shard(shard) if isinstance(shard, str) else (shard or (1, 1))
+    parse_shard(f"{part[0]}/{part[1]}")
     engine, workers = safe_engine(engine, workers, scheduler)
     if engine == "processes" and workers > 1:
         start_worker_server()  # its imports overlap with discovery and the resume checks
@@ -316,30 +337,53 @@ def score_batch(
                 f"--out {out} lies inside the study folder {study.folder}: "
                 "outputs are never written into input folders"
             )
+    studies = select_studies(studies, root, part, participant_labels)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
-    run = run_batch(
-        studies,
-        out,
-        options,
-        score_one,
-        workers=workers,
-        engine=engine,
-        scheduler=scheduler,
-        resume=resume,
-        progress=progress,
-    )
-    summary = summary_table(run.rows, options.templates)
-    failures = failure_table((f.study_id, f.path, f.error) for f in run.failures.values())
-    write_batch_tables(out, summary, failures)
-    write_long_tables(out, [study_out_dir(out, i) for i in summary["study_id"]])
-    followed = write_followup(
-        out, [study_out_dir(out, sid) for sid in sorted(run.rows)], DISCLAIMER
-    )
-    if report and (not summary.empty or not failures.empty):
-        write_cohort_report(
-            out, summary, options.templates, run.cohort, failures, subjects=followed
-        )
-    summary.attrs["failures"] = failures
-    summary.attrs["reused"] = sorted(run.reused)
-    return summary
+    meta = {"shard": list(part), "columns": list(summary_table({}, options.templates).columns),
+            "panel": [[t.name, list(t.classes)] for t in options.templates], "report": report,
+            "version": __version__, "options": options.output_options(),
+            "studies": len(studies)}  # fmt: skip
+    outcomes = OutcomeLog(out, part, meta)
+    try:
+        run_batch(studies, out, options, score_one, workers=workers, engine=engine,
+                  scheduler=scheduler, resume=resume, progress=progress,
+                  sink=lambda outcome: outcomes.append(outcome.record()))  # fmt: skip
+    except BaseException:
+        outcomes.close()  # the shard stays unfinished: merge refuses it
+        raise
+    outcomes.finish()
+    if part[1] > 1:
+        summary, _ = collect(out, [shard_dir(out, *part)])
+        return summary
+    return write_cohort_files(out, [shard_dir(out, *part)])
+
+
+def merge_batch(out: str | Path) -> pd.DataFrame:
+    """Build the cohort files of a batch scored as ``N`` shards (``batch --shard I/N``).
+
+    The same files as one unsharded run of the same studies, except timestamps.
+
+    Parameters
+    ----------
+    out : path
+        The output folder every shard wrote into.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The summary table (``.attrs`` as for :func:`score_batch`).
+
+    Raises
+    ------
+    MriScoringError
+        When a shard is missing or unfinished, or shards were scored with other options.
+    """
+    from .batch import remove_stale_temporaries
+    from .output.cohort_files import write_cohort_files
+
+    out = Path(out)
+    if not out.is_dir():
+        raise MriScoringError(f"{out}: not a batch output folder")
+    remove_stale_temporaries(out)
+    return write_cohort_files(out)

@@ -35,7 +35,13 @@ __all__ = [
     "workers_can_start",
 ]
 
-PRELOAD = ["mri_scoring.pipeline", "mri_scoring._forkserver_warmup"]
+PRELOAD = [
+    "mri_scoring.pipeline",
+    "mri_scoring.batch",  # imported by the pipeline only where a batch runs (not by `score`)
+    "mri_scoring.output.thumbnail",
+    "mri_scoring.output.dicom_out",
+    "mri_scoring._forkserver_warmup",
+]
 
 #: Environment variable naming the batch process's pid, for the fork server it starts.
 PARENT_PID_VARIABLE = "MRI_SCORING_BATCH_PID"

@@ -15,6 +15,9 @@
 - :mod:`~mri_scoring.io.study` — the :class:`Study` container, :func:`load_study` and its
   spatial checks.
 - :mod:`~mri_scoring.io.subjects` — which subject and session a study is, and when.
+- :mod:`~mri_scoring.io.shards` — ``--shard I/N`` (by a hash of the subject) and
+  ``--participant-label`` subsets of a discovery.
+- :mod:`~mri_scoring.io.qc_ratings` — a reviewer's ``qc_ratings.tsv`` (ratings, exclusions).
 - :mod:`~mri_scoring.io.dicom`, :mod:`~mri_scoring.io.dicom_series`,
   :mod:`~mri_scoring.io.dicom_roles` — DICOM exports to BIDS study folders;
   :mod:`~mri_scoring.io.dicom_refs` — their DICOM references (``convert --dicom-refs``).

@@ -15,6 +15,11 @@
   :mod:`~mri_scoring.output.slices` (slice panels) and :mod:`~mri_scoring.output.norms_section`
   (the norms used and the population prior).
 - :mod:`~mri_scoring.output.cohort` — the cohort heat map and ``index.html`` of a batch.
+- :mod:`~mri_scoring.output.partials` — per-shard ``outcomes.jsonl``, appended as studies
+  finish; :mod:`~mri_scoring.output.cohort_files` — every cohort file from the shards (the end
+  of a batch, ``mri-scoring merge``); :mod:`~mri_scoring.output.parquet` — Parquet copies.
+- :mod:`~mri_scoring.output.qc_queue` — ``outliers.tsv`` and ``mosaic.html``, with
+  :mod:`~mri_scoring.output.thumbnail` (each study's mid-thigh slice).
 - :mod:`~mri_scoring.output.render` — PNG, colour ramps and SVG without a plotting library.
 - :mod:`~mri_scoring.output.longitudinal`, :mod:`~mri_scoring.output.followup`,
   :mod:`~mri_scoring.output.subject_page` — follow-up comparisons between a subject's sessions.

@@ -10,7 +10,7 @@ import csv
 import html
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "COHORT_MAX_ROWS",
     "COHORT_MEASURES",
+    "INDEX_MAX_ROWS",
     "MAX_CLUSTERED_STUDIES",
+    "PanelEntry",
     "cohort_figure",
     "cohort_order",
     "cohort_values",
@@ -46,6 +48,17 @@ __all__ = [
 
 MAX_CLUSTERED_STUDIES = 2000
 COHORT_MAX_ROWS = 3000  # beyond, the cohort heat map averages bands of studies per row
+INDEX_MAX_ROWS = 1000  # index.html lists this many studies at most (all are in summary.tsv)
+
+
+class PanelEntry(NamedTuple):
+    """A template of the panel as the cohort page needs it: its name and its two classes.
+
+    What a batch's ``run.json`` keeps, so ``merge`` draws the same call bars as the run.
+    """
+
+    name: str
+    classes: tuple[str, ...]
 
 
 COHORT_MEASURES = cohort_columns()
@@ -262,10 +275,11 @@ def _cell_titles(
 def write_cohort_report(
     out: Path,
     summary: pd.DataFrame,
-    template: Template | Sequence[Template],
-    values: Mapping[str, dict[str, dict[str, float]]],
+    template: Template | PanelEntry | Sequence[Template | PanelEntry],
+    values: Mapping[str, dict[str, dict[str, float]]] | Sequence[pd.DataFrame],
     failures: pd.DataFrame | None = None,
     subjects: Iterable[str] = (),
+    excluded: int = 0,
 ) -> None:
     """Write ``cohort_heatmap.svg`` and ``index.html`` for a batch output folder.
 
@@ -275,17 +289,30 @@ def write_cohort_report(
         The batch output folder.
     summary : pandas.DataFrame
         The ``summary.tsv`` table (may be empty when every study failed).
-    template : Template or sequence of Template
-        The template, or the differential panel, the studies were matched against.
-    values : mapping
-        Each study's :func:`cohort_values` by study id (studies without are grey).
+    template : Template, PanelEntry or a sequence of them
+        The template, or the differential panel, the studies were matched against (a
+        :class:`PanelEntry` names a template and its classes, as a batch's ``run.json`` does).
+    values : mapping or sequence of pandas.DataFrame
+        Each study's :func:`cohort_values` by study id, or one study x muscle table per
+        measure of ``COHORT_MEASURES`` (studies without values are grey).
     failures : pandas.DataFrame, optional
         The ``failures.tsv`` table: listed in the index with their reasons.
     subjects : iterable of str
         The subjects with a follow-up page (``subjects/<id>.html``), linked.
+    excluded : int
+        Studies left out by ``qc_ratings.tsv`` (said on the page).
+
+    Notes
+    -----
+    The figure bands rows beyond ``COHORT_MAX_ROWS`` studies and the page lists at most
+    ``INDEX_MAX_ROWS`` studies (with a note), so both stay usable at 100,000 studies.
     """
     esc = html.escape
-    panel = list(template) if isinstance(template, Sequence) else [template]
+    panel = (
+        list(template)
+        if isinstance(template, Sequence) and not isinstance(template, PanelEntry)
+        else [template]
+    )
     further = [t for t in panel[1:] if f"{t.name}_call" in summary]
     calls = [(panel[0].name, "call", panel[0].classes)] + [
         (t.name, f"{t.name}_call", t.classes) for t in further
@@ -293,14 +320,17 @@ def write_cohort_report(
     figure_html = "<p>No study was scored.</p>"
     if not summary.empty:
         ids = list(summary["study_id"])
-        matrices = [
-            pd.DataFrame.from_dict(
-                {i: values[i].get(measure, {}) for i in ids if i in values},
-                orient="index",
-                dtype=float,
-            )
-            for measure in COHORT_MEASURES
-        ]
+        if isinstance(values, Mapping):
+            matrices = [
+                pd.DataFrame.from_dict(
+                    {i: values[i].get(measure, {}) for i in ids if i in values},
+                    orient="index",
+                    dtype=float,
+                )
+                for measure in COHORT_MEASURES
+            ]
+        else:
+            matrices = list(values)
         figure = cohort_figure(summary, *matrices, calls=calls).replace(
             "<svg ",
             '<svg xmlns="http://www.w3.org/2000/svg" ',
@@ -315,7 +345,7 @@ def write_cohort_report(
             "cell's value as a tooltip.</p>"
         )
     rows = []
-    for _, row in summary.iterrows():
+    for _, row in summary.head(INDEX_MAX_ROWS).iterrows():
         link = f"{row['study_id']}/report.html"
         has_report = (out / row["study_id"] / "report.html").is_file()
         name = (
@@ -345,6 +375,9 @@ def write_cohort_report(
             f"<td>{signed(row['log10_likelihood_ratio'])}</td>{more}"
             f"<td class=l>{qc_text}</td></tr>"
         )
+    capped = (f"<p>The first {INDEX_MAX_ROWS} of {len(summary)} studies (by study id); all are "
+              "in summary.tsv and summary.parquet, the outliers first in mosaic.html.</p>"
+              if len(summary) > INDEX_MAX_ROWS else "")  # fmt: skip
     failures = failures if failures is not None else _read_failures(out / "failures.tsv")
     failed = "".join(
         f"<tr><td class=l>{esc(str(f['study_id']))}</td><td class=l>{esc(str(f['path']))}</td>"
@@ -364,9 +397,13 @@ def write_cohort_report(
         f"<p class=disclaimer>{esc(DISCLAIMER)}</p>"
         f"<p>Template{'s' if len(panel) > 1 else ''} "
         f"{esc(', '.join(t.name for t in panel))}. Scored: {len(summary)}; failed: {len(failures)} "
-        "(also in failures.tsv). Tables: summary.tsv, muscles_long.tsv, features_long.tsv.</p>"
+        "(also in failures.tsv)"
+        + (f"; excluded by qc_ratings.tsv: {excluded}" if excluded else "")
+        + ". Tables: summary.tsv, muscles_long.tsv, "
+        "features_long.tsv (and .parquet). QC queue: <a href='mosaic.html'>mosaic.html</a>, "
+        "outliers.tsv.</p>"
         f"<h2>Cohort heat map</h2>{figure_html}"
-        "<h2>Studies</h2><table><tr><th class=l>study</th><th class=l>call</th>"
+        f"<h2>Studies</h2>{capped}<table><tr><th class=l>study</th><th class=l>call</th>"
         "<th>p(IMNM)</th><th>90 % interval</th><th>log10 LR</th>"
         + "".join(
             f"<th class=l>{esc(t.name)} call</th><th>{esc(t.name)} p(IMNM)</th>" for t in further

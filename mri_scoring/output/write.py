@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..errors import MriScoringError, StudyError
 from ..files import atomic_write
+from ..frames import python_strings
 from ..grading import pooled_tables
 from ..io.discover import sanitise_id
 from ..pattern.panel import panel_columns
@@ -88,6 +89,7 @@ def study_out_dir(out: Path, study_id: str) -> Path:
     return target
 
 
+@python_strings
 def save_study(
     result: StudyResult,
     out: str | Path,
@@ -168,7 +170,7 @@ def save_study(
         from .dicom_out import write_dicom
 
         write_dicom(out / "dicom", result)
-    else:
+    elif (out / "dicom").is_dir():  # an earlier run's (the DICOM writers not imported otherwise)
         from .dicom_out import remove_dicom
 
         remove_dicom(out / "dicom")

@@ -26,6 +26,7 @@ from ..config import Settings, load_settings, load_yaml
 from ..errors import ConfigError
 from ..files import atomic_write
 from ..grading import grade
+from ..io.qc_ratings import excluded_ids
 from .likelihood import combine, evidence_frame
 from .match import involved_muscles, match
 from .templates import Template, load_template
@@ -150,7 +151,8 @@ def cohort_evidence(
     Parameters
     ----------
     batch_out : path
-        A ``mri-scoring batch`` output folder (``<study_id>/muscles.tsv``).
+        A ``mri-scoring batch`` output folder (``<study_id>/muscles.tsv``); studies its
+        ``qc_ratings.tsv`` excludes are skipped with a warning.
     labels : path or pandas.DataFrame
         ``study_id``, ``diagnosis``; diagnoses other than the template's two classes are
         skipped with a warning, as are labelled studies missing from the batch.
@@ -175,8 +177,12 @@ def cohort_evidence(
             f"skipped {len(other)} studies whose diagnosis is not {' or '.join(classes)}: {values}"
         )
     tables = _batch_tables(batch_out)
+    excluded = excluded_ids(batch_out)  # the reviewer's qc_ratings.tsv
     ids, diagnosis, likelihoods, digests = [], [], [], []
     for study_id, dx in table[table["diagnosis"].isin(classes)].itertuples(index=False):
+        if study_id in excluded:
+            warnings.append(f"skipped {study_id}: excluded by {batch_out / 'qc_ratings.tsv'}")
+            continue
         path = tables.get(study_id)
         if path is None:
             warnings.append(f"skipped {study_id}: no {study_id}/muscles.tsv in {batch_out}")
