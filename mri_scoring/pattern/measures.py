@@ -57,11 +57,30 @@ def _expand(names: tuple[str, ...]) -> list[str]:
 
 
 def _side_values(table: pd.DataFrame, column: str, rule: str) -> pd.Series:
-    """One value per row key (muscle, or group:<name>), the sides combined by ``rule``."""
-    finite = table[np.isfinite(table[column].astype(float))]
-    if finite.empty:
+    """One value per row key (muscle, or group:<name>), the sides combined by ``rule``.
+
+    On numpy arrays (a key has at most its two sides): pandas' groupby per feature and
+    template was most of a study's pattern matching.
+    """
+    values = table[column].to_numpy(float)
+    finite = np.isfinite(values)
+    if not finite.any():
         return pd.Series(dtype=float)
-    return finite.groupby("key")[column].agg(rule)
+    keys, at = np.unique(table["key"].to_numpy(str)[finite], return_inverse=True)
+    values = values[finite]
+    if rule == "mean":
+        combined = np.bincount(at, weights=values) / np.bincount(at)
+    else:
+        combined = np.full(len(keys), -np.inf if rule == "max" else np.inf)
+        (np.maximum if rule == "max" else np.minimum).at(combined, at, values)
+    return pd.Series(combined, index=pd.Index(keys.tolist(), name="key"), name=column)
+
+
+def _voxels_per_key(rows: pd.DataFrame, keys: pd.Index) -> np.ndarray:
+    """Labelled voxels of each of ``keys`` over all its rows (both sides)."""
+    every, at = np.unique(rows["key"].to_numpy(str), return_inverse=True)
+    totals = np.bincount(at, weights=rows["voxels"].to_numpy(float))
+    return totals[np.searchsorted(every, np.asarray(keys, str))]
 
 
 def _rows(table: pd.DataFrame, names: tuple[str, ...], fallback: bool) -> pd.DataFrame:
@@ -71,8 +90,9 @@ def _rows(table: pd.DataFrame, names: tuple[str, ...], fallback: bool) -> pd.Dat
     (e.g. TotalSegmentator's posterior compartment for ``hamstrings``); with ``fallback``, so is
     a listed muscle that is missing, by its group's compartment.
     """
-    muscles = table[(table["kind"] == MUSCLE) & table["muscle"].isin(_expand(names))]
-    present = set(muscles["muscle"])
+    kind, muscle = table["kind"].to_numpy(str), table["muscle"].to_numpy(str)
+    listed = np.flatnonzero((kind == MUSCLE) & np.isin(muscle, _expand(names)))
+    present = set(muscle[listed])
     stand_ins = set()
     for name in names:
         members = groups().get(name)
@@ -81,8 +101,8 @@ def _rows(table: pd.DataFrame, names: tuple[str, ...], fallback: bool) -> pd.Dat
                 stand_ins.add(name)
         elif fallback and name not in present and group_of(name):
             stand_ins.add(group_of(name))
-    compartments = table[(table["kind"] == GROUP) & table["muscle"].isin(stand_ins)]
-    return pd.concat([muscles, compartments])
+    compartments = np.flatnonzero((kind == GROUP) & np.isin(muscle, sorted(stand_ins)))
+    return table.iloc[np.concatenate([listed, compartments])]
 
 
 def _why_empty(rows: pd.DataFrame, column: str, names: tuple[str, ...]) -> str:
@@ -104,7 +124,7 @@ def _aggregate(
     values = _side_values(rows, column, feature.sides)
     if values.empty:
         raise Unavailable(_why_empty(rows, column, names))
-    weights = rows.groupby("key")["voxels"].sum().reindex(values.index).astype(float)
+    weights = _voxels_per_key(rows, values.index)
     return float(np.average(values, weights=weights)), sorted(values.index)
 
 
