@@ -145,20 +145,15 @@ def read_fat_scale(
         fat = np.asarray(study.images["fat"], np.float32)
         total = fat + np.asarray(study.images["water"], np.float32)
     n = int(layer.sum())
+    note = ""
     if np.isfinite(thickness) and thickness < cfg["min_thickness_mm"]:
         note = (
             f"subcutaneous fat layer {thickness:.1f} mm thick, under "
             f"{cfg['min_thickness_mm']:g} mm: not read (partial volume)"
         )
-        return FatScale(
-            subcutaneous_ff=None,
-            thickness_mm=thickness,
-            subcutaneous_voxels=n,
-            marrow_ff=marrow_ff,
-            note=note,
-        )
-    if n < cfg["min_voxels"]:
+    elif n < cfg["min_voxels"]:
         note = f"{n} subcutaneous core voxels, under {cfg['min_voxels']}: not read"
+    if note:
         return FatScale(
             subcutaneous_ff=None,
             thickness_mm=thickness,
