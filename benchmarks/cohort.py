@@ -9,7 +9,8 @@ folders whose files are hard links to them (each with its own ``study.json`` ``s
 10,000 studies cost little disk. ``run`` scores them with ``mri-scoring batch`` (as a user
 would, resume off) in a fresh process and samples, every 0.5 s, the resident memory of the
 driver and of every worker process (psutil); it prints one JSON object: seconds, studies per
-minute, the driver's peak RSS and the workers' RSS after 10 %, 50 % and 100 % of the run.
+minute, the driver's peak RSS, the driver's and the workers' RSS after 10, 25, 50, 75 and 100 %
+of the run, and a dask scheduler's peak RSS (its own process: not the driver's, not a worker's).
 """
 
 from __future__ import annotations
@@ -55,21 +56,26 @@ def make(n: int, data: Path) -> None:
                 os.link(file, target / file.name)
 
 
-def _tree_rss(pid: int) -> tuple[int, list[int]]:
+def _tree_rss(pid: int) -> tuple[int, list[int], int]:
+    """RSS of the driver, of each worker-side child, and of a dask scheduler child (0 if none)."""
     import psutil
 
     try:
         proc = psutil.Process(pid)
         driver = proc.memory_info().rss
-        workers = []
+        workers, scheduler = [], 0
         for child in proc.children(recursive=True):
             try:
-                workers.append(child.memory_info().rss)
+                rss = child.memory_info().rss
+                if "distributed.Scheduler" in " ".join(child.cmdline()):
+                    scheduler = rss
+                else:
+                    workers.append(rss)
             except psutil.Error:
                 pass
-        return driver, workers
+        return driver, workers, scheduler
     except psutil.Error:
-        return 0, []
+        return 0, [], 0
 
 
 def run(data: Path, out: Path, engine: str, workers: int, pythonpath: str | None) -> dict:
@@ -84,13 +90,13 @@ def run(data: Path, out: Path, engine: str, workers: int, pythonpath: str | None
            "--no-resume"]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    samples: list[tuple[float, int, list[int]]] = []
+    samples: list[tuple[float, int, list[int], int]] = []
 
     def sample() -> None:
         while proc.poll() is None:
-            driver, children = _tree_rss(proc.pid)
+            driver, children, scheduler = _tree_rss(proc.pid)
             if driver:
-                samples.append((time.perf_counter() - start, driver, children))
+                samples.append((time.perf_counter() - start, driver, children, scheduler))
             time.sleep(0.5)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -101,11 +107,13 @@ def run(data: Path, out: Path, engine: str, workers: int, pythonpath: str | None
     n = sum(1 for p in data.iterdir() if not p.name.startswith("."))
     mib = 1 / 2**20
 
+    checkpoints = (0.1, 0.25, 0.5, 0.75, 1.0)
+
+    def at(fraction: float) -> tuple[float, int, list[int], int]:
+        return samples[min(len(samples) - 1, int(fraction * (len(samples) - 1)))]
+
     def workers_at(fraction: float) -> list[float]:
-        if not samples:
-            return []
-        at = samples[min(len(samples) - 1, int(fraction * (len(samples) - 1)))]
-        return sorted(round(r * mib) for r in at[2])[-max(workers, 1) :]
+        return sorted(round(r * mib) for r in at(fraction)[2])[-max(workers, 1) :]
 
     return {
         "engine": engine,
@@ -114,7 +122,10 @@ def run(data: Path, out: Path, engine: str, workers: int, pythonpath: str | None
         "seconds": round(total, 1),
         "studies_per_min": round(n / total * 60, 1),
         "driver_peak_rss_mib": round(max((s[1] for s in samples), default=0) * mib),
-        "worker_rss_mib_at_10_50_100pct": [workers_at(f) for f in (0.1, 0.5, 1.0)],
+        "checkpoints": checkpoints,
+        "driver_rss_mib_at": [round(at(f)[1] * mib) for f in checkpoints] if samples else [],
+        "worker_rss_mib_at": [workers_at(f) for f in checkpoints] if samples else [],
+        "scheduler_peak_rss_mib": round(max((s[3] for s in samples), default=0) * mib),
         "stdout": stdout.decode()[-300:],
         "stderr": stderr.decode()[-600:],
     }
