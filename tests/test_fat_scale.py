@@ -202,3 +202,26 @@ def test_layer_is_unchanged_by_padding_and_flipping_and_thinning_keeps_the_readi
     every, four = full_slices(inside), full_slices(inside, max_slices=4)
     assert len(every) > 4 and len(four) == 4
     assert abs(reading(four) - reading(every)) < 0.01
+
+
+def test_convex_hull_fill_is_scikit_image_hull_pixel_for_pixel():
+    """The integer half-plane fill against scikit-image's ``convex_hull_image`` (the
+    definition it replaces, 5x slower on a thigh-sized box) on 600 random masks: sparse and
+    dense, single pixels, one-row and one-column lines, thin diagonals. Guards against a
+    rounding of the row runs that drops or adds the pixels whose centres lie on a hull edge
+    (edges through pixel centres are common: the hull's vertices are pixel-edge midpoints)."""
+    from skimage.morphology import convex_hull_image
+
+    from mri_scoring.body import convex_hull_fill
+
+    rng = np.random.default_rng(7)
+    masks = [np.eye(9, dtype=bool), np.ones((1, 7), bool), np.ones((6, 1), bool)]
+    masks.append(np.zeros((5, 5), bool))
+    masks[-1][2, 2] = True
+    for _ in range(600):
+        rows, cols = rng.integers(1, 30, 2)
+        mask = rng.random((rows, cols)) < rng.uniform(0.01, 0.6)
+        mask[rng.integers(rows), rng.integers(cols)] = True
+        masks.append(mask)
+    for mask in masks:
+        assert np.array_equal(convex_hull_fill(mask), convex_hull_image(mask)), mask.astype(int)

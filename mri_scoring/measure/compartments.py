@@ -37,7 +37,7 @@ from scipy import ndimage
 
 from .. import schema
 from ..anatomy import GROUP, MUSCLE
-from ..body import body_mask, full_slices, subcutaneous_layer
+from ..body import body_mask, full_slices, plane_box, subcutaneous_layer
 from ..config import Settings
 from ..errors import QCFinding
 from ..io.study import Study
@@ -194,11 +194,7 @@ def subcutaneous(study: Study, cset: CompartmentSettings) -> Subcutaneous:
     layer = subcutaneous_layer(sub, body, study.voxel_size_mm, min_slice_share=0.0).layer
     if layer is None or not layer.any():
         layer = np.zeros(sub.shape, bool)
-    in_plane = (dx, dy, 1e6)  # distances within each slice only
-    d_out = ndimage.distance_transform_edt(
-        np.pad(body, ((1, 1), (1, 1), (0, 0))), sampling=in_plane
-    )[1:-1, 1:-1]
-    d_in = ndimage.distance_transform_edt(~(body & ~layer), sampling=in_plane)
+    d_out, d_in = _in_plane_depths(body, layer, (dx, dy))
     layer &= d_in <= cset.max_depth_mm
     sides = _side_lookup(study)
     index, side, slices, thickness = [], [], [], {0: [], 1: []}
@@ -254,13 +250,46 @@ def subcutaneous(study: Study, cset: CompartmentSettings) -> Subcutaneous:
     )
 
 
+def _in_plane_depths(
+    body: np.ndarray, layer: np.ndarray, pixel_mm: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """In-plane distances to air (``d_out``) and to the body inside the envelope (``d_in``).
+
+    Slice by slice on the body's box widened by one pixel: every pixel outside that box is air,
+    and the nearest air pixel to a body pixel lies in it (the image edge counts as air, as a
+    one-pixel pad around the slice), and so does every pixel of the body inside the envelope;
+    outside the box ``d_out`` is 0 (air) and ``d_in`` is not needed (no layer voxel there). A slice
+    with no body inside the envelope has ``d_in`` infinite. The whole-volume transforms gave the
+    same values at 2 x 0.6 s on a 512x512 study's 12 read slices.
+    """
+    d_out = np.zeros(body.shape)
+    d_in = np.full(body.shape, np.inf)
+    deep = body & ~layer
+    for k in np.flatnonzero(body.any(axis=(0, 1))):
+        box = (*plane_box(body[..., k], 1), k)
+        plane = np.pad(body[box], 1)  # the image's edge is air
+        d_out[box] = ndimage.distance_transform_edt(plane, sampling=pixel_mm)[1:-1, 1:-1]
+        if deep[box].any():
+            d_in[box] = ndimage.distance_transform_edt(~deep[box], sampling=pixel_mm)
+    return d_out, d_in
+
+
+def _at(study: Study, role: str, index: np.ndarray) -> np.ndarray:
+    """Float32 values of one image at flat (C-order) indices, without a copy of the volume.
+
+    ``float_image(role).ravel()`` converted and re-ordered the whole (Fortran-ordered) volume
+    to read a few thousand voxels.
+    """
+    return np.asarray(study.images[role][np.unravel_index(index, study.shape)], np.float32)
+
+
 def _fat_fraction(study: Study, index: np.ndarray) -> np.ndarray | None:
     """FF at flat indices: the FF map, else fat / (fat + water); None without either."""
     if "ff" in study.images:
-        return study.float_image("ff").ravel()[index]
+        return _at(study, "ff", index)
     if "fat" in study.images and "water" in study.images:
-        fat = study.float_image("fat").ravel()[index]
-        total = fat + study.float_image("water").ravel()[index]
+        fat = _at(study, "fat", index)
+        total = fat + _at(study, "water", index)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(total > 0, fat / total, np.nan)
     return None
@@ -315,7 +344,7 @@ def measure_compartments(study: Study, settings: Settings) -> tuple[pd.DataFrame
             ff = _fat_fraction(study, index)
             ff_median = float(np.nanmedian(ff)) if ff is not None and ff.size else float("nan")
             if has_stir:
-                stir = study.float_image("stir").ravel()[index]
+                stir = _at(study, "stir", index)
                 edema, note = _edema(stir, ff, slices, cset)
             elif "t2map" in study.images:
                 note = (
