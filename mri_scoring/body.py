@@ -17,10 +17,12 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "LimbOutline",
     "SubcutaneousLayer",
     "body_mask",
     "convex_hull_fill",
     "full_slices",
+    "limb_outline",
     "muscle_envelope",
     "plane_box",
     "subcutaneous_layer",
@@ -148,7 +150,10 @@ def convex_hull_fill(plane: np.ndarray) -> np.ndarray:
         * 2
     )
     diamond = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], np.int64)
-    points = np.unique((points[:, None, :] + diamond).reshape(-1, 2), axis=0)
+    points = (points[:, None, :] + diamond).reshape(-1, 2) + 1  # >= 0
+    width = 2 * cols + 2
+    key = np.unique(points[:, 0] * width + points[:, 1])  # repeated points trouble qhull
+    points = np.stack([key // width, key % width], 1) - 1
     vertices = points[ConvexHull(points).vertices]  # counter-clockwise in (row, col)
     start, step = vertices, np.roll(vertices, -1, axis=0) - vertices
     # inside or on edge i: step_r * (2c - start_c) - step_c * (2r - start_r) >= 0
@@ -247,11 +252,55 @@ def full_slices(
     return index
 
 
+@dataclass(frozen=True)
+class LimbOutline:
+    """The labelled region and each limb's envelope on the slices a layer is read on.
+
+    Found once per study (:func:`limb_outline`) and shared by every reading of the
+    subcutaneous layer that uses the same slices (the fat-scale check and the compartment
+    measure differ only in their body floor).
+
+    Attributes
+    ----------
+    slices : ndarray of int
+        Slice indices read (:func:`full_slices` with ``max_slices``).
+    max_slices : int
+        The cap the slices were chosen with.
+    inside : ndarray of bool
+        Labelled voxels on those slices.
+    envelope : ndarray of bool
+        :func:`muscle_envelope` of ``inside``.
+    """
+
+    slices: np.ndarray
+    max_slices: int
+    inside: np.ndarray
+    envelope: np.ndarray
+
+
+def limb_outline(
+    inside: np.ndarray, voxel_mm: tuple[float, float, float], max_slices: int
+) -> LimbOutline:
+    """The :class:`LimbOutline` of a labelled volume on its fully labelled slices.
+
+    Examples
+    --------
+    >>> m = np.zeros((8, 8, 5), bool); m[2:6, 2:6, 1:4] = True
+    >>> outline = limb_outline(m, (1.0, 1.0, 5.0), max_slices=2)
+    >>> outline.slices.tolist(), outline.envelope.shape, int(outline.envelope.sum())
+    ([1, 3], (8, 8, 2), 32)
+    """
+    slices = full_slices(inside, max_slices=max_slices)
+    sub = np.asarray(inside[..., slices], bool)
+    return LimbOutline(slices, max_slices, sub, muscle_envelope(sub, voxel_mm))
+
+
 def subcutaneous_layer(
     inside: np.ndarray,
     body: np.ndarray,
     voxel_mm: tuple[float, float, float],
     min_slice_share: float = 0.5,
+    envelope: np.ndarray | None = None,
 ) -> SubcutaneousLayer:
     """The subcutaneous layer of a body around its labelled region.
 
@@ -266,12 +315,15 @@ def subcutaneous_layer(
     min_slice_share : float
         Slices whose labelled area is below this share of the largest one's are left out
         (:func:`full_slices`).
+    envelope : ndarray of bool, optional
+        :func:`muscle_envelope` of ``inside`` when already found (a :class:`LimbOutline`'s).
 
     Returns
     -------
     SubcutaneousLayer
     """
-    envelope = muscle_envelope(inside, voxel_mm)
+    if envelope is None:
+        envelope = muscle_envelope(inside, voxel_mm)
     full = np.zeros(inside.shape[2], bool)
     full[full_slices(inside, min_slice_share)] = True
     layer = body & ~envelope & full[None, None, :]

@@ -198,3 +198,29 @@ def test_the_template_shows_zhangs_four_features_with_counts_and_source():
     symmetric = TEMPLATE.feature("symmetric_involvement")
     assert (symmetric.p_positive, symmetric.p_negative) == (0.8, 0.884)
     assert "elicited" in symmetric.source and "Beta pseudo-counts 61 / 56" in shown
+
+
+def test_one_limb_envelope_per_study_shared_by_fat_scale_and_compartment(
+    edema_studies, monkeypatch
+):
+    """The fat-scale check and the compartment measure read the subcutaneous layer on the same
+    slices: each limb's envelope (its convex hulls, most of the layer's cost) is found once per
+    Dixon study and both readings are those of finding it twice. Guards against each measure
+    finding its own envelope again (two hull passes per study: 1.4 s of a dense study's
+    score before)."""
+    from mri_scoring import body
+
+    study = edema_studies[(40, 0.15)]
+    separate = measure_compartments(study, SETTINGS)[0]
+    calls = []
+    envelope = body.muscle_envelope
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return envelope(*args, **kwargs)
+
+    monkeypatch.setattr(body, "muscle_envelope", counted)
+    measured = quantify(study, SETTINGS)
+    assert len(calls) == 1
+    pd.testing.assert_frame_equal(measured.compartments, separate)
+    assert measured.fat_scale["subcutaneous_voxels"] > 0

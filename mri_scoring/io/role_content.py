@@ -88,8 +88,9 @@ def t2_map_unit(
         return "s"
     if not is_map:
         # first the cheapest evidence: a STIR or T2w image has noise where a map has zeros
-        flat = np.asarray(image, np.float32)
-        unfitted = float(np.mean((flat == 0) | ~np.isfinite(flat)))
+        flat = np.asarray(image)  # no float copy: an integer image has no NaN to count
+        unfit = flat == 0 if flat.dtype.kind in "iub" else (flat == 0) | ~np.isfinite(flat)
+        unfitted = np.count_nonzero(unfit) / max(flat.size, 1)
         if unfitted < cfg["map_zero_share"]:
             return None
     values = np.asarray(image[muscle], np.float64)

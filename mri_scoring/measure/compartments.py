@@ -37,7 +37,7 @@ from scipy import ndimage
 
 from .. import schema
 from ..anatomy import GROUP, MUSCLE
-from ..body import body_mask, full_slices, plane_box, subcutaneous_layer
+from ..body import LimbOutline, body_mask, limb_outline, plane_box, subcutaneous_layer
 from ..config import Settings
 from ..errors import QCFinding
 from ..io.study import Study
@@ -153,7 +153,9 @@ def _side_lookup(study: Study) -> np.ndarray:
     return lookup
 
 
-def subcutaneous(study: Study, cset: CompartmentSettings) -> Subcutaneous:
+def subcutaneous(
+    study: Study, cset: CompartmentSettings, outline: LimbOutline | None = None
+) -> Subcutaneous:
     """Find the subcutaneous fat band of each side, eroded from skin and muscle borders.
 
     Parameters
@@ -161,6 +163,9 @@ def subcutaneous(study: Study, cset: CompartmentSettings) -> Subcutaneous:
     study : Study
         Labels and images on one grid (the third axis is the slice axis).
     cset : CompartmentSettings
+    outline : LimbOutline, optional
+        The study's limb envelope on its read slices when already found (used when its
+        ``max_slices`` is ``cset.max_slices``).
 
     Returns
     -------
@@ -185,13 +190,15 @@ def subcutaneous(study: Study, cset: CompartmentSettings) -> Subcutaneous:
     # the one subcutaneous layer (shared with the fat-scale check): the body outside each
     # limb's convex hull of labels, on at most max_slices evenly spaced, fully labelled slices
     # (every step is in plane, so each slice's layer is the one the whole volume would give)
-    inside = study.labels > 0
-    chosen = full_slices(inside, max_slices=cset.max_slices)
+    if outline is None or outline.max_slices != cset.max_slices:
+        outline = limb_outline(study.labels > 0, study.voxel_size_mm, cset.max_slices)
+    chosen, sub = outline.slices, outline.inside
     total = _outline(study, roles, chosen)
     floor = cset.body_floor * float(np.quantile(total[::2, ::2], 0.99)) if chosen.size else 0.0
     body = body_mask(total, floor)
-    sub = inside[..., chosen]
-    layer = subcutaneous_layer(sub, body, study.voxel_size_mm, min_slice_share=0.0).layer
+    layer = subcutaneous_layer(
+        sub, body, study.voxel_size_mm, min_slice_share=0.0, envelope=outline.envelope
+    ).layer
     if layer is None or not layer.any():
         layer = np.zeros(sub.shape, bool)
     d_out, d_in = _in_plane_depths(body, layer, (dx, dy))
@@ -317,7 +324,9 @@ def _edema(
     return float(np.mean(ratio[valid] > cut)), ""
 
 
-def measure_compartments(study: Study, settings: Settings) -> tuple[pd.DataFrame, list[QCFinding]]:
+def measure_compartments(
+    study: Study, settings: Settings, outline: LimbOutline | None = None
+) -> tuple[pd.DataFrame, list[QCFinding]]:
     """``compartments.tsv`` rows of one study and the QC findings of measuring them.
 
     Parameters
@@ -325,6 +334,8 @@ def measure_compartments(study: Study, settings: Settings) -> tuple[pd.DataFrame
     study : Study
     settings : Settings
         Section ``compartments``.
+    outline : LimbOutline, optional
+        Passed to :func:`subcutaneous`.
 
     Returns
     -------
@@ -332,7 +343,7 @@ def measure_compartments(study: Study, settings: Settings) -> tuple[pd.DataFrame
         (table with :data:`COLUMNS`, one row per side; list of QCFinding).
     """
     cset = CompartmentSettings.from_settings(settings)
-    band = subcutaneous(study, cset)
+    band = subcutaneous(study, cset, outline)
     has_stir = "stir" in study.images
     rows, qc = [], []
     for name in SIDES:

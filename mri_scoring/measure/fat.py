@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import schema
 from ..anatomy import REFERENCE
+from ..body import LimbOutline
 from ..errors import QCFinding
 from .fat_scale import fat_scale_outputs
 from .masks import background_sample
@@ -52,10 +53,12 @@ def _rician_median_table() -> tuple[np.ndarray, np.ndarray]:
 
     The Rice density x exp(-(x - A)^2 / 2) I0(x A) exp(-x A) is integrated numerically (the
     trapezoid rule, step 0.005) over the part of the grid within 9 sigma of A: the density beyond
-    holds less than 1e-18 of the mass. numpy's I0 keeps scipy out of the scoring process (its
-    import costs a quarter of a second); I0(z) exp(-z) is exact to rounding for z <= 600 (here
-    x <= 30, A <= 20).
+    holds less than 1e-18 of the mass. I0(z) exp(-z) is scipy's ``i0e`` (scipy.special comes
+    with scipy.ndimage, which the layer geometry needs): numpy's ``i0`` times ``exp(-z)`` gave
+    the same density to 1e-16 at a quarter of a second a process.
     """
+    from scipy.special import i0e
+
     amplitude = np.concatenate([np.linspace(0.0, 4.0, 161), np.linspace(4.1, 20.0, 160)])
     step = 0.005
     x = np.linspace(0.0, 30.0, 6001)
@@ -63,7 +66,7 @@ def _rician_median_table() -> tuple[np.ndarray, np.ndarray]:
     for n, a in enumerate(amplitude):  # row by row: no 321 x 6001 temporaries
         lo, hi = max(int((a - 9.0) / step), 0), min(int((a + 9.0) / step) + 2, x.size)
         xs = x[lo:hi]
-        density = xs * np.exp(-0.5 * (xs - a) ** 2 - xs * a) * np.i0(xs * a)
+        density = xs * np.exp(-0.5 * (xs - a) ** 2) * i0e(xs * a)
         cdf = np.cumsum((density[1:] + density[:-1]) * (0.5 * step))
         median[n] = np.interp(0.5 * cdf[-1], cdf, xs[1:])
     return median, amplitude
@@ -267,7 +270,10 @@ class FatMeasure:
 
 
 def measure_fat(
-    region: LabelledRegion, qset: dict[str, Any], scale_cfg: dict[str, Any] | None = None
+    region: LabelledRegion,
+    qset: dict[str, Any],
+    scale_cfg: dict[str, Any] | None = None,
+    outline: LimbOutline | None = None,
 ) -> FatMeasure:
     """Per-voxel and per-label fat fraction from the best available source.
 
@@ -280,6 +286,8 @@ def measure_fat(
     scale_cfg : dict, optional
         The ``fat_scale`` section: with Dixon images, subcutaneous fat and marrow are read
         (:mod:`.fat_scale`), and with ``fat_reference`` the ``*_fatref`` columns are added.
+    outline : LimbOutline, optional
+        The study's limb envelope on its read slices, shared with the compartment measure.
 
     Returns
     -------
@@ -324,7 +332,7 @@ def measure_fat(
     scale = None
     if source == "dixon" and scale_cfg is not None:
         scale_qc, scale, extra = fat_scale_outputs(
-            region, ff_flat, noise_sigma, qset, scale_cfg, _ff_columns
+            region, ff_flat, noise_sigma, qset, scale_cfg, _ff_columns, outline
         )
         qc.extend(scale_qc)
         columns.update(extra)

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import schema
 from ..anatomy import reference_tissue
-from ..body import body_mask, full_slices, subcutaneous_layer
+from ..body import LimbOutline, body_mask, limb_outline, subcutaneous_layer
 from ..errors import QCFinding
 from .voxel_sets import LabelledRegion
 
@@ -97,6 +97,7 @@ def read_fat_scale(
     cfg: dict[str, Any],
     body_floor_sigma: float,
     layer: np.ndarray | None = None,
+    outline: LimbOutline | None = None,
 ) -> FatScale:
     """Read subcutaneous fat and labelled marrow of a Dixon study.
 
@@ -114,6 +115,9 @@ def read_fat_scale(
         As the swap check's.
     layer : ndarray of bool, optional
         Subcutaneous voxels found elsewhere (then only the reading is done here).
+    outline : LimbOutline, optional
+        The study's limb envelope on its read slices, when already found (used when its
+        ``max_slices`` is this check's).
 
     Returns
     -------
@@ -132,13 +136,18 @@ def read_fat_scale(
     if layer is None:
         # the layer of a few evenly spaced, fully labelled slices (``max_slices``): every step
         # of it is in plane, so each is the layer the whole volume would give on that slice
-        inside = study.labels > 0
-        slices = full_slices(inside, max_slices=cfg["max_slices"])
+        if outline is None or outline.max_slices != cfg["max_slices"]:
+            outline = limb_outline(study.labels > 0, study.voxel_size_mm, cfg["max_slices"])
+        slices = outline.slices
         fat = np.asarray(study.images["fat"][..., slices], np.float32)
         total = fat + np.asarray(study.images["water"][..., slices], np.float32)
         floor = body_floor_sigma * sigma if sigma else float(np.quantile(total, 0.5))
         found = subcutaneous_layer(
-            inside[..., slices], body_mask(total, floor), study.voxel_size_mm, min_slice_share=0.0
+            outline.inside,
+            body_mask(total, floor),
+            study.voxel_size_mm,
+            min_slice_share=0.0,
+            envelope=outline.envelope,
         )
         layer, thickness = found.core, found.thickness_mm
     else:
@@ -214,6 +223,7 @@ def fat_scale_outputs(
     qset: dict[str, Any],
     cfg: dict[str, Any],
     ff_columns: Callable[[LabelledRegion, np.ndarray], dict[str, np.ndarray]],
+    outline: LimbOutline | None = None,
 ) -> tuple[list[QCFinding], dict[str, Any], dict[str, np.ndarray]]:
     """Everything the fat scale adds to a Dixon study's fat measure.
 
@@ -231,6 +241,8 @@ def fat_scale_outputs(
     ff_columns : callable
         Per-label FF columns of a voxel FF (``ff_median``, ``ff_mean``, ...): applied to the
         fat-referenced FF with ``fat_reference``.
+    outline : LimbOutline, optional
+        Passed to :func:`read_fat_scale`.
 
     Returns
     -------
@@ -242,7 +254,9 @@ def fat_scale_outputs(
         ``ff_median_fatref`` and ``ff_mean_fatref`` per compact label (empty without
         ``fat_reference``; NaN when subcutaneous fat was not read).
     """
-    found = read_fat_scale(region, ff_flat, sigma, cfg, qset["swap_check_body_floor_sigma"])
+    found = read_fat_scale(
+        region, ff_flat, sigma, cfg, qset["swap_check_body_floor_sigma"], outline=outline
+    )
     findings = fat_scale_findings(found, cfg, region.file("fat"))
     readings = found.as_dict()
     if not cfg["fat_reference"]:

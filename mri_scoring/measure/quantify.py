@@ -17,6 +17,7 @@ import pandas as pd
 
 from .. import schema
 from ..anatomy import GROUP, MUSCLE
+from ..body import LimbOutline, limb_outline
 from ..config import Settings, load_settings
 from ..errors import QCFinding
 from ..io.study import Study
@@ -124,7 +125,8 @@ def quantify(
     settings = settings or load_settings()
     qset, eset = settings["quantify"], settings["edema"]
     region, counts = _labelled_region(study, qset, thread_count(threads))
-    fat = measure_fat(region, qset, settings["fat_scale"])
+    outline = _limb_outline(study, settings)
+    fat = measure_fat(region, qset, settings["fat_scale"], outline)
     coverage = label_coverage(study.label_boxes, study.shape, study.affine)
     edema, areas = run_parallel(
         [
@@ -139,7 +141,7 @@ def quantify(
     slices, norms = _coverage_and_norms(study, table, coverage, areas, settings, qc)
     run_registered(MeasureInputs(study, region, table, fat.ff))
     maps = _voxel_maps(study, region, fat, edema) if voxel_maps else None
-    compartments, compartment_qc = measure_compartments(study, settings)
+    compartments, compartment_qc = measure_compartments(study, settings, outline)
     qc.extend(compartment_qc)
     return MuscleTable(
         table=table,
@@ -153,6 +155,19 @@ def quantify(
         fat_scale=fat.fat_scale,
         compartments=compartments,
     )
+
+
+def _limb_outline(study: Study, settings: Settings) -> LimbOutline | None:
+    """Each limb's envelope on the slices the subcutaneous layer is read on, found once.
+
+    The fat-scale check and the compartment measure both read the layer (with different body
+    floors) on the same slices; None when no image outlines the body (neither reads it).
+    """
+    images = study.images
+    if not ({"fat", "water"} <= images.keys() or "t1w" in images):
+        return None
+    max_slices = settings["fat_scale"]["max_slices"]
+    return limb_outline(study.labels > 0, study.voxel_size_mm, max_slices)
 
 
 def _voxel_maps(
