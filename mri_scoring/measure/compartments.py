@@ -213,16 +213,18 @@ def subcutaneous(
         side_of[known] = sides[lab[known]]
         if not (side_of >= 0).any():
             continue
-        owner = _owner(side_of)
-        band, out_k, in_k = layer[..., j], d_out[..., j], d_in[..., j]
+        # everything below at the band's pixels only (row-major, as the plane's masks were)
+        band_row, band_col = np.nonzero(layer[..., j])
+        owner = _owner(side_of)[band_row, band_col]
+        out_k, in_k = d_out[band_row, band_col, j], d_in[band_row, band_col, j]
         local = out_k + in_k - pixel
         for s in (0, 1):
-            thickness[s].append(local[band & (owner == s)])
-        keep = band & (out_k > max(cset.skin_margin_mm, pixel))
+            thickness[s].append(local[owner == s])
+        keep = out_k > max(cset.skin_margin_mm, pixel)
         keep &= in_k > max(cset.muscle_margin_mm, pixel)
-        row, col = np.nonzero(keep)
+        row, col = band_row[keep], band_col[keep]
         index.append(np.ravel_multi_index((row, col, np.full(row.size, k)), study.shape))
-        side.append(owner[row, col])
+        side.append(owner[keep])
         slices.append(np.full(row.size, k, np.int32))
     index_all = np.concatenate(index) if index else empty
     side_all = np.concatenate(side).astype(np.int8) if side else empty.astype(np.int8)
