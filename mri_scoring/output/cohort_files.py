@@ -204,11 +204,13 @@ def write_cohort_files(out: str | Path, shards: list[Path] | None = None) -> pd.
     write_batch_tables(out, summary, failures)
     write_long_tables(out, [study_out_dir(out, i) for i in ids])
     _write_parquet(out)
+    _give_back_memory()
     followed_dirs = [study_out_dir(out, i) for sessions in parts["subjects"].values()
                      if len(sessions) > 1 for i in sorted(sessions)]  # fmt: skip
     followed = write_followup(out, followed_dirs, DISCLAIMER)
     outliers = find_outliers(out / "muscles_long.tsv")
     atomic_write(out / "outliers.tsv", table_text(outliers))
+    _give_back_memory()
     if run.get("report"):
         write_mosaic(out, ids, outliers, parts["ratings"], len(summary.attrs["excluded"]))
         if not summary.empty or not failures.empty:
@@ -219,6 +221,28 @@ def write_cohort_files(out: str | Path, shards: list[Path] | None = None) -> pd.
     atomic_write(out / "dataset_description.json",
                  json.dumps(dataset_description(run), indent=2) + "\n")  # fmt: skip
     return summary
+
+
+def _give_back_memory() -> None:
+    """Return the memory freed by a finished step to the system (the batch driver lives on).
+
+    The cohort steps each read a whole cohort table (pandas, pyarrow); what they free stays in
+    the allocators' pools unless handed back: pyarrow's pool keeps the Parquet step's pages
+    and glibc keeps the pandas steps' (``malloc_trim``). Measured at 10,000 studies, the
+    finish raised a batch driver from 194 to 435 MiB without it.
+    """
+    import ctypes
+    import gc
+    import sys
+
+    gc.collect()
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
 
 
 def _write_parquet(out: Path, names: Sequence[str] = LONG_TABLES) -> None:

@@ -58,6 +58,7 @@ def column_types(path: str | Path) -> dict[str, str]:
     import pyarrow.compute as pc
 
     reader = _reader(Path(path))
+    pool = pa.default_memory_pool()
     names = reader.schema.names  # type: ignore[attr-defined]
     options = {name: 0 for name in names}  # index into _NARROWING: the narrowest still possible
     filled: set[str] = set()
@@ -81,6 +82,8 @@ def column_types(path: str | Path) -> dict[str, str]:
                     break
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                     options[name] += 1
+        del batch, column
+        pool.release_unused()
     return {name: _NARROWING[options[name]] if name in filled else "string" for name in names}
 
 
@@ -109,11 +112,14 @@ def write_parquet(tsv: str | Path, parquet: str | Path | None = None) -> Path:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        pool = pa.default_memory_pool()
         with pq.ParquetWriter(tmp, schema) as writer:
             wrote = False
             for batch in _reader(tsv, types):  # type: ignore[attr-defined]
                 writer.write_batch(batch)
                 wrote = True
+                del batch
+                pool.release_unused()  # else the pool keeps every block's pages (+150 MiB)
             if not wrote:
                 writer.write_table(schema.empty_table())
         os.chmod(tmp, 0o666 & ~_umask())
