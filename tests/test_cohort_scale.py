@@ -305,3 +305,56 @@ def test_dask_window_scores_every_study_and_keeps_the_window(tmp_path):
                                 lambda files, exc: f"lost {files}")  # fmt: skip
     assert sorted(reported) == todo, "every study reported once, none dropped"
     assert max(in_flight) <= dask_engine.DASK_WINDOW_PER_WORKER == 4
+
+
+def test_outlier_screen_matches_the_modified_z_definition_per_muscle_and_side(tmp_path):
+    """The outlier screen (integer group codes, numpy medians) against the modified z-score
+    written out plainly per (muscle, side) with pandas: 0.6745 (x - median) / MAD, the mean
+    absolute deviation x 1.2533 where the MAD is 0, no z below ``min_studies`` measured values,
+    missing values and missing sides left out. Guards against groups merged across sides (one
+    left-right pair is planted so that only the right side's value is far), a missing value
+    counted as a study, and a NaN side treated as a side."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(40):
+        for muscle in ("semitendinosus", "vastus_lateralis", "gracilis"):
+            for side in ("left", "right", ""):
+                ff = rng.normal(0.10, 0.02) if side != "right" else rng.normal(0.30, 0.02)
+                if muscle == "gracilis":
+                    ff = 0.05 if i % 10 else 0.07  # MAD 0: the mean deviation stands in
+                edema = np.nan if (i % 7 == 0 and side == "left") else rng.normal(0.1, 0.01)
+                rows.append({"study_id": f"s{i:02d}", "muscle": muscle, "side": side,
+                             "kind": "muscle", "ff_median": ff, "edema_fraction": edema,
+                             "fascial_edema_fraction": np.nan, "volume_ml": 100.0})  # fmt: skip
+    rows[3]["ff_median"] = 0.30  # s00's left vastus at the right sides' level: far only as left
+    rows.append({**rows[0], "study_id": "s99", "side": "left", "volume_ml": 500.0,
+                 "kind": "group"})  # fmt: skip
+    table = pd.DataFrame(rows)
+    path = tmp_path / "muscles_long.tsv"
+    table.to_csv(path, sep="\t", index=False, na_rep="")
+    settings = {"measures": ["ff_median", "edema_fraction", "fascial_edema_fraction",
+                             "volume_ml"], "min_studies": 10, "z_threshold": 3.5}  # fmt: skip
+    found = qc_queue.find_outliers(path, settings)
+    expected = []
+    plain = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
+    plain = plain[(plain["kind"] == "muscle") & plain["side"].notna()]
+    for measure in settings["measures"]:
+        for (muscle, side), part in plain.groupby(["muscle", "side"]):
+            values = part[measure].dropna()
+            if len(values) < settings["min_studies"]:
+                continue
+            median = values.median()
+            mad = (values - median).abs().median()
+            scale = mad / 0.6745 if mad > 0 else (values - median).abs().mean() * 1.2533
+            if scale == 0:
+                continue
+            z = (values - median) / scale
+            for index in z.index[z.abs() > 3.5]:
+                expected.append((part.loc[index, "study_id"], muscle, side, measure,
+                                 round(float(z[index]), 9)))  # fmt: skip
+    got = [(r.study_id, r.muscle, r.side, r.measure, round(float(r.z), 9))
+           for r in found.itertuples()]  # fmt: skip
+    assert sorted(got) == sorted(expected)
+    far = [g for g in got if g[3] == "ff_median" and g[1] == "vastus_lateralis"]
+    assert [g[:4] for g in far] == [("s00", "vastus_lateralis", "left", "ff_median")]
+    assert far[0][4] > 3.5 and not any(g[2] == "" or g[2] == "nan" for g in got)
