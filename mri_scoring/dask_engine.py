@@ -70,8 +70,8 @@ def _local_cluster(workers: int) -> Any:
 
     distributed's ``SubprocessCluster`` (scheduler in a process of its own) was tried for a
     lighter driver (217 MiB flat over 6,000 studies against 268 MiB at 300 with the scheduler
-    inside) and not kept: when the driver is killed (SIGTERM, SIGKILL) its scheduler and
-    workers go on running, orphaned; with the scheduler inside the driver they stop with it.
+    inside) and not kept: when the driver was killed (SIGTERM, SIGKILL) its scheduler and
+    workers went on running, orphaned; a scheduler inside the driver goes with it.
     """
     from dask.distributed import LocalCluster
 
