@@ -210,7 +210,8 @@ COLUMNS: tuple[Column, ...] = (
         ("p_imnm_lo", "probability", "P(IMNM) 5 %", "lower end of the 90 % interval"),
         ("p_imnm_hi", "probability", "P(IMNM) 95 %", "upper end of the 90 % interval"),
         ("log10_likelihood_ratio", "log10", "log10 LR", "evidence for IMNM over DM"),
-        ("call", "text", "call", "IMNM, DM or uncertain"),
+        ("call", "text", "call",
+         "the first template's call: one of its two classes (IMNM, DM) or indeterminate"),
         ("qc", "text", "QC", "the study's QC warning codes"),
         # with a population prior only (after the features): never p_imnm or the call
         ("population", "text", "population", "the population prior preset"),
