@@ -24,6 +24,7 @@ __all__ = [
     "full_slices",
     "limb_outline",
     "muscle_envelope",
+    "outline_of_labels",
     "plane_box",
     "subcutaneous_layer",
 ]
@@ -293,6 +294,28 @@ def limb_outline(
     slices = full_slices(inside, max_slices=max_slices)
     sub = np.asarray(inside[..., slices], bool)
     return LimbOutline(slices, max_slices, sub, muscle_envelope(sub, voxel_mm))
+
+
+def outline_of_labels(
+    labels: np.ndarray,
+    voxel_mm: tuple[float, float, float],
+    max_slices: int,
+    found: LimbOutline | None = None,
+) -> LimbOutline:
+    """``found`` when it was read with ``max_slices``, else :func:`limb_outline` of ``labels > 0``.
+
+    Examples
+    --------
+    >>> labels = np.zeros((8, 8, 5), np.uint8); labels[2:6, 2:6, 1:4] = 3
+    >>> first = outline_of_labels(labels, (1.0, 1.0, 5.0), 2)
+    >>> outline_of_labels(labels, (1.0, 1.0, 5.0), 2, first) is first
+    True
+    >>> outline_of_labels(labels, (1.0, 1.0, 5.0), 3, first).slices.tolist()
+    [1, 2, 3]
+    """
+    if found is not None and found.max_slices == max_slices:
+        return found
+    return limb_outline(labels > 0, voxel_mm, max_slices)
 
 
 def subcutaneous_layer(

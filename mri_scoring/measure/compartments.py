@@ -37,7 +37,7 @@ from scipy import ndimage
 
 from .. import schema
 from ..anatomy import GROUP, MUSCLE
-from ..body import LimbOutline, body_mask, limb_outline, plane_box, subcutaneous_layer
+from ..body import LimbOutline, body_mask, outline_of_labels, plane_box, subcutaneous_layer
 from ..config import Settings
 from ..errors import QCFinding
 from ..io.study import Study
@@ -190,8 +190,7 @@ def subcutaneous(
     # the one subcutaneous layer (shared with the fat-scale check): the body outside each
     # limb's convex hull of labels, on at most max_slices evenly spaced, fully labelled slices
     # (every step is in plane, so each slice's layer is the one the whole volume would give)
-    if outline is None or outline.max_slices != cset.max_slices:
-        outline = limb_outline(study.labels > 0, study.voxel_size_mm, cset.max_slices)
+    outline = outline_of_labels(study.labels, study.voxel_size_mm, cset.max_slices, found=outline)
     chosen, sub = outline.slices, outline.inside
     total = _outline(study, roles, chosen)
     floor = cset.body_floor * float(np.quantile(total[::2, ::2], 0.99)) if chosen.size else 0.0

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import schema
 from ..anatomy import reference_tissue
-from ..body import LimbOutline, body_mask, limb_outline, subcutaneous_layer
+from ..body import LimbOutline, body_mask, outline_of_labels, subcutaneous_layer
 from ..errors import QCFinding
 from .voxel_sets import LabelledRegion
 
@@ -136,8 +136,9 @@ def read_fat_scale(
     if layer is None:
         # the layer of a few evenly spaced, fully labelled slices (``max_slices``): every step
         # of it is in plane, so each is the layer the whole volume would give on that slice
-        if outline is None or outline.max_slices != cfg["max_slices"]:
-            outline = limb_outline(study.labels > 0, study.voxel_size_mm, cfg["max_slices"])
+        outline = outline_of_labels(
+            study.labels, study.voxel_size_mm, cfg["max_slices"], found=outline
+        )
         slices = outline.slices
         fat = np.asarray(study.images["fat"][..., slices], np.float32)
         total = fat + np.asarray(study.images["water"][..., slices], np.float32)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .. import schema
 from ..anatomy import GROUP, MUSCLE
-from ..body import LimbOutline, limb_outline
+from ..body import LimbOutline, outline_of_labels
 from ..config import Settings, load_settings
 from ..errors import QCFinding
 from ..io.study import Study
@@ -166,8 +166,7 @@ def _limb_outline(study: Study, settings: Settings) -> LimbOutline | None:
     images = study.images
     if not ({"fat", "water"} <= images.keys() or "t1w" in images):
         return None
-    max_slices = settings["fat_scale"]["max_slices"]
-    return limb_outline(study.labels > 0, study.voxel_size_mm, max_slices)
+    return outline_of_labels(study.labels, study.voxel_size_mm, settings["fat_scale"]["max_slices"])
 
 
 def _voxel_maps(
